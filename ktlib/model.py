@@ -1,0 +1,145 @@
+"""The LeNet-5 style net of the paper's Figure 1, its free-parameter count, and the class target codes."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6")
+PAPER_FREE_PARAMETERS = {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 2420}
+
+# LeCun et al. (1998), Table I: which of the 6 S2 maps feed each of the 16 C3 maps.
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
+
+
+def scaled_tanh(a: torch.Tensor) -> torch.Tensor:
+    """LeCun's squashing function 1.7159 tanh(2a/3): f(+-1) = +-1, so +-1 targets sit in its linear range."""
+    return 1.7159 * torch.tanh(a * (2.0 / 3.0))
+
+
+def c3_mask() -> torch.Tensor:
+    mask = torch.zeros(16, 6, 5, 5)
+    for out, ins in enumerate(C3_TABLE):
+        mask[out, list(ins)] = 1.0
+    return mask
+
+
+class Conv(nn.Module):
+    """A convolution layer whose kernel may be masked by a connection table."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, mask: torch.Tensor | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(c_out, c_in, k, k))
+        self.bias = nn.Parameter(torch.empty(c_out))
+        self.register_buffer("mask", torch.ones(c_out, c_in, k, k) if mask is None else mask)
+
+    def forward(self, x):
+        return scaled_tanh(F.conv2d(x, self.weight * self.mask, self.bias))
+
+    def free_parameters(self) -> int:
+        return int(self.mask.sum()) + self.bias.numel()
+
+    def reset_parameters(self, gen: torch.Generator):
+        fan_in = self.mask.flatten(1).sum(1)  # per output map: masked-out inputs don't count
+        bound = (2.4 / fan_in).view(-1, 1, 1, 1)
+        w = (torch.rand(self.weight.shape, generator=gen) * 2 - 1) * bound
+        b = (torch.rand(self.bias.shape, generator=gen) * 2 - 1) * bound.flatten()
+        with torch.no_grad():
+            self.weight.copy_(w * self.mask)
+            self.bias.copy_(b)
+
+
+class Subsample(nn.Module):
+    """Trainable 2x2 sub-sampling: per map, coefficient * (sum of the tile) + bias, then squash."""
+
+    def __init__(self, maps: int):
+        super().__init__()
+        self.coef = nn.Parameter(torch.empty(maps))
+        self.bias = nn.Parameter(torch.empty(maps))
+
+    def forward(self, x):
+        tile_sum = F.avg_pool2d(x, 2) * 4.0
+        return scaled_tanh(tile_sum * self.coef.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1))
+
+    def free_parameters(self) -> int:
+        return self.coef.numel() + self.bias.numel()
+
+    def reset_parameters(self, gen: torch.Generator):
+        bound = 2.4 / 4  # fan-in of a unit is its 2x2 tile
+        with torch.no_grad():
+            self.coef.copy_((torch.rand(self.coef.shape, generator=gen) * 2 - 1) * bound)
+            self.bias.copy_((torch.rand(self.bias.shape, generator=gen) * 2 - 1) * bound)
+
+
+class Net(nn.Module):
+    """C1-S2-C3-S4-C5-F6 on 32x32 inputs; F6 has one unit per code bit (20)."""
+
+    def __init__(self, code_bits: int = 20):
+        super().__init__()
+        self.C1 = Conv(1, 6, 5)
+        self.S2 = Subsample(6)
+        self.C3 = Conv(6, 16, 5, mask=c3_mask())
+        self.S4 = Subsample(16)
+        self.C5 = Conv(16, 120, 5)
+        self.F6 = Conv(120, code_bits, 1)  # a 1x1 "feature map" is a fully connected unit
+
+    def layers(self) -> list[nn.Module]:
+        return [getattr(self, name) for name in LAYERS]
+
+    def forward(self, x, start: int = 0):
+        """Run layers start.. on x (x is the output of layer start-1, or the image when start=0)."""
+        for layer in self.layers()[start:]:
+            x = layer(x)
+        return x.flatten(1)
+
+    def features(self, x, stop: int):
+        """Output of the bottom `stop` layers."""
+        for layer in self.layers()[:stop]:
+            x = layer(x)
+        return x
+
+    def reset_layers(self, start: int, gen: torch.Generator):
+        """Re-initialise layers start.. with LeCun's fan-in rule: U(-2.4/F, 2.4/F)."""
+        for layer in self.layers()[start:]:
+            layer.reset_parameters(gen)
+
+
+def build(seed: int, code_bits: int = 20) -> Net:
+    net = Net(code_bits)
+    net.reset_layers(0, torch.Generator().manual_seed(seed))
+    return net
+
+
+def free_parameters(net: Net) -> dict[str, int]:
+    """Free parameters per layer, counted from the modules (masked-out C3 weights excluded)."""
+    return {name: layer.free_parameters() for name, layer in zip(LAYERS, net.layers())}
+
+
+# ---------------------------------------------------------------- target codes
+
+def target_codes(n_classes: int, bits: int = 20, seed: int = 0, scheme: str = "random") -> torch.Tensor:
+    """One +-1 target vector per class: distinct random codes (the paper), or one-of-N."""
+    if scheme == "one-of-n":
+        if bits != n_classes:
+            raise ValueError(f"one-of-N codes need bits == classes, got {bits} bits for {n_classes} classes")
+        return torch.eye(n_classes) * 2 - 1
+    if scheme != "random":
+        raise ValueError(f"unknown code scheme {scheme!r}; use 'random' or 'one-of-n'")
+    if n_classes > 2 ** bits:
+        raise ValueError(f"{bits} bits cannot give {n_classes} distinct codes")
+    rng = np.random.default_rng(seed)
+    while True:
+        codes = rng.integers(0, 2, size=(n_classes, bits))
+        if len(np.unique(codes, axis=0)) == n_classes:
+            return torch.tensor(codes * 2 - 1, dtype=torch.float32)
+
+
+def predict(outputs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest code (Euclidean) for each output row."""
+    return torch.cdist(outputs, codes).argmin(1)

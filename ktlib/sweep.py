@@ -1,0 +1,370 @@
+"""The paper's experiment: one config, the source net, and the resumable n x k x trial sweep."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import data as D
+from .model import LAYERS, build, free_parameters, target_codes
+from .train import Converged, ReachAccuracy, evaluate, train
+from .transfer import check_levels, transfer
+
+RESULTS_FILE = "sweep.csv"
+SOURCE_FILE = "source.pt"
+PROFILES = ("paper", "smoke")
+COLUMNS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss",
+           "epochs", "stopped_by", "seconds", "trainable_parameters", "git_commit"]
+
+
+@dataclass
+class Config:
+    """Every knob of the experiment; field names are the notebooks' papermill parameters."""
+    seed: int = 0
+    data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist
+    results_dir: str = "results"
+    profile: str = "paper"
+    # classes and codes
+    n_classes: int = 20
+    source_chars: str | None = None        # None: drawn by seed among classes with enough images
+    target_chars: str | None = None
+    code_bits: int = 20
+    code_scheme: str = "random"            # or "one-of-n" (needs code_bits == n_classes)
+    # source net: trained until it reaches the paper's training accuracy
+    source_per_class: int = 400
+    source_accuracy: float = 0.9438
+    source_max_epochs: int = 100
+    # target nets: the grid, each run trained to convergence
+    levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    sizes: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 40])
+    trials: int = 5
+    test_per_class: int = 50
+    max_epochs: int = 1000
+    patience: int = 20
+    min_improvement: float = 0.01
+    loss_floor: float = 1e-3
+    # optimiser
+    lr: float = 1e-3
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        self.levels = sorted({check_levels(int(n)) for n in self.levels})
+        self.sizes = sorted({int(k) for k in self.sizes})
+        if not self.levels or not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"levels and sizes must be non-empty and sizes >= 1, got {self.levels}, {self.sizes}")
+        for name in ("trials", "n_classes", "code_bits", "source_per_class", "source_max_epochs",
+                     "test_per_class", "max_epochs", "patience", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 < self.source_accuracy <= 1:
+            raise ValueError(f"source_accuracy must be in (0, 1], got {self.source_accuracy!r}")
+
+    @classmethod
+    def for_profile(cls, profile: str = "paper", **overrides) -> "Config":
+        """The paper's protocol, or `smoke`: the same pipeline shrunk to seconds."""
+        base = {"smoke": dict(source_per_class=40, source_max_epochs=2, levels=[0, 5], sizes=[1],
+                              trials=1, test_per_class=10, max_epochs=30)}.get(profile, {})
+        return cls(profile=profile, **{**base, **overrides})
+
+    def experiment(self) -> dict:
+        """The fields that determine the numbers (not where files live)."""
+        d = dataclasses.asdict(self)
+        for where in ("data_dir", "results_dir"):
+            d.pop(where)
+        return d
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 31-bit seed for each purpose, so adding a purpose never shifts the others."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] >> 1)
+
+
+# purposes for derive_seed
+SPLIT, SOURCE_DATA, SOURCE_INIT, SOURCE_CODES, TARGET_CODES, TEST_DATA, TRIAL = range(7)
+
+
+# ---------------------------------------------------------------- provenance
+
+def git_commit() -> str:
+    """HEAD of the checkout ktlib runs from, marked -dirty with uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform(),
+           "torch_threads": torch.get_num_threads()}
+    for pkg in ("ktlib", "torch", "numpy", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def state_hash(net: torch.nn.Module) -> str:
+    buf = io.BytesIO()
+    for name, t in sorted(net.state_dict().items()):
+        buf.write(name.encode())
+        buf.write(t.detach().contiguous().numpy().tobytes())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temporary file beside path, then rename it over path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------- the experiment's pieces
+
+@dataclass
+class Experiment:
+    """Data and class split fixed by a config: everything the runs share."""
+    cfg: Config
+    data: D.Emnist
+    split: D.ClassSplit
+    checksums: dict
+
+    @classmethod
+    def load(cls, cfg: Config) -> "Experiment":
+        path = D.resolve_data_dir(cfg.data_dir)
+        data = D.load(path)
+        split = D.split_classes(data, derive_seed(cfg.seed, SPLIT), cfg.n_classes, cfg.source_per_class,
+                                max(cfg.sizes), cfg.test_per_class, cfg.source_chars, cfg.target_chars)
+        return cls(cfg, data, split, D.checksums(path))
+
+    def chars(self, role: str) -> str:
+        return "".join(self.data.mapping[c] for c in getattr(self.split, role))
+
+    def codes(self, role: str) -> torch.Tensor:
+        purpose = SOURCE_CODES if role == "source" else TARGET_CODES
+        return target_codes(self.cfg.n_classes, self.cfg.code_bits, derive_seed(self.cfg.seed, purpose),
+                            self.cfg.code_scheme)
+
+    def source_set(self) -> D.Subset:
+        return D.draw(self.data.train, self.split.source, self.cfg.source_per_class,
+                      derive_seed(self.cfg.seed, SOURCE_DATA))
+
+    def test_set(self) -> D.Subset:
+        return D.draw(self.data.test, self.split.target, self.cfg.test_per_class,
+                      derive_seed(self.cfg.seed, TEST_DATA))
+
+    def trial_set(self, k: int, trial: int) -> tuple[D.Subset, int]:
+        """The k-per-class training set of one trial and that trial's seed (shared by every n)."""
+        seed = derive_seed(self.cfg.seed, TRIAL, k, trial)
+        return D.draw(self.data.train, self.split.target, k, seed), seed
+
+    def source_key(self) -> str:
+        c = self.cfg
+        key = dict(seed=c.seed, n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
+                   source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
+                   source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,
+                   source=self.chars("source"), checksums=self.checksums)
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def tensors(s: D.Subset) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(s.x), torch.from_numpy(s.y)
+
+
+def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Train the source net, or load it from results_dir when the same config already trained it."""
+    cfg, path = exp.cfg, Path(exp.cfg.results_dir) / SOURCE_FILE
+    key = exp.source_key()
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("key") == key:
+            net = build(0, cfg.code_bits)
+            net.load_state_dict(saved["state_dict"])
+            return net, saved["info"]
+        raise RuntimeError(f"{path} was trained under another configuration or data; "
+                           f"delete it or choose another results_dir")
+    seed = derive_seed(cfg.seed, SOURCE_INIT)
+    net = build(seed, cfg.code_bits)
+    x, y = tensors(exp.source_set())
+    if progress:
+        print(f"training the source net on {exp.chars('source')} ({len(x)} images)...", file=sys.stderr)
+    history = train(net, x, y, exp.codes("source"), seed=seed, stop=ReachAccuracy(cfg.source_accuracy),
+                    max_epochs=cfg.source_max_epochs, lr=cfg.lr, batch_size=cfg.batch_size)
+    info = {"classes": exp.chars("source"), "seed": seed, "epochs": len(history),
+            "train_accuracy": history[-1]["train_accuracy"], "seconds": history[-1]["seconds"],
+            "reached_target": history[-1]["train_accuracy"] >= cfg.source_accuracy,
+            "state_sha256": state_hash(net), "history": history}
+    atomic_write(path, lambda f: torch.save({"key": key, "state_dict": net.state_dict(), "info": info}, f))
+    return net, info
+
+
+def run_one(source, n: int, train_set: D.Subset, test: tuple, codes: torch.Tensor, seed: int,
+            cfg: Config) -> dict:
+    """Train one target net with the bottom n layers transferred and frozen; test it."""
+    net = transfer(source, n, seed)
+    x, y = tensors(train_set)
+    stop = Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
+    history = train(net, x, y, codes, seed=seed, stop=stop, max_epochs=cfg.max_epochs, lr=cfg.lr,
+                    batch_size=cfg.batch_size)
+    last = history[-1]
+    fitted = last["train_accuracy"] == 1.0 and last["train_loss"] < cfg.loss_floor
+    test_acc, _ = evaluate(net, *test, codes)
+    return {"test_accuracy": test_acc, "train_accuracy": last["train_accuracy"],
+            "train_loss": last["train_loss"], "epochs": len(history),
+            "stopped_by": "fit" if fitted else ("cap" if len(history) == cfg.max_epochs else "plateau"),
+            "seconds": last["seconds"], "trainable_parameters": sum(free_parameters(net)[l] for l in LAYERS[n:])}
+
+
+# ---------------------------------------------------------------- the results file
+
+def read_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """(metadata, rows) of a results file: a '# ' JSON header line, then CSV."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+        if not first.startswith("# "):
+            raise ValueError(f"{path}: not a ktlib results file (no '# ' metadata line)")
+        meta = json.loads(first[2:])
+        rows = pd.read_csv(f)
+    return meta, rows
+
+
+def write_results(path: Path, meta: dict, rows: pd.DataFrame) -> None:
+    text = "# " + json.dumps(meta, sort_keys=True) + "\n" + rows.to_csv(index=False, float_format="%.6g")
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def retained(n: int) -> str:
+    return "none" if n == 0 else f"{LAYERS[0]}-{LAYERS[n - 1]}" if n > 1 else LAYERS[0]
+
+
+def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.DataFrame:
+    """Run (or resume) the whole sweep; returns the tidy results, one row per run."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or Config.for_profile(overrides.pop("profile", "paper"), **overrides)
+    torch.use_deterministic_algorithms(True)
+    exp = Experiment.load(cfg)
+    source, source_info = train_source(exp, progress)
+    meta = {"config": cfg.experiment(), "source_classes": exp.chars("source"),
+            "target_classes": exp.chars("target"), "data_checksums": exp.checksums,
+            "source": {k: v for k, v in source_info.items() if k != "history"},
+            "versions": versions(), "git_commit": git_commit()}
+    path = Path(cfg.results_dir) / RESULTS_FILE
+    records: list[dict] = []
+    if path.exists():
+        old_meta, rows = read_results(path)
+        for key in ("config", "data_checksums", "source_classes", "target_classes"):
+            if old_meta[key] != meta[key]:
+                raise RuntimeError(f"{path} holds runs of another experiment ({key} differs); "
+                                   f"choose another results_dir or delete it")
+        if old_meta["source"]["state_sha256"] != source_info["state_sha256"]:
+            raise RuntimeError(f"{path} was made with another source net; choose another results_dir")
+        meta["git_commit"] = old_meta["git_commit"]  # the commit that started it; rows carry their own
+        records = rows.to_dict("records")
+    done = {(r["n"], r["k"], r["trial"]) for r in records}
+    grid = [(k, t, n) for k in cfg.sizes for t in range(cfg.trials) for n in cfg.levels]
+    todo = [g for g in grid if (g[2], g[0], g[1]) not in done]
+
+    test = tensors(exp.test_set())
+    codes = exp.codes("target")
+    commit = git_commit()
+    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="run", disable=not progress)
+    sets: dict = {}
+    try:
+        for k, trial, n in todo:
+            if (k, trial) not in sets:
+                sets = {(k, trial): exp.trial_set(k, trial)}
+            train_set, seed = sets[(k, trial)]
+            result = run_one(source, n, train_set, test, codes, seed, cfg)
+            records.append({"n": n, "retained": retained(n), "k": k, "trial": trial, "seed": seed,
+                            **result, "git_commit": commit})
+            write_results(path, meta, pd.DataFrame(records, columns=COLUMNS))
+            bar.set_postfix(n=n, k=k, test=f"{result['test_accuracy']:.3f}", epochs=result["epochs"])
+            bar.update()
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {len(records)} of {len(grid)} runs are saved in {path}; run again to resume",
+              file=sys.stderr)
+        raise
+    bar.close()
+    return read_results(path)[1].sort_values(["k", "trial", "n"], ignore_index=True)
+
+
+def mean_table(rows: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
+    """Mean over trials: one row per n, one column per k."""
+    return rows.pivot_table(index="n", columns="k", values=value, aggfunc="mean")
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ktlib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="train the source net and run the n x k x trial grid (resumable)")
+    s.add_argument("--profile", choices=PROFILES, default="paper")
+    s.add_argument("--dry-run", action="store_true", help="same as --profile smoke: the pipeline in seconds")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
+    s.add_argument("--results-dir", default="results")
+    s.add_argument("--levels", type=int, nargs="+")
+    s.add_argument("--sizes", type=int, nargs="+")
+    s.add_argument("--trials", type=int)
+    s.add_argument("--no-progress", action="store_true")
+    d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")
+    d.add_argument("--dest", default=str(D.DEFAULT_DATA_DIR))
+    d.add_argument("--url", default=D.EMNIST_URL)
+    d.add_argument("--md5", default=D.EMNIST_MD5)
+    d.add_argument("--keep-archive", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        if a.command == "download":
+            dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive)
+            print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest}")
+            return 0
+        overrides = {k: v for k, v in dict(levels=a.levels, sizes=a.sizes, trials=a.trials).items() if v}
+        cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
+                                 results_dir=a.results_dir, **overrides)
+        start = time.perf_counter()
+        rows = run(cfg, progress=not a.no_progress)
+    except (D.DataError, ValueError, RuntimeError) as e:
+        print(f"ktlib: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(f"{len(rows)} runs in {Path(cfg.results_dir) / RESULTS_FILE} "
+          f"({time.perf_counter() - start:.0f} s this invocation)")
+    print("mean test accuracy (rows: n retained levels, columns: k samples per class)")
+    print(mean_table(rows).to_string(float_format="%.3f"))
+    return 0

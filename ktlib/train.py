@@ -1,0 +1,81 @@
+"""Training and evaluation: MSE to the class codes, Adam, and explicit stopping rules."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import Net, predict
+from .transfer import frozen_levels, trainable
+
+
+@dataclass(frozen=True)
+class ReachAccuracy:
+    """Stop once training accuracy reaches `accuracy` (the paper stopped its source net at 94.38%)."""
+    accuracy: float
+
+    def __call__(self, history: list[dict]) -> bool:
+        return history[-1]["train_accuracy"] >= self.accuracy
+
+
+@dataclass(frozen=True)
+class Converged:
+    """Stop on a fitted training set (100% accuracy and loss below `loss_floor`) or a loss plateau:
+    no relative improvement of `min_improvement` over the best loss for `patience` epochs."""
+    patience: int
+    min_improvement: float
+    loss_floor: float
+
+    def __call__(self, history: list[dict]) -> bool:
+        last = history[-1]
+        if last["train_accuracy"] == 1.0 and last["train_loss"] < self.loss_floor:
+            return True
+        losses = np.array([h["train_loss"] for h in history])
+        if len(losses) <= self.patience:
+            return False
+        best_before = losses[: -self.patience].min()
+        return losses[-self.patience:].min() > best_before * (1 - self.min_improvement)
+
+
+@torch.no_grad()
+def outputs(net: Net, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    net.eval()
+    return torch.cat([net(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+@torch.no_grad()
+def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor) -> tuple[float, float]:
+    """(accuracy by nearest code, mean squared error to the codes)."""
+    out = outputs(net, x)
+    return (predict(out, codes) == y).sum().item() / len(y), F.mse_loss(out, codes[y]).item()
+
+
+def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, seed: int, stop,
+          max_epochs: int, lr: float = 1e-3, batch_size: int = 32) -> list[dict]:
+    """Train the net's unfrozen layers by minibatch Adam on MSE; one history row per epoch."""
+    params = trainable(net)
+    if not params:
+        raise ValueError("the net has no trainable parameters")
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    n = frozen_levels(net)
+    target = codes[y]
+    history, start = [], time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        net.train()
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            with torch.no_grad():  # frozen layers need no autograd graph
+                h = net.features(x[idx], n)
+            loss = F.mse_loss(net(h, start=n), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        acc, loss = evaluate(net, x, y, codes)
+        history.append({"epoch": epoch, "train_accuracy": acc, "train_loss": loss,
+                        "seconds": time.perf_counter() - start})
+        if stop(history):
+            break
+    return history

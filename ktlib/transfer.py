@@ -1,0 +1,45 @@
+"""Knowledge transfer: copy the bottom n layers of a source net into a fresh net and freeze them."""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .model import LAYERS, Net, build
+
+
+def check_levels(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(LAYERS) - 1:
+        raise ValueError(f"n (retained levels) must be an integer in 0..{len(LAYERS) - 1}, got {n!r}; "
+                         f"n={len(LAYERS)} would leave nothing to train")
+    return n
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def transfer(source: Net, n: int, seed: int) -> Net:
+    """A new net: layers C1.. up to the n-th copied from source and frozen, the rest initialised from seed."""
+    check_levels(n)
+    net = build(seed, code_bits=source.F6.weight.shape[0])
+    for name in LAYERS[:n]:
+        layer = copy.deepcopy(getattr(source, name))
+        freeze(layer)
+        setattr(net, name, layer)
+    return net
+
+
+def trainable(net: nn.Module) -> list[nn.Parameter]:
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def frozen_levels(net: Net) -> int:
+    """How many bottom layers are frozen (the n of the paper)."""
+    n = 0
+    for layer in net.layers():
+        if any(p.requires_grad for p in layer.parameters()):
+            break
+        n += 1
+    return n

@@ -4,12 +4,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import secrets
 import shutil
 import struct
-import tempfile
 import urllib.request
 import zipfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,9 +154,20 @@ def checksums(data_dir: str | os.PathLike) -> dict[str, str]:
 
 # ---------------------------------------------------------------- download
 
-def _atomic_target(dest: Path):
+@contextmanager
+def atomic_open(dest: str | os.PathLike):
+    """A binary file to write dest through: written beside it, renamed into place only if the block succeeds."""
+    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex: str | None = None,
@@ -164,26 +176,21 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex:
     from tqdm.auto import tqdm
 
     dest = Path(dest)
-    tmp = _atomic_target(dest)
     hashers = {"md5": (hashlib.md5(), md5), "sha256": (hashlib.sha256(), sha256_hex)}
     try:
-        with tmp, urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 while block := response.read(1 << 20):
-                    tmp.write(block)
+                    out.write(block)
                     for h, _ in hashers.values():
                         h.update(block)
                     bar.update(len(block))
-        for name, (h, want) in hashers.items():
-            if want and h.hexdigest() != want.lower():
-                raise DataError(f"{url}: {name} {h.hexdigest()} does not match the expected {want}")
-        os.replace(tmp.name, dest)
+            for name, (h, want) in hashers.items():
+                if want and h.hexdigest() != want.lower():
+                    raise DataError(f"{url}: {name} {h.hexdigest()} does not match the expected {want}")
     except OSError as e:
         raise DataError(f"{url}: download failed ({e})") from None
-    finally:
-        if os.path.exists(tmp.name):
-            os.unlink(tmp.name)
     return dest
 
 
@@ -199,12 +206,9 @@ def extract_byclass(archive: str | os.PathLike, dest: str | os.PathLike) -> list
             if missing:
                 raise DataError(f"{archive}: archive lacks {sorted(missing)}")
             for name, member in sorted(members.items()):
-                target = dest / name
-                tmp = _atomic_target(target)
-                with tmp, z.open(member) as src:
-                    shutil.copyfileobj(src, tmp)
-                os.replace(tmp.name, target)
-                out.append(target)
+                with atomic_open(dest / name) as f, z.open(member) as src:
+                    shutil.copyfileobj(src, f)
+                out.append(dest / name)
     except zipfile.BadZipFile as e:
         raise DataError(f"{archive}: not a zip archive ({e})") from None
     return out

@@ -10,7 +10,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,21 +134,6 @@ def state_hash(net: torch.nn.Module) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temporary file beside path, then rename it over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # ---------------------------------------------------------------- the experiment's pieces
 
 @dataclass
@@ -225,7 +209,8 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
             "train_accuracy": history[-1]["train_accuracy"], "seconds": history[-1]["seconds"],
             "reached_target": history[-1]["train_accuracy"] >= cfg.source_accuracy,
             "state_sha256": state_hash(net), "history": history}
-    atomic_write(path, lambda f: torch.save({"key": key, "state_dict": net.state_dict(), "info": info}, f))
+    with D.atomic_open(path) as f:
+        torch.save({"key": key, "state_dict": net.state_dict(), "info": info}, f)
     return net, info
 
 
@@ -262,7 +247,8 @@ def read_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
 
 def write_results(path: Path, meta: dict, rows: pd.DataFrame) -> None:
     text = "# " + json.dumps(meta, sort_keys=True) + "\n" + rows.to_csv(index=False, float_format="%.6g")
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    with D.atomic_open(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def retained(n: int) -> str:
@@ -282,6 +268,8 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
             "source": {k: v for k, v in source_info.items() if k != "history"},
             "versions": versions(), "git_commit": git_commit()}
     path = Path(cfg.results_dir) / RESULTS_FILE
+    for stale in path.parent.glob(f".{RESULTS_FILE}.*.part"):  # left by a process killed mid-write
+        stale.unlink()
     records: list[dict] = []
     if path.exists():
         old_meta, rows = read_results(path)
@@ -365,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"{len(rows)} runs in {Path(cfg.results_dir) / RESULTS_FILE} "
           f"({time.perf_counter() - start:.0f} s this invocation)")
-    print("mean test accuracy (rows: n retained levels, columns: k samples per class)")
-    print(mean_table(rows).to_string(float_format="%.3f"))
+    for value, title in (("test_accuracy", "mean test accuracy"), ("train_accuracy", "mean final training accuracy")):
+        print(f"{title} (rows: n retained levels, columns: k samples per class)")
+        print(mean_table(rows, value).to_string(float_format="%.3f"))
+    print("how runs stopped:", rows["stopped_by"].value_counts().to_dict())
     return 0

@@ -1,0 +1,60 @@
+"""Fixtures: tiny EMNIST-format files written by the tests, and the real subset when configured."""
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ktlib import data as D
+
+CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_gz(path: Path, payload: bytes) -> None:
+    path.write_bytes(gzip.compress(payload, mtime=0))
+
+
+def write_mapping(path: Path, chars: str = CHARS) -> None:
+    path.write_bytes("".join(f"{i} {ord(c)}\r\n" for i, c in enumerate(chars)).encode())
+
+
+def write_emnist(root: Path, per_class: dict[str, tuple[int, int]] | None = None, seed: int = 0) -> Path:
+    """A small, valid EMNIST ByClass directory: per_class[split] = images per class (all 62 classes).
+
+    Each image is noise plus a class-dependent stroke, stored transposed as EMNIST stores them."""
+    per_class = per_class or {"train": 12, "test": 6}
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    write_mapping(root / D.MAPPING_FILE)
+    for split, n in per_class.items():
+        labels = np.repeat(np.arange(len(CHARS)), n)
+        rng.shuffle(labels)
+        upright = rng.integers(0, 40, size=(len(labels), 28, 28))
+        for i, c in enumerate(labels):
+            upright[i, 4 + c % 20, 4:24] = 255      # a horizontal bar whose row encodes the class
+            upright[i, 4:24, 4 + c // 20 * 6] = 255  # and a vertical one
+        write_gz(root / D.image_file(split), idx_bytes(upright.transpose(0, 2, 1), D.IMAGE_MAGIC))
+        write_gz(root / D.label_file(split), idx_bytes(labels, D.LABEL_MAGIC))
+    return root
+
+
+@pytest.fixture
+def tiny_dir(tmp_path) -> Path:
+    return write_emnist(tmp_path / "emnist")
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The shared EMNIST subset; CI must have it, a developer without it skips these tests."""
+    path = os.environ.get(D.DATA_DIR_ENV)
+    if path and Path(path, D.MAPPING_FILE).exists():
+        return Path(path)
+    if os.environ.get("CI"):
+        pytest.fail(f"${D.DATA_DIR_ENV} must point at the EMNIST subset in CI (got {path!r})")
+    pytest.skip(f"set ${D.DATA_DIR_ENV} to run tests on the real EMNIST subset")

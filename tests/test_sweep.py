@@ -1,0 +1,179 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+import ktlib
+from ktlib import sweep
+from ktlib.data import DATA_DIR_ENV
+from ktlib.model import PAPER_FREE_PARAMETERS
+from conftest import write_emnist
+
+NUMBERS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
+           "stopped_by", "trainable_parameters"]  # everything but wall time and commit
+
+
+def small(tmp_path, data_dir, **overrides) -> ktlib.Config:
+    """The smoke profile, shrunk further to fit the tests' tiny synthetic EMNIST."""
+    base = dict(data_dir=str(data_dir), results_dir=str(tmp_path / "results"), source_per_class=10,
+                test_per_class=5, levels=[0, 3, 5], sizes=[1, 2], trials=2, max_epochs=20)
+    return ktlib.Config.for_profile("smoke", **{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 6})
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_paper_profile_is_the_papers_protocol():
+    cfg = ktlib.Config()
+    assert (cfg.profile, cfg.levels, cfg.sizes, cfg.trials) == ("paper", [0, 1, 2, 3, 4, 5], [1, 5, 10, 20, 40], 5)
+    assert (cfg.n_classes, cfg.source_per_class, cfg.source_accuracy, cfg.test_per_class) == (20, 400, 0.9438, 50)
+    assert cfg.n_classes * cfg.test_per_class == 1000
+
+
+def test_config_fields_are_the_papermill_parameter_names():
+    names = {f.name for f in fields(ktlib.Config)}
+    assert {"seed", "data_dir", "results_dir", "profile"} <= names
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(profile="huge"), "profile must be one of"),
+    (dict(levels=[0, 6]), r"must be an integer in 0\.\.5"),
+    (dict(sizes=[0, 1]), "sizes >= 1"),
+    (dict(trials=0), "trials must be >= 1"),
+    (dict(source_accuracy=1.5), "source_accuracy must be in"),
+])
+def test_bad_configs_are_clear_errors(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ktlib.Config(**overrides)
+
+
+def test_derived_seeds_are_independent_per_purpose():
+    seeds = {sweep.derive_seed(0, p) for p in range(7)} | {sweep.derive_seed(0, sweep.TRIAL, k, 0) for k in (1, 5)}
+    assert len(seeds) == 9 and sweep.derive_seed(0, 3) == sweep.derive_seed(0, 3)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir)
+    rows = ktlib.run(cfg, progress=False)
+    assert len(rows) == 3 * 2 * 2 and not rows.duplicated(["n", "k", "trial"]).any()
+    assert list(rows.columns) == sweep.COLUMNS
+    assert rows["test_accuracy"].between(0, 1).all() and (rows["epochs"] >= 1).all()
+    assert set(rows["stopped_by"]) <= {"fit", "plateau", "cap"}
+    assert (rows.groupby(["k", "trial"])["seed"].nunique() == 1).all()  # a trial's seed is shared by every n
+    expected = {n: sum(list(PAPER_FREE_PARAMETERS.values())[n:]) for n in (0, 3, 5)}
+    assert rows.set_index("n")["trainable_parameters"].to_dict() == expected
+    meta, on_disk = ktlib.read_results(Path(cfg.results_dir) / sweep.RESULTS_FILE)
+    assert len(on_disk) == 12
+    assert meta["config"] == cfg.experiment() and meta["config"]["seed"] == cfg.seed
+    assert set(meta["data_checksums"]) == set(sweep.D.data_files())
+    assert {"torch", "numpy", "python", "ktlib"} <= set(meta["versions"])
+    assert meta["git_commit"] and len(meta["source_classes"]) == len(meta["target_classes"]) == 20
+    assert {"train_accuracy", "epochs", "seconds", "state_sha256", "seed"} <= set(meta["source"])
+    assert sweep.mean_table(rows).shape == (3, 2)
+
+
+def test_same_seed_and_config_give_the_same_numbers(tmp_path, data_dir):
+    a = ktlib.run(small(tmp_path / "a", data_dir), progress=False)
+    b = ktlib.run(small(tmp_path / "b", data_dir), progress=False)
+    assert a[NUMBERS].equals(b[NUMBERS])
+    c = ktlib.run(small(tmp_path / "c", data_dir, seed=1), progress=False)
+    assert not a[NUMBERS].equals(c[NUMBERS])
+
+
+def test_a_rerun_reuses_the_source_net_and_the_finished_runs(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir)
+    first = ktlib.run(cfg, progress=False)
+    results, source = (Path(cfg.results_dir) / f for f in (sweep.RESULTS_FILE, sweep.SOURCE_FILE))
+    stamps = results.stat().st_mtime_ns, source.stat().st_mtime_ns
+    again = ktlib.run(cfg, progress=False)
+    assert (results.stat().st_mtime_ns, source.stat().st_mtime_ns) == stamps  # nothing was redone
+    assert first.equals(again)
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, data_dir):
+    ktlib.run(small(tmp_path, data_dir, sizes=[1]), progress=False)
+    with pytest.raises(RuntimeError, match="holds runs of another experiment"):
+        ktlib.run(small(tmp_path, data_dir, max_epochs=21), progress=False)
+    with pytest.raises(RuntimeError, match="trained under another configuration"):
+        ktlib.run(small(tmp_path, data_dir, lr=0.002), progress=False)
+
+
+CHILD = """
+import json, sys, ktlib
+ktlib.run(ktlib.Config.for_profile("smoke", **json.loads(sys.argv[1])), progress=False)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, data_dir, sig):
+    """Kill a real sweep process part-way, check the file it left, finish it, compare with an unbroken run."""
+    cfg = small(tmp_path, data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3], max_epochs=60)
+    args = {k: v for k, v in cfg.__dict__.items() if k != "profile"}
+    results = Path(cfg.results_dir) / sweep.RESULTS_FILE
+    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (results.exists() and len(ktlib.read_results(results)[1]) >= 3):
+        assert child.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.02)
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0
+    if sig == signal.SIGINT:
+        assert "run again to resume" in err
+
+    _, partial = ktlib.read_results(results)  # whatever moment it died, the file is whole
+    assert 3 <= len(partial) < 24 and not partial.duplicated(["n", "k", "trial"]).any()
+
+    resumed = ktlib.run(cfg, progress=False)
+    assert not [p for p in results.parent.iterdir() if p.name.endswith(".part")]
+    unbroken = ktlib.run(small(tmp_path / "unbroken", data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3],
+                               max_epochs=60), progress=False)
+    assert len(resumed) == 24
+    assert resumed[NUMBERS].equals(unbroken[NUMBERS])
+    kept = resumed.merge(partial, on=["n", "k", "trial"], suffixes=("", "_before"))
+    assert (kept["seconds"] == kept["seconds_before"]).all()  # finished runs were not redone
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_reports_a_missing_data_dir_without_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    out = subprocess.run([sys.executable, "-m", "ktlib", "sweep", "--dry-run", "--data-dir", str(tmp_path / "no")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "ktlib: error:" in out.stderr and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "ktlib", "sweep", "--dry-run", "--no-progress", "--data-dir",
+                          str(real_dir), "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "2 runs in" in out.stdout and "mean test accuracy" in out.stdout
+    assert len(ktlib.read_results(tmp_path / sweep.RESULTS_FILE)[1]) == 2
+
+
+@pytest.mark.slow
+def test_frozen_c1_to_c5_beats_no_transfer_with_one_sample_per_class(real_dir, tmp_path):
+    """End to end on real EMNIST: the paper's source net, then n in {0, 5} at k = 1, one trial."""
+    cfg = ktlib.Config(data_dir=str(real_dir), results_dir=str(tmp_path), levels=[0, 5], sizes=[1], trials=1)
+    rows = ktlib.run(cfg, progress=False).set_index("n")
+    meta, _ = ktlib.read_results(tmp_path / sweep.RESULTS_FILE)
+    assert meta["source"]["reached_target"] and meta["source"]["train_accuracy"] >= 0.9438
+    assert (rows["train_accuracy"] == 1.0).all()  # both trained to fit their 20 images
+    assert rows.loc[5, "test_accuracy"] > rows.loc[0, "test_accuracy"] + 0.05
+    assert rows.loc[0, "test_accuracy"] > 0.10  # the baseline learned something: chance is 0.05

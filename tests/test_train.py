@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from ktlib.model import build, target_codes
+from ktlib.train import Converged, ReachAccuracy, evaluate, train
+from ktlib.transfer import transfer
+
+
+def toy(n=60, classes=6, seed=0):
+    """Separable toy images: one bright block per class."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.full((n, 1, 32, 32), -0.1) + 0.05 * torch.randn(n, 1, 32, 32, generator=g)
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 4 + 4 * c: 8 + 4 * c, 8:24] = 1.175
+    return x, y, target_codes(classes, 20, seed=0)
+
+
+def test_training_is_deterministic_for_a_seed():
+    x, y, codes = toy()
+    runs = []
+    for _ in range(2):
+        net = build(0)
+        h = train(net, x, y, codes, seed=1, stop=ReachAccuracy(1.01), max_epochs=3)
+        runs.append(([r["train_loss"] for r in h], net.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+def test_training_fits_a_separable_set_and_stops_on_the_fit():
+    x, y, codes = toy()
+    net = build(0)
+    h = train(net, x, y, codes, seed=0, stop=Converged(20, 0.01, 1e-3), max_epochs=500, lr=3e-3)
+    assert h[-1]["train_accuracy"] == 1.0 and h[-1]["train_loss"] < 1e-3 and len(h) < 500
+    assert evaluate(net, x, y, codes) == (h[-1]["train_accuracy"], pytest.approx(h[-1]["train_loss"]))
+
+
+def test_reach_accuracy_stops_at_the_first_epoch_at_or_above_it():
+    x, y, codes = toy()
+    h = train(build(0), x, y, codes, seed=0, stop=ReachAccuracy(0.5), max_epochs=200)
+    assert h[-1]["train_accuracy"] >= 0.5 and all(r["train_accuracy"] < 0.5 for r in h[:-1])
+
+
+def test_plateau_rule():
+    rule = Converged(patience=3, min_improvement=0.01, loss_floor=1e-3)
+    row = lambda loss, acc=0.5: {"train_loss": loss, "train_accuracy": acc}
+    assert not rule([row(1.0), row(0.9), row(0.8), row(0.7)])
+    assert rule([row(1.0), row(0.9), row(0.895), row(0.899), row(0.92)])   # < 1% better for 3 epochs
+    assert not rule([row(1.0), row(0.9), row(0.95), row(0.95), row(0.85)])
+    assert rule([row(0.0009, acc=1.0)])                                       # fitted
+    assert not rule([row(0.0009, acc=0.99)])
+
+
+def test_max_epochs_caps_training():
+    x, y, codes = toy()
+    h = train(transfer(build(0), 5, seed=0), x, y, codes, seed=0, stop=ReachAccuracy(1.01), max_epochs=4)
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4]
+
+
+def test_a_net_with_nothing_to_train_is_refused():
+    net = build(0)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x, y, codes = toy()
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train(net, x, y, codes, seed=0, stop=ReachAccuracy(1.0), max_epochs=1)

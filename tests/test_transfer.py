@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from ktlib.model import LAYERS, build
+from ktlib.train import Converged, train
+from ktlib.transfer import frozen_levels, transfer, trainable
+
+
+@pytest.fixture(scope="module")
+def source():
+    return build(123)
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_bottom_n_layers_are_copied_and_frozen_the_rest_fresh_from_the_seed(source, n):
+    net, fresh = transfer(source, n, seed=9), build(9)
+    assert frozen_levels(net) == n
+    for i, name in enumerate(LAYERS):
+        mine, src, new = (getattr(m, name).state_dict() for m in (net, source, fresh))
+        expected = src if i < n else new
+        assert all(torch.equal(mine[k], expected[k]) for k in mine), name
+        assert all(p.requires_grad == (i >= n) for p in getattr(net, name).parameters())
+
+
+def test_transfer_does_not_alias_the_source(source):
+    net = transfer(source, 5, seed=0)
+    assert net.C1.weight.data_ptr() != source.C1.weight.data_ptr()
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_frozen_layers_are_bit_identical_after_training_and_not_in_the_optimiser(source, n):
+    net = transfer(source, n, seed=1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    frozen_ids = {id(p) for name in LAYERS[:n] for p in getattr(net, name).parameters()}
+    assert not frozen_ids & {id(p) for p in trainable(net)}
+    x = torch.randn(40, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(40) % 4
+    codes = torch.tensor([[1.0] * 20, [-1.0] * 20, [1.0, -1.0] * 10, [-1.0, 1.0] * 10])
+    train(net, x, y, codes, seed=0, stop=Converged(5, 0.01, 1e-3), max_epochs=5, lr=0.05, batch_size=8)
+    after = net.state_dict()
+    for key, value in before.items():
+        layer = key.split(".")[0]
+        if LAYERS.index(layer) < n:
+            assert torch.equal(after[key], value), key           # bit-identical
+            assert all(p.grad is None for p in getattr(net, layer).parameters())
+        elif not key.endswith("mask"):
+            assert not torch.equal(after[key], value), key       # the rest did learn
+
+
+@pytest.mark.parametrize("n", [-1, 6, 2.5, True, "3"])
+def test_levels_outside_0_to_5_are_a_clear_error(source, n):
+    with pytest.raises(ValueError, match=r"n \(retained levels\) must be an integer in 0\.\.5"):
+        transfer(source, n, seed=0)

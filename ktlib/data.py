@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 DATA_DIR_ENV = "KTLIB_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data/emnist")
@@ -22,7 +23,7 @@ SPLITS = ("train", "test")
 MAPPING_FILE = "emnist-byclass-mapping.txt"
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 
-# The official archive (gzip.zip, ~536 MB) that NIST publishes; the md5 is the one torchvision pins.
+# The official archive (gzip.zip, about 560 MB) that NIST publishes; the md5 is the one torchvision pins.
 EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 EMNIST_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"
 
@@ -173,8 +174,6 @@ def atomic_open(dest: str | os.PathLike):
 def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex: str | None = None,
           progress: bool = True) -> Path:
     """Download url to dest through a temporary file, verify its checksum, then rename into place."""
-    from tqdm.auto import tqdm
-
     dest = Path(dest)
     hashers = {"md5": (hashlib.md5(), md5), "sha256": (hashlib.sha256(), sha256_hex)}
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import data as D
 from .model import LAYERS, build, free_parameters, target_codes
@@ -201,10 +203,13 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
     seed = derive_seed(cfg.seed, SOURCE_INIT)
     net = build(seed, cfg.code_bits)
     x, y = tensors(exp.source_set())
-    if progress:
-        print(f"training the source net on {exp.chars('source')} ({len(x)} images)...", file=sys.stderr)
-    history = train(net, x, y, exp.codes("source"), seed=seed, stop=ReachAccuracy(cfg.source_accuracy),
-                    max_epochs=cfg.source_max_epochs, lr=cfg.lr, batch_size=cfg.batch_size)
+    with tqdm(total=cfg.source_max_epochs, desc=f"source net ({exp.chars('source')})", unit="epoch",
+              disable=not progress) as bar:
+        def show(row):
+            bar.set_postfix(train_accuracy=f"{row['train_accuracy']:.4f}", goal=cfg.source_accuracy)
+            bar.update()
+        history = train(net, x, y, exp.codes("source"), seed=seed, stop=ReachAccuracy(cfg.source_accuracy),
+                        max_epochs=cfg.source_max_epochs, lr=cfg.lr, batch_size=cfg.batch_size, on_epoch=show)
     info = {"classes": exp.chars("source"), "seed": seed, "epochs": len(history),
             "train_accuracy": history[-1]["train_accuracy"], "seconds": history[-1]["seconds"],
             "reached_target": history[-1]["train_accuracy"] >= cfg.source_accuracy,
@@ -257,8 +262,6 @@ def retained(n: int) -> str:
 
 def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.DataFrame:
     """Run (or resume) the whole sweep; returns the tidy results, one row per run."""
-    from tqdm.auto import tqdm
-
     cfg = cfg or Config.for_profile(overrides.pop("profile", "paper"), **overrides)
     torch.use_deterministic_algorithms(True)
     exp = Experiment.load(cfg)
@@ -288,13 +291,11 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
     test = tensors(exp.test_set())
     codes = exp.codes("target")
     commit = git_commit()
+    trial_set = functools.lru_cache(maxsize=1)(exp.trial_set)  # the grid is ordered so n varies fastest
     bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="run", disable=not progress)
-    sets: dict = {}
     try:
         for k, trial, n in todo:
-            if (k, trial) not in sets:
-                sets = {(k, trial): exp.trial_set(k, trial)}
-            train_set, seed = sets[(k, trial)]
+            train_set, seed = trial_set(k, trial)
             result = run_one(source, n, train_set, test, codes, seed, cfg)
             records.append({"n": n, "retained": retained(n), "k": k, "trial": trial, "seed": seed,
                             **result, "git_commit": commit})

@@ -54,7 +54,7 @@ def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor) ->
 
 
 def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, seed: int, stop,
-          max_epochs: int, lr: float = 1e-3, batch_size: int = 32) -> list[dict]:
+          max_epochs: int, lr: float = 1e-3, batch_size: int = 32, on_epoch=None) -> list[dict]:
     """Train the net's unfrozen layers by minibatch Adam on MSE; one history row per epoch."""
     params = trainable(net)
     if not params:
@@ -76,6 +76,8 @@ def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, se
         acc, loss = evaluate(net, x, y, codes)
         history.append({"epoch": epoch, "train_accuracy": acc, "train_loss": loss,
                         "seconds": time.perf_counter() - start})
+        if on_epoch:
+            on_epoch(history[-1])
         if stop(history):
             break
     return history

@@ -65,10 +65,10 @@ class Config:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
-        self.levels = sorted({check_levels(int(n)) for n in self.levels})
-        self.sizes = sorted({int(k) for k in self.sizes})
-        if not self.levels or not self.sizes or min(self.sizes) < 1:
-            raise ValueError(f"levels and sizes must be non-empty and sizes >= 1, got {self.levels}, {self.sizes}")
+        self.levels = sorted({check_levels(n) for n in self.levels})
+        if not self.levels or not self.sizes or not all(isinstance(k, int) and k >= 1 for k in self.sizes):
+            raise ValueError(f"levels and sizes must be non-empty, sizes integers >= 1; got {self.levels}, {self.sizes}")
+        self.sizes = sorted(set(self.sizes))
         for name in ("trials", "n_classes", "code_bits", "source_per_class", "source_max_epochs",
                      "test_per_class", "max_epochs", "patience", "batch_size"):
             if int(getattr(self, name)) < 1:

@@ -49,7 +49,9 @@ def test_config_fields_are_the_papermill_parameter_names():
 @pytest.mark.parametrize("overrides, message", [
     (dict(profile="huge"), "profile must be one of"),
     (dict(levels=[0, 6]), r"must be an integer in 0\.\.5"),
-    (dict(sizes=[0, 1]), "sizes >= 1"),
+    (dict(sizes=[0, 1]), "sizes integers >= 1"),
+    (dict(sizes=[2.5]), "sizes integers >= 1"),
+    (dict(levels=[2.5]), r"must be an integer in 0\.\.5"),
     (dict(trials=0), "trials must be >= 1"),
     (dict(source_accuracy=1.5), "source_accuracy must be in"),
 ])

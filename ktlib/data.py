@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import secrets
 import shutil
@@ -180,15 +181,19 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex:
         with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                got = 0
                 while block := response.read(1 << 20):
                     out.write(block)
                     for h, _ in hashers.values():
                         h.update(block)
+                    got += len(block)
                     bar.update(len(block))
+            if total and got != total:  # the server closed early: say so, rather than blame the checksum
+                raise DataError(f"{url}: download cut short, {got} of {total} bytes received")
             for name, (h, want) in hashers.items():
                 if want and h.hexdigest() != want.lower():
                     raise DataError(f"{url}: {name} {h.hexdigest()} does not match the expected {want}")
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
         raise DataError(f"{url}: download failed ({e})") from None
     return dest
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import data as D
 from .model import LAYERS, build, free_parameters, target_codes
 from .train import Converged, ReachAccuracy, evaluate, train
-from .transfer import check_levels, transfer
+from .transfer import check_levels, is_integer, transfer
 
 RESULTS_FILE = "sweep.csv"
 SOURCE_FILE = "source.pt"
@@ -66,9 +66,9 @@ class Config:
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
         self.levels = sorted({check_levels(n) for n in self.levels})
-        if not self.levels or not self.sizes or not all(isinstance(k, int) and k >= 1 for k in self.sizes):
+        if not self.levels or not self.sizes or not all(is_integer(k) and k >= 1 for k in self.sizes):
             raise ValueError(f"levels and sizes must be non-empty, sizes integers >= 1; got {self.levels}, {self.sizes}")
-        self.sizes = sorted(set(self.sizes))
+        self.sizes = sorted({int(k) for k in self.sizes})
         for name in ("trials", "n_classes", "code_bits", "source_per_class", "source_max_epochs",
                      "test_per_class", "max_epochs", "patience", "batch_size"):
             if int(getattr(self, name)) < 1:
@@ -261,8 +261,13 @@ def retained(n: int) -> str:
 
 
 def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.DataFrame:
-    """Run (or resume) the whole sweep; returns the tidy results, one row per run."""
-    cfg = cfg or Config.for_profile(overrides.pop("profile", "paper"), **overrides)
+    """Run (or resume) the whole sweep; returns the tidy results, one row per run.
+
+    `run(cfg)`, `run(profile="smoke", results_dir=...)`, or `run(cfg, trials=1)` to change some fields."""
+    if cfg is None:
+        cfg = Config.for_profile(overrides.pop("profile", "paper"), **overrides)
+    elif overrides:
+        cfg = dataclasses.replace(cfg, **overrides)  # re-validated by __post_init__
     torch.use_deterministic_algorithms(True)
     exp = Experiment.load(cfg)
     source, source_info = train_source(exp, progress)

@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import copy
+from numbers import Integral
 
 from torch import nn
 
 from .model import LAYERS, Net, build
 
 
+def is_integer(value) -> bool:
+    """True for Python and numpy integers (a DataFrame's n is numpy's), False for bools and floats."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def check_levels(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(LAYERS) - 1:
+    """n itself as a Python int, or a clear error when it is not a level count 0..5."""
+    if not is_integer(n) or not 0 <= n <= len(LAYERS) - 1:
         raise ValueError(f"n (retained levels) must be an integer in 0..{len(LAYERS) - 1}, got {n!r}; "
                          f"n={len(LAYERS)} would leave nothing to train")
-    return n
+    return int(n)
 
 
 def freeze(module: nn.Module) -> None:
@@ -22,7 +29,7 @@ def freeze(module: nn.Module) -> None:
 
 def transfer(source: Net, n: int, seed: int) -> Net:
     """A new net: layers C1.. up to the n-th copied from source and frozen, the rest initialised from seed."""
-    check_levels(n)
+    n = check_levels(n)
     net = build(seed, code_bits=source.F6.weight.shape[0])
     for name in LAYERS[:n]:
         layer = copy.deepcopy(getattr(source, name))

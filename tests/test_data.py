@@ -262,6 +262,27 @@ def test_download_with_a_wrong_checksum_leaves_nothing_behind(served, tmp_path):
     assert list(dest.iterdir()) == []
 
 
+def test_a_download_cut_short_is_a_clear_error_and_leaves_nothing_behind(tmp_path):
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"PK" * 50)  # then the connection closes, 99,900 bytes early
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(D.DataError, match="download cut short, 100 of 100000 bytes received"):
+            D.download(tmp_path / "out", url=f"http://127.0.0.1:{server.server_port}/gzip.zip", progress=False)
+    finally:
+        server.shutdown()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_download_reports_an_unreachable_url(tmp_path):
     with pytest.raises(D.DataError, match="download failed"):
         D.download(tmp_path / "out", url=(tmp_path / "absent.zip").as_uri(), progress=False)

@@ -7,6 +7,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import ktlib
@@ -60,6 +61,13 @@ def test_bad_configs_are_clear_errors(overrides, message):
         ktlib.Config(**overrides)
 
 
+def test_numpy_integers_are_accepted_and_stored_as_ints():
+    cfg = ktlib.Config(levels=list(np.arange(3)), sizes=list(np.array([5, 1, 5])))
+    assert (cfg.levels, cfg.sizes) == ([0, 1, 2], [1, 5])
+    assert all(type(v) is int for v in cfg.levels + cfg.sizes)
+    json.dumps(cfg.experiment())  # the results file's metadata must serialise
+
+
 def test_derived_seeds_are_independent_per_purpose():
     seeds = {sweep.derive_seed(0, p) for p in range(7)} | {sweep.derive_seed(0, sweep.TRIAL, k, 0) for k in (1, 5)}
     assert len(seeds) == 9 and sweep.derive_seed(0, 3) == sweep.derive_seed(0, 3)
@@ -86,6 +94,27 @@ def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
     assert meta["git_commit"] and len(meta["source_classes"]) == len(meta["target_classes"]) == 20
     assert {"train_accuracy", "epochs", "seconds", "state_sha256", "seed"} <= set(meta["source"])
     assert sweep.mean_table(rows).shape == (3, 2)
+
+
+def test_training_test_and_source_sets_are_disjoint_and_from_the_right_split(tmp_path, data_dir):
+    exp = sweep.Experiment.load(small(tmp_path, data_dir, sizes=[1, 4]))
+    assert not set(exp.split.source) & set(exp.split.target)
+    source = exp.source_set()
+    assert set(exp.data.train.labels[source.index]) == set(exp.split.source)
+    test = exp.test_set()
+    assert len(test.y) == 20 * exp.cfg.test_per_class
+    assert set(exp.data.test.labels[test.index]) == set(exp.split.target)  # from the test split
+    for k in (1, 4):
+        for trial in range(2):
+            train, _ = exp.trial_set(k, trial)
+            assert set(exp.data.train.labels[train.index]) == set(exp.split.target)
+            assert np.bincount(train.y).tolist() == [k] * 20
+            assert not set(train.index) & set(source.index)  # same split, other classes
+
+
+def test_run_applies_overrides_to_a_given_config(tmp_path, data_dir):
+    rows = ktlib.run(small(tmp_path, data_dir), progress=False, levels=[5], sizes=[1], trials=1)
+    assert rows[["n", "k", "trial"]].values.tolist() == [[5, 1, 0]]
 
 
 def test_same_seed_and_config_give_the_same_numbers(tmp_path, data_dir):

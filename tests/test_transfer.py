@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +52,8 @@ def test_frozen_layers_are_bit_identical_after_training_and_not_in_the_optimiser
 def test_levels_outside_0_to_5_are_a_clear_error(source, n):
     with pytest.raises(ValueError, match=r"n \(retained levels\) must be an integer in 0\.\.5"):
         transfer(source, n, seed=0)
+
+
+def test_numpy_integers_are_valid_levels(source):
+    """A results row's n is a numpy integer; it must work wherever an int does."""
+    assert frozen_levels(transfer(source, np.int64(3), seed=0)) == 3

@@ -156,6 +156,13 @@ def checksums(data_dir: str | os.PathLike) -> dict[str, str]:
 
 # ---------------------------------------------------------------- download
 
+def remove_stale_parts(dest: str | os.PathLike) -> None:
+    """Delete the temporary files that a process killed inside atomic_open(dest) left behind."""
+    dest = Path(dest)
+    for stale in dest.parent.glob(f".{dest.name}.*.part"):
+        stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(dest: str | os.PathLike):
     """A binary file to write dest through: written beside it, renamed into place only if the block succeeds."""
@@ -176,6 +183,7 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex:
           progress: bool = True) -> Path:
     """Download url to dest through a temporary file, verify its checksum, then rename into place."""
     dest = Path(dest)
+    remove_stale_parts(dest)  # a killed download leaves up to 560 MB behind
     hashers = {"md5": (hashlib.md5(), md5), "sha256": (hashlib.sha256(), sha256_hex)}
     try:
         with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=60) as response:
@@ -210,6 +218,7 @@ def extract_byclass(archive: str | os.PathLike, dest: str | os.PathLike) -> list
             if missing:
                 raise DataError(f"{archive}: archive lacks {sorted(missing)}")
             for name, member in sorted(members.items()):
+                remove_stale_parts(dest / name)
                 with atomic_open(dest / name) as f, z.open(member) as src:
                     shutil.copyfileobj(src, f)
                 out.append(dest / name)

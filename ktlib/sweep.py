@@ -276,8 +276,7 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
             "source": {k: v for k, v in source_info.items() if k != "history"},
             "versions": versions(), "git_commit": git_commit()}
     path = Path(cfg.results_dir) / RESULTS_FILE
-    for stale in path.parent.glob(f".{RESULTS_FILE}.*.part"):  # left by a process killed mid-write
-        stale.unlink()
+    D.remove_stale_parts(path)  # left by a process killed mid-write
     records: list[dict] = []
     if path.exists():
         old_meta, rows = read_results(path)

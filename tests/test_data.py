@@ -246,6 +246,16 @@ def test_download_verifies_and_extracts_only_byclass(served, tiny_dir, tmp_path)
     assert len(D.load(dest).train.labels) == 62 * 12
 
 
+def test_a_download_killed_earlier_leaves_no_temporary_file_after_the_next(served, tmp_path):
+    url, archive = served
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / ".gzip.zip.4242.0badcafe.part").write_bytes(b"half an archive")
+    (dest / f".{D.image_file('train')}.4242.0badcafe.part").write_bytes(b"half a file")
+    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(D.data_files())
+
+
 def test_download_from_a_file_url_with_sha256(tiny_dir, tmp_path):
     archive = tmp_path / "gzip.zip"
     archive.write_bytes(_official_like_archive(tiny_dir))

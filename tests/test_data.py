@@ -4,6 +4,7 @@ import http.server
 import io
 import threading
 import zipfile
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -221,6 +222,23 @@ def _official_like_archive(src: Path) -> bytes:
     return buf.getvalue()
 
 
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def loopback(handler):
+    """Serve `handler` on 127.0.0.1 in a thread; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def served(tiny_dir, tmp_path):
     """The archive, served over loopback HTTP; yields (url, bytes)."""
@@ -228,12 +246,8 @@ def served(tiny_dir, tmp_path):
     site.mkdir()
     archive = _official_like_archive(tiny_dir)
     (site / "gzip.zip").write_bytes(archive)
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/gzip.zip", archive
-    server.shutdown()
+    with loopback(partial(QuietFiles, directory=str(site))) as base:
+        yield f"{base}/gzip.zip", archive
 
 
 def test_download_verifies_and_extracts_only_byclass(served, tiny_dir, tmp_path):
@@ -273,23 +287,16 @@ def test_download_with_a_wrong_checksum_leaves_nothing_behind(served, tmp_path):
 
 
 def test_a_download_cut_short_is_a_clear_error_and_leaves_nothing_behind(tmp_path):
-    class CutShort(http.server.BaseHTTPRequestHandler):
+    class CutShort(QuietFiles):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "100000")
             self.end_headers()
             self.wfile.write(b"PK" * 50)  # then the connection closes, 99,900 bytes early
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with pytest.raises(D.DataError, match="download cut short, 100 of 100000 bytes received"):
-            D.download(tmp_path / "out", url=f"http://127.0.0.1:{server.server_port}/gzip.zip", progress=False)
-    finally:
-        server.shutdown()
+    with loopback(CutShort) as base, \
+            pytest.raises(D.DataError, match="download cut short, 100 of 100000 bytes received"):
+        D.download(tmp_path / "out", url=f"{base}/gzip.zip", progress=False)
     assert list((tmp_path / "out").iterdir()) == []
 
 

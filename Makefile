@@ -1,14 +1,24 @@
-# make reproduce  - the main job: the paper's source net and its 150-run transfer sweep
-# make test       - the test suite (unit tests and end-to-end runs on real EMNIST)
-# Both install what they need into .venv first, from requirements.lock.
+# make book       - the main job: run the four notebooks with papermill (source net, the 150-run sweep,
+#                   variance plots, Table 1), then build the Jupyter Book into _build/html
+# make test       - unit tests, then nbval re-executes the committed notebooks and compares their checks
+# make unit       - the unit tests alone (about a minute)
+# Each installs what it needs into .venv first, from requirements.lock.
+# Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PROFILE ?= paper
+SEED ?= 0
+NOTEBOOKS := 01_source 02_sweep 03_variance 04_parameters
 # EMNIST ByClass comes from $KTLIB_DATA_DIR; without it, it is downloaded into data/emnist.
 export KTLIB_DATA_DIR := $(or $(KTLIB_DATA_DIR),data/emnist)
+# This build's own runs (resumable); the last build's record is copied to results/<profile>/ and committed.
+RUN_DIR := $(CURDIR)/_build/results/$(PROFILE)
+NBVAL_DIR := $(CURDIR)/_build/nbval
+MATHJAX := book/_static/mathjax
 
-.PHONY: install data reproduce test clean
+.PHONY: install data mathjax notebooks book test unit clean
 
 install: $(VENV)/.installed
 
@@ -23,11 +33,37 @@ data: $(KTLIB_DATA_DIR)/emnist-byclass-mapping.txt
 $(KTLIB_DATA_DIR)/emnist-byclass-mapping.txt: | install
 	$(BIN)/ktlib download --dest $(KTLIB_DATA_DIR)
 
-reproduce: install data
-	$(BIN)/ktlib sweep --results-dir results/paper
+# MathJax 3 from npm, pinned by book/package-lock.json, served from the book itself: no CDN.
+mathjax: $(MATHJAX)/tex-chtml.js
 
-test: install
-	$(BIN)/python -m pytest -ra
+$(MATHJAX)/tex-chtml.js: book/package.json book/package-lock.json
+	npm ci --prefix book --no-audit --no-fund --loglevel=error
+	rm -rf $(MATHJAX) && mkdir -p $(MATHJAX)/output/chtml
+	cp book/node_modules/mathjax/es5/tex-chtml.js $(MATHJAX)/
+	cp -r book/node_modules/mathjax/es5/output/chtml/fonts $(MATHJAX)/output/chtml/
+
+notebooks: install data
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== notebooks/$$nb.ipynb ($(PROFILE))"; \
+	  KTLIB_RESULTS_DIR=$(RUN_DIR) $(BIN)/papermill --cwd notebooks --log-level WARNING \
+	    notebooks/$$nb.ipynb notebooks/$$nb.ipynb -p profile $(PROFILE) -p seed $(SEED) || exit 1; \
+	done
+	mkdir -p results/$(PROFILE)
+	cp $(RUN_DIR)/sweep.csv $(RUN_DIR)/source.json results/$(PROFILE)/
+
+book: notebooks mathjax
+	@! grep -l '"output_type": "error"' notebooks/*.ipynb || { echo "a notebook holds an error"; exit 1; }
+	$(BIN)/jupyter-book build -W --keep-going .
+	@echo "the book is in _build/html/index.html"
+
+unit: install
+	$(BIN)/python -m pytest -ra tests
+
+test: install mathjax
+	$(BIN)/python -m pytest -ra tests
+	rm -rf $(NBVAL_DIR)
+	KTLIB_RESULTS_DIR=$(NBVAL_DIR) $(BIN)/python -m pytest -ra -p no:cacheprovider --nbval-lax \
+	  --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg notebooks
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) _build book/node_modules $(MATHJAX)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 DATA_DIR_ENV = "KTLIB_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data/emnist")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
 from . import data as D
 from .model import LAYERS, build, free_parameters, target_codes
@@ -27,6 +27,8 @@ from .transfer import check_levels, is_integer, transfer
 
 RESULTS_FILE = "sweep.csv"
 SOURCE_FILE = "source.pt"
+SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
+RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"
 PROFILES = ("paper", "smoke")
 COLUMNS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss",
            "epochs", "stopped_by", "seconds", "trainable_parameters", "git_commit"]
@@ -37,7 +39,7 @@ class Config:
     """Every knob of the experiment; field names are the notebooks' papermill parameters."""
     seed: int = 0
     data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist
-    results_dir: str = "results"
+    results_dir: str | None = None         # None: $KTLIB_RESULTS_DIR, then ./results/<profile>
     profile: str = "paper"
     # classes and codes
     n_classes: int = 20
@@ -65,6 +67,8 @@ class Config:
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        if self.results_dir is None:
+            self.results_dir = os.environ.get(RESULTS_DIR_ENV) or str(Path("results") / self.profile)
         self.levels = sorted({check_levels(n) for n in self.levels})
         if not self.levels or not self.sizes or not all(is_integer(k) and k >= 1 for k in self.sizes):
             raise ValueError(f"levels and sizes must be non-empty, sizes integers >= 1; got {self.levels}, {self.sizes}")
@@ -103,12 +107,16 @@ SPLIT, SOURCE_DATA, SOURCE_INIT, SOURCE_CODES, TARGET_CODES, TEST_DATA, TRIAL = 
 # ---------------------------------------------------------------- provenance
 
 def git_commit() -> str:
-    """HEAD of the checkout ktlib runs from, marked -dirty with uncommitted changes."""
+    """HEAD of the checkout ktlib runs from, marked -dirty when the code that makes the numbers differs from it.
+
+    Only ktlib/ and the lock file count: the notebooks and results files are rewritten by the very build
+    that records this."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":(top)ktlib", ":(top)requirements.lock"], cwd=here,
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -197,6 +205,7 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
         if saved.get("key") == key:
             net = build(0, cfg.code_bits)
             net.load_state_dict(saved["state_dict"])
+            write_source_record(path, key, saved["info"])
             return net, saved["info"]
         raise RuntimeError(f"{path} was trained under another configuration or data; "
                            f"delete it or choose another results_dir")
@@ -216,7 +225,19 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
             "state_sha256": state_hash(net), "history": history}
     with D.atomic_open(path) as f:
         torch.save({"key": key, "state_dict": net.state_dict(), "info": info}, f)
+    write_source_record(path, key, info)
     return net, info
+
+
+def write_source_record(path: Path, key: str, info: dict) -> None:
+    with D.atomic_open(path.with_name(SOURCE_RECORD)) as f:
+        f.write(json.dumps({"key": key, **info}, indent=1).encode("utf-8"))
+
+
+def read_source_record(results_dir: str | os.PathLike) -> dict:
+    """The source net's training record (classes, accuracy, epochs, per-epoch history)."""
+    with open(Path(results_dir) / SOURCE_RECORD, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def run_one(source, n: int, train_set: D.Subset, test: tuple, codes: torch.Tensor, seed: int,
@@ -260,6 +281,14 @@ def retained(n: int) -> str:
     return "none" if n == 0 else f"{LAYERS[0]}-{LAYERS[n - 1]}" if n > 1 else LAYERS[0]
 
 
+def prepare(cfg: Config, progress: bool = True) -> tuple[Experiment, torch.nn.Module, dict]:
+    """Load the data, split the classes, and train (or reload) the source net."""
+    torch.use_deterministic_algorithms(True)
+    exp = Experiment.load(cfg)
+    source, info = train_source(exp, progress)
+    return exp, source, info
+
+
 def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.DataFrame:
     """Run (or resume) the whole sweep; returns the tidy results, one row per run.
 
@@ -268,9 +297,7 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
         cfg = Config.for_profile(overrides.pop("profile", "paper"), **overrides)
     elif overrides:
         cfg = dataclasses.replace(cfg, **overrides)  # re-validated by __post_init__
-    torch.use_deterministic_algorithms(True)
-    exp = Experiment.load(cfg)
-    source, source_info = train_source(exp, progress)
+    exp, source, source_info = prepare(cfg, progress)
     meta = {"config": cfg.experiment(), "source_classes": exp.chars("source"),
             "target_classes": exp.chars("target"), "data_checksums": exp.checksums,
             "source": {k: v for k, v in source_info.items() if k != "history"},
@@ -330,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dry-run", action="store_true", help="same as --profile smoke: the pipeline in seconds")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
-    s.add_argument("--results-dir", default="results")
+    s.add_argument("--results-dir", default=None, help=f"default ${RESULTS_DIR_ENV}, then results/<profile>")
     s.add_argument("--levels", type=int, nargs="+")
     s.add_argument("--sizes", type=int, nargs="+")
     s.add_argument("--trials", type=int)

@@ -1,0 +1,225 @@
+"""The paper's claims as computations: each turns our numbers into a measured summary and a verdict."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .model import LAYERS, PAPER_FREE_PARAMETERS
+
+PAPER_SOURCE_ACCURACY = 0.9438
+# The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
+PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}
+
+# What the paper's words are taken to mean; each threshold is stated in the book.
+SOURCE_NEAR = 0.01   # 'reached 94.38%': within 1 point of it
+CLEAR_GAIN = 0.02    # 'clearly beats': at least 2 points better on average, and better in every paired trial
+BARELY = 0.5         # 'barely grows past k=10': gain from k=10 to k=40 under half that of the untransferred net
+SLIGHT = 0.25        # 'slight variance': median trial-to-trial std under a quarter of the k=1 transfer gain
+TOLERANCE = 0.03     # a re-run reproduces the record when no cell mean moves by more than this
+
+HOLDS, PARTLY, FAILS = "holds", "partly", "fails"
+
+
+@dataclass
+class Claim:
+    """One claim of the paper: what we measured, in words with numbers, and the verdict."""
+    key: str
+    measured: str
+    verdict: str
+
+
+def _fmt(values) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
+def _means(rows: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
+    return rows.pivot_table(index="n", columns="k", values=value, aggfunc="mean")
+
+
+def _paired(rows: pd.DataFrame, n: int, k: int) -> np.ndarray:
+    """Per-trial test accuracy of n minus that of n=0 (the trials share their training sets)."""
+    p = rows[rows.k == k].pivot_table(index="trial", columns="n", values="test_accuracy")
+    return (p[n] - p[0]).to_numpy()
+
+
+# ---------------------------------------------------------------- Table 1
+
+def parameter_table(counts: dict[str, int]) -> pd.DataFrame:
+    """Our free parameters per layer next to the paper's Table 1."""
+    t = pd.DataFrame({"ours": counts, "paper": PAPER_FREE_PARAMETERS}).loc[list(LAYERS)]
+    t.loc["total"] = t.sum()
+    t["match"] = t["ours"] == t["paper"]
+    return t
+
+
+def trainable_shares(counts: dict[str, int]) -> pd.DataFrame:
+    """The paper's three derived percentages, recomputed from our counts."""
+    total = sum(counts.values())
+    ours = {"F6 only trainable": counts["F6"],
+            "C5 and F6 trainable": counts["C5"] + counts["F6"],
+            "C1-S4 (retained when n=4)": sum(counts[l] for l in LAYERS[:4])}
+    t = pd.DataFrame({"parameters": ours, "percent": {k: 100 * v / total for k, v in ours.items()},
+                      "paper percent": PAPER_SHARES})
+    t["match"] = t["percent"].round(1) == t["paper percent"]
+    return t
+
+
+def claim_table1(counts: dict[str, int]) -> Claim:
+    t = parameter_table(counts)
+    ours = ", ".join(f"{l} {t.loc[l, 'ours']:,}" for l in LAYERS)
+    return Claim("table1", f"{ours}; total {t.loc['total', 'ours']:,}", HOLDS if t["match"].all() else FAILS)
+
+
+def claim_shares(counts: dict[str, int]) -> Claim:
+    t = trainable_shares(counts)
+    measured = "; ".join(f"{name}: {row.percent:.2f}%" for name, row in t.iterrows())
+    return Claim("shares", measured, HOLDS if t["match"].all() else FAILS)
+
+
+# ---------------------------------------------------------------- the source net
+
+def claim_source(info: dict, target: float = PAPER_SOURCE_ACCURACY) -> Claim:
+    acc = info["train_accuracy"]
+    ok = abs(acc - target) <= SOURCE_NEAR
+    return Claim("source", f"{100 * acc:.2f}% training accuracy after {info['epochs']} epochs "
+                           f"(paper: {100 * target:.2f}%)", HOLDS if ok else FAILS)
+
+
+# ---------------------------------------------------------------- the sweep
+
+def best_level(rows: pd.DataFrame, k: int) -> int:
+    return int(_means(rows)[k].idxmax())
+
+
+def claim_k1_rises(rows: pd.DataFrame) -> Claim:
+    """At the smallest size, accuracy rises with n and peaks with all five levels retained."""
+    k = int(rows.k.min())
+    m = _means(rows)[k]
+    rho = float(np.corrcoef(np.arange(len(m)), m.rank().to_numpy())[0, 1])  # Spearman: n is already ranked
+    best, top = best_level(rows, k), int(m.index.max())
+    verdict = HOLDS if best == top and rho >= 0.8 else PARTLY if best == top or rho >= 0.8 else FAILS
+    return Claim("k1_rises", f"k={k}, n={int(m.index.min())}..{top}: {_fmt(m)}; best n={best}; "
+                             f"rank correlation with n {rho:.2f}", verdict)
+
+
+def claim_best_moves_down(rows: pd.DataFrame) -> Claim:
+    """With more samples per class, the best number of retained levels is lower."""
+    small, large = int(rows.k.min()), int(rows.k.max())
+    if small == large:
+        raise ValueError("a second training-set size")
+    m = _means(rows)
+    b_small, b_large = best_level(rows, small), best_level(rows, large)
+    top = int(m.index.max())
+    return Claim("best_moves_down",
+                 f"best n is {b_small} at k={small} and {b_large} at k={large} ({m.loc[b_large, large]:.3f}); "
+                 f"n={top} at k={large}: {m.loc[top, large]:.3f}, n=0: {m.loc[0, large]:.3f}",
+                 HOLDS if b_large < b_small else FAILS)
+
+
+def clear_gain(rows: pd.DataFrame, n: int, k: int) -> bool:
+    d = _paired(rows, n, k)
+    return bool(d.mean() >= CLEAR_GAIN and (d > 0).all())
+
+
+def claim_c1_s4(rows: pd.DataFrame, n: int = 4) -> Claim:
+    """Retaining C1-S4 (3.3% of the weights) clearly beats training from scratch."""
+    sizes = sorted(rows.k.unique())
+    parts, clear = [], []
+    for k in sizes:
+        d = _paired(rows, n, k)
+        parts.append(f"k={k}: {d.mean():+.3f} (trials {d.min():+.3f} to {d.max():+.3f})")
+        if clear_gain(rows, n, k):
+            clear.append(int(k))
+    verdict = HOLDS if len(clear) == len(sizes) else PARTLY if clear else FAILS
+    where = f"clear at k in {clear}" if clear else "clear at no k"
+    return Claim("c1_s4", f"n={n} minus n=0, mean over paired trials: " + "; ".join(parts) + f"; {where}", verdict)
+
+
+def claim_c5_saturates(rows: pd.DataFrame, n: int = 5, knee: int = 10) -> Claim:
+    """With C1-C5 retained, accuracy barely grows past about 10 samples per class."""
+    m = _means(rows)
+    large = int(rows.k.max())
+    gain, base = m.loc[n, large] - m.loc[n, knee], m.loc[0, large] - m.loc[0, knee]
+    return Claim("c5_saturates", f"from k={knee} to k={large}: n={n} gains {gain:+.3f} "
+                                 f"({m.loc[n, knee]:.3f} to {m.loc[n, large]:.3f}), n=0 gains {base:+.3f}",
+                 HOLDS if gain < BARELY * base else FAILS)
+
+
+def claim_variance(rows: pd.DataFrame) -> Claim:
+    """The spread over the 5 trials is slight."""
+    if rows.trial.nunique() < 2:
+        raise ValueError("a second trial")
+    std = rows.pivot_table(index="n", columns="k", values="test_accuracy", aggfunc="std")
+    spread = rows.groupby(["n", "k"]).test_accuracy.agg(lambda a: a.max() - a.min())
+    k = int(rows.k.min())
+    gain = _means(rows)[k].max() - _means(rows).loc[0, k]
+    median = float(np.median(std.to_numpy()))
+    return Claim("variance", f"trial std: median {median:.3f}, largest {std.to_numpy().max():.3f}; "
+                             f"widest min-max range {spread.max():.3f}; k={k} transfer gain {gain:.3f}",
+                 HOLDS if median < SLIGHT * gain else FAILS)
+
+
+def claim_effort(rows: pd.DataFrame) -> Claim:
+    """With small training sets, transferred nets need less training (epochs to the stopping rule)."""
+    k = int(rows.k.min())
+    e = _means(rows, "epochs")[k]
+    s = _means(rows, "seconds")[k]
+    fewer = [int(n) for n in e.index if n > 0 and e[n] < e[0]]
+    others = [int(n) for n in e.index if n > 0]
+    verdict = HOLDS if fewer == others else PARTLY if fewer else FAILS
+    return Claim("effort", f"k={k}, mean epochs for n={int(e.index.min())}..{int(e.index.max())}: "
+                           + ", ".join(f"{v:.0f}" for v in e) + "; seconds: " + ", ".join(f"{v:.2f}" for v in s)
+                           + f"; fewer epochs than n=0 for n in {fewer}", verdict)
+
+
+SWEEP_CLAIMS = {"k1_rises": claim_k1_rises, "best_moves_down": claim_best_moves_down, "c1_s4": claim_c1_s4,
+                "c5_saturates": claim_c5_saturates, "variance": claim_variance, "effort": claim_effort}
+
+
+def sweep_claims(rows: pd.DataFrame) -> list[Claim]:
+    """Every claim about the sweep; one whose levels or sizes this grid lacks is marked as not measured."""
+    out = []
+    for key, judge in SWEEP_CLAIMS.items():
+        try:
+            out.append(judge(rows))
+        except (KeyError, IndexError, ValueError) as e:
+            out.append(Claim(key, f"not measured: this grid lacks {e}", "not measured"))
+    return out
+
+
+def verdicts(claims: list[Claim]) -> pd.Series:
+    return pd.Series({c.key: c.verdict for c in claims}, name="verdict")
+
+
+def glue_all(claims: list[Claim]) -> None:
+    """Glue each claim's measured text and verdict for the book's Claims page."""
+    from myst_nb import glue
+
+    for c in claims:
+        glue(f"{c.key}_measured", c.measured, display=False)
+        glue(f"{c.key}_verdict", c.verdict, display=False)
+
+
+# ---------------------------------------------------------------- a re-run against the published record
+
+def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLike,
+                        tolerance: float = TOLERANCE) -> dict:
+    """How far this run's cell means are from the committed results file of the same experiment."""
+    record = Path(record)
+    if not record.exists():
+        return {"comparable": False, "reason": f"no record at {record}"}
+    from .sweep import read_results  # sweep imports torch; keep this module light
+
+    old_meta, old = read_results(record)
+    for key in ("config", "data_checksums", "source_classes", "target_classes"):
+        if old_meta[key] != meta[key]:
+            return {"comparable": False, "reason": f"the record is another experiment ({key} differs)"}
+    diff = (_means(rows) - _means(old)).abs()
+    largest = float(diff.max().max())
+    return {"comparable": True, "largest_change": largest, "tolerance": tolerance, "within": largest <= tolerance,
+            "identical_runs": int((rows.sort_values(["n", "k", "trial"]).test_accuracy.to_numpy()
+                                   == old.sort_values(["n", "k", "trial"]).test_accuracy.to_numpy()).sum())}

@@ -1,0 +1,145 @@
+"""The book's figures, drawn from results files, training records, the data and the model."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+from .model import LAYERS, Net, free_parameters
+
+
+def level_labels(levels) -> list[str]:
+    """Tick labels for n: how many levels are retained, and which."""
+    return [f"{n}\n" + ("none" if n == 0 else LAYERS[0] if n == 1 else f"{LAYERS[0]}-{LAYERS[n - 1]}")
+            for n in levels]
+
+
+def _level_axis(ax, levels, ylabel="test accuracy"):
+    ax.set_xticks(list(levels), level_labels(levels))
+    ax.set_xlabel("retained (frozen) levels n")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def accuracy_vs_levels(rows: pd.DataFrame, ax=None):
+    """The paper's Figure 2: mean test accuracy against n, one curve per training-set size."""
+    ax = ax or plt.subplots(figsize=(7, 4.5))[1]
+    means = rows.pivot_table(index="n", columns="k", values="test_accuracy", aggfunc="mean")
+    for k in sorted(means.columns, reverse=True):  # legend top to bottom, like the curves
+        ax.plot(means.index, means[k], marker="o", label=f"{k} per class")
+    _level_axis(ax, means.index)
+    ax.set_title(f"Mean test accuracy over {rows.trial.nunique()} trials")
+    ax.legend(title="training set", fontsize=8)
+    return ax.figure
+
+
+def spread(rows: pd.DataFrame, k: int, ax=None):
+    """The paper's Figures 3-5: min, mean and max over the trials at one training-set size."""
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    g = rows[rows.k == k].groupby("n").test_accuracy
+    lo, mean, hi = g.min(), g.mean(), g.max()
+    ax.fill_between(mean.index, lo, hi, alpha=0.2, label="min to max")
+    for s, style, name in ((hi, "--", "max"), (mean, "-o", "mean"), (lo, ":", "min")):
+        ax.plot(s.index, s, style, label=name, color="C0")
+    _level_axis(ax, mean.index)
+    ax.set_title(f"{k} sample{'s' if k > 1 else ''} per class, {g.size().iloc[0]} trials")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def spreads(rows: pd.DataFrame, sizes=(1, 10, 40)):
+    """Figures 3-5 side by side, on a shared y axis so that the spreads compare."""
+    sizes = [k for k in sizes if k in set(rows.k)] or sorted(set(rows.k))[:3]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.8), sharey=True)
+    for ax, k in zip(np.atleast_1d(axes), sizes):
+        spread(rows, k, ax)
+    fig.tight_layout()
+    return fig
+
+
+def effort(rows: pd.DataFrame):
+    """Training effort against n: epochs to the stopping rule, and seconds, one curve per size."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, value, label in ((axes[0], "epochs", "epochs (mean over trials)"),
+                             (axes[1], "seconds", "seconds per run (mean over trials)")):
+        m = rows.pivot_table(index="n", columns="k", values=value, aggfunc="mean")
+        for k in sorted(m.columns, reverse=True):
+            ax.plot(m.index, m[k], marker="o", label=f"{k} per class")
+        _level_axis(ax, m.index, label)
+        ax.set_yscale("log")
+    axes[0].legend(title="training set", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def source_history(record: dict, goal: float):
+    """Training accuracy and loss of the source net per epoch, with the stopping goal."""
+    h = pd.DataFrame(record["history"])
+    epoch = np.arange(1, len(h) + 1)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(epoch, h.train_accuracy, marker="o")
+    a.axhline(goal, color="C3", ls="--", label=f"paper: {100 * goal:.2f}%")
+    a.set(xlabel="epoch", ylabel="training accuracy", title="Source net: accuracy on its 8,000 images")
+    a.legend()
+    b.plot(epoch, h.train_loss, marker="o", color="C1")
+    b.set(xlabel="epoch", ylabel="mean squared error to the codes", title="Training loss", yscale="log")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(epoch)
+    fig.tight_layout()
+    return fig
+
+
+def characters(x: np.ndarray, y: np.ndarray, chars: str, per_class: int = 6, columns: int = 5):
+    """A grid of example inputs, per_class side by side for each class, as the net sees them."""
+    classes = np.unique(y)
+    rows = int(np.ceil(len(classes) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 0.75 * rows + 0.3))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, c in zip(axes.flat, classes):
+        strip = np.concatenate([img[0] for img in x[y == c][:per_class]], axis=1)
+        ax.imshow(strip, cmap="gray_r", interpolation="nearest")
+        ax.set_title(repr(chars[c]), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def layer_shapes(net: Net) -> dict[str, tuple[int, ...]]:
+    """Output shape (maps, height, width) of each layer for one 32x32 input."""
+    x, shapes = torch.zeros(1, 1, 32, 32), {}
+    with torch.no_grad():
+        for name, layer in zip(LAYERS, net.layers()):
+            x = layer(x)
+            shapes[name] = tuple(x.shape[1:])
+    return shapes
+
+
+def architecture(net: Net, retained: int = 4):
+    """The net as boxes: each layer's output shape and free parameters; the bottom `retained` shaded."""
+    shapes, counts = layer_shapes(net), free_parameters(net)
+    fig, ax = plt.subplots(figsize=(11, 2.6))
+    boxes = [("input", "1@32x32", "")] + [
+        (name, f"{s[0]}@{s[1]}x{s[2]}" if s[1] > 1 else f"{s[0]} units", f"{counts[name]:,} params")
+        for name, s in shapes.items()]
+    w, gap = 1.4, 0.45
+    for i, (name, shape, params) in enumerate(boxes):
+        x0 = i * (w + gap)
+        color = "white" if i == 0 else "#c6dbef" if i <= retained else "#fdd0a2"
+        ax.add_patch(Rectangle((x0, 0), w, 1, facecolor=color, edgecolor="black"))
+        ax.text(x0 + w / 2, 0.7, name, ha="center", va="center", fontsize=11, weight="bold")
+        ax.text(x0 + w / 2, 0.45, shape, ha="center", va="center", fontsize=9)
+        ax.text(x0 + w / 2, 0.2, params, ha="center", va="center", fontsize=8)
+        if i:
+            ax.add_patch(FancyArrowPatch((x0 - gap, 0.5), (x0, 0.5), arrowstyle="->", mutation_scale=12))
+    ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#c6dbef", edgecolor="black",
+                           label=f"copied from the source net and frozen (n={retained})"))
+    ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#fdd0a2", edgecolor="black", label="trained on the target task"))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False, fontsize=9)
+    ax.set_xlim(-0.1, len(boxes) * (w + gap))
+    ax.set_ylim(-0.1, 1.1)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig

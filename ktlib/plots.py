@@ -74,14 +74,14 @@ def effort(rows: pd.DataFrame):
     return fig
 
 
-def source_history(record: dict, goal: float):
+def source_history(record: dict, goal: float, images: int):
     """Training accuracy and loss of the source net per epoch, with the stopping goal."""
     h = pd.DataFrame(record["history"])
     epoch = np.arange(1, len(h) + 1)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(epoch, h.train_accuracy, marker="o")
     a.axhline(goal, color="C3", ls="--", label=f"paper: {100 * goal:.2f}%")
-    a.set(xlabel="epoch", ylabel="training accuracy", title="Source net: accuracy on its 8,000 images")
+    a.set(xlabel="epoch", ylabel="training accuracy", title=f"Source net: accuracy on its {images:,} training images")
     a.legend()
     b.plot(epoch, h.train_loss, marker="o", color="C1")
     b.set(xlabel="epoch", ylabel="mean squared error to the codes", title="Training loss", yscale="log")

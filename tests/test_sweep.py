@@ -61,6 +61,15 @@ def test_bad_configs_are_clear_errors(overrides, message):
         ktlib.Config(**overrides)
 
 
+def test_results_dir_comes_from_the_argument_then_the_environment_then_the_profile(monkeypatch):
+    monkeypatch.delenv(sweep.RESULTS_DIR_ENV, raising=False)
+    assert ktlib.Config().results_dir == str(Path("results") / "paper")
+    assert ktlib.Config.for_profile("smoke").results_dir == str(Path("results") / "smoke")
+    monkeypatch.setenv(sweep.RESULTS_DIR_ENV, "/tmp/elsewhere")
+    assert ktlib.Config().results_dir == "/tmp/elsewhere"
+    assert ktlib.Config(results_dir="given").results_dir == "given"
+
+
 def test_numpy_integers_are_accepted_and_stored_as_ints():
     cfg = ktlib.Config(levels=list(np.arange(3)), sizes=list(np.array([5, 1, 5])))
     assert (cfg.levels, cfg.sizes) == ([0, 1, 2], [1, 5])
@@ -94,6 +103,9 @@ def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
     assert meta["git_commit"] and len(meta["source_classes"]) == len(meta["target_classes"]) == 20
     assert {"train_accuracy", "epochs", "seconds", "state_sha256", "seed"} <= set(meta["source"])
     assert sweep.mean_table(rows).shape == (3, 2)
+    record = sweep.read_source_record(cfg.results_dir)  # the source net's curve, readable without torch
+    assert len(record["history"]) == record["epochs"] == meta["source"]["epochs"]
+    assert record["state_sha256"] == meta["source"]["state_sha256"]
 
 
 def test_training_test_and_source_sets_are_disjoint_and_from_the_right_split(tmp_path, data_dir):

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -34,9 +36,10 @@ class Chromium:
     def __init__(self):
         if CHROMIUM is None:
             raise RuntimeError("chromium is not installed (Debian: apt-get install chromium)")
-        self.profile = tempfile.TemporaryDirectory()
+        # Chromium's helper processes may still write to the profile as it closes: don't fail on cleanup.
+        self.profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile.name}", "about:blank"],
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.time() + 30
         while time.time() < deadline:
             line = self.proc.stderr.readline()
@@ -93,7 +96,10 @@ class Chromium:
                        check=True, capture_output=True, timeout=60)
 
     def close(self):
-        self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the browser and all its helpers
+        except ProcessLookupError:
+            pass
         self.proc.wait()
         self.profile.cleanup()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .model import LAYERS, PAPER_FREE_PARAMETERS
+from .sweep import mean_table, read_results
 
 PAPER_SOURCE_ACCURACY = 0.9438
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
@@ -35,10 +36,6 @@ class Claim:
 
 def _fmt(values) -> str:
     return ", ".join(f"{v:.3f}" for v in values)
-
-
-def _means(rows: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
-    return rows.pivot_table(index="n", columns="k", values=value, aggfunc="mean")
 
 
 def _paired(rows: pd.DataFrame, n: int, k: int) -> np.ndarray:
@@ -93,13 +90,13 @@ def claim_source(info: dict, target: float = PAPER_SOURCE_ACCURACY) -> Claim:
 # ---------------------------------------------------------------- the sweep
 
 def best_level(rows: pd.DataFrame, k: int) -> int:
-    return int(_means(rows)[k].idxmax())
+    return int(mean_table(rows)[k].idxmax())
 
 
 def claim_k1_rises(rows: pd.DataFrame) -> Claim:
     """At the smallest size, accuracy rises with n and peaks with all five levels retained."""
     k = int(rows.k.min())
-    m = _means(rows)[k]
+    m = mean_table(rows)[k]
     rho = float(np.corrcoef(np.arange(len(m)), m.rank().to_numpy())[0, 1])  # Spearman: n is already ranked
     best, top = best_level(rows, k), int(m.index.max())
     rises = rho >= RISES_RANK
@@ -113,7 +110,7 @@ def claim_best_moves_down(rows: pd.DataFrame) -> Claim:
     small, large = int(rows.k.min()), int(rows.k.max())
     if small == large:
         raise ValueError("a second training-set size")
-    m = _means(rows)
+    m = mean_table(rows)
     b_small, b_large = best_level(rows, small), best_level(rows, large)
     top = int(m.index.max())
     return Claim("best_moves_down",
@@ -122,9 +119,12 @@ def claim_best_moves_down(rows: pd.DataFrame) -> Claim:
                  HOLDS if b_large < b_small else FAILS)
 
 
-def clear_gain(rows: pd.DataFrame, n: int, k: int) -> bool:
-    d = _paired(rows, n, k)
+def _is_clear(d: np.ndarray) -> bool:
     return bool(d.mean() >= CLEAR_GAIN and (d > 0).all())
+
+
+def clear_gain(rows: pd.DataFrame, n: int, k: int) -> bool:
+    return _is_clear(_paired(rows, n, k))
 
 
 def claim_c1_s4(rows: pd.DataFrame, n: int = 4) -> Claim:
@@ -134,7 +134,7 @@ def claim_c1_s4(rows: pd.DataFrame, n: int = 4) -> Claim:
     for k in sizes:
         d = _paired(rows, n, k)
         parts.append(f"k={k}: {d.mean():+.3f} (trials {d.min():+.3f} to {d.max():+.3f})")
-        if clear_gain(rows, n, k):
+        if _is_clear(d):
             clear.append(int(k))
     verdict = HOLDS if len(clear) == len(sizes) else PARTLY if clear else FAILS
     where = f"clear at k in {clear}" if clear else "clear at no k"
@@ -143,7 +143,7 @@ def claim_c1_s4(rows: pd.DataFrame, n: int = 4) -> Claim:
 
 def claim_c5_saturates(rows: pd.DataFrame, n: int = 5, knee: int = 10) -> Claim:
     """With C1-C5 retained, accuracy barely grows past about 10 samples per class."""
-    m = _means(rows)
+    m = mean_table(rows)
     large = int(rows.k.max())
     gain, base = m.loc[n, large] - m.loc[n, knee], m.loc[0, large] - m.loc[0, knee]
     return Claim("c5_saturates", f"from k={knee} to k={large}: n={n} gains {gain:+.3f} "
@@ -158,7 +158,8 @@ def claim_variance(rows: pd.DataFrame) -> Claim:
     std = rows.pivot_table(index="n", columns="k", values="test_accuracy", aggfunc="std")
     spread = rows.groupby(["n", "k"]).test_accuracy.agg(lambda a: a.max() - a.min())
     k = int(rows.k.min())
-    gain = _means(rows)[k].max() - _means(rows).loc[0, k]
+    m = mean_table(rows)[k]
+    gain = m.max() - m.loc[0]
     median = float(np.median(std.to_numpy()))
     return Claim("variance", f"trial std: median {median:.3f}, largest {std.to_numpy().max():.3f}; "
                              f"widest min-max range {spread.max():.3f}; k={k} transfer gain {gain:.3f}",
@@ -168,8 +169,8 @@ def claim_variance(rows: pd.DataFrame) -> Claim:
 def claim_effort(rows: pd.DataFrame) -> Claim:
     """With small training sets, transferred nets need less training (epochs to the stopping rule)."""
     k = int(rows.k.min())
-    e = _means(rows, "epochs")[k]
-    s = _means(rows, "seconds")[k]
+    e = mean_table(rows, "epochs")[k]
+    s = mean_table(rows, "seconds")[k]
     fewer = [int(n) for n in e.index if n > 0 and e[n] < e[0]]
     others = [int(n) for n in e.index if n > 0]
     verdict = HOLDS if fewer == others else PARTLY if fewer else FAILS
@@ -226,13 +227,11 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
     record = Path(record)
     if not record.exists():
         return {"comparable": False, "reason": f"no record at {record}"}
-    from .sweep import read_results  # sweep imports torch; keep this module light
-
     old_meta, old = read_results(record)
     for key in ("config", "data_checksums", "source_classes", "target_classes"):
         if old_meta[key] != meta[key]:
             return {"comparable": False, "reason": f"the record is another experiment ({key} differs)"}
-    diff = (_means(rows) - _means(old)).abs()
+    diff = (mean_table(rows) - mean_table(old)).abs()
     largest = float(diff.max().max())
     return {"comparable": True, "largest_change": largest, "tolerance": tolerance, "within": largest <= tolerance,
             "identical_runs": int((rows.sort_values(["n", "k", "trial"]).test_accuracy.to_numpy()

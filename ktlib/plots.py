@@ -8,12 +8,12 @@ import torch
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from .model import LAYERS, Net, free_parameters
+from .sweep import mean_table, retained
 
 
 def level_labels(levels) -> list[str]:
     """Tick labels for n: how many levels are retained, and which."""
-    return [f"{n}\n" + ("none" if n == 0 else LAYERS[0] if n == 1 else f"{LAYERS[0]}-{LAYERS[n - 1]}")
-            for n in levels]
+    return [f"{n}\n{retained(n)}" for n in levels]
 
 
 def _level_axis(ax, levels, ylabel="test accuracy"):
@@ -26,7 +26,7 @@ def _level_axis(ax, levels, ylabel="test accuracy"):
 def accuracy_vs_levels(rows: pd.DataFrame, ax=None):
     """The paper's Figure 2: mean test accuracy against n, one curve per training-set size."""
     ax = ax or plt.subplots(figsize=(7, 4.5))[1]
-    means = rows.pivot_table(index="n", columns="k", values="test_accuracy", aggfunc="mean")
+    means = mean_table(rows)
     for k in sorted(means.columns, reverse=True):  # legend top to bottom, like the curves
         ax.plot(means.index, means[k], marker="o", label=f"{k} per class")
     _level_axis(ax, means.index)
@@ -64,7 +64,7 @@ def effort(rows: pd.DataFrame):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, value, label in ((axes[0], "epochs", "epochs (mean over trials)"),
                              (axes[1], "seconds", "seconds per run (mean over trials)")):
-        m = rows.pivot_table(index="n", columns="k", values=value, aggfunc="mean")
+        m = mean_table(rows, value)
         for k in sorted(m.columns, reverse=True):
             ax.plot(m.index, m[k], marker="o", label=f"{k} per class")
         _level_axis(ax, m.index, label)

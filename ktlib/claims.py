@@ -175,7 +175,8 @@ def claim_effort(rows: pd.DataFrame) -> Claim:
     others = [int(n) for n in e.index if n > 0]
     verdict = HOLDS if fewer == others else PARTLY if fewer else FAILS
     return Claim("effort", f"k={k}, mean epochs for n={int(e.index.min())}..{int(e.index.max())}: "
-                           + ", ".join(f"{v:.0f}" for v in e) + "; seconds: " + ", ".join(f"{v:.2f}" for v in s)
+                           + ", ".join(f"{v:.0f}" for v in e) + "; seconds until stopped: "
+                           + ", ".join(f"{v:.2f}" for v in s)
                            + f"; fewer epochs than n=0 for n in {fewer}", verdict)
 
 

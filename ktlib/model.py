@@ -1,6 +1,9 @@
 """The LeNet-5 style net of the paper's Figure 1, its free-parameter count, and the class target codes."""
 from __future__ import annotations
 
+import hashlib
+import io
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,9 +21,13 @@ C3_TABLE = (
 )
 
 
+# LeCun's squashing function A tanh(S a): f(+-1) = +-1, so +-1 targets sit in its linear range.
+TANH_A, TANH_S = 1.7159, 2.0 / 3.0
+
+
 def scaled_tanh(a: torch.Tensor) -> torch.Tensor:
-    """LeCun's squashing function 1.7159 tanh(2a/3): f(+-1) = +-1, so +-1 targets sit in its linear range."""
-    return 1.7159 * torch.tanh(a * (2.0 / 3.0))
+    """LeCun's squashing function 1.7159 tanh(2a/3)."""
+    return TANH_A * torch.tanh(a * TANH_S)
 
 
 def c3_mask() -> torch.Tensor:
@@ -119,6 +126,46 @@ def build(seed: int, code_bits: int = 20) -> Net:
 def free_parameters(net: Net) -> dict[str, int]:
     """Free parameters per layer, counted from the modules (masked-out C3 weights excluded)."""
     return {name: layer.free_parameters() for name, layer in zip(LAYERS, net.layers())}
+
+
+def layer_shapes(net: Net) -> dict[str, tuple[int, ...]]:
+    """Output shape (maps, height, width) of each layer for one 32x32 input."""
+    x, shapes = torch.zeros(1, 1, 32, 32), {}
+    with torch.no_grad():
+        for name, layer in zip(LAYERS, net.layers()):
+            x = layer(x)
+            shapes[name] = tuple(x.shape[1:])
+    return shapes
+
+
+def connections(net: Net) -> dict[str, int]:
+    """Connections per layer for one image, LeCun et al.'s cost measure: one multiply-add each (biases
+    included). A convolution uses each free parameter once per output position; a sub-sampling unit
+    has its 4 inputs and a bias."""
+    out = {}
+    for (name, (maps, h, w)), layer in zip(layer_shapes(net).items(), net.layers()):
+        out[name] = layer.free_parameters() * h * w if isinstance(layer, Conv) else 5 * maps * h * w
+    return out
+
+
+def forward_flops(conn: dict[str, int], n: int) -> int:
+    """FLOPs of layers n.. on one image (2 per connection)."""
+    return 2 * sum(list(conn.values())[n:])
+
+
+def training_flops(conn: dict[str, int], n: int) -> int:
+    """FLOPs of one training step on one image with the bottom n layers frozen: the forward pass, the
+    weight gradients of layers n.., and the input gradients of layers n+1.. (layer n's input is fixed)."""
+    return 2 * forward_flops(conn, n) + forward_flops(conn, n + 1)
+
+
+def state_hash(net: nn.Module) -> str:
+    """sha256 of every tensor in the net's state: two nets with the same hash compute the same function."""
+    buf = io.BytesIO()
+    for name, t in sorted(net.state_dict().items()):
+        buf.write(name.encode())
+        buf.write(t.detach().contiguous().numpy().tobytes())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 # ---------------------------------------------------------------- target codes

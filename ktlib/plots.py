@@ -4,10 +4,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
-from .model import LAYERS, Net, free_parameters
+from .model import Net, free_parameters, layer_shapes
 from .sweep import mean_table, retained
 
 
@@ -60,10 +59,10 @@ def spreads(rows: pd.DataFrame, sizes=(1, 10, 40)):
 
 
 def effort(rows: pd.DataFrame):
-    """Training effort against n: epochs to the stopping rule, and seconds, one curve per size."""
+    """Training effort against n: epochs to the stopping rule, and seconds until stopped, one curve per size."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, value, label in ((axes[0], "epochs", "epochs (mean over trials)"),
-                             (axes[1], "seconds", "seconds per run (mean over trials)")):
+                             (axes[1], "seconds", "seconds until stopped (mean over trials)")):
         m = mean_table(rows, value)
         for k in sorted(m.columns, reverse=True):
             ax.plot(m.index, m[k], marker="o", label=f"{k} per class")
@@ -105,16 +104,6 @@ def characters(x: np.ndarray, y: np.ndarray, chars: str, per_class: int = 6, col
         ax.set_title(repr(chars[c]), fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def layer_shapes(net: Net) -> dict[str, tuple[int, ...]]:
-    """Output shape (maps, height, width) of each layer for one 32x32 input."""
-    x, shapes = torch.zeros(1, 1, 32, 32), {}
-    with torch.no_grad():
-        for name, layer in zip(LAYERS, net.layers()):
-            x = layer(x)
-            shapes[name] = tuple(x.shape[1:])
-    return shapes
 
 
 def architecture(net: Net, retained: int = 4):

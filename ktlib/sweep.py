@@ -5,13 +5,15 @@ import argparse
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import os
 import platform
+import queue
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,8 @@ import torch
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
 from . import data as D
-from .model import LAYERS, build, free_parameters, target_codes
+from . import engine
+from .model import LAYERS, build, connections, free_parameters, state_hash, target_codes, training_flops
 from .train import Converged, ReachAccuracy, evaluate, train
 from .transfer import check_levels, is_integer, transfer
 
@@ -30,6 +33,7 @@ SOURCE_FILE = "source.pt"
 SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
 RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"
 PROFILES = ("paper", "smoke")
+ENGINES = ("batched", "plain")  # ktlib.engine (the default), or train.train one run at a time
 COLUMNS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss",
            "epochs", "stopped_by", "seconds", "trainable_parameters", "git_commit"]
 
@@ -63,6 +67,9 @@ class Config:
     # optimiser
     lr: float = 1e-3
     batch_size: int = 32
+    # how the runs are computed: the engine's numbers equal the plain path's within rounding, not bit for bit
+    engine: str = "batched"
+    workers: int | None = None             # engine threads, one core each; None: the usable cores
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -77,6 +84,10 @@ class Config:
                      "test_per_class", "max_epochs", "patience", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.workers is not None and (not is_integer(self.workers) or self.workers < 1):
+            raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
         if not 0 < self.source_accuracy <= 1:
             raise ValueError(f"source_accuracy must be in (0, 1], got {self.source_accuracy!r}")
 
@@ -87,10 +98,16 @@ class Config:
                               trials=1, test_per_class=10, max_epochs=30)}.get(profile, {})
         return cls(profile=profile, **{**base, **overrides})
 
+    def worker_count(self) -> int:
+        """The engine's worker threads: `workers`, else the cores this process may use."""
+        if self.workers:
+            return int(self.workers)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
     def experiment(self) -> dict:
-        """The fields that determine the numbers (not where files live)."""
+        """The fields that determine the numbers (not where files live, nor how many cores compute them)."""
         d = dataclasses.asdict(self)
-        for where in ("data_dir", "results_dir"):
+        for where in ("data_dir", "results_dir", "workers"):
             d.pop(where)
         return d
 
@@ -99,6 +116,8 @@ def derive_seed(seed: int, *keys: int) -> int:
     """An independent 31-bit seed for each purpose, so adding a purpose never shifts the others."""
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] >> 1)
 
+
+CONNECTIONS, FREE_PARAMETERS = connections(build(0)), free_parameters(build(0))  # per layer, from the model
 
 # purposes for derive_seed
 SPLIT, SOURCE_DATA, SOURCE_INIT, SOURCE_CODES, TARGET_CODES, TEST_DATA, TRIAL = range(7)
@@ -134,14 +153,6 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def state_hash(net: torch.nn.Module) -> str:
-    buf = io.BytesIO()
-    for name, t in sorted(net.state_dict().items()):
-        buf.write(name.encode())
-        buf.write(t.detach().contiguous().numpy().tobytes())
-    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 # ---------------------------------------------------------------- the experiment's pieces
@@ -240,21 +251,89 @@ def read_source_record(results_dir: str | os.PathLike) -> dict:
         return json.load(f)
 
 
-def run_one(source, n: int, train_set: D.Subset, test: tuple, codes: torch.Tensor, seed: int,
-            cfg: Config) -> dict:
-    """Train one target net with the bottom n layers transferred and frozen; test it."""
-    net = transfer(source, n, seed)
-    x, y = tensors(train_set)
-    stop = Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
-    history = train(net, x, y, codes, seed=seed, stop=stop, max_epochs=cfg.max_epochs, lr=cfg.lr,
-                    batch_size=cfg.batch_size)
+def stopping_rule(cfg: Config) -> Converged:
+    return Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
+
+
+def outcome(history: list[dict], test_accuracy: float, n: int, cfg: Config) -> dict:
+    """A finished run's row: how it ended, and how well it does on the test set."""
     last = history[-1]
     fitted = last["train_accuracy"] == 1.0 and last["train_loss"] < cfg.loss_floor
-    test_acc, _ = evaluate(net, *test, codes)
-    return {"test_accuracy": test_acc, "train_accuracy": last["train_accuracy"],
+    return {"test_accuracy": test_accuracy, "train_accuracy": last["train_accuracy"],
             "train_loss": last["train_loss"], "epochs": len(history),
             "stopped_by": "fit" if fitted else ("cap" if len(history) == cfg.max_epochs else "plateau"),
-            "seconds": last["seconds"], "trainable_parameters": sum(free_parameters(net)[l] for l in LAYERS[n:])}
+            "seconds": last["seconds"], "trainable_parameters": trainable_parameters(n)}
+
+
+def trainable_parameters(n: int) -> int:
+    return sum(list(FREE_PARAMETERS.values())[n:])
+
+
+def run_one(source, n: int, train_set: D.Subset, test: tuple, codes: torch.Tensor, seed: int,
+            cfg: Config) -> dict:
+    """The plain path: train one target net with the bottom n layers transferred and frozen; test it."""
+    net = transfer(source, n, seed)
+    x, y = tensors(train_set)
+    history = train(net, x, y, codes, seed=seed, stop=stopping_rule(cfg), max_epochs=cfg.max_epochs, lr=cfg.lr,
+                    batch_size=cfg.batch_size)
+    return outcome(history, evaluate(net, *test, codes)[0], n, cfg)
+
+
+def run_groups(exp: Experiment, source, todo: list[tuple], test: tuple, codes: torch.Tensor, save) -> None:
+    """The engine's path: the trials of each (n, k) train side by side, one group per worker thread.
+
+    A group is computed whole even when some of its runs are saved already: a run's numbers depend on
+    the group it trained in (through rounding), so a resumed sweep recomputes the same groups."""
+    cfg = exp.cfg
+    wanted = {(n, k, t) for k, t, n in todo}
+    groups = sorted({(n, k) for k, _, n in todo}, key=lambda g: -k_cost(*g))  # the longest first
+    cache = engine.FeatureCache()
+    test_x = {n: cache.get(source, test[0], n) for n, _ in groups}
+    sets = {k: [exp.trial_set(k, t) for t in range(cfg.trials)] for _, k in groups}
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+
+    def job(n: int, k: int, x: torch.Tensor, y: torch.Tensor, seeds: list[int]):
+        torch.set_num_threads(1)  # a worker per core; one thread also keeps the numbers machine-independent
+        nets = [transfer(source, n, s) for s in seeds]
+        engine.train_runs(nets, n, x, y, codes, seeds, stopping_rule(cfg), cfg.max_epochs, (test_x[n], test[1]),
+                          cfg.lr, cfg.batch_size, on_run=lambda t, run: events.put((n, k, t, seeds[t], run)),
+                          cancel=cancel)
+
+    def drain(block: bool) -> None:
+        try:
+            while True:
+                n, k, t, seed, run = events.get(timeout=0.1) if block else events.get_nowait()
+                block = False
+                if (n, k, t) in wanted:
+                    save(n, k, t, seed, outcome(run.history, run.test_accuracy, n, cfg))
+        except queue.Empty:
+            pass
+
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(cfg.worker_count(), thread_name_prefix="ktlib-engine")
+    try:
+        futures = []
+        for n, k in groups:
+            x = torch.stack([cache.get(source, torch.from_numpy(s.x), n) for s, _ in sets[k]])
+            y = torch.stack([torch.from_numpy(s.y) for s, _ in sets[k]])
+            futures.append(pool.submit(job, n, k, x, y, [seed for _, seed in sets[k]]))
+        pending = set(futures)
+        while pending:
+            drain(block=True)
+            for f in [f for f in pending if f.done()]:
+                pending.discard(f)
+                f.result()  # a worker's error stops the sweep here
+    finally:
+        cancel.set()  # on an error or interrupt the other workers stop at their next step
+        pool.shutdown(wait=True)
+        torch.set_num_threads(threads)
+        drain(block=False)  # runs that finished meanwhile are kept
+
+
+def k_cost(n: int, k: int) -> float:
+    """A group's rough cost, to schedule the long ones first: its training FLOPs per epoch."""
+    return k * training_flops(CONNECTIONS, n)
 
 
 # ---------------------------------------------------------------- the results file
@@ -301,7 +380,8 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
     meta = {"config": cfg.experiment(), "source_classes": exp.chars("source"),
             "target_classes": exp.chars("target"), "data_checksums": exp.checksums,
             "source": {k: v for k, v in source_info.items() if k != "history"},
-            "versions": versions(), "git_commit": git_commit()}
+            "versions": versions(), "git_commit": git_commit(),
+            "workers": cfg.worker_count() if cfg.engine == "batched" else None}
     path = Path(cfg.results_dir) / RESULTS_FILE
     D.remove_stale_parts(path)  # left by a process killed mid-write
     records: list[dict] = []
@@ -322,17 +402,23 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
     test = tensors(exp.test_set())
     codes = exp.codes("target")
     commit = git_commit()
-    trial_set = functools.lru_cache(maxsize=1)(exp.trial_set)  # the grid is ordered so n varies fastest
     bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="run", disable=not progress)
+
+    def save(n: int, k: int, trial: int, seed: int, result: dict) -> None:
+        records.append({"n": n, "retained": retained(n), "k": k, "trial": trial, "seed": seed,
+                        **result, "git_commit": commit})
+        write_results(path, meta, pd.DataFrame(records, columns=COLUMNS))
+        bar.set_postfix(n=n, k=k, test=f"{result['test_accuracy']:.3f}", epochs=result["epochs"])
+        bar.update()
+
     try:
-        for k, trial, n in todo:
-            train_set, seed = trial_set(k, trial)
-            result = run_one(source, n, train_set, test, codes, seed, cfg)
-            records.append({"n": n, "retained": retained(n), "k": k, "trial": trial, "seed": seed,
-                            **result, "git_commit": commit})
-            write_results(path, meta, pd.DataFrame(records, columns=COLUMNS))
-            bar.set_postfix(n=n, k=k, test=f"{result['test_accuracy']:.3f}", epochs=result["epochs"])
-            bar.update()
+        if cfg.engine == "plain":
+            trial_set = functools.lru_cache(maxsize=1)(exp.trial_set)  # the grid is ordered so n varies fastest
+            for k, trial, n in todo:
+                train_set, seed = trial_set(k, trial)
+                save(n, k, trial, seed, run_one(source, n, train_set, test, codes, seed, cfg))
+        elif todo:
+            run_groups(exp, source, todo, test, codes, save)
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: {len(records)} of {len(grid)} runs are saved in {path}; run again to resume",
@@ -361,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--levels", type=int, nargs="+")
     s.add_argument("--sizes", type=int, nargs="+")
     s.add_argument("--trials", type=int)
+    s.add_argument("--engine", choices=ENGINES, default="batched", help="plain: the reference loop, one run at a time")
+    s.add_argument("--workers", type=int, help="engine threads (default: the usable cores)")
     s.add_argument("--no-progress", action="store_true")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")
     d.add_argument("--dest", default=str(D.DEFAULT_DATA_DIR))
@@ -375,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         overrides = {k: v for k, v in dict(levels=a.levels, sizes=a.sizes, trials=a.trials).items() if v}
         cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
-                                 results_dir=a.results_dir, **overrides)
+                                 results_dir=a.results_dir, engine=a.engine, workers=a.workers, **overrides)
         start = time.perf_counter()
         rows = run(cfg, progress=not a.no_progress)
     except (D.DataError, ValueError, RuntimeError) as e:

@@ -55,6 +55,8 @@ def test_config_fields_are_the_papermill_parameter_names():
     (dict(levels=[2.5]), r"must be an integer in 0\.\.5"),
     (dict(trials=0), "trials must be >= 1"),
     (dict(source_accuracy=1.5), "source_accuracy must be in"),
+    (dict(engine="gpu"), "engine must be one of"),
+    (dict(workers=0), "workers must be an integer >= 1"),
 ])
 def test_bad_configs_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -68,6 +70,13 @@ def test_results_dir_comes_from_the_argument_then_the_environment_then_the_profi
     monkeypatch.setenv(sweep.RESULTS_DIR_ENV, "/tmp/elsewhere")
     assert ktlib.Config().results_dir == "/tmp/elsewhere"
     assert ktlib.Config(results_dir="given").results_dir == "given"
+
+
+def test_the_engine_is_part_of_the_experiment_and_the_worker_count_is_not():
+    base = ktlib.Config().experiment()
+    assert base["engine"] == "batched" and "workers" not in base
+    assert ktlib.Config(workers=1).experiment() == base
+    assert ktlib.Config(engine="plain").experiment() != base
 
 
 def test_numpy_integers_are_accepted_and_stored_as_ints():
@@ -122,6 +131,24 @@ def test_training_test_and_source_sets_are_disjoint_and_from_the_right_split(tmp
             assert set(exp.data.train.labels[train.index]) == set(exp.split.target)
             assert np.bincount(train.y).tolist() == [k] * 20
             assert not set(train.index) & set(source.index)  # same split, other classes
+
+
+def test_the_plain_path_and_the_engine_give_the_same_runs_within_rounding(tmp_path, data_dir):
+    cfg = small(tmp_path / "batched", data_dir, levels=[0, 2, 4, 5])
+    batched = ktlib.run(cfg, progress=False)
+    plain = ktlib.run(small(tmp_path / "plain", data_dir, levels=[0, 2, 4, 5], engine="plain"), progress=False)
+    both = batched.merge(plain, on=["n", "k", "trial", "seed"], suffixes=("", "_plain"))
+    assert len(both) == 16 and (both.epochs == both.epochs_plain).all()  # here every run trains 20 epochs
+    assert both.train_loss.to_numpy() == pytest.approx(both.train_loss_plain.to_numpy(), rel=1e-5)
+    assert (both.test_accuracy == both.test_accuracy_plain).all()
+    with pytest.raises(RuntimeError, match="holds runs of another experiment"):
+        ktlib.run(small(tmp_path / "batched", data_dir, levels=[0, 2, 4, 5], engine="plain"), progress=False)
+
+
+def test_the_engine_gives_the_same_numbers_on_one_worker_or_two(tmp_path, data_dir):
+    one = ktlib.run(small(tmp_path / "one", data_dir, workers=1), progress=False)
+    two = ktlib.run(small(tmp_path / "two", data_dir, workers=2), progress=False)
+    assert one[NUMBERS].equals(two[NUMBERS])
 
 
 def test_run_applies_overrides_to_a_given_config(tmp_path, data_dir):
@@ -208,6 +235,16 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "2 runs in" in out.stdout and "mean test accuracy" in out.stdout
     assert len(ktlib.read_results(tmp_path / sweep.RESULTS_FILE)[1]) == 2
+
+
+@pytest.mark.slow
+def test_the_engine_reproduces_the_plain_runs_on_the_real_subset(real_dir, tmp_path):
+    """The paper's source net, then n in {0, 3, 5} at k = 1, two trials, by both paths."""
+    cfg = dict(data_dir=str(real_dir), levels=[0, 3, 5], sizes=[1], trials=2)
+    batched = ktlib.run(ktlib.Config(results_dir=str(tmp_path / "b"), **cfg), progress=False)
+    plain = ktlib.run(ktlib.Config(results_dir=str(tmp_path / "p"), engine="plain", **cfg), progress=False)
+    assert (batched.test_accuracy - plain.test_accuracy).abs().max() <= 0.01  # 10 of the 1,000 test images
+    assert ((batched.epochs - plain.epochs).abs() <= 0.05 * plain.epochs).all()
 
 
 @pytest.mark.slow

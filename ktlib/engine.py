@@ -1,0 +1,355 @@
+"""The sweep's engine: the trials of one (n, k) trained side by side, on frozen features computed once.
+
+`train.train` is the reference: one net, autograd, torch.optim.Adam. This module computes the same
+thing for R runs at once, faster, in three ways:
+
+* Frozen layers never change, so their outputs on an image never change: they are computed once per
+  source net and image set (`FeatureCache`), and a run with n frozen layers starts from layer n.
+* The R runs' parameters are one (R, P) tensor. Convolutions run once per run (oneDNN is fast on one
+  small weight and slow on grouped ones); everything else (activations, pooling, C5 and F6 as batched
+  matrix products, Adam) runs once for all R.
+* Forward and backward are written out by hand, in a form that is cheap on a CPU:
+  - A tanh(S a) = 2A sigmoid(2S a) - A: sigmoid is about 10x faster than tanh here, and its derivative
+    sigma (1 - sigma) is one fused kernel. The parameters are kept multiplied by 2S, so that a layer
+    computes z = 2S a directly; Adam is unchanged by a constant scale if its learning rate is scaled
+    by it too and its epsilon divided by it.
+  - The backward pass leaves out the constant factor 2A of each layer it goes down through, and one
+    multiplication of the gradient by a fixed per-parameter vector puts them back (and applies C3's
+    connection table).
+  - C1 is one stride-2 convolution with 24 output maps: the 6 maps at each of the 4 positions of S2's
+    2x2 tile ("phases"; the 5x5 kernels shifted inside 6x6 ones). S2's pooling and its gradient become
+    sums and broadcasts over contiguous planes, and 24 maps fill oneDNN's vectors better than 6.
+
+Each run keeps its own seed (the same shuffles as the plain path), training set and stopping rule; a run
+that has stopped leaves the stack. Its numbers equal the plain path's within floating-point rounding.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import LAYERS, TANH_A as A, TANH_S as S, Net, c3_mask, predict, state_hash
+
+ZS = 2 * S                                           # z = 2S a: the scale the parameters are kept in
+_sigmoid_backward = torch.ops.aten.sigmoid_backward  # grad * sigma * (1 - sigma), in one pass
+_conv_backward = torch.ops.aten.convolution_backward
+_UP = torch.tensor([(i // 2) * 5 + j // 2 for i in range(10) for j in range(10)])  # S4's 5x5 -> C3's 10x10
+PHASES = [(i, j) for i in (0, 1) for j in (0, 1)]
+_C1_SHAPE = torch.empty(24, 1, 6, 6)
+
+
+# ---------------------------------------------------------------- stacked parameters
+
+@dataclass(frozen=True)
+class Slot:
+    name: str          # "C3.weight"
+    shape: tuple       # per run
+    offset: int
+
+
+def slots(net: Net, start: int) -> list[Slot]:
+    """Where each parameter of layers start.. sits in a run's row of the (R, P) stack."""
+    out, offset = [], 0
+    for layer in LAYERS[start:]:
+        for pname, p in getattr(net, layer).named_parameters():
+            out.append(Slot(f"{layer}.{pname}", tuple(p.shape), offset))
+            offset += p.numel()
+    return out
+
+
+def views(flat: torch.Tensor, layout: list[Slot]) -> dict[str, torch.Tensor]:
+    """Named (R, *shape) views into a stacked (R, P) tensor."""
+    return {s.name: flat[:, s.offset:s.offset + math.prod(s.shape)].view(len(flat), *s.shape) for s in layout}
+
+
+def stack(nets: list[Net], start: int) -> torch.Tensor:
+    """Layers start.. of each net as one row, times 2S (the engine's parameters)."""
+    return ZS * torch.stack([torch.cat([net.get_parameter(s.name).detach().flatten() for s in slots(net, start)])
+                             for net in nets])
+
+
+def unstack(row: torch.Tensor, layout: list[Slot], net: Net) -> Net:
+    """Copy one run's row back into a Net."""
+    with torch.no_grad():
+        for name, v in views(row[None] / ZS, layout).items():
+            net.get_parameter(name).copy_(v[0])
+    return net
+
+
+def grad_scale(layout: list[Slot], start: int) -> torch.Tensor:
+    """Per parameter: the factors 2A that `backward` leaves out (one per layer above), times C3's mask."""
+    parts = []
+    for s in layout:
+        factor = (2 * A) ** (len(LAYERS) - 1 - LAYERS.index(s.name.split(".")[0]))
+        mask = c3_mask() if s.name == "C3.weight" else torch.ones(s.shape)
+        parts.append((factor * mask).flatten())
+    return torch.cat(parts)
+
+
+def phase_kernels(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """C1's (R, 6, 1, 5, 5) kernels as (R, 24, 1, 6, 6) stride-2 ones: map 6p + c is map c at phase p."""
+    return torch.cat([F.pad(w, (j, 1 - j, i, 1 - i)) for i, j in PHASES], 1), b.repeat(1, 4)
+
+
+def phase_kernel_grads(gw: torch.Tensor, gb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adjoint of `phase_kernels`: gradients of the 24 shifted kernels summed back onto the 6."""
+    R = len(gw)
+    gw = gw.view(R, 4, 6, 1, 6, 6)
+    return sum(gw[:, p, ..., i:i + 5, j:j + 5] for p, (i, j) in enumerate(PHASES)), gb.view(R, 4, 6).sum(1)
+
+
+# ---------------------------------------------------------------- forward and backward
+
+def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)  # one run: no copy
+
+
+def _y(sigma: torch.Tensor) -> torch.Tensor:
+    """A layer's output y = A tanh(S a) = 2A sigma - A."""
+    return sigma * (2 * A) - A
+
+
+def _tile_sums(sigma: torch.Tensor, phase_dim: int | None = None) -> torch.Tensor:
+    """The sum of y over each 2x2 tile, from sigma: 2A (sum of sigma) - 4A."""
+    if phase_dim is not None:  # C1's phases
+        p = sigma.sum(phase_dim)
+    else:
+        p = (sigma[..., ::2, ::2] + sigma[..., 1::2, ::2]) + (sigma[..., ::2, 1::2] + sigma[..., 1::2, 1::2])
+    return p.mul_(2 * A).sub_(4 * A)
+
+
+def forward(p: dict[str, torch.Tensor], x: torch.Tensor, start: int, stop: int = 6) -> tuple[list, list]:
+    """Layers start..stop-1 for R stacked runs (p: `views` of the parameters). x: (R, B, ...), the input of
+    layer `start` (see `frozen_inputs`). Returns each layer's input and output sigma, indexed by layer."""
+    R, B = x.shape[:2]
+    ins, sig = [None] * 6, [None] * 6
+    h = x
+    for i in range(start, stop):
+        layer = LAYERS[i]
+        w, b = p.get(f"{layer}.weight", p.get(f"{layer}.coef")), p[f"{layer}.bias"]
+        ins[i] = h
+        if layer == "C1":    # sigma: (R, B, 4 phases, 6, 14, 14)
+            w, b = phase_kernels(w, b)
+            z = _stack([F.conv2d(h[r], w[r], b[r], stride=2) for r in range(R)])
+            sig[i] = z.view(R, B, 4, 6, 14, 14).sigmoid_()
+            h = _tile_sums(sig[i], phase_dim=2)
+        elif layer in ("S2", "S4"):
+            sig[i] = torch.addcmul(b[:, None, :, None, None], h, w[:, None, :, None, None]).sigmoid_()
+            h = _y(sig[i])
+        elif layer == "C3":
+            sig[i] = _stack([F.conv2d(h[r], w[r], b[r]) for r in range(R)]).sigmoid_()
+            h = _tile_sums(sig[i])
+        else:                # C5, F6: fully connected
+            sig[i] = torch.baddbmm(b[:, None, :], h.reshape(R, B, -1), w.flatten(2).transpose(1, 2)).sigmoid_()
+            h = _y(sig[i])
+    return ins, sig
+
+
+def backward(p: dict[str, torch.Tensor], ins: list, sig: list, g: torch.Tensor, start: int,
+             out: dict[str, torch.Tensor]) -> None:
+    """Parameter gradients of layers start..5 into `out`, from g = dL/dz of F6, each layer's short by the
+    factors 2A of the layers above it (see `grad_scale`)."""
+    R, B = g.shape[:2]
+    for i in range(5, start - 1, -1):
+        layer = LAYERS[i]
+        w = p.get(f"{layer}.weight", p.get(f"{layer}.coef"))
+        gw, gb = out.get(f"{layer}.weight", out.get(f"{layer}.coef")), out[f"{layer}.bias"]
+        need_input = i > start
+        if layer in ("C5", "F6"):
+            torch.bmm(g.transpose(1, 2), ins[i].reshape(R, B, -1), out=gw.view(R, gw.shape[1], -1))
+            torch.sum(g, 1, out=gb)
+            if need_input:
+                g = _sigmoid_backward(torch.bmm(g, w.flatten(2)).view_as(sig[i - 1]), sig[i - 1])
+        elif layer in ("S2", "S4"):
+            torch.sum(g * ins[i], (1, 3, 4), out=gw)
+            torch.sum(g, (1, 3, 4), out=gb)
+            if need_input:
+                dp = g * w[:, None, :, None, None]             # gradient of the tile sums
+                if layer == "S4":                              # every cell of a tile gets its tile's gradient
+                    up = dp.reshape(-1, 25).index_select(1, _UP).view_as(sig[i - 1])
+                else:                                          # C1's four phases: a broadcast
+                    up = dp.unsqueeze(2).expand_as(sig[i - 1])
+                g = _sigmoid_backward(up, sig[i - 1])
+        elif layer == "C3":
+            # weights: the inputs convolved by the output gradients, batch as channels (faster in oneDNN
+            # than its backward-weights kernel); inputs: oneDNN's backward-data kernel
+            gw.copy_(_stack([F.conv2d(ins[i][r].transpose(0, 1), g[r].transpose(0, 1)).transpose(0, 1)
+                             for r in range(R)]))
+            torch.sum(g, (1, 3, 4), out=gb)
+            if need_input:
+                dx = _stack([_conv_backward(g[r], ins[i][r], w[r], None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                            [True, False, False])[0] for r in range(R)])
+                g = _sigmoid_backward(dx, sig[i - 1])
+        else:  # C1: its input is data, so only the weights' gradients (which need only the kernels' shape)
+            parts = [_conv_backward(g[r].view(B, 24, 14, 14), ins[i][r], _C1_SHAPE, [24], [2, 2], [0, 0], [1, 1],
+                                    False, [0, 0], 1, [False, True, True]) for r in range(R)]
+            w6, b6 = phase_kernel_grads(_stack([q[1] for q in parts]), _stack([q[2] for q in parts]))
+            gw.copy_(w6)
+            gb.copy_(b6)
+
+
+def outputs(sigma6: torch.Tensor) -> torch.Tensor:
+    """The net's outputs, as the plain path's `net(x)`."""
+    return _y(sigma6)
+
+
+def gradients(theta: torch.Tensor, x: torch.Tensor, target: torch.Tensor, start: int, layout: list[Slot],
+              scale: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Into grad (R, P): each run's gradient, for the engine's parameters theta (R, P), of its batch's
+    mean squared error to the codes (over batch and bits). x: the batch's layer-`start` inputs (R, B, ...),
+    target: its codes (R, B, bits); scale: `grad_scale(layout, start)`."""
+    p = views(theta, layout)
+    ins, sig = forward(p, x, start)
+    # dL/dz of F6 = 2 (y - t) / (batch * bits) * 2A sigma (1 - sigma)
+    top = _sigmoid_backward((outputs(sig[5]) - target).mul_(4 * A / target[0].numel()), sig[5])
+    backward(p, ins, sig, top, start, views(grad, layout))
+    return grad.mul_(scale)
+
+
+def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = 512) -> list[torch.Tensor]:
+    """For n = 0..5, the input of layer n on these images (what a run with n frozen layers starts from):
+    the image, C1's tile sums, S2's output, C3's tile sums, S4's output, C5's output."""
+    layout = slots(source, 0)
+    p = views(stack([source], 0), layout)
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(images), chunk):
+            ins, sig = forward(p, images[i:i + chunk][None], 0, stop=5)
+            parts.append([t[0] for t in ins[:5] + [_y(sig[4])]])  # F6's input is C5's output
+    return [torch.cat(level) for level in zip(*parts)]
+
+
+class FeatureCache:
+    """Frozen-layer inputs, keyed by the source net's weights and the images' bytes: a changed source net
+    or image set is a different key, so stale features can never be served."""
+
+    def __init__(self):
+        self._store: dict[tuple[str, str], list[torch.Tensor]] = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(source: Net, images: torch.Tensor) -> tuple[str, str]:
+        return state_hash(source), hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+
+    def get(self, source: Net, images: torch.Tensor, n: int) -> torch.Tensor:
+        key = self.key(source, images)
+        if key in self._store:
+            self.hits += 1
+        else:
+            self.misses += 1
+            self._store[key] = frozen_inputs(source, images)
+        return self._store[key][n]
+
+
+# ---------------------------------------------------------------- training
+
+class Adam:
+    """torch.optim.Adam (its fused kernel: one pass) on the stacked (R, P) parameters. They are kept
+    scaled by 2S, so the learning rate is scaled by it and epsilon divided by it: the same steps."""
+
+    def __init__(self, theta: torch.Tensor, lr: float, eps: float = 1e-8):
+        self.theta = theta
+        self.opt = torch.optim.Adam([theta], lr=lr * ZS, eps=eps / ZS, fused=True)
+
+    def step(self, grad: torch.Tensor) -> None:
+        self.theta.grad = grad
+        self.opt.step()
+
+    def keep(self, rows: torch.Tensor) -> torch.Tensor:
+        """Drop the rows of runs that stopped; returns the new parameter tensor."""
+        old, self.theta = self.theta, self.theta[rows]
+        state = self.opt.state.pop(old)
+        self.opt.param_groups[0]["params"] = [self.theta]
+        self.opt.state[self.theta] = {"step": state["step"], "exp_avg": state["exp_avg"][rows],
+                                      "exp_avg_sq": state["exp_avg_sq"][rows]}
+        return self.theta
+
+
+def evaluate(p: dict, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, start: int,
+             chunk: int = 512) -> tuple[list, list]:
+    """Per run: (accuracy by nearest code, mean squared error to the codes) on (R, N, ...) inputs."""
+    accs, losses = [], []
+    with torch.no_grad():
+        for r in range(len(x)):  # a run, and a chunk, at a time: no large stacked activations
+            mine = {k: v[r:r + 1] for k, v in p.items()}
+            out = torch.cat([outputs(forward(mine, x[r:r + 1, i:i + chunk], start)[1][5])[0]
+                             for i in range(0, x.shape[1], chunk)])
+            losses.append(F.mse_loss(out, codes[y[r]]).item())
+            accs.append((predict(out, codes) == y[r]).sum().item() / len(y[r]))
+    return accs, losses
+
+
+class Cancelled(Exception):
+    """train_runs was asked to stop before its runs finished."""
+
+
+@dataclass
+class Run:
+    """One run's outcome: its per-epoch history, its final test accuracy, and the trained net."""
+    history: list[dict]
+    test_accuracy: float
+    net: Net
+
+
+def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seeds: list[int],
+               stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float = 1e-3,
+               batch_size: int = 32, on_run=None, cancel=None) -> list[Run]:
+    """Train R nets whose bottom n layers are frozen, side by side; each stops by its own rule.
+
+    x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
+    test: the test set's layer-n inputs (M, ...) and labels (M,), shared by all runs. Shuffling is
+    `train.train`'s (a generator per run, seeded with that run's seed). on_run(index, Run) is called as
+    each run stops; once the threading.Event `cancel` is set, Cancelled is raised at the next epoch."""
+    R, N = y.shape
+    layout = slots(nets[0], n)
+    theta = stack(nets, n)
+    if theta.shape[1] == 0:
+        raise ValueError("the nets have no trainable parameters")
+    opt, grad, scale = Adam(theta, lr), torch.empty_like(theta), grad_scale(layout, n)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    active = list(range(R))            # which run each row of theta is
+    histories: list[list[dict]] = [[] for _ in range(R)]
+    results: list[Run | None] = [None] * R
+    target = codes[y]
+    start = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"{sum(r is None for r in results)} of {R} runs unfinished")
+        perms = torch.stack([torch.randperm(N, generator=gens[r]) for r in active])
+        rows = torch.arange(len(active))[:, None] * N
+        flat_x, flat_t = x.flatten(0, 1), target.flatten(0, 1)
+        for idx in perms.split(batch_size, dim=1):
+            pick = (rows + idx).flatten()
+            xb = flat_x.index_select(0, pick).view(len(active), idx.shape[1], *x.shape[2:])
+            tb = flat_t.index_select(0, pick).view(len(active), idx.shape[1], -1)
+            opt.step(gradients(theta, xb, tb, n, layout, scale, grad))
+        accs, losses = evaluate(views(theta, layout), x, y, codes, n)
+        seconds = time.perf_counter() - start
+        done = []
+        for row, r in enumerate(active):
+            histories[r].append({"epoch": epoch, "train_accuracy": accs[row], "train_loss": losses[row],
+                                 "seconds": seconds})
+            if stop(histories[r]) or epoch == max_epochs:
+                done.append(row)
+        if not done:
+            continue
+        finished = torch.tensor(done)
+        test_acc, _ = evaluate(views(theta[finished], layout), test[0].expand(len(done), *test[0].shape),
+                               test[1].expand(len(done), -1), codes, n)
+        for j, row in enumerate(done):
+            r = active[row]
+            results[r] = Run(histories[r], test_acc[j], unstack(theta[row], layout, nets[r]))
+            if on_run:
+                on_run(r, results[r])
+        keep = torch.tensor([row for row in range(len(active)) if row not in done], dtype=torch.long)
+        active = [active[row] for row in keep.tolist()]
+        if not active:
+            break
+        theta, grad = opt.keep(keep), grad[keep]
+        x, y, target = x[keep], y[keep], target[keep]
+    return results

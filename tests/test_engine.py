@@ -1,0 +1,135 @@
+"""The engine against the plain path: same gradients, same training, same features, within rounding."""
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ktlib import engine
+from ktlib.model import LAYERS, build, target_codes
+from ktlib.train import ReachAccuracy, evaluate, train
+from ktlib.transfer import trainable, transfer
+
+
+@pytest.fixture(scope="module")
+def source():
+    return build(123)
+
+
+def images(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 32, 32, generator=g) * 1.275 - 0.1  # the inputs' range, background to ink
+
+
+def toy(n=40, classes=4, seed=0):
+    """Separable images: one bright block per class, on noise."""
+    y = torch.arange(n) % classes
+    x = images(n, seed) * 0.1 - 0.1
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 4 + 6 * c: 9 + 6 * c, 6:26] = 1.175
+    return x, y, target_codes(classes, 20, seed=0)
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_gradients_equal_autograd_on_the_plain_net(source, n):
+    net = transfer(source, n, seed=7)
+    x, y = images(12, 1), torch.arange(12) % 5
+    codes = target_codes(5, 20, seed=1)
+    F.mse_loss(net(x), codes[y]).backward()
+    expected = torch.cat([p.grad.flatten() for p in trainable(net)])
+
+    layout = engine.slots(net, n)
+    theta = engine.stack([net], n)
+    grad = engine.gradients(theta, engine.frozen_inputs(source, x)[n][None], codes[y][None], n, layout,
+                            engine.grad_scale(layout, n), torch.empty_like(theta))[0]
+    # the engine's parameters are 2S times the net's, so their gradients are the net's divided by 2S
+    torch.testing.assert_close(grad * engine.ZS, expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_training_follows_the_plain_path(source, n):
+    """Three epochs of two runs side by side: the same losses, weights and test accuracy as one at a time."""
+    x, y, codes = toy()
+    xt, yt, _ = toy(seed=1)
+    seeds, never = [3, 4], ReachAccuracy(1.01)
+    plain = [transfer(source, n, s) for s in seeds]
+    histories = [train(net, x, y, codes, seed=s, stop=never, max_epochs=3, batch_size=8)
+                 for net, s in zip(plain, seeds)]
+
+    stacked = torch.stack([engine.frozen_inputs(source, x)[n]] * 2)
+    runs = engine.train_runs([transfer(source, n, s) for s in seeds], n, stacked, torch.stack([y, y]), codes,
+                             seeds, never, 3, (engine.frozen_inputs(source, xt)[n], yt), batch_size=8)
+    for net, history, run in zip(plain, histories, runs):
+        assert [h["train_loss"] for h in run.history] == pytest.approx([h["train_loss"] for h in history], rel=1e-5)
+        assert [h["train_accuracy"] for h in run.history] == [h["train_accuracy"] for h in history]
+        diff = torch.cat([(a - b).abs().flatten() for a, b in zip(run.net.parameters(), net.parameters())])
+        # Adam steps a weight by about lr whatever its gradient's size, so a weight whose gradient is
+        # rounding noise may step either way: a quarter step is the bound for any one weight
+        assert diff.max() < 0.25e-3 and diff.mean() < 1e-6
+        assert run.test_accuracy == evaluate(net, xt, yt, codes)[0]
+
+
+def test_each_run_stops_by_its_own_rule_and_then_stops_updating(source):
+    x, y, codes = toy(n=48)
+    seeds, rule = [0, 1, 2], ReachAccuracy(0.75)
+    plain = [transfer(source, 3, s) for s in seeds]
+    lengths = [len(train(net, x, y, codes, seed=s, stop=rule, max_epochs=60, batch_size=8))
+               for net, s in zip(plain, seeds)]
+    assert len(set(lengths)) > 1, "the runs should stop at different epochs for this test to mean anything"
+    finished = []
+    feats = engine.frozen_inputs(source, x)[3]
+    runs = engine.train_runs([transfer(source, 3, s) for s in seeds], 3, torch.stack([feats] * 3),
+                             torch.stack([y] * 3), codes, seeds, rule, 60, (feats, y), batch_size=8,
+                             on_run=lambda i, run: finished.append((i, len(run.history))))
+    assert [len(r.history) for r in runs] == lengths
+    assert sorted(finished, key=lambda f: f[1]) == sorted(enumerate(lengths), key=lambda f: f[1])
+    for net, run in zip(plain, runs):  # a run that stopped early kept the weights it stopped with
+        diff = torch.cat([(a - b).abs().flatten() for a, b in zip(run.net.parameters(), net.parameters())])
+        assert diff.max() < 0.25e-3 and diff.mean() < 1e-6
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_frozen_inputs_are_the_plain_nets_layer_outputs(source, n):
+    x = images(10, 2)
+    expected = source.features(x, n)
+    if LAYERS[n] in ("S2", "S4"):  # a sub-sampling layer's input is the sum over each 2x2 tile
+        expected = F.avg_pool2d(expected, 2) * 4
+    torch.testing.assert_close(engine.frozen_inputs(source, x)[n], expected.flatten(1) if n == 5 else expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_feature_cache_is_keyed_by_the_source_weights_and_the_images(source):
+    cache, x = engine.FeatureCache(), images(6, 3)
+    first = cache.get(source, x, 4)
+    assert cache.get(source, x.clone(), 2) is not None and (cache.hits, cache.misses) == (1, 1)
+    changed = build(123)
+    with torch.no_grad():
+        changed.C1.bias[0] += 1e-3
+    assert not torch.equal(cache.get(changed, x, 4), first) and cache.misses == 2
+    other = x.clone()
+    other[0, 0, 0, 0] += 1e-3
+    cache.get(source, other, 4)
+    assert cache.misses == 3
+    assert torch.equal(cache.get(source, x, 4), first)  # and the original entry is still served
+
+
+def test_c1_as_24_stride_2_maps_is_c1_at_the_four_tile_positions():
+    w, b, x = torch.randn(1, 6, 1, 5, 5), torch.randn(1, 6), images(3, 4)
+    w24, b24 = engine.phase_kernels(w, b)
+    phased = F.conv2d(x, w24[0], b24[0], stride=2).view(3, 4, 6, 14, 14)
+    full = F.conv2d(x, w[0], b[0])
+    for p, (i, j) in enumerate(engine.PHASES):
+        torch.testing.assert_close(phased[:, p], full[..., i::2, j::2])
+    gw, gb = torch.randn_like(w24), torch.randn_like(b24)  # the gradient map is the adjoint
+    back_w, back_b = engine.phase_kernel_grads(gw, gb)
+    torch.testing.assert_close((w24 * gw).sum() + (b24 * gb).sum(), (w * back_w).sum() + (b * back_b).sum())
+
+
+def test_a_cancelled_group_stops_at_the_next_epoch(source):
+    x, y, codes = toy()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(engine.Cancelled, match="2 of 2 runs unfinished"):
+        engine.train_runs([transfer(source, 5, s) for s in (0, 1)], 5,
+                          torch.stack([engine.frozen_inputs(source, x)[5]] * 2), torch.stack([y, y]), codes,
+                          [0, 1], ReachAccuracy(1.01), 10, (engine.frozen_inputs(source, x)[5], y), cancel=cancel)

@@ -3,6 +3,8 @@
 # make test       - unit tests, then nbval re-executes the committed notebooks and compares their checks
 # make unit       - the unit tests alone (about a minute)
 # make html       - only the book build, from the notebooks as committed
+# make bench      - benchmarks/bench.py: the plain path against the engine
+# make plain-record - the plain path's record of the grid, which the sweep notebook compares the engine with
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>.
 
@@ -19,7 +21,7 @@ RUN_DIR := $(CURDIR)/_build/results/$(PROFILE)
 NBVAL_DIR := $(CURDIR)/_build/nbval
 MATHJAX := book/_static/mathjax
 
-.PHONY: install data mathjax notebooks html book test unit clean
+.PHONY: install data mathjax notebooks html book test unit plain-record bench clean
 
 install: $(VENV)/.installed
 
@@ -53,6 +55,17 @@ notebooks: install data
 	cp $(RUN_DIR)/sweep.csv $(RUN_DIR)/source.json results/$(PROFILE)/
 
 book: notebooks html
+
+# The plain path's record of the same grid (about 16 minutes on 2 cores), which the sweep notebook compares
+# the engine with; committed as results/<profile>-plain/.
+plain-record: install data
+	$(BIN)/ktlib sweep --engine plain --profile $(PROFILE) --seed $(SEED) --no-progress --results-dir $(RUN_DIR)-plain
+	mkdir -p results/$(PROFILE)-plain
+	cp $(RUN_DIR)-plain/sweep.csv $(RUN_DIR)-plain/source.json results/$(PROFILE)-plain/
+
+# Plain path against engine on the paper's 150 runs (about 20 minutes); prints seconds, ratios, GFLOP/s.
+bench: install data
+	$(BIN)/python benchmarks/bench.py
 
 # The book from the notebooks as they are stored: warnings are errors, and so is a stored error output.
 html: install mathjax

@@ -222,18 +222,27 @@ def glue_all(claims: list[Claim]) -> None:
 
 # ---------------------------------------------------------------- a re-run against the published record
 
-def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLike,
-                        tolerance: float = TOLERANCE) -> dict:
-    """How far this run's cell means are from the committed results file of the same experiment."""
+def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLike, tolerance: float = TOLERANCE,
+                        ignore: tuple[str, ...] = ()) -> dict:
+    """How far this sweep is from a results file of the same experiment (its cell means, run by run).
+
+    ignore: configuration fields that may differ, such as "engine" to compare the engine with the plain path."""
     record = Path(record)
     if not record.exists():
         return {"comparable": False, "reason": f"no record at {record}"}
     old_meta, old = read_results(record)
     for key in ("config", "data_checksums", "source_classes", "target_classes"):
-        if old_meta[key] != meta[key]:
+        mine, theirs = meta[key], old_meta[key]
+        if key == "config":
+            mine, theirs = ({k: v for k, v in c.items() if k not in ignore} for c in (mine, theirs))
+        if mine != theirs:
             return {"comparable": False, "reason": f"the record is another experiment ({key} differs)"}
-    diff = (mean_table(rows) - mean_table(old)).abs()
-    largest = float(diff.max().max())
+    both = rows.merge(old, on=["n", "k", "trial"], suffixes=("", "_record"))
+    if len(both) != len(rows) or len(both) != len(old):
+        return {"comparable": False, "reason": f"the record has {len(old)} runs, this sweep {len(rows)}"}
+    largest = float((mean_table(rows) - mean_table(old)).abs().max().max())
+    moved = (both.test_accuracy - both.test_accuracy_record).abs()
+    same = (both.epochs == both.epochs_record) & (moved < 1e-6)  # the file keeps 6 digits; an image is 1e-3
     return {"comparable": True, "largest_change": largest, "tolerance": tolerance, "within": largest <= tolerance,
-            "identical_runs": int((rows.sort_values(["n", "k", "trial"]).test_accuracy.to_numpy()
-                                   == old.sort_values(["n", "k", "trial"]).test_accuracy.to_numpy()).sum())}
+            "runs": len(both), "identical_runs": int(same.sum()),
+            "largest_run_change": float(moved.max())}

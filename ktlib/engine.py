@@ -81,7 +81,7 @@ def unstack(row: torch.Tensor, layout: list[Slot], net: Net) -> Net:
     return net
 
 
-def grad_scale(layout: list[Slot], start: int) -> torch.Tensor:
+def grad_scale(layout: list[Slot]) -> torch.Tensor:
     """Per parameter: the factors 2A that `backward` leaves out (one per layer above), times C3's mask."""
     parts = []
     for s in layout:
@@ -202,7 +202,7 @@ def gradients(theta: torch.Tensor, x: torch.Tensor, target: torch.Tensor, start:
               scale: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Into grad (R, P): each run's gradient, for the engine's parameters theta (R, P), of its batch's
     mean squared error to the codes (over batch and bits). x: the batch's layer-`start` inputs (R, B, ...),
-    target: its codes (R, B, bits); scale: `grad_scale(layout, start)`."""
+    target: its codes (R, B, bits); scale: `grad_scale(layout)`."""
     p = views(theta, layout)
     ins, sig = forward(p, x, start)
     # dL/dz of F6 = 2 (y - t) / (batch * bits) * 2A sigma (1 - sigma)
@@ -310,7 +310,7 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     theta = stack(nets, n)
     if theta.shape[1] == 0:
         raise ValueError("the nets have no trainable parameters")
-    opt, grad, scale = Adam(theta, lr), torch.empty_like(theta), grad_scale(layout, n)
+    opt, grad, scale = Adam(theta, lr), torch.empty_like(theta), grad_scale(layout)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     active = list(range(R))            # which run each row of theta is
     histories: list[list[dict]] = [[] for _ in range(R)]

@@ -105,6 +105,15 @@ def test_record_comparison_applies_the_tolerance(tmp_path):
     moved.loc[(moved.n == 3) & (moved.k == 10), "test_accuracy"] += C.TOLERANCE + 0.01
     out = C.compare_with_record(moved, META, path)
     assert not out["within"] and out["largest_change"] == pytest.approx(C.TOLERANCE + 0.01)
+    assert (out["runs"], out["identical_runs"]) == (150, 145)
+    assert out["largest_run_change"] == pytest.approx(C.TOLERANCE + 0.01)
+
+
+def test_a_record_of_the_other_engine_is_compared_when_the_engine_is_ignored(tmp_path):
+    path = record(tmp_path, grid(paper_like), {**META, "config": {"seed": 0, "engine": "plain"}})
+    mine = {**META, "config": {"seed": 0, "engine": "batched"}}
+    assert not C.compare_with_record(grid(paper_like), mine, path)["comparable"]
+    assert C.compare_with_record(grid(paper_like), mine, path, ignore=("engine",))["identical_runs"] == 150
 
 
 def test_record_of_another_experiment_is_not_compared(tmp_path):
@@ -113,6 +122,8 @@ def test_record_of_another_experiment_is_not_compared(tmp_path):
     assert C.compare_with_record(grid(paper_like), other, path) == {
         "comparable": False, "reason": "the record is another experiment (config differs)"}
     assert not C.compare_with_record(grid(paper_like), META, tmp_path / "none.csv")["comparable"]
+    assert C.compare_with_record(grid(paper_like, trials=4), META, path)["reason"] == \
+        "the record has 150 runs, this sweep 120"
 
 
 def test_summary_counts_the_verdicts_in_words():

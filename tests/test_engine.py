@@ -41,7 +41,7 @@ def test_gradients_equal_autograd_on_the_plain_net(source, n):
     layout = engine.slots(net, n)
     theta = engine.stack([net], n)
     grad = engine.gradients(theta, engine.frozen_inputs(source, x)[n][None], codes[y][None], n, layout,
-                            engine.grad_scale(layout, n), torch.empty_like(theta))[0]
+                            engine.grad_scale(layout), torch.empty_like(theta))[0]
     # the engine's parameters are 2S times the net's, so their gradients are the net's divided by 2S
     torch.testing.assert_close(grad * engine.ZS, expected, rtol=1e-4, atol=1e-7)
 

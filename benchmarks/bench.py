@@ -1,11 +1,12 @@
-"""Plain path against engine, on the same runs in one process; prints seconds, ratios and GFLOP/s.
+"""The plain path against the engine, on the same runs in one process; prints seconds, ratios, GFLOP/s.
 
-    python benchmarks/bench.py                    # the paper's 150 runs (the plain path takes ~16 min)
+    python benchmarks/bench.py                    # the paper's 150 runs (the plain path takes ~15 min)
     python benchmarks/bench.py --sizes 1 5 10     # a slice: every n and trial, the three smallest k
+    python benchmarks/bench.py --engines plain batched native   # also the engine without its C kernels
 
-Both paths train the same runs (same source net, data, seeds and stopping rule). The engine runs n by n
-(all k and trials of one n, over the worker threads), then once more on the whole grid at once, as the
-sweep does. FLOPs are the useful arithmetic of each run, counted from its epochs: LeCun's connections
+Every path trains the same runs (same source net, data, seeds and stopping rule). Each runs n by n
+(the engines: all k and trials of one n over the worker threads), then the engines once more on the
+whole grid at once, as the sweep does. FLOPs are the useful arithmetic of each run, counted from its epochs: LeCun's connections
 (one multiply-add each) of the layers it trains, for the training steps and for the per-epoch
 evaluation that the stopping rule needs (`ktlib.model.training_flops`, `forward_flops`). Neither the
 plain path's recomputation of frozen layers nor the engine's own extra arithmetic (C1's 6x6 kernels,
@@ -14,6 +15,7 @@ C3's masked weights) counts. The peak is a large fp32 matmul timed here, with to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 
@@ -56,7 +58,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 10, 20, 40])
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--workers", type=int, default=None, help="engine threads (default: the usable cores)")
-    p.add_argument("--skip-plain", action="store_true", help="time the engine alone")
+    p.add_argument("--engines", nargs="+", default=["plain", "native"], choices=sweep.ENGINES,
+                   help="the paths to time; the first is the baseline of the ratios (default: plain native)")
     a = p.parse_args()
 
     peak = matmul_peak()
@@ -70,46 +73,41 @@ def main() -> None:
     print(f"{len(grid)} runs: n in {cfg.levels}, k in {cfg.sizes}, {cfg.trials} trials; "
           f"engine workers: {cfg.worker_count()}")
 
-    def plain(todo):
-        rows = []
-        for k, t, n in todo:
-            train_set, seed = exp.trial_set(k, t)
-            rows.append({"n": n, "k": k, **sweep.run_one(source, n, train_set, test, codes, seed, cfg)})
-        return rows
+    def timed(engine: str, todo: list) -> tuple[float, float]:
+        """(seconds, useful FLOPs) of these runs by this path."""
+        rows, start, c = [], time.perf_counter(), dataclasses.replace(cfg, engine=engine)
+        if engine == "plain":
+            for k, t, n in todo:
+                train_set, seed = exp.trial_set(k, t)
+                rows.append({"n": n, "k": k, **sweep.run_one(source, n, train_set, test, codes, seed, c)})
+        else:
+            sweep.run_groups(dataclasses.replace(exp, cfg=c), source, todo, test, codes,
+                             lambda n, k, t, seed, r: rows.append({"n": n, "k": k, **r}))
+        return time.perf_counter() - start, useful_flops(rows, cfg)
 
-    def batched(todo):
-        rows = []
-        sweep.run_groups(exp, source, todo, test, codes, lambda n, k, t, seed, r: rows.append({"n": n, "k": k, **r}))
-        return rows
-
-    paths = {"engine": batched} if a.skip_plain else {"plain": plain, "engine": batched}
-    per_n = {name: {} for name in paths}
-    for name, fn in paths.items():
+    per_n = {e: {} for e in a.engines}
+    for e in a.engines:
         for n in cfg.levels:
-            todo = [g for g in grid if g[2] == n]
-            start = time.perf_counter()
-            rows = fn(todo)
-            per_n[name][n] = (time.perf_counter() - start, useful_flops(rows, cfg))
-            print(f"  {name:6} n={n}: {per_n[name][n][0]:7.1f} s", flush=True)
-    start = time.perf_counter()
-    whole_rows = batched(grid)
-    whole = (time.perf_counter() - start, useful_flops(whole_rows, cfg))
+            per_n[e][n] = timed(e, [g for g in grid if g[2] == n])
+            print(f"  {e:7} n={n}: {per_n[e][n][0]:7.1f} s", flush=True)
+    rows = [(f"n={n}", {e: per_n[e][n] for e in a.engines}) for n in cfg.levels]
+    rows.append(("all, n by n", {e: tuple(map(sum, zip(*per_n[e].values()))) for e in a.engines}))
+    fast = [e for e in a.engines if e != "plain"]
+    rows.append(("all at once", {e: timed(e, grid) for e in fast}))  # the sweep's own schedule
 
-    def rate(s_f):
-        return s_f[1] / s_f[0] / 1e9
-
-    header = "".join(f"{name + ' s':>11}{'GFLOP/s':>9}{'% peak':>8}" for name in paths)
-    print(f"\n{'':13}{header}{'plain/engine':>14}")
-    rows = [(f"n={n}", {name: per_n[name][n] for name in paths}) for n in cfg.levels]
-    rows.append(("all, n by n", {name: (sum(v[0] for v in per_n[name].values()),
-                                        sum(v[1] for v in per_n[name].values())) for name in paths}))
+    base = a.engines[0]
+    print(f"\n{'':13}" + "".join(f"{e + ' s':>11}{'GFLOP/s':>9}{'% peak':>8}" for e in a.engines)
+          + "".join(f"{base + '/' + e:>16}" for e in a.engines[1:]))
     for label, cells in rows:
-        line = "".join(f"{c[0]:11.1f}{rate(c):9.1f}{100 * rate(c) / peak:7.1f}%" for c in cells.values())
-        ratio = f"{cells['plain'][0] / cells['engine'][0]:13.1f}x" if "plain" in cells else ""
-        print(f"{label:13}{line}{ratio}")
-    ratio = f"{rows[-1][1]['plain'][0] / whole[0]:13.1f}x" if "plain" in paths else ""
-    pad = " " * 28 if "plain" in paths else ""
-    print(f"{'all at once':13}{pad}{whole[0]:11.1f}{rate(whole):9.1f}{100 * rate(whole) / peak:7.1f}%{ratio}")
+        line = "".join(f"{cells[e][0]:11.1f}{cells[e][1] / cells[e][0] / 1e9:9.1f}"
+                       f"{100 * cells[e][1] / cells[e][0] / 1e9 / peak:7.1f}%" if e in cells else " " * 28
+                       for e in a.engines)
+        ratios = "".join(f"{cells[base][0] / cells[e][0]:15.1f}x" if base in cells and e in cells else " " * 16
+                         for e in a.engines[1:])
+        if label == "all at once" and base in per_n:  # against the baseline's whole grid
+            total = rows[-2][1][base][0]
+            ratios = "".join(f"{total / cells[e][0]:15.1f}x" if e in cells else " " * 16 for e in a.engines[1:])
+        print(f"{label:13}{line}{ratios}")
 
 
 if __name__ == "__main__":

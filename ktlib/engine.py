@@ -1,27 +1,27 @@
 """The sweep's engine: the trials of one (n, k) trained side by side, on frozen features computed once.
 
-`train.train` is the reference: one net, autograd, torch.optim.Adam. This module computes the same
-thing for R runs at once, faster, in three ways:
+`train.train` is the reference: one net, autograd, torch.optim.Adam. This module takes the same steps
+for R runs at once, with less work:
 
 * Frozen layers never change, so their outputs on an image never change: they are computed once per
   source net and image set (`FeatureCache`), and a run with n frozen layers starts from layer n.
-* The R runs' parameters are one (R, P) tensor. Convolutions run once per run (oneDNN is fast on one
-  small weight and slow on grouped ones); everything else (activations, pooling, C5 and F6 as batched
-  matrix products, Adam) runs once for all R.
-* Forward and backward are written out by hand, in a form that is cheap on a CPU:
+* The R runs' parameters are rows of one (R, P) tensor, updated by one fused Adam step; each run keeps
+  its own seed (the same shuffles as the plain path), training set and stopping rule, and a run that has
+  stopped leaves the stack (`train_runs`).
+* Forward and backward passes are written out by hand, in a form that is cheap on a CPU:
   - A tanh(S a) = 2A sigmoid(2S a) - A: sigmoid is about 10x faster than tanh here, and its derivative
     sigma (1 - sigma) is one fused kernel. The parameters are kept multiplied by 2S, so that a layer
-    computes z = 2S a directly; Adam is unchanged by a constant scale if its learning rate is scaled
-    by it too and its epsilon divided by it.
-  - The backward pass leaves out the constant factor 2A of each layer it goes down through, and one
-    multiplication of the gradient by a fixed per-parameter vector puts them back (and applies C3's
-    connection table).
-  - C1 is one stride-2 convolution with 24 output maps: the 6 maps at each of the 4 positions of S2's
-    2x2 tile ("phases"; the 5x5 kernels shifted inside 6x6 ones). S2's pooling and its gradient become
-    sums and broadcasts over contiguous planes, and 24 maps fill oneDNN's vectors better than 6.
+    computes z = 2S a directly; Adam takes the same steps if its learning rate is scaled by 2S too and its
+    epsilon divided by it.
+  - Two sets of kernels compute them. `NativeKernels` (the default) run kernels.c, compiled for this
+    machine on first use (native.py): 16 images in the lanes of each vector, a whole step of every run in
+    one call. `TorchKernels` need no compiler: convolutions once per run (oneDNN is fast on one small
+    kernel and slow on grouped ones), everything else once for all runs; C1 as one stride-2 convolution
+    with 24 maps (the 6 maps at each position of S2's 2x2 tile), so S2's pooling sums contiguous planes;
+    and the backward pass leaves out each layer's constant factor 2A, put back by one multiplication by
+    a fixed per-parameter vector (`grad_scale`, which also applies C3's connection table).
 
-Each run keeps its own seed (the same shuffles as the plain path), training set and stopping rule; a run
-that has stopped leaves the stack. Its numbers equal the plain path's within floating-point rounding.
+Both equal the plain path's numbers up to floating-point rounding (tests/test_engine.py).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .model import LAYERS, TANH_A as A, TANH_S as S, Net, c3_mask, predict, state_hash
 
 ZS = 2 * S                                           # z = 2S a: the scale the parameters are kept in
@@ -270,17 +271,49 @@ class Adam:
         return self.theta
 
 
-def evaluate(p: dict, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, start: int,
-             chunk: int = 512) -> tuple[list, list]:
-    """Per run: (accuracy by nearest code, mean squared error to the codes) on (R, N, ...) inputs."""
-    accs, losses = [], []
-    with torch.no_grad():
-        for r in range(len(x)):  # a run, and a chunk, at a time: no large stacked activations
-            mine = {k: v[r:r + 1] for k, v in p.items()}
-            out = torch.cat([outputs(forward(mine, x[r:r + 1, i:i + chunk], start)[1][5])[0]
-                             for i in range(0, x.shape[1], chunk)])
-            losses.append(F.mse_loss(out, codes[y[r]]).item())
-            accs.append((predict(out, codes) == y[r]).sum().item() / len(y[r]))
+class TorchKernels:
+    """The engine's steps in PyTorch (`forward`, `backward`): portable, no compiler needed."""
+
+    def gradients(self, theta, x, target, idx, n, layout, scale, grad):
+        rows = torch.arange(len(idx))[:, None] * x.shape[1]
+        pick = (rows + idx).flatten()
+        xb = x.flatten(0, 1).index_select(0, pick).view(*idx.shape, *x.shape[2:])
+        tb = target.flatten(0, 1).index_select(0, pick).view(*idx.shape, -1)
+        return gradients(theta, xb, tb, n, layout, scale, grad)
+
+    def outputs(self, theta, x, n, layout, shared=False, chunk: int = 512):
+        """(R, M, bits): each run's outputs on its inputs x (R, M, ...), or on the shared x (M, ...)."""
+        p = views(theta, layout)
+        with torch.no_grad():
+            return torch.stack([torch.cat([
+                _y(forward({k: v[r:r + 1] for k, v in p.items()}, (x if shared else x[r])[None, i:i + chunk], n)[1][5])[0]
+                for i in range(0, x.shape[0 if shared else 1], chunk)]) for r in range(len(theta))])
+
+
+class NativeKernels:
+    """The engine's steps in C (ktlib/kernels.c, built on first use): about twice as fast again."""
+
+    def __init__(self):
+        self.mask = c3_mask()[:, :, 0, 0].contiguous()
+
+    def gradients(self, theta, x, target, idx, n, layout, scale, grad):
+        return native.gradients(n, theta, grad, x, target, idx, self.mask)
+
+    def outputs(self, theta, x, n, layout, shared=False):
+        return native.outputs(n, theta, x, shared)
+
+
+KERNELS = {"batched": TorchKernels, "native": NativeKernels}
+
+
+def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, n: int,
+             layout: list[Slot], shared: bool = False) -> tuple[list, list]:
+    """Per run: (accuracy by nearest code, mean squared error to the codes) on x (R, N, ...) and labels
+    y (R, N), or on one shared set x (N, ...), y (N,)."""
+    out = kernels.outputs(theta, x, n, layout, shared)
+    y = y.expand(len(theta), -1) if shared else y
+    losses = [F.mse_loss(o, codes[labels]).item() for o, labels in zip(out, y)]
+    accs = [(predict(o, codes) == labels).sum().item() / len(labels) for o, labels in zip(out, y)]
     return accs, losses
 
 
@@ -298,14 +331,18 @@ class Run:
 
 def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seeds: list[int],
                stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float = 1e-3,
-               batch_size: int = 32, on_run=None, cancel=None) -> list[Run]:
+               batch_size: int = 32, on_run=None, cancel=None, kernels: str = "native") -> list[Run]:
     """Train R nets whose bottom n layers are frozen, side by side; each stops by its own rule.
 
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
     test: the test set's layer-n inputs (M, ...) and labels (M,), shared by all runs. Shuffling is
     `train.train`'s (a generator per run, seeded with that run's seed). on_run(index, Run) is called as
-    each run stops; once the threading.Event `cancel` is set, Cancelled is raised at the next epoch."""
+    each run stops; once the threading.Event `cancel` is set, Cancelled is raised at the next epoch.
+    kernels: "native" (C, see native.py) or "batched" (PyTorch)."""
     R, N = y.shape
+    if kernels == "native" and codes.shape[1] != 20:
+        raise ValueError(f"the native kernels are built for 20 code bits, not {codes.shape[1]}; use 'batched'")
+    steps = KERNELS[kernels]()
     layout = slots(nets[0], n)
     theta = stack(nets, n)
     if theta.shape[1] == 0:
@@ -321,14 +358,9 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"{sum(r is None for r in results)} of {R} runs unfinished")
         perms = torch.stack([torch.randperm(N, generator=gens[r]) for r in active])
-        rows = torch.arange(len(active))[:, None] * N
-        flat_x, flat_t = x.flatten(0, 1), target.flatten(0, 1)
         for idx in perms.split(batch_size, dim=1):
-            pick = (rows + idx).flatten()
-            xb = flat_x.index_select(0, pick).view(len(active), idx.shape[1], *x.shape[2:])
-            tb = flat_t.index_select(0, pick).view(len(active), idx.shape[1], -1)
-            opt.step(gradients(theta, xb, tb, n, layout, scale, grad))
-        accs, losses = evaluate(views(theta, layout), x, y, codes, n)
+            opt.step(steps.gradients(theta, x, target, idx.contiguous(), n, layout, scale, grad))
+        accs, losses = evaluate(steps, theta, x, y, codes, n, layout)
         seconds = time.perf_counter() - start
         done = []
         for row, r in enumerate(active):
@@ -338,9 +370,7 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
                 done.append(row)
         if not done:
             continue
-        finished = torch.tensor(done)
-        test_acc, _ = evaluate(views(theta[finished], layout), test[0].expand(len(done), *test[0].shape),
-                               test[1].expand(len(done), -1), codes, n)
+        test_acc, _ = evaluate(steps, theta[torch.tensor(done)], test[0], test[1], codes, n, layout, shared=True)
         for j, row in enumerate(done):
             r = active[row]
             results[r] = Run(histories[r], test_acc[j], unstack(theta[row], layout, nets[r]))

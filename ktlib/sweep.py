@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
 from . import data as D
-from . import engine
+from . import engine, native
 from .model import LAYERS, build, connections, free_parameters, state_hash, target_codes, training_flops
 from .train import Converged, ReachAccuracy, evaluate, train
 from .transfer import check_levels, is_integer, transfer
@@ -33,7 +33,8 @@ SOURCE_FILE = "source.pt"
 SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
 RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"
 PROFILES = ("paper", "smoke")
-ENGINES = ("batched", "plain")  # ktlib.engine (the default), or train.train one run at a time
+# ktlib.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
+ENGINES = ("native", "batched", "plain")
 COLUMNS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss",
            "epochs", "stopped_by", "seconds", "trainable_parameters", "git_commit"]
 
@@ -68,7 +69,7 @@ class Config:
     lr: float = 1e-3
     batch_size: int = 32
     # how the runs are computed: the engine's numbers equal the plain path's within rounding, not bit for bit
-    engine: str = "batched"
+    engine: str = "native"
     workers: int | None = None             # engine threads, one core each; None: the usable cores
 
     def __post_init__(self):
@@ -117,7 +118,8 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] >> 1)
 
 
-CONNECTIONS, FREE_PARAMETERS = connections(build(0)), free_parameters(build(0))  # per layer, from the model
+_NET = build(0)
+CONNECTIONS, FREE_PARAMETERS = connections(_NET), free_parameters(_NET)  # per layer, counted from the model
 
 # purposes for derive_seed
 SPLIT, SOURCE_DATA, SOURCE_INIT, SOURCE_CODES, TARGET_CODES, TEST_DATA, TRIAL = range(7)
@@ -285,8 +287,10 @@ def run_groups(exp: Experiment, source, todo: list[tuple], test: tuple, codes: t
     A group is computed whole even when some of its runs are saved already: a run's numbers depend on
     the group it trained in (through rounding), so a resumed sweep recomputes the same groups."""
     cfg = exp.cfg
+    if cfg.engine == "native":
+        native.library()  # build the kernels now: a missing compiler is one clear error, not one per worker
     wanted = {(n, k, t) for k, t, n in todo}
-    groups = sorted({(n, k) for k, _, n in todo}, key=lambda g: -k_cost(*g))  # the longest first
+    groups = sorted({(n, k) for k, _, n in todo}, key=lambda g: -group_cost(*g))  # the longest first
     cache = engine.FeatureCache()
     test_x = {n: cache.get(source, test[0], n) for n, _ in groups}
     sets = {k: [exp.trial_set(k, t) for t in range(cfg.trials)] for _, k in groups}
@@ -298,7 +302,7 @@ def run_groups(exp: Experiment, source, todo: list[tuple], test: tuple, codes: t
         nets = [transfer(source, n, s) for s in seeds]
         engine.train_runs(nets, n, x, y, codes, seeds, stopping_rule(cfg), cfg.max_epochs, (test_x[n], test[1]),
                           cfg.lr, cfg.batch_size, on_run=lambda t, run: events.put((n, k, t, seeds[t], run)),
-                          cancel=cancel)
+                          cancel=cancel, kernels=cfg.engine)
 
     def drain(block: bool) -> None:
         try:
@@ -331,7 +335,7 @@ def run_groups(exp: Experiment, source, todo: list[tuple], test: tuple, codes: t
         drain(block=False)  # runs that finished meanwhile are kept
 
 
-def k_cost(n: int, k: int) -> float:
+def group_cost(n: int, k: int) -> float:
     """A group's rough cost, to schedule the long ones first: its training FLOPs per epoch."""
     return k * training_flops(CONNECTIONS, n)
 
@@ -381,7 +385,7 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
             "target_classes": exp.chars("target"), "data_checksums": exp.checksums,
             "source": {k: v for k, v in source_info.items() if k != "history"},
             "versions": versions(), "git_commit": git_commit(),
-            "workers": cfg.worker_count() if cfg.engine == "batched" else None}
+            "workers": None if cfg.engine == "plain" else cfg.worker_count()}
     path = Path(cfg.results_dir) / RESULTS_FILE
     D.remove_stale_parts(path)  # left by a process killed mid-write
     records: list[dict] = []
@@ -447,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--levels", type=int, nargs="+")
     s.add_argument("--sizes", type=int, nargs="+")
     s.add_argument("--trials", type=int)
-    s.add_argument("--engine", choices=ENGINES, default="batched", help="plain: the reference loop, one run at a time")
+    s.add_argument("--engine", choices=ENGINES, default="native",
+                   help="batched: the engine without its C kernels; plain: the reference loop, one run at a time")
     s.add_argument("--workers", type=int, help="engine threads (default: the usable cores)")
     s.add_argument("--no-progress", action="store_true")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")

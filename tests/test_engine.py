@@ -30,24 +30,40 @@ def toy(n=40, classes=4, seed=0):
     return x, y, target_codes(classes, 20, seed=0)
 
 
+KERNELS = ["native", "batched"]
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("n", range(6))
-def test_gradients_equal_autograd_on_the_plain_net(source, n):
+def test_gradients_equal_autograd_on_the_plain_net(source, n, kernels):
     net = transfer(source, n, seed=7)
-    x, y = images(12, 1), torch.arange(12) % 5
+    x, y = images(20, 1), torch.arange(20) % 5  # 20 images: a full vector of the native kernels and 4 more
     codes = target_codes(5, 20, seed=1)
     F.mse_loss(net(x), codes[y]).backward()
     expected = torch.cat([p.grad.flatten() for p in trainable(net)])
 
     layout = engine.slots(net, n)
     theta = engine.stack([net], n)
-    grad = engine.gradients(theta, engine.frozen_inputs(source, x)[n][None], codes[y][None], n, layout,
-                            engine.grad_scale(layout), torch.empty_like(theta))[0]
+    batch = torch.randperm(20, generator=torch.Generator().manual_seed(0))[None]  # shuffled, as in training
+    grad = engine.KERNELS[kernels]().gradients(theta, engine.frozen_inputs(source, x)[n][None], codes[y][None],
+                                               batch, n, layout, engine.grad_scale(layout), torch.empty_like(theta))
     # the engine's parameters are 2S times the net's, so their gradients are the net's divided by 2S
-    torch.testing.assert_close(grad * engine.ZS, expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(grad[0] * engine.ZS, expected, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("n", range(6))
-def test_training_follows_the_plain_path(source, n):
+def test_outputs_equal_the_plain_nets(source, n, kernels):
+    nets = [transfer(source, n, seed=s) for s in (1, 2)]
+    x = images(37, 5)
+    theta, layout = engine.stack(nets, n), engine.slots(nets[0], n)
+    out = engine.KERNELS[kernels]().outputs(theta, engine.frozen_inputs(source, x)[n], n, layout, shared=True)
+    torch.testing.assert_close(out, torch.stack([net(x) for net in nets]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("n", range(6))
+def test_training_follows_the_plain_path(source, n, kernels):
     """Three epochs of two runs side by side: the same losses, weights and test accuracy as one at a time."""
     x, y, codes = toy()
     xt, yt, _ = toy(seed=1)
@@ -58,7 +74,8 @@ def test_training_follows_the_plain_path(source, n):
 
     stacked = torch.stack([engine.frozen_inputs(source, x)[n]] * 2)
     runs = engine.train_runs([transfer(source, n, s) for s in seeds], n, stacked, torch.stack([y, y]), codes,
-                             seeds, never, 3, (engine.frozen_inputs(source, xt)[n], yt), batch_size=8)
+                             seeds, never, 3, (engine.frozen_inputs(source, xt)[n], yt), batch_size=8,
+                             kernels=kernels)
     for net, history, run in zip(plain, histories, runs):
         assert [h["train_loss"] for h in run.history] == pytest.approx([h["train_loss"] for h in history], rel=1e-5)
         assert [h["train_accuracy"] for h in run.history] == [h["train_accuracy"] for h in history]
@@ -133,3 +150,16 @@ def test_a_cancelled_group_stops_at_the_next_epoch(source):
         engine.train_runs([transfer(source, 5, s) for s in (0, 1)], 5,
                           torch.stack([engine.frozen_inputs(source, x)[5]] * 2), torch.stack([y, y]), codes,
                           [0, 1], ReachAccuracy(1.01), 10, (engine.frozen_inputs(source, x)[5], y), cancel=cancel)
+
+
+def test_the_native_kernels_refuse_what_they_are_not_built_for(source):
+    x, y, codes = toy()
+    feats = torch.stack([engine.frozen_inputs(source, x)[5]])
+    with pytest.raises(ValueError, match="20 code bits, not 12"):
+        engine.train_runs([transfer(source, 5, 0)], 5, feats, y[None], codes[:, :12], [0], ReachAccuracy(1.01), 1,
+                          (feats[0], y))
+    net = transfer(source, 5, 0)
+    theta, layout = engine.stack([net], 5), engine.slots(net, 5)
+    with pytest.raises(ValueError, match="at most 32"):
+        engine.NativeKernels().gradients(theta, feats, codes[y][None], torch.arange(40)[None], 5, layout, None,
+                                         torch.empty_like(theta))

@@ -42,9 +42,17 @@ def test_paper_profile_is_the_papers_protocol():
     assert cfg.n_classes * cfg.test_per_class == 1000
 
 
-def test_config_fields_are_the_papermill_parameter_names():
-    names = {f.name for f in fields(ktlib.Config)}
-    assert {"seed", "data_dir", "results_dir", "profile"} <= names
+def test_every_notebook_has_the_same_parameters_and_they_are_config_fields():
+    import nbformat
+
+    found = []
+    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
+        cells = [c for c in nbformat.read(path, 4).cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, path
+        found.append({line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line})
+    assert len(found) == 4 and all(names == found[0] for names in found)
+    assert found[0] == {"seed", "data_dir", "results_dir", "profile", "engine"}
+    assert found[0] <= {f.name for f in fields(ktlib.Config)}
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -74,9 +82,9 @@ def test_results_dir_comes_from_the_argument_then_the_environment_then_the_profi
 
 def test_the_engine_is_part_of_the_experiment_and_the_worker_count_is_not():
     base = ktlib.Config().experiment()
-    assert base["engine"] == "batched" and "workers" not in base
+    assert base["engine"] == "native" and "workers" not in base
     assert ktlib.Config(workers=1).experiment() == base
-    assert ktlib.Config(engine="plain").experiment() != base
+    assert ktlib.Config(engine="plain").experiment() != base != ktlib.Config(engine="batched").experiment()
 
 
 def test_numpy_integers_are_accepted_and_stored_as_ints():
@@ -133,16 +141,16 @@ def test_training_test_and_source_sets_are_disjoint_and_from_the_right_split(tmp
             assert not set(train.index) & set(source.index)  # same split, other classes
 
 
-def test_the_plain_path_and_the_engine_give_the_same_runs_within_rounding(tmp_path, data_dir):
-    cfg = small(tmp_path / "batched", data_dir, levels=[0, 2, 4, 5])
-    batched = ktlib.run(cfg, progress=False)
+@pytest.mark.parametrize("engine", ["native", "batched"])
+def test_the_plain_path_and_the_engine_give_the_same_runs_within_rounding(tmp_path, data_dir, engine):
+    fast = ktlib.run(small(tmp_path / engine, data_dir, levels=[0, 2, 4, 5], engine=engine), progress=False)
     plain = ktlib.run(small(tmp_path / "plain", data_dir, levels=[0, 2, 4, 5], engine="plain"), progress=False)
-    both = batched.merge(plain, on=["n", "k", "trial", "seed"], suffixes=("", "_plain"))
+    both = fast.merge(plain, on=["n", "k", "trial", "seed"], suffixes=("", "_plain"))
     assert len(both) == 16 and (both.epochs == both.epochs_plain).all()  # here every run trains 20 epochs
     assert both.train_loss.to_numpy() == pytest.approx(both.train_loss_plain.to_numpy(), rel=1e-5)
     assert (both.test_accuracy == both.test_accuracy_plain).all()
     with pytest.raises(RuntimeError, match="holds runs of another experiment"):
-        ktlib.run(small(tmp_path / "batched", data_dir, levels=[0, 2, 4, 5], engine="plain"), progress=False)
+        ktlib.run(small(tmp_path / engine, data_dir, levels=[0, 2, 4, 5], engine="plain"), progress=False)
 
 
 def test_the_engine_gives_the_same_numbers_on_one_worker_or_two(tmp_path, data_dir):
@@ -241,10 +249,11 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
 def test_the_engine_reproduces_the_plain_runs_on_the_real_subset(real_dir, tmp_path):
     """The paper's source net, then n in {0, 3, 5} at k = 1, two trials, by both paths."""
     cfg = dict(data_dir=str(real_dir), levels=[0, 3, 5], sizes=[1], trials=2)
-    batched = ktlib.run(ktlib.Config(results_dir=str(tmp_path / "b"), **cfg), progress=False)
     plain = ktlib.run(ktlib.Config(results_dir=str(tmp_path / "p"), engine="plain", **cfg), progress=False)
-    assert (batched.test_accuracy - plain.test_accuracy).abs().max() <= 0.01  # 10 of the 1,000 test images
-    assert ((batched.epochs - plain.epochs).abs() <= 0.05 * plain.epochs).all()
+    for engine in ("native", "batched"):
+        fast = ktlib.run(ktlib.Config(results_dir=str(tmp_path / engine), engine=engine, **cfg), progress=False)
+        assert (fast.test_accuracy - plain.test_accuracy).abs().max() <= 0.01  # 10 of the 1,000 test images
+        assert ((fast.epochs - plain.epochs).abs() <= 0.05 * plain.epochs).all()
 
 
 @pytest.mark.slow

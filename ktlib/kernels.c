@@ -1,0 +1,456 @@
+/* The net of ktlib.model, forward and backward, for ktlib.engine's "native" path.
+
+   Sixteen images sit in the lanes of one vector (`vec`), so every operation of the net, whatever the
+   layer's shape, is a vector operation, and a whole training step of a run is one pass through this file.
+   The parameters are the engine's: the net's own times 2S (see engine.py). A layer computes
+   z = 2S a straight from them, keeps sigma = sigmoid(z), and hands on y = A tanh(S a) = 2A sigma - A;
+   a sub-sampling layer's input is the sum of y over each 2x2 tile.
+
+   Built by ktlib/native.py with the machine's C compiler; GCC's vector extensions become AVX-512, AVX2
+   or NEON instructions as the machine has them. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define L 16  /* images per vector */
+typedef float vec __attribute__((vector_size(4 * L)));
+typedef int32_t ivec __attribute__((vector_size(4 * L)));
+
+#define A 1.7159f
+#define CHUNKS 2  /* a training batch of up to 32 images: two vectors' worth */
+
+/* Parameters per layer, in the order of engine.slots: C1 w b, S2 coef b, C3 w b, S4 coef b, C5 w b, F6 w b. */
+static const int LAYER_SIZE[6] = {156, 12, 2416, 32, 48120, 2420};
+
+typedef struct {
+    const float *c1w, *c1b, *s2c, *s2b, *c3w, *c3b, *s4c, *s4b, *c5w, *c5b, *f6w, *f6b;
+} Params;
+
+/* One chunk of 16 images: each layer's activations (sigma) and its input; the backward pass overwrites
+   each sigma with dL/dz of its layer. */
+typedef struct {
+    vec in[1024];                            /* the input of the first trained layer */
+    vec s1[6 * 784], q1[6 * 196], s2[6 * 196], y2[6 * 196];
+    vec s3[16 * 100], q3[16 * 25], s4[400], y4[400], s5[120], y5[120], s6[20];
+    vec valid;                               /* 1 in the lanes that hold an image, 0 in padding */
+} Chunk;
+
+static inline vec splat(float a) { return (vec){0} + a; }
+
+static inline vec vmax(vec a, float b) {
+    ivec m = a > splat(b);
+    return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
+}
+
+static inline vec vmin(vec a, float b) {
+    ivec m = a < splat(b);
+    return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
+}
+
+/* exp(x) by range reduction to [-ln2/2, ln2/2] and Cephes' expf polynomial (about 1 ulp). */
+static inline vec vexp(vec x) {
+    x = vmin(vmax(x, -87.0f), 88.0f);
+    vec k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    vec r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    vec p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    ivec e = (__builtin_convertvector(k, ivec) + 127) << 23;
+    return p * (vec)e;
+}
+
+static inline vec sigmoid(vec z) { return 1.0f / (1.0f + vexp(-z)); }
+static inline vec slope(vec s) { return s * (1.0f - s); }  /* sigmoid' from sigmoid */
+
+static inline float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
+    v += __builtin_shuffle(v, (ivec){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (ivec){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+    v += __builtin_shuffle(v, (ivec){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+    v += __builtin_shuffle(v, (ivec){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+    return v[0];
+}
+
+static inline void store(float *dst, vec v) { memcpy(dst, &v, sizeof v); }  /* dst need not be aligned */
+
+/* ---------------------------------------------------------------- forward */
+
+/* C1: 32x32 image -> 6 maps of 28x28 */
+static void c1_forward(const Params *P, const vec *x, vec *s1) {
+    for (int oy = 0; oy < 28; oy++)
+        for (int ox = 0; ox < 28; ox += 2) {  /* two positions at a time: 12 independent sums */
+            vec a0[6], a1[6];
+            for (int k = 0; k < 6; k++) a0[k] = a1[k] = splat(P->c1b[k]);
+            for (int p = 0; p < 5; p++)
+                for (int q = 0; q < 5; q++) {
+                    vec x0 = x[(oy + p) * 32 + ox + q], x1 = x[(oy + p) * 32 + ox + q + 1];
+                    for (int k = 0; k < 6; k++) {
+                        float wk = P->c1w[k * 25 + p * 5 + q];
+                        a0[k] += wk * x0;
+                        a1[k] += wk * x1;
+                    }
+                }
+            for (int k = 0; k < 6; k++) {
+                s1[k * 784 + oy * 28 + ox] = sigmoid(a0[k]);
+                s1[k * 784 + oy * 28 + ox + 1] = sigmoid(a1[k]);
+            }
+        }
+}
+
+/* A sub-sampling layer's input: the sum of y = 2A sigma - A over each 2x2 tile of `maps` side x side maps. */
+static void tile_sums(const vec *s, vec *q, int maps, int side) {
+    int h = side / 2;
+    for (int m = 0; m < maps; m++)
+        for (int i = 0; i < h; i++)
+            for (int j = 0; j < h; j++) {
+                const vec *t = s + m * side * side + 2 * i * side + 2 * j;
+                q[m * h * h + i * h + j] = (2 * A) * ((t[0] + t[side]) + (t[1] + t[side + 1])) - 4 * A;
+            }
+}
+
+/* S2, S4: z = coef q + bias per map */
+static void sub_forward(const float *coef, const float *bias, const vec *q, vec *s, vec *y, int maps, int size) {
+    for (int m = 0; m < maps; m++)
+        for (int i = 0; i < size; i++) {
+            vec sv = sigmoid(coef[m] * q[m * size + i] + bias[m]);
+            s[m * size + i] = sv;
+            y[m * size + i] = (2 * A) * sv - A;
+        }
+}
+
+/* C3: 6 maps of 14x14 -> 16 maps of 10x10; masked-out weights are zero */
+static void c3_forward(const Params *P, const vec *x, vec *s3) {
+    float wt[150][16];  /* [input map, row, column][output map]: the 16 weights one input value meets */
+    for (int o = 0; o < 16; o++)
+        for (int i = 0; i < 150; i++) wt[i][o] = P->c3w[o * 150 + i];
+    for (int oy = 0; oy < 10; oy++)
+        for (int ox = 0; ox < 10; ox++) {
+            vec acc[16];
+            for (int o = 0; o < 16; o++) acc[o] = splat(P->c3b[o]);
+            for (int c = 0; c < 6; c++)
+                for (int p = 0; p < 5; p++)
+                    for (int q = 0; q < 5; q++) {
+                        vec xv = x[c * 196 + (oy + p) * 14 + ox + q];
+                        const float *w = wt[c * 25 + p * 5 + q];
+                        for (int o = 0; o < 16; o++) acc[o] += w[o] * xv;
+                    }
+            for (int o = 0; o < 16; o++) s3[o * 100 + oy * 10 + ox] = sigmoid(acc[o]);
+        }
+}
+
+/* C5, F6: fully connected, I inputs -> O outputs (O a multiple of 4) */
+static void full_forward(const float *w, const float *b, const vec *x, vec *s, vec *y, int O, int I) {
+    for (int o = 0; o < O; o += 4) {
+        vec acc[4];
+        for (int j = 0; j < 4; j++) acc[j] = splat(b[o + j]);
+        for (int i = 0; i < I; i++)
+            for (int j = 0; j < 4; j++) acc[j] += w[(o + j) * I + i] * x[i];
+        for (int j = 0; j < 4; j++) {
+            s[o + j] = sigmoid(acc[j]);
+            if (y) y[o + j] = (2 * A) * s[o + j] - A;
+        }
+    }
+}
+
+static void forward(const Params *P, Chunk *c, int n) {
+    if (n <= 0) c1_forward(P, c->in, c->s1);
+    if (n <= 1) {
+        if (n < 1) tile_sums(c->s1, c->q1, 6, 28);
+        sub_forward(P->s2c, P->s2b, n == 1 ? c->in : c->q1, c->s2, c->y2, 6, 196);
+    }
+    if (n <= 2) c3_forward(P, n == 2 ? c->in : c->y2, c->s3);
+    if (n <= 3) {
+        if (n < 3) tile_sums(c->s3, c->q3, 16, 10);
+        sub_forward(P->s4c, P->s4b, n == 3 ? c->in : c->q3, c->s4, c->y4, 16, 25);
+    }
+    if (n <= 4) full_forward(P->c5w, P->c5b, n == 4 ? c->in : c->y4, c->s5, c->y5, 120, 400);
+    full_forward(P->f6w, P->f6b, n == 5 ? c->in : c->y5, c->s6, 0, 20, 120);
+}
+
+/* ---------------------------------------------------------------- backward: chunk by chunk within each layer */
+
+/* C5's weight gradient, sum over the batch of g x^T, as a matrix product: images out of the lanes first. */
+static void c5_weight_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, float *gw) {
+    static _Thread_local float xt[CHUNKS * L][400] __attribute__((aligned(64))), gt[CHUNKS * L][120];
+    int nl = nch * L;
+    for (int k = 0; k < nch; k++) {
+        const vec *g = (vec *)((char *)&ch[k] + g_off), *x = (vec *)((char *)&ch[k] + x_off);
+        for (int l = 0; l < L; l++) {
+            for (int i = 0; i < 400; i++) xt[k * L + l][i] = x[i][l];
+            for (int o = 0; o < 120; o++) gt[k * L + l][o] = g[o][l];
+        }
+    }
+    for (int o = 0; o < 120; o += 8)
+        for (int i = 0; i < 400; i += L) {
+            vec acc[8];
+            for (int j = 0; j < 8; j++) acc[j] = splat(0.0f);
+            for (int l = 0; l < nl; l++) {
+                vec xv = *(const vec *)&xt[l][i];
+                for (int j = 0; j < 8; j++) acc[j] += gt[l][o + j] * xv;
+            }
+            for (int j = 0; j < 8; j++) store(gw + (o + j) * 400 + i, acc[j]);
+        }
+}
+
+/* A fully connected layer; g (dL/dz, O per chunk) -> weight and bias gradients, and, when `below` is given,
+   dL/dz of the layer below: dL/dy W, times dy/dz = 2A sigma (1 - sigma), written over its sigma. */
+static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t below_off, int has_below,
+                          const float *w, float *gw, float *gb, int O, int I) {
+    if (O == 120) c5_weight_grads(ch, nch, g_off, x_off, gw);
+    for (int o = 0; o < O; o++) {
+        vec bsum = splat(0.0f);
+        for (int k = 0; k < nch; k++) bsum += ((vec *)((char *)&ch[k] + g_off))[o];
+        gb[o] = hsum(bsum);
+        for (int i = 0; i < I && O != 120; i++) {
+            vec acc = splat(0.0f);
+            for (int k = 0; k < nch; k++)
+                acc += ((vec *)((char *)&ch[k] + g_off))[o] * ((vec *)((char *)&ch[k] + x_off))[i];
+            gw[o * I + i] = hsum(acc);
+        }
+    }
+    if (!has_below) return;
+    for (int k = 0; k < nch; k++) {
+        const vec *g = (vec *)((char *)&ch[k] + g_off);
+        vec *s = (vec *)((char *)&ch[k] + below_off);
+        for (int i = 0; i < I; i += 4) {
+            vec acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
+            for (int o = 0; o < O; o++)
+                for (int j = 0; j < 4; j++) acc[j] += w[o * I + i + j] * g[o];
+            for (int j = 0; j < 4; j++) s[i + j] = acc[j] * (2 * A) * slope(s[i + j]);
+        }
+    }
+}
+
+/* A sub-sampling layer: g over its sigma (maps x size per chunk), its input q; when `below` (the sigma of
+   the convolution under it, side x side maps) is given, dL/dz of that layer is written over it. */
+static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t below_off, int has_below,
+                         const float *coef, float *gc, float *gb, int maps, int size) {
+    for (int m = 0; m < maps; m++) {
+        vec cs = splat(0.0f), bs = splat(0.0f);
+        for (int k = 0; k < nch; k++) {
+            const vec *g = (vec *)((char *)&ch[k] + g_off), *q = (vec *)((char *)&ch[k] + q_off);
+            for (int i = 0; i < size; i++) {
+                cs += g[m * size + i] * q[m * size + i];
+                bs += g[m * size + i];
+            }
+        }
+        gc[m] = hsum(cs);
+        gb[m] = hsum(bs);
+    }
+    if (!has_below) return;
+    int h = size == 196 ? 14 : 5, side = 2 * h;
+    for (int k = 0; k < nch; k++) {
+        const vec *g = (vec *)((char *)&ch[k] + g_off);
+        vec *s = (vec *)((char *)&ch[k] + below_off);
+        for (int m = 0; m < maps; m++)
+            for (int i = 0; i < h; i++)
+                for (int j = 0; j < h; j++) {
+                    vec d = (coef[m] * 2 * A) * g[m * size + i * h + j];  /* dL/dsigma of the tile's cells */
+                    vec *t = s + m * side * side + 2 * i * side + 2 * j;
+                    t[0] = d * slope(t[0]);
+                    t[1] = d * slope(t[1]);
+                    t[side] = d * slope(t[side]);
+                    t[side + 1] = d * slope(t[side + 1]);
+                }
+    }
+}
+
+static void c3_backward(Chunk *ch, int nch, const vec *(*input)(Chunk *), int has_below, const float *w,
+                        const float *mask, float *gw, float *gb) {
+    for (int o = 0; o < 16; o++) {
+        vec bs = splat(0.0f);
+        for (int k = 0; k < nch; k++)
+            for (int i = 0; i < 100; i++) bs += ch[k].s3[o * 100 + i];
+        gb[o] = hsum(bs);
+        for (int c = 0; c < 6; c++) {
+            float *out = gw + o * 150 + c * 25;
+            if (mask[o * 6 + c] == 0.0f) {
+                memset(out, 0, 25 * sizeof(float));
+                continue;
+            }
+            for (int p = 0; p < 5; p++) {  /* one kernel row; two positions at a time: 10 sums */
+                vec a0[5], a1[5];
+                for (int q = 0; q < 5; q++) a0[q] = a1[q] = splat(0.0f);
+                for (int k = 0; k < nch; k++) {
+                    const vec *g = ch[k].s3 + o * 100, *x = input(&ch[k]) + c * 196 + p * 14;
+                    for (int oy = 0; oy < 10; oy++)
+                        for (int ox = 0; ox < 10; ox += 2) {
+                            vec g0 = g[oy * 10 + ox], g1 = g[oy * 10 + ox + 1];
+                            const vec *xr = x + oy * 14 + ox;
+                            for (int q = 0; q < 5; q++) {
+                                a0[q] += g0 * xr[q];
+                                a1[q] += g1 * xr[q + 1];
+                            }
+                        }
+                }
+                for (int q = 0; q < 5; q++) out[p * 5 + q] = hsum(a0[q] + a1[q]);
+            }
+        }
+    }
+    if (!has_below) return;
+    /* dL/dy2: the gradients, zero-padded by 4, correlated with the kernels turned 180 degrees */
+    static _Thread_local vec pad[16 * 18 * 18];  /* its border stays 0 */
+    static _Thread_local int padded;
+    if (!padded) memset(pad, 0, sizeof pad), padded = 1;
+    float wt[400][6];  /* [output map, row, column of the turned kernel][input map] */
+    for (int o = 0; o < 16; o++)
+        for (int j = 0; j < 25; j++)
+            for (int c = 0; c < 6; c++) wt[o * 25 + j][c] = w[o * 150 + c * 25 + 24 - j];
+    for (int k = 0; k < nch; k++) {
+        for (int o = 0; o < 16; o++)
+            for (int oy = 0; oy < 10; oy++) memcpy(&pad[o * 324 + (oy + 4) * 18 + 4], &ch[k].s3[o * 100 + oy * 10],
+                                                   10 * sizeof(vec));
+        for (int iy = 0; iy < 14; iy++)
+            for (int ix = 0; ix < 14; ix += 2) {
+                vec a0[6], a1[6];
+                for (int c = 0; c < 6; c++) a0[c] = a1[c] = splat(0.0f);
+                for (int o = 0; o < 16; o++)
+                    for (int p = 0; p < 5; p++)
+                        for (int q = 0; q < 5; q++) {
+                            const vec *gv = &pad[o * 324 + (iy + p) * 18 + ix + q];
+                            const float *wr = wt[o * 25 + p * 5 + q];
+                            for (int c = 0; c < 6; c++) {
+                                a0[c] += wr[c] * gv[0];
+                                a1[c] += wr[c] * gv[1];
+                            }
+                        }
+                for (int c = 0; c < 6; c++) {
+                    vec *s = &ch[k].s2[c * 196 + iy * 14 + ix];
+                    s[0] = a0[c] * (2 * A) * slope(s[0]);
+                    s[1] = a1[c] * (2 * A) * slope(s[1]);
+                }
+            }
+    }
+}
+
+static void c1_backward(Chunk *ch, int nch, float *gw, float *gb) {
+    for (int m = 0; m < 6; m++) {
+        vec bs = splat(0.0f);
+        for (int k = 0; k < nch; k++)
+            for (int i = 0; i < 784; i++) bs += ch[k].s1[m * 784 + i];
+        gb[m] = hsum(bs);
+        for (int p = 0; p < 5; p++) {  /* one kernel row; two positions at a time: 10 sums */
+            vec a0[5], a1[5];
+            for (int q = 0; q < 5; q++) a0[q] = a1[q] = splat(0.0f);
+            for (int k = 0; k < nch; k++) {
+                const vec *g = ch[k].s1 + m * 784, *x = ch[k].in + p * 32;
+                for (int oy = 0; oy < 28; oy++)
+                    for (int ox = 0; ox < 28; ox += 2) {
+                        vec g0 = g[oy * 28 + ox], g1 = g[oy * 28 + ox + 1];
+                        const vec *xr = x + oy * 32 + ox;
+                        for (int q = 0; q < 5; q++) {
+                            a0[q] += g0 * xr[q];
+                            a1[q] += g1 * xr[q + 1];
+                        }
+                    }
+            }
+            for (int q = 0; q < 5; q++) gw[m * 25 + p * 5 + q] = hsum(a0[q] + a1[q]);
+        }
+    }
+}
+
+static const vec *y2_of(Chunk *c) { return c->y2; }
+static const vec *in_of(Chunk *c) { return c->in; }
+
+#define OFF(field) offsetof(Chunk, field)
+
+/* dL/dz of every layer from n up, and the parameter gradients into g (one row of the stack). */
+static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const float *mask) {
+    float *gp[6];
+    for (int l = 0, off = 0; l < 6; l++) {
+        gp[l] = l >= n ? g + off : 0;
+        if (l >= n) off += LAYER_SIZE[l];
+    }
+    full_backward(ch, nch, OFF(s6), n == 5 ? OFF(in) : OFF(y5), OFF(s5), n <= 4, P->f6w, gp[5], gp[5] + 2400,
+                  20, 120);
+    if (n <= 4)
+        full_backward(ch, nch, OFF(s5), n == 4 ? OFF(in) : OFF(y4), OFF(s4), n <= 3, P->c5w, gp[4],
+                      gp[4] + 48000, 120, 400);
+    if (n <= 3)
+        sub_backward(ch, nch, OFF(s4), n == 3 ? OFF(in) : OFF(q3), OFF(s3), n <= 2, P->s4c, gp[3], gp[3] + 16,
+                     16, 25);
+    if (n <= 2) c3_backward(ch, nch, n == 2 ? in_of : y2_of, n <= 1, P->c3w, mask, gp[2], gp[2] + 2400);
+    if (n <= 1)
+        sub_backward(ch, nch, OFF(s2), n == 1 ? OFF(in) : OFF(q1), OFF(s1), n == 0, P->s2c, gp[1], gp[1] + 6, 6,
+                     196);
+    if (n == 0) c1_backward(ch, nch, gp[0], gp[0] + 150);
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+static Params params_of(const float *theta, int n) {
+    static const int WEIGHTS[6] = {150, 6, 2400, 16, 48000, 2400};
+    Params P = {0};
+    const float **field[6][2] = {{&P.c1w, &P.c1b}, {&P.s2c, &P.s2b}, {&P.c3w, &P.c3b},
+                                 {&P.s4c, &P.s4b}, {&P.c5w, &P.c5b}, {&P.f6w, &P.f6b}};
+    for (int l = n; l < 6; l++) {
+        *field[l][0] = theta;
+        *field[l][1] = theta + WEIGHTS[l];
+        theta += LAYER_SIZE[l];
+    }
+    return P;
+}
+
+/* Per thread, since the engine's workers call in side by side; freed when the thread ends. */
+static _Thread_local Chunk workspace[CHUNKS] __attribute__((aligned(64)));
+
+/* Load images rows[0..count) of x (F values each) into the lanes of dst; lanes past count are 0. */
+static void gather(vec *dst, const float *x, int F, const int64_t *rows, int count, vec *valid) {
+    for (int f = 0; f < F; f++) dst[f] = splat(0.0f);
+    for (int l = 0; l < count; l++) {
+        const float *row = x + rows[l] * (int64_t)F;
+        for (int f = 0; f < F; f++) dst[f][l] = row[f];
+    }
+    for (int l = 0; l < L; l++) (*valid)[l] = l < count ? 1.0f : 0.0f;
+}
+
+/* The gradients of R runs, each of its batch's mean squared error to the codes (over batch and 20 bits).
+   theta, grad: R rows of P parameters (layers n..F6); x: R x N x F layer-n inputs; target: R x N x 20;
+   idx: R x B indices into each run's N images (B <= 32); mask: C3's 16 x 6 connection table. */
+int kt_gradients(int n, int R, int P, const float *theta, float *grad, const float *x, int N, int F,
+                 const float *target, const int64_t *idx, int B, const float *mask) {
+    Chunk *ch = workspace;
+    int nch = (B + L - 1) / L;
+    if (B < 1 || nch > CHUNKS || n < 0 || n > 5) return -1;
+    float scale = 4 * A / (20.0f * B);  /* dL/dy6 = 2 (y - t) / (20 B), times dy/dsigma = 2A */
+    for (int r = 0; r < R; r++) {
+        Params Pr = params_of(theta + (int64_t)r * P, n);
+        for (int k = 0; k < nch; k++) {
+            int count = B - k * L < L ? B - k * L : L;
+            const int64_t *rows = idx + (int64_t)r * B + k * L;
+            gather(ch[k].in, x + (int64_t)r * N * F, F, rows, count, &ch[k].valid);
+            forward(&Pr, &ch[k], n);
+            for (int o = 0; o < 20; o++) {
+                vec t = splat(0.0f);
+                for (int l = 0; l < count; l++) t[l] = target[((int64_t)r * N + rows[l]) * 20 + o];
+                vec s = ch[k].s6[o];
+                ch[k].s6[o] = ((2 * A) * s - A - t) * scale * slope(s) * ch[k].valid;
+            }
+        }
+        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, mask);
+    }
+    return 0;
+}
+
+/* The outputs y (R x M x 20) of R runs on M layer-n inputs each: x holds R x M x F values, or one M x F
+   set that every run reads when x_shared. */
+int kt_outputs(int n, int R, int P, const float *theta, const float *x, int M, int F, int x_shared, float *out) {
+    Chunk *c = workspace;
+    if (n < 0 || n > 5) return -1;
+    for (int r = 0; r < R; r++) {
+        Params Pr = params_of(theta + (int64_t)r * P, n);
+        const float *xr = x + (x_shared ? 0 : (int64_t)r * M * F);
+        for (int m0 = 0; m0 < M; m0 += L) {
+            int count = M - m0 < L ? M - m0 : L;
+            int64_t rows[L];
+            for (int l = 0; l < L; l++) rows[l] = m0 + l;
+            gather(c->in, xr, F, rows, count, &c->valid);
+            forward(&Pr, c, n);
+            for (int l = 0; l < count; l++)
+                for (int o = 0; o < 20; o++) out[((int64_t)r * M + m0 + l) * 20 + o] = (2 * A) * c->s6[o][l] - A;
+        }
+    }
+    return 0;
+}

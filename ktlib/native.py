@@ -1,0 +1,109 @@
+"""Build ktlib/kernels.c with the machine's C compiler on first use, cache it, and call it through ctypes."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.c")
+CACHE_ENV = "KTLIB_CACHE_DIR"
+# Tried in turn: the first set the compiler accepts is used (not every compiler knows every flag).
+FLAG_SETS = (["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"],
+             ["-O3", "-march=native", "-fno-math-errno"],
+             ["-O3"])
+
+
+class NativeUnavailable(RuntimeError):
+    """No C compiler, or the kernels would not build: engine="batched" needs none."""
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ktlib"
+    return Path(base)
+
+
+def _machine() -> str:
+    """What -march=native compiles for: a library built for one CPU must not be loaded on another."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        return "\n".join(sorted({line for line in info.splitlines() if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def build() -> Path:
+    """The compiled kernels for this source, compiler and CPU: from the cache, or compiled into it."""
+    cc = compiler()
+    if cc is None:
+        raise NativeUnavailable("the native engine needs a C compiler (cc, gcc or clang; $CC) and none was "
+                                "found; install one, or use engine='batched' (pure PyTorch, about 2x slower)")
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NativeUnavailable(f"the C compiler {cc!r} does not run ({e}); use engine='batched'") from None
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, repr(FLAG_SETS), _machine()]).encode())
+    target = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    errors = []
+    for flags in FLAG_SETS:
+        out = subprocess.run([cc, *flags, "-shared", "-fPIC", str(SOURCE), "-o", str(tmp)],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            os.replace(tmp, target)  # atomic: another process may be building the same file
+            return target
+        errors.append(f"{cc} {' '.join(flags)}: {out.stderr.strip()[-500:]}")
+    tmp.unlink(missing_ok=True)
+    raise NativeUnavailable("the native kernels did not compile; use engine='batched'.\n" + "\n".join(errors))
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(build()))
+    i, p = ctypes.c_int, ctypes.c_void_p
+    lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p]
+    lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
+    lib.kt_gradients.restype = lib.kt_outputs.restype = i
+    return lib
+
+
+def _ptr(t: torch.Tensor, dtype=torch.float32) -> int:
+    assert t.dtype == dtype and t.is_contiguous(), (t.dtype, t.shape)
+    return t.data_ptr()
+
+
+def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
+              idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Into grad (R, P): each run's batch gradient. x: (R, N, ...) layer-n inputs, target: (R, N, 20),
+    idx: (R, B) the batch's indices into each run's N images, mask: C3's (16, 6) connection table."""
+    R, N = x.shape[:2]
+    status = library().kt_gradients(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N,
+                                    x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(mask))
+    if status:
+        raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most 32)")
+    return grad
+
+
+def outputs(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool) -> torch.Tensor:
+    """The outputs (R, M, 20) of the R runs whose parameters are theta, on x: (R, M, ...) inputs of
+    layer n, or one (M, ...) set for all runs when shared."""
+    R, M = len(theta), x.shape[0] if shared else x.shape[1]
+    out = torch.empty(R, M, 20)
+    features = x[0].numel() if shared else x[0, 0].numel()
+    status = library().kt_outputs(n, R, theta.shape[1], _ptr(theta), _ptr(x), M, features, int(shared), _ptr(out))
+    if status:
+        raise ValueError(f"kt_outputs refused n={n}")
+    return out

@@ -194,11 +194,6 @@ def backward(p: dict[str, torch.Tensor], ins: list, sig: list, g: torch.Tensor, 
             gb.copy_(b6)
 
 
-def outputs(sigma6: torch.Tensor) -> torch.Tensor:
-    """The net's outputs, as the plain path's `net(x)`."""
-    return _y(sigma6)
-
-
 def gradients(theta: torch.Tensor, x: torch.Tensor, target: torch.Tensor, start: int, layout: list[Slot],
               scale: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Into grad (R, P): each run's gradient, for the engine's parameters theta (R, P), of its batch's
@@ -207,7 +202,7 @@ def gradients(theta: torch.Tensor, x: torch.Tensor, target: torch.Tensor, start:
     p = views(theta, layout)
     ins, sig = forward(p, x, start)
     # dL/dz of F6 = 2 (y - t) / (batch * bits) * 2A sigma (1 - sigma)
-    top = _sigmoid_backward((outputs(sig[5]) - target).mul_(4 * A / target[0].numel()), sig[5])
+    top = _sigmoid_backward((_y(sig[5]) - target).mul_(4 * A / target[0].numel()), sig[5])
     backward(p, ins, sig, top, start, views(grad, layout))
     return grad.mul_(scale)
 

@@ -35,6 +35,9 @@ typedef struct {
     vec valid;                               /* 1 in the lanes that hold an image, 0 in padding */
 } Chunk;
 
+/* The member of a chunk at byte offset `off` (offsetof): one layer's code serves the layers of its kind. */
+static inline vec *field(Chunk *c, size_t off) { return (vec *)((char *)c + off); }
+
 static inline vec splat(float a) { return (vec){0} + a; }
 
 static inline vec vmax(vec a, float b) {
@@ -176,7 +179,7 @@ static void c5_weight_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, floa
     static _Thread_local float xt[CHUNKS * L][400] __attribute__((aligned(64))), gt[CHUNKS * L][120];
     int nl = nch * L;
     for (int k = 0; k < nch; k++) {
-        const vec *g = (vec *)((char *)&ch[k] + g_off), *x = (vec *)((char *)&ch[k] + x_off);
+        const vec *g = field(&ch[k], g_off), *x = field(&ch[k], x_off);
         for (int l = 0; l < L; l++) {
             for (int i = 0; i < 400; i++) xt[k * L + l][i] = x[i][l];
             for (int o = 0; o < 120; o++) gt[k * L + l][o] = g[o][l];
@@ -198,22 +201,23 @@ static void c5_weight_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, floa
    dL/dz of the layer below: dL/dy W, times dy/dz = 2A sigma (1 - sigma), written over its sigma. */
 static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t below_off, int has_below,
                           const float *w, float *gw, float *gb, int O, int I) {
-    if (O == 120) c5_weight_grads(ch, nch, g_off, x_off, gw);
+    int product = O == 120;  /* C5's 48,000 weight gradients as a matrix product; F6's 2,400 as lane sums */
+    if (product) c5_weight_grads(ch, nch, g_off, x_off, gw);
     for (int o = 0; o < O; o++) {
         vec bsum = splat(0.0f);
-        for (int k = 0; k < nch; k++) bsum += ((vec *)((char *)&ch[k] + g_off))[o];
+        for (int k = 0; k < nch; k++) bsum += field(&ch[k], g_off)[o];
         gb[o] = hsum(bsum);
-        for (int i = 0; i < I && O != 120; i++) {
+        for (int i = 0; i < I && !product; i++) {
             vec acc = splat(0.0f);
             for (int k = 0; k < nch; k++)
-                acc += ((vec *)((char *)&ch[k] + g_off))[o] * ((vec *)((char *)&ch[k] + x_off))[i];
+                acc += field(&ch[k], g_off)[o] * field(&ch[k], x_off)[i];
             gw[o * I + i] = hsum(acc);
         }
     }
     if (!has_below) return;
     for (int k = 0; k < nch; k++) {
-        const vec *g = (vec *)((char *)&ch[k] + g_off);
-        vec *s = (vec *)((char *)&ch[k] + below_off);
+        const vec *g = field(&ch[k], g_off);
+        vec *s = field(&ch[k], below_off);
         for (int i = 0; i < I; i += 4) {
             vec acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
             for (int o = 0; o < O; o++)
@@ -230,7 +234,7 @@ static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t 
     for (int m = 0; m < maps; m++) {
         vec cs = splat(0.0f), bs = splat(0.0f);
         for (int k = 0; k < nch; k++) {
-            const vec *g = (vec *)((char *)&ch[k] + g_off), *q = (vec *)((char *)&ch[k] + q_off);
+            const vec *g = field(&ch[k], g_off), *q = field(&ch[k], q_off);
             for (int i = 0; i < size; i++) {
                 cs += g[m * size + i] * q[m * size + i];
                 bs += g[m * size + i];
@@ -242,8 +246,8 @@ static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t 
     if (!has_below) return;
     int h = size == 196 ? 14 : 5, side = 2 * h;
     for (int k = 0; k < nch; k++) {
-        const vec *g = (vec *)((char *)&ch[k] + g_off);
-        vec *s = (vec *)((char *)&ch[k] + below_off);
+        const vec *g = field(&ch[k], g_off);
+        vec *s = field(&ch[k], below_off);
         for (int m = 0; m < maps; m++)
             for (int i = 0; i < h; i++)
                 for (int j = 0; j < h; j++) {

@@ -60,7 +60,7 @@ notebooks: install data
 
 book: notebooks html
 
-# The plain path's record of the same grid (about 16 minutes on 2 cores), which the sweep notebook compares
+# The plain path's record of the same grid (about 15 minutes on 2 cores), which the sweep notebook compares
 # the engine with; committed as results/<profile>-plain/.
 plain-record: install data
 	$(BIN)/ktlib sweep --engine plain --profile $(PROFILE) --seed $(SEED) --no-progress \

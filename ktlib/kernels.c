@@ -35,6 +35,8 @@ typedef struct {
     vec valid;                               /* 1 in the lanes that hold an image, 0 in padding */
 } Chunk;
 
+#define OFF(member) offsetof(Chunk, member)
+
 /* The member of a chunk at byte offset `off` (offsetof): one layer's code serves the layers of its kind. */
 static inline vec *field(Chunk *c, size_t off) { return (vec *)((char *)c + off); }
 
@@ -261,8 +263,32 @@ static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t 
     }
 }
 
-static void c3_backward(Chunk *ch, int nch, const vec *(*input)(Chunk *), int has_below, const float *w,
-                        const float *mask, float *gw, float *gb) {
+/* The gradient of one 5x5 kernel: over the chunks, images and side x side output positions, the output
+   gradient (at byte offset g_off) times the input under the kernel (at x_off, rows `width` wide).
+   One kernel row at a time, two positions at a time: 10 independent sums. */
+static void kernel_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, int side, int width, float *out) {
+    for (int p = 0; p < 5; p++) {
+        vec a0[5], a1[5];
+        for (int q = 0; q < 5; q++) a0[q] = a1[q] = splat(0.0f);
+        for (int k = 0; k < nch; k++) {
+            const vec *g = field(&ch[k], g_off), *x = field(&ch[k], x_off) + p * width;
+            for (int oy = 0; oy < side; oy++)
+                for (int ox = 0; ox < side; ox += 2) {
+                    vec g0 = g[oy * side + ox], g1 = g[oy * side + ox + 1];
+                    const vec *xr = x + oy * width + ox;
+                    for (int q = 0; q < 5; q++) {
+                        a0[q] += g0 * xr[q];
+                        a1[q] += g1 * xr[q + 1];
+                    }
+                }
+        }
+        for (int q = 0; q < 5; q++) out[p * 5 + q] = hsum(a0[q] + a1[q]);
+    }
+}
+
+/* C3: weight and bias gradients from g over s3 and its input (at x_off); when has_below, dL/dz of S2. */
+static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const float *w, const float *mask,
+                        float *gw, float *gb) {
     for (int o = 0; o < 16; o++) {
         vec bs = splat(0.0f);
         for (int k = 0; k < nch; k++)
@@ -274,23 +300,7 @@ static void c3_backward(Chunk *ch, int nch, const vec *(*input)(Chunk *), int ha
                 memset(out, 0, 25 * sizeof(float));
                 continue;
             }
-            for (int p = 0; p < 5; p++) {  /* one kernel row; two positions at a time: 10 sums */
-                vec a0[5], a1[5];
-                for (int q = 0; q < 5; q++) a0[q] = a1[q] = splat(0.0f);
-                for (int k = 0; k < nch; k++) {
-                    const vec *g = ch[k].s3 + o * 100, *x = input(&ch[k]) + c * 196 + p * 14;
-                    for (int oy = 0; oy < 10; oy++)
-                        for (int ox = 0; ox < 10; ox += 2) {
-                            vec g0 = g[oy * 10 + ox], g1 = g[oy * 10 + ox + 1];
-                            const vec *xr = x + oy * 14 + ox;
-                            for (int q = 0; q < 5; q++) {
-                                a0[q] += g0 * xr[q];
-                                a1[q] += g1 * xr[q + 1];
-                            }
-                        }
-                }
-                for (int q = 0; q < 5; q++) out[p * 5 + q] = hsum(a0[q] + a1[q]);
-            }
+            kernel_grads(ch, nch, OFF(s3) + o * 100 * sizeof(vec), x_off + c * 196 * sizeof(vec), 10, 14, out);
         }
     }
     if (!has_below) return;
@@ -335,30 +345,10 @@ static void c1_backward(Chunk *ch, int nch, float *gw, float *gb) {
         for (int k = 0; k < nch; k++)
             for (int i = 0; i < 784; i++) bs += ch[k].s1[m * 784 + i];
         gb[m] = hsum(bs);
-        for (int p = 0; p < 5; p++) {  /* one kernel row; two positions at a time: 10 sums */
-            vec a0[5], a1[5];
-            for (int q = 0; q < 5; q++) a0[q] = a1[q] = splat(0.0f);
-            for (int k = 0; k < nch; k++) {
-                const vec *g = ch[k].s1 + m * 784, *x = ch[k].in + p * 32;
-                for (int oy = 0; oy < 28; oy++)
-                    for (int ox = 0; ox < 28; ox += 2) {
-                        vec g0 = g[oy * 28 + ox], g1 = g[oy * 28 + ox + 1];
-                        const vec *xr = x + oy * 32 + ox;
-                        for (int q = 0; q < 5; q++) {
-                            a0[q] += g0 * xr[q];
-                            a1[q] += g1 * xr[q + 1];
-                        }
-                    }
-            }
-            for (int q = 0; q < 5; q++) gw[m * 25 + p * 5 + q] = hsum(a0[q] + a1[q]);
-        }
+        kernel_grads(ch, nch, OFF(s1) + m * 784 * sizeof(vec), OFF(in), 28, 32, gw + m * 25);
     }
 }
 
-static const vec *y2_of(Chunk *c) { return c->y2; }
-static const vec *in_of(Chunk *c) { return c->in; }
-
-#define OFF(field) offsetof(Chunk, field)
 
 /* dL/dz of every layer from n up, and the parameter gradients into g (one row of the stack). */
 static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const float *mask) {
@@ -375,7 +365,7 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
     if (n <= 3)
         sub_backward(ch, nch, OFF(s4), n == 3 ? OFF(in) : OFF(q3), OFF(s3), n <= 2, P->s4c, gp[3], gp[3] + 16,
                      16, 25);
-    if (n <= 2) c3_backward(ch, nch, n == 2 ? in_of : y2_of, n <= 1, P->c3w, mask, gp[2], gp[2] + 2400);
+    if (n <= 2) c3_backward(ch, nch, n == 2 ? OFF(in) : OFF(y2), n <= 1, P->c3w, mask, gp[2], gp[2] + 2400);
     if (n <= 1)
         sub_backward(ch, nch, OFF(s2), n == 1 ? OFF(in) : OFF(q1), OFF(s1), n == 0, P->s2c, gp[1], gp[1] + 6, 6,
                      196);

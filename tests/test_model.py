@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ktlib.model import (C3_TABLE, LAYERS, PAPER_FREE_PARAMETERS, build, free_parameters, predict, scaled_tanh,
-                         target_codes)
+from ktlib.model import (C3_TABLE, LAYERS, PAPER_FREE_PARAMETERS, build, connections, forward_flops, free_parameters,
+                         predict, scaled_tanh, target_codes, training_flops)
 
 
 def test_free_parameters_match_table_1_layer_by_layer():
@@ -92,3 +92,13 @@ def test_prediction_is_the_nearest_code():
     codes = target_codes(20, 20, seed=0)
     noisy = codes[[3, 7, 19]] * 0.6 + 0.3 * torch.randn(3, 20, generator=torch.Generator().manual_seed(0))
     assert predict(noisy, codes).tolist() == [3, 7, 19]
+
+
+def test_connections_are_lecuns_counts_and_give_the_training_flops():
+    conn = connections(build(0))
+    # LeCun et al. (1998) count 122,304, 5,880, 151,600, 2,000 and 48,120 connections for C1 to C5
+    assert conn == {"C1": 122304, "S2": 5880, "C3": 151600, "S4": 2000, "C5": 48120, "F6": 2420}
+    assert forward_flops(conn, 0) == 2 * 332324 and forward_flops(conn, 5) == 2 * 2420
+    # frozen C1-C5: only F6's forward pass and weight gradients, nothing below it
+    assert training_flops(conn, 5) == 2 * 2 * 2420
+    assert training_flops(conn, 0) == 2 * (2 * 332324 + 332324 - 122304)

@@ -7,6 +7,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 
@@ -43,8 +44,6 @@ def test_paper_profile_is_the_papers_protocol():
 
 
 def test_every_notebook_has_the_same_parameters_and_they_are_config_fields():
-    import nbformat
-
     found = []
     for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
         cells = [c for c in nbformat.read(path, 4).cells if "parameters" in c.metadata.get("tags", [])]
@@ -84,7 +83,8 @@ def test_the_engine_is_part_of_the_experiment_and_the_worker_count_is_not():
     base = ktlib.Config().experiment()
     assert base["engine"] == "native" and "workers" not in base
     assert ktlib.Config(workers=1).experiment() == base
-    assert ktlib.Config(engine="plain").experiment() != base != ktlib.Config(engine="batched").experiment()
+    assert ktlib.Config(engine="plain").experiment() != base
+    assert ktlib.Config(engine="batched").experiment() != base
 
 
 def test_numpy_integers_are_accepted_and_stored_as_ints():

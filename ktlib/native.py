@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,8 +30,15 @@ def compiler() -> str | None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ktlib"
-    return Path(base)
+    """$KTLIB_CACHE_DIR, else ~/.cache/ktlib; the temporary directory where that cannot be written."""
+    base = Path(os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ktlib")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / "ktlib"
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
 
 
 def _machine() -> str:
@@ -56,7 +64,6 @@ def build() -> Path:
     target = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     errors = []
     for flags in FLAG_SETS:

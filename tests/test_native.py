@@ -26,3 +26,10 @@ def test_a_compiler_that_fails_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(native.NativeUnavailable, match="did not compile; use engine='batched'"):
         native.build()
     assert not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv(native.CACHE_ENV, str(blocked / "cache"))
+    assert native.cache_dir().parent == native.Path(native.tempfile.gettempdir())

@@ -16,12 +16,16 @@ PROFILE ?= paper
 SEED ?= 0
 ENGINE ?= native
 NOTEBOOKS := 01_source 02_sweep 03_variance 04_parameters
-# EMNIST ByClass comes from $KTLIB_DATA_DIR; without it, it is downloaded into data/emnist.
+# EMNIST ByClass comes from $KTLIB_DATA_DIR; without it, it is downloaded into data/emnist. A relative path
+# is taken from this directory, where make was typed: ktlib reads it from the launch directory ($PWD), which
+# papermill and nbval pass on to kernels they start in notebooks/.
 export KTLIB_DATA_DIR := $(or $(KTLIB_DATA_DIR),data/emnist)
 # This build's own runs (resumable); the last build's record is copied to results/<profile>/ and committed.
 RUN_DIR := $(CURDIR)/_build/results/$(PROFILE)-$(ENGINE)
 RECORD := results/$(PROFILE)$(if $(filter native,$(ENGINE)),,-$(ENGINE))
 NBVAL_DIR := $(CURDIR)/_build/nbval
+# papermill writes here; the notebooks replace notebooks/*.ipynb only once all of them have run
+SCRATCH := $(CURDIR)/_build/executed
 MATHJAX := book/_static/mathjax
 
 .PHONY: install data mathjax notebooks html book test unit plain-record bench clean
@@ -49,12 +53,14 @@ $(MATHJAX)/tex-chtml.js: book/package.json book/package-lock.json
 	cp -r book/node_modules/mathjax/es5/output/chtml/fonts $(MATHJAX)/output/chtml/
 
 notebooks: install data
+	rm -rf $(SCRATCH) && mkdir -p $(SCRATCH)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== notebooks/$$nb.ipynb ($(PROFILE), $(ENGINE))"; \
 	  KTLIB_RESULTS_DIR=$(RUN_DIR) $(BIN)/papermill --cwd notebooks --log-output --no-progress-bar \
-	    notebooks/$$nb.ipynb notebooks/$$nb.ipynb -p profile $(PROFILE) -p seed $(SEED) -p engine $(ENGINE) \
-	    || exit 1; \
+	    notebooks/$$nb.ipynb $(SCRATCH)/$$nb.ipynb -p profile $(PROFILE) -p seed $(SEED) -p engine $(ENGINE) \
+	    || { echo "notebooks/$$nb.ipynb failed: its output is in $(SCRATCH)/$$nb.ipynb; notebooks/ is unchanged"; exit 1; }; \
 	done
+	for nb in $(NOTEBOOKS); do mv $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
 	mkdir -p $(RECORD)
 	cp $(RUN_DIR)/sweep.csv $(RUN_DIR)/source.json $(RECORD)/
 

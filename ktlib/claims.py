@@ -246,3 +246,12 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
     return {"comparable": True, "largest_change": largest, "tolerance": tolerance, "within": largest <= tolerance,
             "runs": len(both), "identical_runs": int(same.sum()),
             "largest_run_change": float(moved.max())}
+
+
+def comparison_text(check: dict, other: str) -> str:
+    """How this sweep compares with `other`'s record (a `compare_with_record` result), in one or two sentences."""
+    if not check["comparable"]:
+        return f"This build has no record of {other} to compare with: {check['reason']}."
+    return (f"Of the {check['runs']} runs, {check['identical_runs']} end at the same epoch with the same test "
+            f"accuracy as {other}'s. The largest change in one run's test accuracy is "
+            f"{check['largest_run_change']:.3f}, and in a cell mean {check['largest_change']:.4f}.")

@@ -4,19 +4,21 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
-import secrets
 import shutil
 import struct
 import urllib.request
 import zipfile
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from .paths import choose
+from .store import atomic_open, remove_stale_parts
 
 DATA_DIR_ENV = "KTLIB_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data/emnist")
@@ -50,25 +52,44 @@ def data_files() -> list[str]:
     return [MAPPING_FILE] + [f(s) for s in SPLITS for f in (image_file, label_file)]
 
 
+def data_dir_path(data_dir: str | os.PathLike | None = None) -> Path:
+    """The directory meant: the explicit one, else $KTLIB_DATA_DIR, else ./data/emnist (see ktlib.paths)."""
+    return choose(data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR)
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The explicit directory, else $KTLIB_DATA_DIR, else ./data/emnist; it must exist."""
-    path = Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+    """The directory meant (see data_dir_path); it must exist and be readable."""
+    path = data_dir_path(data_dir)
     if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
         raise DataError(
-            f"EMNIST data directory {str(path)!r} does not exist. Pass data_dir, set "
+            f"EMNIST data directory {str(path)!r} {what}. Pass data_dir, set "
             f"${DATA_DIR_ENV}, or fetch the official files with `ktlib download --dest {path}`."
         )
+    try:
+        os.listdir(path)
+    except OSError as e:
+        raise DataError(f"EMNIST data directory {str(path)!r} cannot be read: {e.strerror or e}") from None
     return path
 
 
 # ---------------------------------------------------------------- reading and validation
 
-def _read_gzip(path: Path) -> bytes:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+def _read_bytes(path: Path) -> bytes:
+    """A data file's bytes, or one DataError naming it: missing, unreadable, or a directory."""
     try:
-        with gzip.open(path, "rb") as f:
+        with open(path, "rb") as f:
             return f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _read_gzip(path: Path) -> bytes:
+    raw = _read_bytes(path)
+    try:
+        return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise DataError(f"{path}: not a readable gzip file ({e})") from None
 
@@ -82,7 +103,7 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     if found != magic:
         raise DataError(f"{path}: bad magic number 0x{found:08x}, expected 0x{magic:08x}")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python ints: a huge header cannot overflow
     if len(raw) != expected:
         raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file has {len(raw)} bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -91,10 +112,10 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
 def read_mapping(data_dir: Path) -> dict[int, str]:
     """Label -> character, from emnist-byclass-mapping.txt (`label ascii` per line)."""
     path = Path(data_dir) / MAPPING_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    text = _read_bytes(path).decode("ascii", errors="replace")
     mapping: dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="ascii", errors="replace").splitlines(), 1):
+    line_of: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -103,7 +124,12 @@ def read_mapping(data_dir: Path) -> dict[int, str]:
         label, code = map(int, parts)
         if label in mapping:
             raise DataError(f"{path}:{lineno}: label {label} appears twice")
-        mapping[label] = chr(code)
+        if not 32 < code < 127:
+            raise DataError(f"{path}:{lineno}: {code} is not the code of a printable ASCII character")
+        char = chr(code)
+        if char in line_of:
+            raise DataError(f"{path}:{lineno}: character {char!r} appears twice (also on line {line_of[char]})")
+        mapping[label], line_of[char] = char, lineno
     if not mapping:
         raise DataError(f"{path}: no mapping lines")
     return mapping
@@ -151,33 +177,13 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def checksums(data_dir: str | os.PathLike) -> dict[str, str]:
     """sha256 of every data file, for results provenance."""
-    return {name: sha256(Path(data_dir) / name) for name in data_files()}
+    try:
+        return {name: sha256(Path(data_dir) / name) for name in data_files()}
+    except OSError as e:
+        raise DataError(f"{e.filename}: cannot be read ({e.strerror or e})") from None
 
 
 # ---------------------------------------------------------------- download
-
-def remove_stale_parts(dest: str | os.PathLike) -> None:
-    """Delete the temporary files that a process killed inside atomic_open(dest) left behind."""
-    dest = Path(dest)
-    for stale in dest.parent.glob(f".{dest.name}.*.part"):
-        stale.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_open(dest: str | os.PathLike):
-    """A binary file to write dest through: written beside it, renamed into place only if the block succeeds."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex: str | None = None,
           progress: bool = True) -> Path:

@@ -374,6 +374,11 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
 
 /* ---------------------------------------------------------------- entry points */
 
+/* The limits this file is built for; ktlib/native.py checks them against its own MAX_BATCH and CODE_BITS,
+   which ktlib.Config checks a configuration against before any work. */
+int kt_max_batch(void) { return CHUNKS * L; }
+int kt_code_bits(void) { return 20; }
+
 static Params params_of(const float *theta, int n) {
     static const int WEIGHTS[6] = {150, 6, 2400, 16, 48000, 2400};
     Params P = {0};

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import torch
 
+from .paths import from_env
+
 SOURCE = Path(__file__).with_name("kernels.c")
 CACHE_ENV = "KTLIB_CACHE_DIR"
+# What kernels.c is built for (checked against the library when it loads): batches of at most 32 images,
+# and F6 with 20 units. ktlib.Config refuses anything else for engine="native" before any work.
+MAX_BATCH, CODE_BITS = 32, 20
 # Tried in turn: the first set the compiler accepts is used (not every compiler knows every flag).
 FLAG_SETS = (["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"],
              ["-O3", "-march=native", "-fno-math-errno"],
@@ -30,15 +35,30 @@ def compiler() -> str | None:
 
 
 def cache_dir() -> Path:
-    """$KTLIB_CACHE_DIR, else ~/.cache/ktlib; the temporary directory where that cannot be written."""
-    base = Path(os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ktlib")
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        return base
-    except OSError:
-        fallback = Path(tempfile.gettempdir()) / "ktlib"
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
+    """$KTLIB_CACHE_DIR, which must be writable; else ~/.cache/ktlib, or the temporary directory where that
+    cannot be written."""
+    given = from_env(CACHE_ENV)
+    if given is not None:
+        try:
+            given.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=given):
+                pass
+        except OSError as e:
+            raise NativeUnavailable(f"${CACHE_ENV}={os.environ[CACHE_ENV]} ({given}) cannot be written, so the "
+                                    f"native kernels cannot be built there: {e.strerror or e}; point it at a "
+                                    f"writable directory, or unset it") from None
+        return given
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ktlib"
+    for candidate in (base, Path(tempfile.gettempdir()) / "ktlib"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=candidate):
+                pass
+            return candidate
+        except OSError:
+            continue
+    raise NativeUnavailable(f"no writable cache directory for the native kernels (tried {base} and the "
+                            f"temporary directory); set ${CACHE_ENV}")
 
 
 def _machine() -> str:
@@ -84,6 +104,10 @@ def library() -> ctypes.CDLL:
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
     lib.kt_gradients.restype = lib.kt_outputs.restype = i
+    built_for = (lib.kt_max_batch(), lib.kt_code_bits())
+    if built_for != (MAX_BATCH, CODE_BITS):
+        raise NativeUnavailable(f"kernels.c is built for batches of {built_for[0]} and {built_for[1]} code bits, "
+                                f"but ktlib.native expects {MAX_BATCH} and {CODE_BITS}")
     return lib
 
 
@@ -100,7 +124,7 @@ def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, 
     status = library().kt_gradients(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N,
                                     x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(mask))
     if status:
-        raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most 32)")
+        raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most {MAX_BATCH})")
     return grad
 
 

@@ -5,7 +5,9 @@ import argparse
 import dataclasses
 import functools
 import hashlib
+import io
 import json
+import math
 import os
 import platform
 import queue
@@ -23,15 +25,17 @@ import torch
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
 from . import data as D
-from . import engine, native
+from . import engine, native, store
 from .model import LAYERS, build, connections, free_parameters, state_hash, target_codes, training_flops
 from .train import Converged, ReachAccuracy, evaluate, train
+from .paths import choose, launch_dir
 from .transfer import check_levels, is_integer, transfer
 
 RESULTS_FILE = "sweep.csv"
 SOURCE_FILE = "source.pt"
 SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
 RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"
+REPO = Path(__file__).resolve().parents[1]  # the checkout ktlib is installed from (pip install -e .)
 PROFILES = ("paper", "smoke")
 # ktlib.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
 ENGINES = ("native", "batched", "plain")
@@ -43,7 +47,7 @@ COLUMNS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accura
 class Config:
     """Every knob of the experiment; field names are the notebooks' papermill parameters."""
     seed: int = 0
-    data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist
+    data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist (see ktlib.paths)
     results_dir: str | None = None         # None: $KTLIB_RESULTS_DIR, then ./results/<profile>
     profile: str = "paper"
     # classes and codes
@@ -73,24 +77,40 @@ class Config:
     workers: int | None = None             # engine threads, one core each; None: the usable cores
 
     def __post_init__(self):
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
-        if self.results_dir is None:
-            self.results_dir = os.environ.get(RESULTS_DIR_ENV) or str(Path("results") / self.profile)
+        """Refuse, before any work, anything that could fail later; make every path absolute."""
+        _choice("profile", self.profile, PROFILES)
+        _choice("engine", self.engine, ENGINES)
+        _choice("code_scheme", self.code_scheme, ("random", "one-of-n"))
+        self.seed = _integer("seed", self.seed, 0)
+        for name in ("n_classes", "code_bits", "source_per_class", "source_max_epochs", "trials", "test_per_class",
+                     "max_epochs", "patience", "batch_size"):
+            setattr(self, name, _integer(name, getattr(self, name), 1))
+        self.source_accuracy = _number("source_accuracy", self.source_accuracy, 0, 1, "in (0, 1]", low_open=True)
+        self.min_improvement = _number("min_improvement", self.min_improvement, 0, 1, "in [0, 1)", high_open=True)
+        self.loss_floor = _number("loss_floor", self.loss_floor, 0, math.inf, ">= 0")
+        self.lr = _number("lr", self.lr, 0, math.inf, "> 0", low_open=True)
+        for name in ("source_chars", "target_chars"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string of characters or None, got {getattr(self, name)!r}")
         self.levels = sorted({check_levels(n) for n in self.levels})
         if not self.levels or not self.sizes or not all(is_integer(k) and k >= 1 for k in self.sizes):
             raise ValueError(f"levels and sizes must be non-empty, sizes integers >= 1; got {self.levels}, {self.sizes}")
         self.sizes = sorted({int(k) for k in self.sizes})
-        for name in ("trials", "n_classes", "code_bits", "source_per_class", "source_max_epochs",
-                     "test_per_class", "max_epochs", "patience", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.workers is not None and (not is_integer(self.workers) or self.workers < 1):
-            raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
-        if not 0 < self.source_accuracy <= 1:
-            raise ValueError(f"source_accuracy must be in (0, 1], got {self.source_accuracy!r}")
+        if self.workers is not None:
+            self.workers = _integer("workers", self.workers, 1)
+        if self.code_scheme == "one-of-n" and self.code_bits != self.n_classes:
+            raise ValueError(f"code_bits must equal n_classes ({self.n_classes}) for one-of-N codes, got {self.code_bits}")
+        if self.code_scheme == "random" and self.n_classes > 2 ** self.code_bits:
+            raise ValueError(f"code_bits={self.code_bits} cannot give {self.n_classes} distinct codes")
+        if self.engine == "native":  # what kernels.c is built for
+            if self.batch_size > native.MAX_BATCH:
+                raise ValueError(f"batch_size={self.batch_size}: the native engine takes batches of at most "
+                                 f"{native.MAX_BATCH}; use engine='batched' or 'plain'")
+            if self.code_bits != native.CODE_BITS:
+                raise ValueError(f"code_bits={self.code_bits}: the native engine is built for {native.CODE_BITS} "
+                                 f"code bits; use engine='batched' or 'plain'")
+        self.data_dir = str(D.data_dir_path(self.data_dir))
+        self.results_dir = str(choose(self.results_dir, RESULTS_DIR_ENV, Path("results") / self.profile))
 
     @classmethod
     def for_profile(cls, profile: str = "paper", **overrides) -> "Config":
@@ -98,6 +118,17 @@ class Config:
         base = {"smoke": dict(source_per_class=40, source_max_epochs=2, levels=[0, 5], sizes=[1],
                               trials=1, test_per_class=10, max_epochs=30)}.get(profile, {})
         return cls(profile=profile, **{**base, **overrides})
+
+    @classmethod
+    def for_notebook(cls, profile: str, seed: int, data_dir: str | None, results_dir: str | None,
+                     engine: str) -> "Config":
+        """A notebook's papermill parameters as a Config. Their paths, and the defaults, are taken from the
+        directory papermill or Jupyter was started in, not from the kernel's working directory (ktlib.paths)."""
+        _choice("profile", profile, PROFILES)
+        base = launch_dir()
+        return cls.for_profile(profile, seed=seed, engine=engine,
+                               data_dir=str(choose(data_dir, D.DATA_DIR_ENV, D.DEFAULT_DATA_DIR, base)),
+                               results_dir=str(choose(results_dir, RESULTS_DIR_ENV, Path("results") / profile, base)))
 
     def worker_count(self) -> int:
         """The engine's worker threads: `workers`, else the cores this process may use."""
@@ -111,6 +142,32 @@ class Config:
         for where in ("data_dir", "results_dir", "workers"):
             d.pop(where)
         return d
+
+
+def _choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _integer(name: str, value, low: int) -> int:
+    if not is_integer(value) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _number(name: str, value, low: float, high: float, rule: str, low_open=False, high_open=False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (low < value if low_open else low <= value) \
+        and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"{name} must be a number {rule}, got {value!r}")
+    return value if isinstance(value, (int, float)) else value.item()
+
+
+def record_path(profile: str, engine: str = "native") -> Path:
+    """The committed results file of a profile's grid: results/<profile>/, results/<profile>-<engine>/ for
+    an engine other than the default, in the checkout ktlib runs from."""
+    return REPO / "results" / (profile if engine == "native" else f"{profile}-{engine}") / RESULTS_FILE
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -196,32 +253,89 @@ class Experiment:
         seed = derive_seed(self.cfg.seed, TRIAL, k, trial)
         return D.draw(self.data.train, self.split.target, k, seed), seed
 
-    def source_key(self) -> str:
+    def source_config(self) -> dict:
+        """Everything that determines the source net: its fields of the config, its classes, the data."""
         c = self.cfg
-        key = dict(seed=c.seed, n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
-                   source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
-                   source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,
-                   source=self.chars("source"), checksums=self.checksums)
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return dict(seed=c.seed, n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
+                    source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
+                    source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,
+                    source=self.chars("source"), checksums=self.checksums)
+
+    def source_key(self) -> str:
+        return hashlib.sha256(json.dumps(self.source_config(), sort_keys=True).encode()).hexdigest()
+
+    def record(self) -> dict:
+        """What a results file's header says about the experiment, for the same-experiment check."""
+        return {"config": self.cfg.experiment(), "data_checksums": self.checksums,
+                "source_classes": self.chars("source"), "target_classes": self.chars("target")}
 
 
 def tensors(s: D.Subset) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(s.x), torch.from_numpy(s.y)
 
 
-def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train the source net, or load it from results_dir when the same config already trained it."""
-    cfg, path = exp.cfg, Path(exp.cfg.results_dir) / SOURCE_FILE
-    key = exp.source_key()
+def differences(theirs: dict, mine: dict, prefix: str = "") -> list[str]:
+    """Each field whose value differs, as 'name (X there, Y now)'; nested dicts by their dotted names."""
+    out = []
+    for key in sorted(set(theirs) | set(mine), key=str):
+        a, b = theirs.get(key), mine.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} there, {b!r} now)")
+    return out
+
+
+def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
+    """Refuse a results directory that holds another experiment's files, naming the fields that differ.
+
+    Reads only: a refused run leaves the directory as it was. Returns the results file's (metadata, rows,
+    whether its last row was cut short), or None when there is none yet."""
+    where = Path(exp.cfg.results_dir)
+    found = None
+    path = where / RESULTS_FILE
     if path.exists():
-        saved = torch.load(path, weights_only=False)
-        if saved.get("key") == key:
-            net = build(0, cfg.code_bits)
-            net.load_state_dict(saved["state_dict"])
-            write_source_record(path, key, saved["info"])
-            return net, saved["info"]
-        raise RuntimeError(f"{path} was trained under another configuration or data; "
-                           f"delete it or choose another results_dir")
+        found = parse_results(path)
+        diff = differences({k: found[0].get(k) for k in exp.record()}, exp.record())
+        if diff:
+            raise RuntimeError(f"{path} holds runs of another experiment: {'; '.join(diff)}. "
+                               f"Choose another results_dir, or delete it.")
+    record = where / SOURCE_RECORD
+    if record.exists():
+        saved = read_source_record(where)
+        if "source_config" in saved:
+            diff = differences(saved["source_config"], exp.source_config())
+        else:  # written before the record kept its configuration
+            diff = [] if saved.get("key") == exp.source_key() else ["the source net's key"]
+        if diff:
+            raise RuntimeError(f"{record} is the record of a source net trained under another configuration: "
+                               f"{'; '.join(diff)}. Choose another results_dir, or delete it.")
+    net = where / SOURCE_FILE
+    if net.exists() and load_source_file(net).get("key") != exp.source_key():
+        raise RuntimeError(f"{net} was trained under another configuration or data; "
+                           f"choose another results_dir, or delete it")
+    return found
+
+
+def load_source_file(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # torch raises several kinds for a damaged file
+        raise RuntimeError(f"{path} cannot be read ({e}); delete it to train the source net again") from None
+
+
+def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Train the source net, or load it from results_dir when the same config already trained it.
+
+    A net trained here is written only if it is the one the directory's records were made with."""
+    cfg, where = exp.cfg, Path(exp.cfg.results_dir)
+    path, key = where / SOURCE_FILE, exp.source_key()
+    if path.exists():
+        saved = load_source_file(path)
+        net = build(0, cfg.code_bits)
+        net.load_state_dict(saved["state_dict"])
+        write_source_record(path, exp, saved["info"])
+        return net, saved["info"]
     seed = derive_seed(cfg.seed, SOURCE_INIT)
     net = build(seed, cfg.code_bits)
     x, y = tensors(exp.source_set())
@@ -236,21 +350,41 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
             "train_accuracy": history[-1]["train_accuracy"], "seconds": history[-1]["seconds"],
             "reached_target": history[-1]["train_accuracy"] >= cfg.source_accuracy,
             "state_sha256": state_hash(net), "history": history}
-    with D.atomic_open(path) as f:
-        torch.save({"key": key, "state_dict": net.state_dict(), "info": info}, f)
-    write_source_record(path, key, info)
+    recorded = recorded_source(where)
+    if recorded and recorded[1] != info["state_sha256"]:
+        raise RuntimeError(f"the source net trained now (sha256 {info['state_sha256'][:12]}) is not the one "
+                           f"{recorded[0]} was made with ({recorded[1][:12]}), although the configuration is the "
+                           f"same (another machine rounds differently?); nothing was written. Choose another "
+                           f"results_dir.")
+    buffer = io.BytesIO()
+    torch.save({"key": key, "state_dict": net.state_dict(), "info": info}, buffer)
+    store.write_bytes(path, buffer.getvalue())  # in memory first: torch.save hides a full disk's error
+    write_source_record(path, exp, info)
     return net, info
 
 
-def write_source_record(path: Path, key: str, info: dict) -> None:
-    with D.atomic_open(path.with_name(SOURCE_RECORD)) as f:
-        f.write(json.dumps({"key": key, **info}, indent=1).encode("utf-8"))
+def recorded_source(where: Path) -> tuple[Path, str] | None:
+    """The file in `where` that names the source net its runs were made with, and that net's sha256."""
+    if (where / RESULTS_FILE).exists():
+        return where / RESULTS_FILE, read_results(where / RESULTS_FILE, cut_ok=True)[0]["source"]["state_sha256"]
+    if (where / SOURCE_RECORD).exists():
+        return where / SOURCE_RECORD, read_source_record(where)["state_sha256"]
+    return None
+
+
+def write_source_record(path: Path, exp: Experiment, info: dict) -> None:
+    record = {"key": exp.source_key(), "source_config": exp.source_config(), **info}
+    store.write_bytes(path.with_name(SOURCE_RECORD), json.dumps(record, indent=1).encode("utf-8"))
 
 
 def read_source_record(results_dir: str | os.PathLike) -> dict:
     """The source net's training record (classes, accuracy, epochs, per-epoch history)."""
-    with open(Path(results_dir) / SOURCE_RECORD, encoding="utf-8") as f:
-        return json.load(f)
+    path = Path(results_dir) / SOURCE_RECORD
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"{path} is damaged ({e}); delete it") from None
 
 
 def stopping_rule(cfg: Config) -> Converged:
@@ -342,61 +476,112 @@ def group_cost(n: int, k: int) -> float:
 
 # ---------------------------------------------------------------- the results file
 
-def read_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
-    """(metadata, rows) of a results file: a '# ' JSON header line, then CSV."""
+class ResultsError(ValueError):
+    """A results file is not one, or is damaged."""
+
+
+def parse_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, bool]:
+    """(metadata, rows, cut) of a results file; cut: its last row was cut short (the file does not end with
+    a newline, as every file ktlib writes does), and is left out of rows. Any other damage is an error."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
-        if not first.startswith("# "):
-            raise ValueError(f"{path}: not a ktlib results file (no '# ' metadata line)")
-        meta = json.loads(first[2:])
-        rows = pd.read_csv(f)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    first, _, body = text.partition("\n")
+    try:
+        meta = json.loads(first[2:]) if first.startswith("# ") else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise ResultsError(f"{path}: not a ktlib results file (no whole '# {{...}}' metadata line)")
+    if not body.strip():
+        raise ResultsError(f"{path}: no column line after the metadata; the file is damaged")
+    cut = not body.endswith("\n") and "\n" in body
+    if cut:
+        body = body[:body.rindex("\n") + 1]
+    rows = pd.read_csv(io.StringIO(body))
+    missing = [c for c in COLUMNS if c not in rows]
+    if missing:
+        raise ResultsError(f"{path}: no column {missing}")
+    incomplete = rows[COLUMNS[:-1]].isna().any(axis=1)
+    if incomplete.any():
+        line = int(np.flatnonzero(incomplete)[0]) + 3  # the metadata line, the column names, then rows
+        raise ResultsError(f"{path}:{line}: a row with missing values; the file is damaged")
+    return meta, rows, cut
+
+
+def read_results(path: str | os.PathLike, cut_ok: bool = False) -> tuple[dict, pd.DataFrame]:
+    """(metadata, rows) of a results file: a '# ' JSON header line, then CSV. A last row cut short is an
+    error, unless cut_ok (it is then left out)."""
+    meta, rows, cut = parse_results(path)
+    if cut and not cut_ok:
+        raise ResultsError(f"{path}: its last row was cut short; run the sweep again to redo that run")
     return meta, rows
 
 
 def write_results(path: Path, meta: dict, rows: pd.DataFrame) -> None:
     text = "# " + json.dumps(meta, sort_keys=True) + "\n" + rows.to_csv(index=False, float_format="%.6g")
-    with D.atomic_open(path) as f:
-        f.write(text.encode("utf-8"))
+    store.write_bytes(path, text.encode("utf-8"))
 
 
 def retained(n: int) -> str:
     return "none" if n == 0 else f"{LAYERS[0]}-{LAYERS[n - 1]}" if n > 1 else LAYERS[0]
 
 
-def prepare(cfg: Config, progress: bool = True) -> tuple[Experiment, torch.nn.Module, dict]:
-    """Load the data, split the classes, and train (or reload) the source net."""
+def open_experiment(cfg: Config, wait: bool = False) -> Experiment:
+    """Load the data and split the classes; refuse a results directory that another process is writing to
+    (or wait for it), or that holds another experiment. Writes nothing."""
     torch.use_deterministic_algorithms(True)
     exp = Experiment.load(cfg)
-    source, info = train_source(exp, progress)
+    store.wait_until_free(cfg.results_dir, wait)
+    check_directory(exp)
+    return exp
+
+
+def prepare(cfg: Config, progress: bool = True, wait: bool = False) -> tuple[Experiment, torch.nn.Module, dict]:
+    """Load the data, split the classes, and train (or reload) the source net, as the results directory's
+    one writer (wait: for another process that is writing there, rather than refuse)."""
+    exp = open_experiment(cfg, wait)
+    with store.writer(cfg.results_dir, wait):
+        check_directory(exp)  # again: another writer may have written there meanwhile
+        source, info = train_source(exp, progress)
     return exp, source, info
 
 
-def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.DataFrame:
+def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, **overrides) -> pd.DataFrame:
     """Run (or resume) the whole sweep; returns the tidy results, one row per run.
 
-    `run(cfg)`, `run(profile="smoke", results_dir=...)`, or `run(cfg, trials=1)` to change some fields."""
+    `run(cfg)`, `run(profile="smoke", results_dir=...)`, or `run(cfg, trials=1)` to change some fields.
+    Everything that can be checked is checked before any work; the results directory has one writer at a
+    time (wait=True waits for another process writing there, instead of refusing)."""
     if cfg is None:
         cfg = Config.for_profile(overrides.pop("profile", "paper"), **overrides)
     elif overrides:
         cfg = dataclasses.replace(cfg, **overrides)  # re-validated by __post_init__
-    exp, source, source_info = prepare(cfg, progress)
-    meta = {"config": cfg.experiment(), "source_classes": exp.chars("source"),
-            "target_classes": exp.chars("target"), "data_checksums": exp.checksums,
-            "source": {k: v for k, v in source_info.items() if k != "history"},
+    if cfg.engine == "native":
+        native.library()  # a missing compiler or an unwritable cache is one clear error, before any work
+    exp = open_experiment(cfg, wait)
+    with store.writer(cfg.results_dir, wait):
+        return _sweep(exp, progress)
+
+
+def _sweep(exp: Experiment, progress: bool) -> pd.DataFrame:
+    """The sweep itself, inside the results directory's writer lock."""
+    cfg = exp.cfg
+    found = check_directory(exp)
+    source, source_info = train_source(exp, progress)
+    meta = {**exp.record(), "source": {k: v for k, v in source_info.items() if k != "history"},
             "versions": versions(), "git_commit": git_commit(),
             "workers": None if cfg.engine == "plain" else cfg.worker_count()}
     path = Path(cfg.results_dir) / RESULTS_FILE
-    D.remove_stale_parts(path)  # left by a process killed mid-write
     records: list[dict] = []
-    if path.exists():
-        old_meta, rows = read_results(path)
-        for key in ("config", "data_checksums", "source_classes", "target_classes"):
-            if old_meta[key] != meta[key]:
-                raise RuntimeError(f"{path} holds runs of another experiment ({key} differs); "
-                                   f"choose another results_dir or delete it")
+    if found:
+        old_meta, rows, cut = found
         if old_meta["source"]["state_sha256"] != source_info["state_sha256"]:
             raise RuntimeError(f"{path} was made with another source net; choose another results_dir")
+        if cut:
+            print(f"{path}: its last row was cut short; that run is done again", file=sys.stderr)
         meta["git_commit"] = old_meta["git_commit"]  # the commit that started it; rows carry their own
         records = rows.to_dict("records")
     done = {(r["n"], r["k"], r["trial"]) for r in records}
@@ -429,6 +614,8 @@ def run(cfg: Config | None = None, progress: bool = True, **overrides) -> pd.Dat
               file=sys.stderr)
         raise
     bar.close()
+    if not path.exists():  # an empty grid
+        write_results(path, meta, pd.DataFrame(records, columns=COLUMNS))
     return read_results(path)[1].sort_values(["k", "trial", "n"], ignore_index=True)
 
 
@@ -454,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--engine", choices=ENGINES, default="native",
                    help="batched: the engine without its C kernels; plain: the reference loop, one run at a time")
     s.add_argument("--workers", type=int, help="engine threads (default: the usable cores)")
+    s.add_argument("--wait", action="store_true",
+                   help="if another process is writing to the results directory, wait for it instead of refusing")
     s.add_argument("--no-progress", action="store_true")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")
     d.add_argument("--dest", default=str(D.DEFAULT_DATA_DIR))
@@ -464,13 +653,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "download":
             dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive)
-            print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest}")
+            print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest.resolve()}")
             return 0
-        overrides = {k: v for k, v in dict(levels=a.levels, sizes=a.sizes, trials=a.trials).items() if v}
+        overrides = {k: v for k, v in dict(levels=a.levels, sizes=a.sizes, trials=a.trials).items() if v is not None}
         cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
                                  results_dir=a.results_dir, engine=a.engine, workers=a.workers, **overrides)
         start = time.perf_counter()
-        rows = run(cfg, progress=not a.no_progress)
+        rows = run(cfg, progress=not a.no_progress, wait=a.wait)
     except (D.DataError, ValueError, RuntimeError) as e:
         print(f"ktlib: error: {e}", file=sys.stderr)
         return 2

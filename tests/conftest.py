@@ -1,7 +1,10 @@
 """Fixtures: tiny EMNIST-format files written by the tests, and the real subset when configured."""
 import gzip
 import os
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +53,43 @@ def tiny_dir(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory) -> Path:
+    """Synthetic EMNIST with enough images for the smoke profile (40 source, 10 test images per class)."""
+    return write_emnist(tmp_path_factory.mktemp("smoke") / "emnist", {"train": 42, "test": 10})
+
+
+@pytest.fixture(scope="session")
 def real_dir() -> Path:
     """The shared EMNIST subset; CI must have it, a developer without it skips these tests."""
-    path = os.environ.get(D.DATA_DIR_ENV)
+    path = os.environ.get(D.DATA_DIR_ENV) and D.data_dir_path()  # a relative one is taken from where pytest started
     if path and Path(path, D.MAPPING_FILE).exists():
         return Path(path)
     if os.environ.get("CI"):
         pytest.fail(f"${D.DATA_DIR_ENV} must point at the EMNIST subset in CI (got {path!r})")
     pytest.skip(f"set ${D.DATA_DIR_ENV} to run tests on the real EMNIST subset")
+
+
+def as_ordinary_user(cmd: list[str]) -> list[str]:
+    """cmd, run without root's power to ignore file permissions (CI runs as root), so chmod 000 bites."""
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv (util-linux) to drop the permission override")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+
+
+def on_a_small_disk(cmd: list[str], mountpoint: Path, size: str = "64k") -> list[str]:
+    """cmd, run in a mount namespace of its own with a tmpfs of `size` at mountpoint: a disk that fills up."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a private tmpfs needs root and unshare")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"', str(mountpoint), *cmd]
+
+
+def ktlib_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ktlib", *args]
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)

@@ -2,6 +2,8 @@ import gzip
 import hashlib
 import http.server
 import io
+import shutil
+import struct
 import threading
 import zipfile
 from contextlib import contextmanager
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from ktlib import data as D
-from conftest import CHARS, idx_bytes, write_emnist, write_gz, write_mapping
+from conftest import CHARS, as_ordinary_user, idx_bytes, ktlib_cli, run, write_emnist, write_gz, write_mapping
 
 # --------------------------------------------------------------------------- reading
 
@@ -311,3 +313,41 @@ def test_archive_without_byclass_files_is_rejected(tmp_path):
         z.writestr("gzip/emnist-digits-mapping.txt", "0 48\n")
     with pytest.raises(D.DataError, match="archive lacks"):
         D.extract_byclass(archive, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- what a user can get wrong
+
+
+def test_a_mapping_code_that_is_no_character_names_the_file_and_line(tiny_dir):
+    (tiny_dir / D.MAPPING_FILE).write_text("0 48\n1 9999999\n")
+    with pytest.raises(D.DataError, match=rf"{D.MAPPING_FILE}:2: 9999999 is not the code of a printable"):
+        D.read_mapping(tiny_dir)
+
+
+def test_a_mapping_that_gives_two_labels_one_character_is_refused(tiny_dir):
+    (tiny_dir / D.MAPPING_FILE).write_text("0 48\n1 49\n2 48\n")
+    with pytest.raises(D.DataError, match=rf"{D.MAPPING_FILE}:3: character '0' appears twice \(also on line 1\)"):
+        D.read_mapping(tiny_dir)
+
+
+def test_an_idx_header_with_huge_dimensions_reports_its_true_size(tiny_dir):
+    images = tiny_dir / D.image_file("train")
+    write_gz(images, struct.pack(">IIII", D.IMAGE_MAGIC, 2**31, 2**31, 2**31) + bytes(100))
+    with pytest.raises(D.DataError, match="header says") as err:
+        D.load(tiny_dir)
+    assert f"({16 + 2**93} bytes) but the file has 116 bytes" in str(err.value)
+
+
+@pytest.mark.parametrize("victim", ["directory", "mapping file", "image file"])
+def test_unreadable_data_is_one_clear_error_naming_it(smoke_data, tmp_path, victim):
+    data = Path(shutil.copytree(smoke_data, tmp_path / "emnist"))
+    path = {"directory": data, "mapping file": data / D.MAPPING_FILE,
+            "image file": data / D.image_file("test")}[victim]
+    path.chmod(0)
+    try:
+        out = run(as_ordinary_user(ktlib_cli("sweep", "--dry-run", "--data-dir", str(data),
+                                             "--results-dir", str(tmp_path / "results"))))
+    finally:
+        path.chmod(0o755)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert str(path) in out.stderr and "cannot be read" in out.stderr and "Permission denied" in out.stderr

@@ -1,7 +1,12 @@
 """Building the native kernels: once per source, compiler and CPU; a missing or failing compiler is a clear error."""
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from ktlib import native
+from conftest import as_ordinary_user, ktlib_cli, run
 
 
 def test_the_kernels_are_compiled_once_and_then_reused(tmp_path, monkeypatch):
@@ -28,8 +33,35 @@ def test_a_compiler_that_fails_is_a_clear_error(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
-def test_an_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+def test_without_a_cache_variable_an_unwritable_home_cache_falls_back_to_the_temporary_directory(tmp_path,
+                                                                                                 monkeypatch):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    monkeypatch.setenv(native.CACHE_ENV, str(blocked / "cache"))
-    assert native.cache_dir().parent == native.Path(native.tempfile.gettempdir())
+    monkeypatch.delenv(native.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert native.cache_dir() == Path(tempfile.gettempdir()) / "ktlib"
+
+
+def test_a_relative_cache_variable_is_taken_from_the_launch_directory(tmp_path, monkeypatch):
+    (tmp_path / "launched-here").mkdir()
+    (tmp_path / "kernel-runs-here").mkdir()
+    monkeypatch.setenv("PWD", str(tmp_path / "launched-here"))
+    monkeypatch.chdir(tmp_path / "kernel-runs-here")
+    monkeypatch.setenv(native.CACHE_ENV, "cache")
+    assert native.cache_dir() == tmp_path / "launched-here" / "cache"
+
+
+def test_an_unwritable_cache_variable_is_one_clear_error_before_any_work(tmp_path, smoke_data):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    env = {**os.environ, native.CACHE_ENV: str(cache)}
+    try:
+        out = run(as_ordinary_user(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data),
+                                             "--results-dir", str(tmp_path / "results"))), env=env)
+    finally:
+        cache.chmod(0o755)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"${native.CACHE_ENV}={cache} ({cache}) cannot be written" in out.stderr
+    assert "Permission denied" in out.stderr and "did not compile" not in out.stderr
+    assert "source net" not in out.stderr and not (tmp_path / "results").exists()

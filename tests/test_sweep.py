@@ -15,7 +15,7 @@ import ktlib
 from ktlib import sweep
 from ktlib.data import DATA_DIR_ENV
 from ktlib.model import PAPER_FREE_PARAMETERS
-from conftest import write_emnist
+from conftest import as_ordinary_user, ktlib_cli, run, write_emnist
 
 NUMBERS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
            "stopped_by", "trainable_parameters"]  # everything but wall time and commit
@@ -60,10 +60,18 @@ def test_every_notebook_has_the_same_parameters_and_they_are_config_fields():
     (dict(sizes=[0, 1]), "sizes integers >= 1"),
     (dict(sizes=[2.5]), "sizes integers >= 1"),
     (dict(levels=[2.5]), r"must be an integer in 0\.\.5"),
-    (dict(trials=0), "trials must be >= 1"),
-    (dict(source_accuracy=1.5), "source_accuracy must be in"),
+    (dict(trials=0), "trials must be an integer >= 1, got 0"),
+    (dict(source_accuracy=1.5), r"source_accuracy must be a number in \(0, 1\]"),
     (dict(engine="gpu"), "engine must be one of"),
     (dict(workers=0), "workers must be an integer >= 1"),
+    (dict(seed="abc"), "seed must be an integer >= 0, got 'abc'"),
+    (dict(seed=1.5), "seed must be an integer >= 0, got 1.5"),
+    (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(trials=1.5), "trials must be an integer >= 1"),
+    (dict(lr="fast"), "lr must be a number > 0"),
+    (dict(batch_size=64), "batch_size=64: the native engine takes batches of at most 32"),
+    (dict(code_bits=16), "code_bits=16: the native engine is built for 20 code bits"),
+    (dict(code_scheme="one-of-n", code_bits=21, engine="batched"), "code_bits must equal n_classes"),
 ])
 def test_bad_configs_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -72,11 +80,19 @@ def test_bad_configs_are_clear_errors(overrides, message):
 
 def test_results_dir_comes_from_the_argument_then_the_environment_then_the_profile(monkeypatch):
     monkeypatch.delenv(sweep.RESULTS_DIR_ENV, raising=False)
-    assert ktlib.Config().results_dir == str(Path("results") / "paper")
-    assert ktlib.Config.for_profile("smoke").results_dir == str(Path("results") / "smoke")
+    assert ktlib.Config().results_dir == str(Path.cwd() / "results" / "paper")
+    assert ktlib.Config.for_profile("smoke").results_dir == str(Path.cwd() / "results" / "smoke")
     monkeypatch.setenv(sweep.RESULTS_DIR_ENV, "/tmp/elsewhere")
     assert ktlib.Config().results_dir == "/tmp/elsewhere"
-    assert ktlib.Config(results_dir="given").results_dir == "given"
+    assert ktlib.Config(results_dir="given").results_dir == str(Path.cwd() / "given")
+
+
+def test_the_native_engines_limits_are_those_its_kernels_were_built_for():
+    from ktlib import native
+    lib = native.library()
+    assert (lib.kt_max_batch(), lib.kt_code_bits()) == (native.MAX_BATCH, native.CODE_BITS)
+    assert ktlib.Config(batch_size=native.MAX_BATCH).batch_size == native.MAX_BATCH
+    assert ktlib.Config(batch_size=64, engine="batched").batch_size == 64  # the other engines take any size
 
 
 def test_the_engine_is_part_of_the_experiment_and_the_worker_count_is_not():
@@ -182,12 +198,108 @@ def test_a_rerun_reuses_the_source_net_and_the_finished_runs(tmp_path, data_dir)
     assert first.equals(again)
 
 
-def test_resuming_with_another_config_is_refused(tmp_path, data_dir):
+def test_resuming_with_another_config_is_refused_naming_the_fields(tmp_path, data_dir):
     ktlib.run(small(tmp_path, data_dir, sizes=[1]), progress=False)
-    with pytest.raises(RuntimeError, match="holds runs of another experiment"):
-        ktlib.run(small(tmp_path, data_dir, max_epochs=21), progress=False)
-    with pytest.raises(RuntimeError, match="trained under another configuration"):
-        ktlib.run(small(tmp_path, data_dir, lr=0.002), progress=False)
+    with pytest.raises(RuntimeError, match=r"holds runs of another experiment: config.max_epochs \(20 there, 21 now\)"):
+        ktlib.run(small(tmp_path, data_dir, sizes=[1], max_epochs=21), progress=False)
+    with pytest.raises(RuntimeError, match=r"config.lr \(0.001 there, 0.002 now\)"):
+        ktlib.run(small(tmp_path, data_dir, sizes=[1], lr=0.002), progress=False)
+
+
+def fingerprint(directory: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("kept", [("sweep.csv", "source.json"), ("source.json",), ("source.pt", "source.json")],
+                         ids=["committed-record", "source-record-only", "source-net-only"])
+def test_a_refused_config_changes_nothing_in_the_directory(tmp_path, data_dir, kept):
+    """The committed record's layout (no source.pt) and others: seed 1 is refused before any training or write."""
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    ktlib.run(cfg, progress=False)
+    where = Path(cfg.results_dir)
+    for p in where.iterdir():
+        if p.name not in kept:
+            p.unlink()
+    before = fingerprint(where)
+    with pytest.raises(RuntimeError, match=r"seed \(0 there, 1 now\)|trained under another configuration"):
+        ktlib.run(small(tmp_path, data_dir, sizes=[1], seed=1), progress=False)
+    with pytest.raises(RuntimeError, match=r"seed \(0 there, 1 now\)|trained under another configuration"):
+        sweep.prepare(small(tmp_path, data_dir, sizes=[1], seed=1), progress=False)  # the source notebook's call
+    assert fingerprint(where) == before
+
+
+def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    ktlib.run(cfg, progress=False)
+    where = Path(cfg.results_dir)
+    (where / sweep.SOURCE_FILE).unlink()
+    record = json.loads((where / sweep.SOURCE_RECORD).read_text())
+    record["state_sha256"] = "0" * 64  # as if another machine had trained it
+    (where / sweep.SOURCE_RECORD).write_text(json.dumps(record))
+    before = fingerprint(where)
+    with pytest.raises(RuntimeError, match="is not the one .*source.json was made with.*nothing was written"):
+        sweep.prepare(cfg, progress=False)
+    assert fingerprint(where) == before
+
+
+def test_a_results_file_whose_last_row_was_cut_is_detected_and_the_run_redone(tmp_path, data_dir, capfd):
+    cfg = small(tmp_path, data_dir)
+    whole = ktlib.run(cfg, progress=False)
+    path = Path(cfg.results_dir) / sweep.RESULTS_FILE
+    text = path.read_text()
+    path.write_text(text[:text.rstrip("\n").rindex(",")])  # cut inside the last row, as a failing copy would
+    with pytest.raises(sweep.ResultsError, match="its last row was cut short"):
+        ktlib.read_results(path)
+    again = ktlib.run(cfg, progress=False)
+    assert "its last row was cut short; that run is done again" in capfd.readouterr().err
+    assert again[NUMBERS].equals(whole[NUMBERS]) and not again.isna().any().any()
+
+
+def test_a_damaged_row_inside_a_results_file_is_an_error_naming_the_line(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    ktlib.run(cfg, progress=False)
+    path = Path(cfg.results_dir) / sweep.RESULTS_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].split(",", 3)[0] + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(sweep.ResultsError, match=r"sweep.csv:4: a row with missing values"):
+        ktlib.run(cfg, progress=False)
+
+
+def test_a_sweep_removes_the_temporary_files_of_killed_writers(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    where = Path(cfg.results_dir)
+    where.mkdir(parents=True)
+    for name in (".source.pt.123.abcd1234.part", ".sweep.csv.456.0000ffff.part", ".source.json.7.00000000.part"):
+        (where / name).write_bytes(b"half written")
+    ktlib.run(cfg, progress=False)
+    assert not list(where.glob(".*.part"))
+
+
+def test_an_unwritable_results_directory_is_refused_before_training(tmp_path, smoke_data):
+    results = tmp_path / "read-only"
+    results.mkdir()
+    results.chmod(0o555)
+    try:
+        out = run(as_ordinary_user(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data),
+                                             "--results-dir", str(results))))
+    finally:
+        results.chmod(0o755)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"results directory {results} cannot be written: Permission denied" in out.stderr
+    assert "source net" not in out.stderr  # its progress bar never started
+    assert not list(results.iterdir())
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--trials", "0"], "trials must be an integer >= 1, got 0"),  # not the profile's default in its place
+    (["--seed", "-3"], "seed must be an integer >= 0, got -3"),
+])
+def test_the_cli_refuses_bad_values_before_any_work(tmp_path, smoke_data, option, message):
+    out = run(ktlib_cli("sweep", "--dry-run", *option, "--data-dir", str(smoke_data),
+                        "--results-dir", str(tmp_path / "r")))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
 
 
 CHILD = """

@@ -1,0 +1,152 @@
+"""Files that must never be half-written: atomic writes, and one writer at a time per results directory."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK_FILE = ".lock"  # holds the writer's PID; the OS lock on it, not its presence, is what counts
+
+
+class StoreError(RuntimeError):
+    """A results directory cannot be written, or another process is writing to it."""
+
+
+class Busy(StoreError):
+    """Another process holds the results directory's writer lock."""
+
+
+def part_name(dest: Path) -> Path:
+    """The temporary file that dest is written through, beside it."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+
+
+def remove_stale_parts(dest: str | os.PathLike) -> None:
+    """Delete the temporary files that a process killed inside atomic_open(dest) left behind."""
+    dest = Path(dest)
+    for stale in dest.parent.glob(f".{dest.name}.*.part"):
+        stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(dest: str | os.PathLike):
+    """A binary file to write dest through: written beside it, renamed into place only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = part_name(dest)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    """Replace dest with data, atomically; a failure (disk full, no permission) names the file and leaves
+    the old one as it was."""
+    try:
+        with atomic_open(dest) as f:
+            f.write(data)
+    except OSError as e:
+        raise StoreError(f"cannot write {dest}: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------- one writer per results directory
+
+_held: set[str] = set()  # the real paths of the results directories whose lock this process holds
+_guard = threading.Lock()
+
+
+def _holder(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    pid = os.read(fd, 64).decode(errors="replace").strip()
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def _busy(directory: Path, fd: int, wait: bool, mode: int) -> None:
+    """Take the lock on fd in mode (shared or exclusive); if another process holds it, refuse or wait."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+    who = _holder(fd)
+    if not wait:
+        raise Busy(f"results directory {directory} is in use by {who}, which holds {directory / LOCK_FILE}; "
+                   f"wait for it to finish (--wait, or wait=True), or choose another results directory")
+    print(f"waiting for {who} to finish with {directory}", file=sys.stderr, flush=True)
+    fcntl.flock(fd, mode)
+
+
+def wait_until_free(directory: str | os.PathLike, wait: bool = False) -> None:
+    """Refuse (or, with wait, wait out) another process that is writing to directory; creates nothing."""
+    directory = Path(directory)
+    if os.path.realpath(directory) in _held:
+        return
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no lock file, so no writer yet (or one writer() will report clearly)
+        return
+    try:
+        _busy(directory, fd, wait, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
+
+
+def _open_lock(directory: Path) -> int:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(f"results directory {directory} cannot be written: {e.strerror or e}") from None
+    return fd
+
+
+def _check_writable(directory: Path) -> None:
+    """Create and remove a file, so that an unwritable directory is refused before any work."""
+    probe = directory / f".probe.{os.getpid()}.{secrets.token_hex(4)}.part"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise StoreError(f"results directory {directory} cannot be written: {e.strerror or e}") from None
+
+
+@contextmanager
+def writer(directory: str | os.PathLike, wait: bool = False):
+    """Hold the results directory's writer lock for the block: an OS lock, released when the process ends
+    however it ends. Another process is refused with its PID named, or, with wait=True, waited for.
+    Re-entrant within a process. On entry, temporary files a killed writer left behind are removed."""
+    directory = Path(directory)
+    key = os.path.realpath(directory)
+    with _guard:
+        inner = key in _held
+    if inner:  # this process already holds it (a sweep preparing its source net)
+        yield directory
+        return
+    fd = _open_lock(directory)
+    try:
+        _busy(directory, fd, wait, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _check_writable(directory)
+        for stale in directory.glob(".*.part"):  # only a writer makes these, and no other writer is running
+            stale.unlink(missing_ok=True)
+        with _guard:
+            _held.add(key)
+        try:
+            yield directory
+        finally:
+            with _guard:
+                _held.discard(key)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

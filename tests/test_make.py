@@ -1,0 +1,110 @@
+"""The README's main command, and papermill by hand, as a new user types them: paths mean what they say from
+where they were typed, and a failed build leaves the committed notebooks as they were."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ktlib import data as D
+from ktlib import sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".venv"
+NOTEBOOKS = ["01_source", "02_sweep", "03_variance", "04_parameters"]
+
+needs_venv = pytest.mark.skipif(not (VENV / ".installed").exists(), reason="no .venv: run `make install` first")
+
+
+def checkout(dest: Path) -> Path:
+    """The working tree's files as a fresh clone has them, sharing this checkout's installed .venv and MathJax."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    installed = (VENV / ".installed").stat().st_mtime
+    for name in ("requirements.lock", "pyproject.toml", "book/package.json", "book/package-lock.json"):
+        os.utime(dest / name, (installed - 60, installed - 60))  # make must not reinstall into the shared .venv
+    (dest / ".venv").symlink_to(VENV)
+    shutil.copytree(ROOT / "book/_static/mathjax", dest / "book/_static/mathjax")
+    return dest
+
+
+def make(repo: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
+    """make in repo as typed in a shell there: $PWD is repo, and KTLIB_* come only from `env`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KTLIB_")}
+    return subprocess.run(["make", *targets], cwd=repo, env={**base, "PWD": str(repo), **env},
+                          capture_output=True, text=True, timeout=900)
+
+
+def stored(repo: Path) -> dict[str, bytes]:
+    return {nb: (repo / "notebooks" / f"{nb}.ipynb").read_bytes() for nb in NOTEBOOKS}
+
+
+def executed_with(repo: Path, profile: str) -> None:
+    for nb in NOTEBOOKS:
+        cells = nbformat.read(repo / "notebooks" / f"{nb}.ipynb", 4).cells
+        injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert f'profile = "{profile}"' in injected[0].source, nb
+        assert not [o for c in cells for o in c.get("outputs", []) if o.output_type == "error"], nb
+
+
+@needs_venv
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["default", "relative"])
+def test_make_book_finds_the_data_at_the_default_place_or_a_relative_one(real_dir, tmp_path, where):
+    """`make book` with the data in data/emnist and $KTLIB_DATA_DIR unset, and with a relative $KTLIB_DATA_DIR."""
+    repo = checkout(tmp_path / "repo")
+    if where == "default":
+        (repo / "data").mkdir()
+        (repo / "data" / "emnist").symlink_to(real_dir)
+        env = {}
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "emnist").symlink_to(real_dir)
+        env = {D.DATA_DIR_ENV: "../elsewhere/emnist"}
+    out = make(repo, "book", "PROFILE=smoke", **env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (repo / "_build/html/index.html").exists()
+    executed_with(repo, "smoke")
+    meta, rows = sweep.read_results(repo / "results/smoke" / sweep.RESULTS_FILE)
+    assert len(rows) == 2 and meta["data_checksums"] == D.checksums(real_dir)
+
+
+@needs_venv
+@pytest.mark.slow
+def test_a_failed_make_book_leaves_the_committed_notebooks_as_they_were(smoke_data, tmp_path):
+    repo = checkout(tmp_path / "repo")
+    broken = Path(shutil.copytree(smoke_data, tmp_path / "broken"))
+    (broken / D.image_file("train")).write_bytes(b"not gzip")  # the mapping is there: make does not download
+    before = stored(repo)
+    out = make(repo, "book", "PROFILE=smoke", **{D.DATA_DIR_ENV: str(broken)})
+    assert out.returncode != 0
+    assert "notebooks/01_source.ipynb failed" in out.stdout and "notebooks/ is unchanged" in out.stdout
+    assert "not a readable gzip file" in (repo / "_build/executed/01_source.ipynb").read_text()
+    assert stored(repo) == before
+    assert not (repo / "_build/html").exists()
+
+
+@needs_venv
+@pytest.mark.slow
+def test_papermill_parameters_and_environment_paths_are_taken_from_where_it_was_started(smoke_data, tmp_path):
+    """papermill --cwd notebooks, typed in tmp_path with relative paths, as the README shows it."""
+    shutil.copytree(smoke_data, tmp_path / "emnist")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KTLIB_")}, "PWD": str(tmp_path),
+           D.DATA_DIR_ENV: "emnist"}
+    papermill = [str(VENV / "bin/papermill"), "--cwd", str(ROOT / "notebooks"), str(ROOT / "notebooks/01_source.ipynb")]
+    out = subprocess.run([*papermill, "out.ipynb", "-p", "profile", "smoke", "-p", "results_dir", "mine"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "mine" / sweep.SOURCE_RECORD).exists()
+
+    bad = subprocess.run([*papermill, "bad.ipynb", "-p", "profile", "smoke", "-p", "seed", "abc"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    assert "ValueError: seed must be an integer >= 0, got 'abc'" in bad.stderr

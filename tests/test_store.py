@@ -1,0 +1,131 @@
+"""A results directory has one writer at a time, and a failed write leaves what was saved as it was."""
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ktlib
+from ktlib import store, sweep
+from conftest import ktlib_cli, on_a_small_disk, run
+
+# A sweep through the command line that starts when a line arrives on its stdin (its imports done), and
+# after its first saved run holds still, with the directory's lock, until another line arrives.
+PAUSING = """
+import json, sys
+from ktlib import sweep
+sys.stdin.readline()
+write = sweep.write_results
+def write_then_pause(*args):
+    write(*args)
+    if not write_then_pause.paused:
+        write_then_pause.paused = True
+        sys.stdin.readline()
+write_then_pause.paused = False
+sweep.write_results = write_then_pause
+sys.exit(sweep.main(json.loads(sys.argv[1])))
+"""
+
+
+def pausing(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", PAUSING, json.dumps(list(argv))], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def go(proc: subprocess.Popen) -> None:
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+
+
+def sweep_args(data: Path, results: Path, *extra: str) -> list[str]:
+    return ["sweep", "--dry-run", "--no-progress", "--data-dir", str(data), "--results-dir", str(results),
+            "--levels", "0", "1", "2", "3", "4", "5", "--sizes", "1", "5", "--trials", "3", *extra]
+
+
+def holding(proc: subprocess.Popen, results: Path) -> None:
+    """Wait until proc holds the writer lock of results and has saved a run (then it pauses)."""
+    deadline = time.monotonic() + 120
+    lock, csv = results / store.LOCK_FILE, results / sweep.RESULTS_FILE
+    while not (lock.exists() and lock.read_text().strip() == str(proc.pid) and csv.exists()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.01)
+
+
+def fingerprint(directory: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_a_second_sweep_on_a_directory_in_use_is_refused_naming_the_writer(smoke_data, tmp_path):
+    results = tmp_path / "results"
+    first, second = pausing(*sweep_args(smoke_data, results, "--seed", "1")), \
+        pausing(*sweep_args(smoke_data, results, "--seed", "2"))
+    go(first)
+    holding(first, results)
+    go(second)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2 and "Traceback" not in err
+    assert f"is in use by process {first.pid}" in err and "--wait" in err
+    go(first)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "36 runs in" in out
+    meta, rows = ktlib.read_results(results / sweep.RESULTS_FILE)
+    assert meta["config"]["seed"] == 1 and len(rows) == 36 and not rows.duplicated(["n", "k", "trial"]).any()
+    assert sweep.read_source_record(results)["state_sha256"] == meta["source"]["state_sha256"]
+
+    # once the first is done, the other seed is refused for what it is, and nothing in the directory changes
+    before = fingerprint(results)
+    late = run(ktlib_cli(*sweep_args(smoke_data, results, "--seed", "2")))
+    assert late.returncode == 2 and "config.seed (1 there, 2 now)" in late.stderr
+    assert fingerprint(results) == before
+
+
+def test_a_second_sweep_asked_to_wait_runs_after_the_first(smoke_data, tmp_path):
+    results = tmp_path / "results"
+    first, second = pausing(*sweep_args(smoke_data, results)), pausing(*sweep_args(smoke_data, results, "--wait"))
+    go(first)
+    holding(first, results)
+    go(second)
+    assert f"waiting for process {first.pid}" in second.stderr.readline()
+    go(first)
+    assert first.wait(timeout=300) == 0
+    out, err = second.communicate(timeout=300)  # it finds every run done, and never pauses
+    assert second.returncode == 0, err
+    assert "36 runs in" in out
+    _, rows = ktlib.read_results(results / sweep.RESULTS_FILE)
+    assert len(rows) == 36 and not rows.duplicated(["n", "k", "trial"]).any()
+
+
+def test_the_lock_is_released_when_its_holder_is_killed(smoke_data, tmp_path):
+    results = tmp_path / "results"
+    first = pausing(*sweep_args(smoke_data, results))
+    go(first)
+    holding(first, results)
+    first.kill()
+    first.communicate()
+    with store.writer(results):  # not refused: the OS released the dead process's lock
+        pass
+
+
+def test_a_full_disk_is_one_clear_error_and_nothing_is_half_written(smoke_data, tmp_path):
+    results = tmp_path / "small-disk"
+    out = run(on_a_small_disk(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data), "--results-dir",
+                                        str(results)), results, size="64k"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"cannot write {results / sweep.SOURCE_FILE}: No space left on device" in out.stderr
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
+    dest = tmp_path / "file"
+    store.write_bytes(dest, b"saved")
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    with pytest.raises(store.StoreError, match=f"cannot write {dest}: No space left on device"):
+        store.write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"saved" and [p.name for p in tmp_path.iterdir()] == ["file"]

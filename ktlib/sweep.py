@@ -350,12 +350,12 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
             "train_accuracy": history[-1]["train_accuracy"], "seconds": history[-1]["seconds"],
             "reached_target": history[-1]["train_accuracy"] >= cfg.source_accuracy,
             "state_sha256": state_hash(net), "history": history}
-    recorded = recorded_source(where)
-    if recorded and recorded[1] != info["state_sha256"]:
-        raise RuntimeError(f"the source net trained now (sha256 {info['state_sha256'][:12]}) is not the one "
-                           f"{recorded[0]} was made with ({recorded[1][:12]}), although the configuration is the "
-                           f"same (another machine rounds differently?); nothing was written. Choose another "
-                           f"results_dir.")
+    for record, sha in recorded_sources(where):
+        if sha != info["state_sha256"]:
+            raise RuntimeError(f"the source net trained now (sha256 {info['state_sha256'][:12]}) is not the one "
+                               f"{record} was made with ({sha[:12]}), although the configuration is the same "
+                               f"(another machine rounds differently?); nothing was written. Choose another "
+                               f"results_dir.")
     buffer = io.BytesIO()
     torch.save({"key": key, "state_dict": net.state_dict(), "info": info}, buffer)
     store.write_bytes(path, buffer.getvalue())  # in memory first: torch.save hides a full disk's error
@@ -363,13 +363,14 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
     return net, info
 
 
-def recorded_source(where: Path) -> tuple[Path, str] | None:
-    """The file in `where` that names the source net its runs were made with, and that net's sha256."""
+def recorded_sources(where: Path) -> list[tuple[Path, str]]:
+    """Each file in `where` that names the source net its contents were made with, and that net's sha256."""
+    out = []
     if (where / RESULTS_FILE).exists():
-        return where / RESULTS_FILE, read_results(where / RESULTS_FILE, cut_ok=True)[0]["source"]["state_sha256"]
+        out.append((where / RESULTS_FILE, read_results(where / RESULTS_FILE, cut_ok=True)[0]["source"]["state_sha256"]))
     if (where / SOURCE_RECORD).exists():
-        return where / SOURCE_RECORD, read_source_record(where)["state_sha256"]
-    return None
+        out.append((where / SOURCE_RECORD, read_source_record(where)["state_sha256"]))
+    return out
 
 
 def write_source_record(path: Path, exp: Experiment, info: dict) -> None:

@@ -7,7 +7,7 @@
 # make plain-record - the plain path's record of the grid, which the sweep notebook compares the engine with
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>, ENGINE=batched (no C compiler needed)
-#          or plain; a record made by another engine than native goes to results/<profile>-<engine>/.
+#          or plain; `ktlib publish` names the record's directory (ktlib.results.record_path).
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,14 +15,14 @@ BIN := $(VENV)/bin
 PROFILE ?= paper
 SEED ?= 0
 ENGINE ?= native
-NOTEBOOKS := 01_source 02_sweep 03_variance 04_parameters
+# The notebooks, in the book's order: the table of contents is the one list of them.
+NOTEBOOKS := $(shell sed -n 's|^ *- file: notebooks/||p' _toc.yml)
 # EMNIST ByClass comes from $KTLIB_DATA_DIR; without it, it is downloaded into data/emnist. A relative path
 # is taken from this directory, where make was typed: ktlib reads it from the launch directory ($PWD), which
 # papermill and nbval pass on to kernels they start in notebooks/.
 export KTLIB_DATA_DIR := $(or $(KTLIB_DATA_DIR),data/emnist)
 # This build's own runs (resumable); the last build's record is copied to results/<profile>/ and committed.
 RUN_DIR := $(CURDIR)/_build/results/$(PROFILE)-$(ENGINE)
-RECORD := results/$(PROFILE)$(if $(filter native,$(ENGINE)),,-$(ENGINE))
 NBVAL_DIR := $(CURDIR)/_build/nbval
 # papermill writes here; the notebooks replace notebooks/*.ipynb only once all of them have run
 SCRATCH := $(CURDIR)/_build/executed
@@ -61,8 +61,7 @@ notebooks: install data
 	    || { echo "notebooks/$$nb.ipynb failed: its output is in $(SCRATCH)/$$nb.ipynb; notebooks/ is unchanged"; exit 1; }; \
 	done
 	for nb in $(NOTEBOOKS); do mv $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
-	mkdir -p $(RECORD)
-	cp $(RUN_DIR)/sweep.csv $(RUN_DIR)/source.json $(RECORD)/
+	$(BIN)/ktlib publish $(RUN_DIR)
 
 book: notebooks html
 
@@ -71,8 +70,7 @@ book: notebooks html
 plain-record: install data
 	$(BIN)/ktlib sweep --engine plain --profile $(PROFILE) --seed $(SEED) --no-progress \
 	  --results-dir $(CURDIR)/_build/results/$(PROFILE)-plain
-	mkdir -p results/$(PROFILE)-plain
-	cp _build/results/$(PROFILE)-plain/sweep.csv _build/results/$(PROFILE)-plain/source.json results/$(PROFILE)-plain/
+	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain
 
 # The plain path against the engine on the paper's 150 runs (about 17 minutes); seconds, ratios, GFLOP/s.
 bench: install data

@@ -22,8 +22,9 @@ import time
 import torch
 
 import ktlib
-from ktlib import sweep
-from ktlib.model import build, connections, forward_flops, training_flops
+from ktlib import runs, sweep
+from ktlib.config import ENGINES
+from ktlib.model import connections, forward_flops, training_flops
 
 
 def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
@@ -42,7 +43,7 @@ def _timed(fn) -> float:
 
 def useful_flops(rows: list[dict], cfg: ktlib.Config) -> float:
     """Training steps and per-epoch evaluations on each run's training set, and its final test."""
-    conn = connections(build(0))
+    conn = connections()
     total = 0.0
     for r in rows:
         images = r["k"] * cfg.n_classes
@@ -58,7 +59,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 10, 20, 40])
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--workers", type=int, default=None, help="engine threads (default: the usable cores)")
-    p.add_argument("--engines", nargs="+", default=["plain", "native"], choices=sweep.ENGINES,
+    p.add_argument("--engines", nargs="+", default=["plain", "native"], choices=ENGINES,
                    help="the paths to time; the first is the baseline of the ratios (default: plain native)")
     a = p.parse_args()
 
@@ -68,27 +69,20 @@ def main() -> None:
         cfg = ktlib.Config(data_dir=a.data_dir, results_dir=tmp, levels=a.levels, sizes=a.sizes, trials=a.trials,
                            workers=a.workers)
         exp, source, info = sweep.prepare(cfg, progress=False)
-    test, codes = sweep.tensors(exp.test_set()), exp.codes("target")
-    grid = [(k, t, n) for k in cfg.sizes for t in range(cfg.trials) for n in cfg.levels]
+    task, grid = exp.task(source), runs.grid(cfg)
     print(f"{len(grid)} runs: n in {cfg.levels}, k in {cfg.sizes}, {cfg.trials} trials; "
           f"engine workers: {cfg.worker_count()}")
 
-    def timed(engine: str, todo: list) -> tuple[float, float]:
+    def timed(engine: str, keys: list) -> tuple[float, float]:
         """(seconds, useful FLOPs) of these runs by this path."""
-        rows, start, c = [], time.perf_counter(), dataclasses.replace(cfg, engine=engine)
-        if engine == "plain":
-            for k, t, n in todo:
-                train_set, seed = exp.trial_set(k, t)
-                rows.append({"n": n, "k": k, **sweep.run_one(source, n, train_set, test, codes, seed, c)})
-        else:
-            sweep.run_groups(dataclasses.replace(exp, cfg=c), source, todo, test, codes,
-                             lambda n, k, t, seed, r: rows.append({"n": n, "k": k, **r}))
+        start = time.perf_counter()
+        rows = runs.train_runs(dataclasses.replace(task, cfg=dataclasses.replace(cfg, engine=engine)), keys)
         return time.perf_counter() - start, useful_flops(rows, cfg)
 
     per_n = {e: {} for e in a.engines}
     for e in a.engines:
         for n in cfg.levels:
-            per_n[e][n] = timed(e, [g for g in grid if g[2] == n])
+            per_n[e][n] = timed(e, [key for key in grid if key.n == n])
             print(f"  {e:7} n={n}: {per_n[e][n][0]:7.1f} s", flush=True)
     rows = [(f"n={n}", {e: per_n[e][n] for e in a.engines}) for n in cfg.levels]
     rows.append(("all, n by n", {e: tuple(map(sum, zip(*per_n[e].values()))) for e in a.engines}))

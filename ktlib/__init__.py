@@ -1,4 +1,6 @@
 """ktlib: Gutstein, Fuentes & Freudenthal (2007), knowledge transfer in deep convolutional nets, reproduced."""
-from .sweep import Config, mean_table, read_results, run
+from .config import Config
+from .results import mean_table, read_results
+from .sweep import run
 
 __all__ = ["Config", "run", "read_results", "mean_table"]

@@ -8,20 +8,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import PAPER_SOURCE_ACCURACY
 from .model import LAYERS, PAPER_FREE_PARAMETERS
-from .sweep import mean_table, read_results
+from .results import KEY, experiment_differences, mean_table, read_results
 
-PAPER_SOURCE_ACCURACY = 0.9438
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
 PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}
 
-# What the paper's words are taken to mean; each threshold is stated in the book.
-SOURCE_NEAR = 0.01   # 'reached 94.38%': within 1 point of it
-RISES_RANK = 0.8     # 'rises with n': rank correlation of n and mean accuracy at least this (one swap allowed)
-CLEAR_GAIN = 0.02    # 'clearly beats': at least 2 points better on average, and better in every paired trial
-BARELY = 0.5         # 'barely grows past k=10': gain from k=10 to k=40 under half that of the untransferred net
-SLIGHT = 0.25        # 'slight variance': median trial-to-trial std under a quarter of the k=1 transfer gain
-TOLERANCE = 0.03     # a re-run reproduces the record when no cell mean moves by more than this
+
+@dataclass(frozen=True)
+class Threshold:
+    """Where a verdict draws its line, and what in the paper's words it stands for."""
+    value: float
+    meaning: str
+
+
+# What the paper's words are taken to mean, set before judging; the book glues every line of this table.
+THRESHOLDS = {
+    "source_near": Threshold(0.01, "'reached 94.38%': within 1 point of it"),
+    "rises_rank": Threshold(0.8, "'rises with n': rank correlation of n and mean accuracy at least this "
+                                 "(one swap of neighbours allowed)"),
+    "clear_gain": Threshold(0.02, "'clearly beats': at least this much better on average, and better in "
+                                  "every paired trial"),
+    "barely": Threshold(0.5, "'barely grows past k=10': gain from k=10 to k=40 under this share of the "
+                             "untransferred net's"),
+    "slight": Threshold(0.25, "'slight variance': median trial-to-trial std under this share of the k=1 "
+                              "transfer gain"),
+    "tolerance": Threshold(0.03, "a re-run reproduces the record when no cell mean moves by more than this"),
+}
+SOURCE_NEAR, RISES_RANK, CLEAR_GAIN, BARELY, SLIGHT, TOLERANCE = (
+    THRESHOLDS[name].value for name in ("source_near", "rises_rank", "clear_gain", "barely", "slight", "tolerance"))
 
 HOLDS, PARTLY, FAILS = "holds", "partly", "fails"
 
@@ -123,10 +139,6 @@ def _is_clear(d: np.ndarray) -> bool:
     return bool(d.mean() >= CLEAR_GAIN and (d > 0).all())
 
 
-def clear_gain(rows: pd.DataFrame, n: int, k: int) -> bool:
-    return _is_clear(_paired(rows, n, k))
-
-
 def claim_c1_s4(rows: pd.DataFrame, n: int = 4) -> Claim:
     """Retaining C1-S4 (3.3% of the weights) clearly beats training from scratch."""
     sizes = sorted(rows.k.unique())
@@ -182,6 +194,8 @@ def claim_effort(rows: pd.DataFrame) -> Claim:
 
 SWEEP_CLAIMS = {"k1_rises": claim_k1_rises, "best_moves_down": claim_best_moves_down, "c1_s4": claim_c1_s4,
                 "c5_saturates": claim_c5_saturates, "variance": claim_variance, "effort": claim_effort}
+# Every claim the book judges, by the notebook that judges it: the Claims page has one row for each.
+CLAIMS = {"04_parameters": ["table1", "shares"], "01_source": ["source"], "03_variance": list(SWEEP_CLAIMS)}
 
 
 def sweep_claims(rows: pd.DataFrame) -> list[Claim]:
@@ -231,13 +245,10 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
     if not record.exists():
         return {"comparable": False, "reason": f"no record at {record}"}
     old_meta, old = read_results(record)
-    for key in ("config", "data_checksums", "source_classes", "target_classes"):
-        mine, theirs = meta[key], old_meta[key]
-        if key == "config":
-            mine, theirs = ({k: v for k, v in c.items() if k not in ignore} for c in (mine, theirs))
-        if mine != theirs:
-            return {"comparable": False, "reason": f"the record is another experiment ({key} differs)"}
-    both = rows.merge(old, on=["n", "k", "trial"], suffixes=("", "_record"))
+    diff = experiment_differences(old_meta, meta, ignore)
+    if diff:
+        return {"comparable": False, "reason": f"the record is another experiment: {'; '.join(diff)}"}
+    both = rows.merge(old, on=KEY, suffixes=("", "_record"))
     if len(both) != len(rows) or len(both) != len(old):
         return {"comparable": False, "reason": f"the record has {len(old)} runs, this sweep {len(rows)}"}
     largest = float((mean_table(rows) - mean_table(old)).abs().max().max())

@@ -1,32 +1,13 @@
 """The sweep's engine: the trials of one (n, k) trained side by side, on frozen features computed once.
 
-`train.train` is the reference: one net, autograd, torch.optim.Adam. This module takes the same steps
-for R runs at once, with less work:
-
-* Frozen layers never change, so their outputs on an image never change: they are computed once per
-  source net and image set (`FeatureCache`), and a run with n frozen layers starts from layer n.
-* The R runs' parameters are rows of one (R, P) tensor, updated by one fused Adam step; each run keeps
-  its own seed (the same shuffles as the plain path), training set and stopping rule, and a run that has
-  stopped leaves the stack (`train_runs`).
-* Forward and backward passes are written out by hand, in a form that is cheap on a CPU:
-  - A tanh(S a) = 2A sigmoid(2S a) - A: sigmoid is about 10x faster than tanh here, and its derivative
-    sigma (1 - sigma) is one fused kernel. The parameters are kept multiplied by 2S, so that a layer
-    computes z = 2S a directly; Adam takes the same steps if its learning rate is scaled by 2S too and its
-    epsilon divided by it.
-  - Two sets of kernels compute them. `NativeKernels` (the default) run kernels.c, compiled for this
-    machine on first use (native.py): 16 images in the lanes of each vector, a whole step of every run in
-    one call. `TorchKernels` need no compiler: convolutions once per run (oneDNN is fast on one small
-    kernel and slow on grouped ones), everything else once for all runs; C1 as one stride-2 convolution
-    with 24 maps (the 6 maps at each position of S2's 2x2 tile), so S2's pooling sums contiguous planes;
-    and the backward pass leaves out each layer's constant factor 2A, put back by one multiplication by
-    a fixed per-parameter vector (`grad_scale`, which also applies C3's connection table).
-
-Both equal the plain path's numbers up to floating-point rounding (tests/test_engine.py).
+What it does and why it computes the same thing as the plain path (`train.train`) is explained once, in the
+book's method chapter (book/method.md, "How the runs are computed"); the comments here say how.
 """
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -34,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from .model import LAYERS, TANH_A as A, TANH_S as S, Net, c3_mask, predict, state_hash
+from .model import LAYERS, TANH_A as A, TANH_S as S, Net, predict, state_hash
+from .train import Epoch, stop_reason
 
 ZS = 2 * S                                           # z = 2S a: the scale the parameters are kept in
 _sigmoid_backward = torch.ops.aten.sigmoid_backward  # grad * sigma * (1 - sigma), in one pass
@@ -74,22 +56,19 @@ def stack(nets: list[Net], start: int) -> torch.Tensor:
                              for net in nets])
 
 
-def unstack(row: torch.Tensor, layout: list[Slot], net: Net) -> Net:
-    """Copy one run's row back into a Net."""
-    with torch.no_grad():
-        for name, v in views(row[None] / ZS, layout).items():
-            net.get_parameter(name).copy_(v[0])
-    return net
+def keep_mask(net: Net, start: int) -> torch.Tensor:
+    """Per parameter of layers start..: 1, or 0 for a weight the model's connection table removes (C3's).
+    The one form in which both kernel sets receive the table."""
+    layout = slots(net, start)
+    masks = {f"{name}.weight": getattr(net, name).mask for name in LAYERS if hasattr(getattr(net, name), "mask")}
+    return torch.cat([masks.get(s.name, torch.ones(s.shape)).flatten() for s in layout])
 
 
-def grad_scale(layout: list[Slot]) -> torch.Tensor:
-    """Per parameter: the factors 2A that `backward` leaves out (one per layer above), times C3's mask."""
-    parts = []
-    for s in layout:
-        factor = (2 * A) ** (len(LAYERS) - 1 - LAYERS.index(s.name.split(".")[0]))
-        mask = c3_mask() if s.name == "C3.weight" else torch.ones(s.shape)
-        parts.append((factor * mask).flatten())
-    return torch.cat(parts)
+def grad_scale(layout: list[Slot], keep: torch.Tensor) -> torch.Tensor:
+    """Per parameter: the factors 2A that `backward` leaves out (one per layer above), times `keep`."""
+    factors = [torch.full((math.prod(s.shape),), (2 * A) ** (len(LAYERS) - 1 - LAYERS.index(s.name.split(".")[0])))
+               for s in layout]
+    return torch.cat(factors) * keep
 
 
 def phase_kernels(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,7 +177,7 @@ def gradients(theta: torch.Tensor, x: torch.Tensor, target: torch.Tensor, start:
               scale: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Into grad (R, P): each run's gradient, for the engine's parameters theta (R, P), of its batch's
     mean squared error to the codes (over batch and bits). x: the batch's layer-`start` inputs (R, B, ...),
-    target: its codes (R, B, bits); scale: `grad_scale(layout)`."""
+    target: its codes (R, B, bits); scale: `grad_scale`."""
     p = views(theta, layout)
     ins, sig = forward(p, x, start)
     # dL/dz of F6 = 2 (y - t) / (batch * bits) * 2A sigma (1 - sigma)
@@ -267,45 +246,62 @@ class Adam:
 
 
 class TorchKernels:
-    """The engine's steps in PyTorch (`forward`, `backward`): portable, no compiler needed."""
+    """The engine's steps in PyTorch (`forward`, `backward`) for runs with n frozen layers: no compiler needed."""
 
-    def gradients(self, theta, x, target, idx, n, layout, scale, grad):
+    def __init__(self, net: Net, n: int):
+        self.n, self.layout = n, slots(net, n)
+        self.scale = grad_scale(self.layout, keep_mask(net, n))
+
+    def gradients(self, theta, x, target, idx, grad):
         rows = torch.arange(len(idx))[:, None] * x.shape[1]
         pick = (rows + idx).flatten()
         xb = x.flatten(0, 1).index_select(0, pick).view(*idx.shape, *x.shape[2:])
         tb = target.flatten(0, 1).index_select(0, pick).view(*idx.shape, -1)
-        return gradients(theta, xb, tb, n, layout, scale, grad)
+        return gradients(theta, xb, tb, self.n, self.layout, self.scale, grad)
 
-    def outputs(self, theta, x, n, layout, shared=False, chunk: int = 512):
+    def outputs(self, theta, x, shared=False, chunk: int = 512):
         """(R, M, bits): each run's outputs on its inputs x (R, M, ...), or on the shared x (M, ...)."""
-        p = views(theta, layout)
+        p = views(theta, self.layout)
         with torch.no_grad():
             return torch.stack([torch.cat([
-                _y(forward({k: v[r:r + 1] for k, v in p.items()}, (x if shared else x[r])[None, i:i + chunk], n)[1][5])[0]
+                _y(forward({k: v[r:r + 1] for k, v in p.items()}, (x if shared else x[r])[None, i:i + chunk],
+                           self.n)[1][5])[0]
                 for i in range(0, x.shape[0 if shared else 1], chunk)]) for r in range(len(theta))])
+
+    @staticmethod
+    def check() -> None:
+        """Nothing to check: PyTorch is all they need."""
 
 
 class NativeKernels:
-    """The engine's steps in C (ktlib/kernels.c, built on first use): about twice as fast again."""
+    """The engine's steps in C (ktlib/kernels.c, built on first use) for runs with n frozen layers."""
 
-    def __init__(self):
-        self.mask = c3_mask()[:, :, 0, 0].contiguous()
+    def __init__(self, net: Net, n: int):
+        if net.F6.weight.shape[0] != native.CODE_BITS:
+            raise ValueError(f"the native kernels are built for {native.CODE_BITS} code bits, not "
+                             f"{net.F6.weight.shape[0]}; use engine='batched'")
+        self.n, self.keep = n, keep_mask(net, n)
 
-    def gradients(self, theta, x, target, idx, n, layout, scale, grad):
-        return native.gradients(n, theta, grad, x, target, idx, self.mask)
+    def gradients(self, theta, x, target, idx, grad):
+        return native.gradients(self.n, theta, grad, x, target, idx, self.keep)
 
-    def outputs(self, theta, x, n, layout, shared=False):
-        return native.outputs(n, theta, x, shared)
+    def outputs(self, theta, x, shared=False):
+        return native.outputs(self.n, theta, x, shared)
+
+    @staticmethod
+    def check() -> None:
+        """Build or load the kernels now: a missing compiler or an unwritable cache is one clear error."""
+        native.library()
 
 
 KERNELS = {"batched": TorchKernels, "native": NativeKernels}
 
 
-def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, n: int,
-             layout: list[Slot], shared: bool = False) -> tuple[list, list]:
+def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
+             shared: bool = False) -> tuple[list, list]:
     """Per run: (accuracy by nearest code, mean squared error to the codes) on x (R, N, ...) and labels
     y (R, N), or on one shared set x (N, ...), y (N,)."""
-    out = kernels.outputs(theta, x, n, layout, shared)
+    out = kernels.outputs(theta, x, shared)
     y = y.expand(len(theta), -1) if shared else y
     losses = [F.mse_loss(o, codes[labels]).item() for o, labels in zip(out, y)]
     accs = [(predict(o, codes) == labels).sum().item() / len(labels) for o, labels in zip(out, y)]
@@ -318,63 +314,62 @@ class Cancelled(Exception):
 
 @dataclass
 class Run:
-    """One run's outcome: its per-epoch history, its final test accuracy, and the trained net."""
-    history: list[dict]
+    """One run's outcome: its per-epoch history, why it stopped, its final test accuracy, and its trained
+    parameters (layers n.., flattened, in the net's own scale)."""
+    history: list[Epoch]
+    stopped_by: str
     test_accuracy: float
-    net: Net
+    weights: torch.Tensor
 
 
 def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seeds: list[int],
                stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float = 1e-3,
-               batch_size: int = 32, on_run=None, cancel=None, kernels: str = "native") -> list[Run]:
+               batch_size: int = 32, on_run=None, cancel: threading.Event | None = None,
+               kernels: str = "native") -> list[Run]:
     """Train R nets whose bottom n layers are frozen, side by side; each stops by its own rule.
 
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
     test: the test set's layer-n inputs (M, ...) and labels (M,), shared by all runs. Shuffling is
     `train.train`'s (a generator per run, seeded with that run's seed). on_run(index, Run) is called as
-    each run stops; once the threading.Event `cancel` is set, Cancelled is raised at the next epoch.
+    each run stops; once `cancel` is set, Cancelled is raised at the next epoch.
     kernels: "native" (C, see native.py) or "batched" (PyTorch)."""
     R, N = y.shape
-    if kernels == "native" and codes.shape[1] != 20:
-        raise ValueError(f"the native kernels are built for 20 code bits, not {codes.shape[1]}; use 'batched'")
-    steps = KERNELS[kernels]()
-    layout = slots(nets[0], n)
+    steps = KERNELS[kernels](nets[0], n)
     theta = stack(nets, n)
     if theta.shape[1] == 0:
         raise ValueError("the nets have no trainable parameters")
-    opt, grad, scale = Adam(theta, lr), torch.empty_like(theta), grad_scale(layout)
+    opt, grad = Adam(theta, lr), torch.empty_like(theta)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     active = list(range(R))            # which run each row of theta is
-    histories: list[list[dict]] = [[] for _ in range(R)]
+    histories: list[list[Epoch]] = [[] for _ in range(R)]
     results: list[Run | None] = [None] * R
     target = codes[y]
     start = time.perf_counter()
-    for epoch in range(1, max_epochs + 1):
+    while active:
         if cancel is not None and cancel.is_set():
-            raise Cancelled(f"{sum(r is None for r in results)} of {R} runs unfinished")
+            raise Cancelled(f"{len(active)} of {R} runs unfinished")
         perms = torch.stack([torch.randperm(N, generator=gens[r]) for r in active])
         for idx in perms.split(batch_size, dim=1):
-            opt.step(steps.gradients(theta, x, target, idx.contiguous(), n, layout, scale, grad))
-        accs, losses = evaluate(steps, theta, x, y, codes, n, layout)
+            opt.step(steps.gradients(theta, x, target, idx.contiguous(), grad))
+        accs, losses = evaluate(steps, theta, x, y, codes)
         seconds = time.perf_counter() - start
-        done = []
+        done = {}
         for row, r in enumerate(active):
-            histories[r].append({"epoch": epoch, "train_accuracy": accs[row], "train_loss": losses[row],
-                                 "seconds": seconds})
-            if stop(histories[r]) or epoch == max_epochs:
-                done.append(row)
+            histories[r].append(Epoch(len(histories[r]) + 1, accs[row], losses[row], seconds))
+            reason = stop_reason(stop, histories[r], max_epochs)
+            if reason:
+                done[row] = reason
         if not done:
             continue
-        test_acc, _ = evaluate(steps, theta[torch.tensor(done)], test[0], test[1], codes, n, layout, shared=True)
-        for j, row in enumerate(done):
+        test_acc, _ = evaluate(steps, theta[torch.tensor(list(done))], test[0], test[1], codes, shared=True)
+        for (row, reason), accuracy in zip(done.items(), test_acc):
             r = active[row]
-            results[r] = Run(histories[r], test_acc[j], unstack(theta[row], layout, nets[r]))
+            results[r] = Run(histories[r], reason, accuracy, theta[row] / ZS)
             if on_run:
                 on_run(r, results[r])
         keep = torch.tensor([row for row in range(len(active)) if row not in done], dtype=torch.long)
         active = [active[row] for row in keep.tolist()]
-        if not active:
-            break
-        theta, grad = opt.keep(keep), grad[keep]
-        x, y, target = x[keep], y[keep], target[keep]
+        if active:
+            theta, grad = opt.keep(keep), grad[keep]
+            x, y, target = x[keep], y[keep], target[keep]
     return results

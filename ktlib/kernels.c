@@ -1,10 +1,12 @@
-/* The net of ktlib.model, forward and backward, for ktlib.engine's "native" path.
+/* The net of ktlib.model, forward and backward, for ktlib.engine's "native" path. What the engine computes
+   and why it equals the plain path is explained once, in the book's method chapter (book/method.md); the
+   comments here say how this file does it.
 
    Sixteen images sit in the lanes of one vector (`vec`), so every operation of the net, whatever the
    layer's shape, is a vector operation, and a whole training step of a run is one pass through this file.
-   The parameters are the engine's: the net's own times 2S (see engine.py). A layer computes
-   z = 2S a straight from them, keeps sigma = sigmoid(z), and hands on y = A tanh(S a) = 2A sigma - A;
-   a sub-sampling layer's input is the sum of y over each 2x2 tile.
+   The parameters are the engine's: the net's own times 2S. A layer computes z = 2S a straight from them,
+   keeps sigma = sigmoid(z), and hands on y = A tanh(S a) = 2A sigma - A; a sub-sampling layer's input is
+   the sum of y over each 2x2 tile.
 
    Built by ktlib/native.py with the machine's C compiler; GCC's vector extensions become AVX-512, AVX2
    or NEON instructions as the machine has them. */
@@ -286,8 +288,9 @@ static void kernel_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, int sid
     }
 }
 
-/* C3: weight and bias gradients from g over s3 and its input (at x_off); when has_below, dL/dz of S2. */
-static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const float *w, const float *mask,
+/* C3: weight and bias gradients from g over s3 and its input (at x_off); when has_below, dL/dz of S2.
+   keep: 0 for the weights of the (output, input) map pairs that C3's connection table leaves out. */
+static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const float *w, const float *keep,
                         float *gw, float *gb) {
     for (int o = 0; o < 16; o++) {
         vec bs = splat(0.0f);
@@ -296,7 +299,7 @@ static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const f
         gb[o] = hsum(bs);
         for (int c = 0; c < 6; c++) {
             float *out = gw + o * 150 + c * 25;
-            if (mask[o * 6 + c] == 0.0f) {
+            if (keep[o * 150 + c * 25] == 0.0f) {  /* a pair C3's connection table leaves out */
                 memset(out, 0, 25 * sizeof(float));
                 continue;
             }
@@ -351,10 +354,12 @@ static void c1_backward(Chunk *ch, int nch, float *gw, float *gb) {
 
 
 /* dL/dz of every layer from n up, and the parameter gradients into g (one row of the stack). */
-static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const float *mask) {
+static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const float *keep) {
     float *gp[6];
+    const float *kp[6];  /* each layer's entries of keep, which is laid out as g is */
     for (int l = 0, off = 0; l < 6; l++) {
         gp[l] = l >= n ? g + off : 0;
+        kp[l] = l >= n ? keep + off : 0;
         if (l >= n) off += LAYER_SIZE[l];
     }
     full_backward(ch, nch, OFF(s6), n == 5 ? OFF(in) : OFF(y5), OFF(s5), n <= 4, P->f6w, gp[5], gp[5] + 2400,
@@ -365,7 +370,7 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
     if (n <= 3)
         sub_backward(ch, nch, OFF(s4), n == 3 ? OFF(in) : OFF(q3), OFF(s3), n <= 2, P->s4c, gp[3], gp[3] + 16,
                      16, 25);
-    if (n <= 2) c3_backward(ch, nch, n == 2 ? OFF(in) : OFF(y2), n <= 1, P->c3w, mask, gp[2], gp[2] + 2400);
+    if (n <= 2) c3_backward(ch, nch, n == 2 ? OFF(in) : OFF(y2), n <= 1, P->c3w, kp[2], gp[2], gp[2] + 2400);
     if (n <= 1)
         sub_backward(ch, nch, OFF(s2), n == 1 ? OFF(in) : OFF(q1), OFF(s1), n == 0, P->s2c, gp[1], gp[1] + 6, 6,
                      196);
@@ -374,10 +379,13 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
 
 /* ---------------------------------------------------------------- entry points */
 
-/* The limits this file is built for; ktlib/native.py checks them against its own MAX_BATCH and CODE_BITS,
-   which ktlib.Config checks a configuration against before any work. */
+/* What this file assumes of the net, which ktlib/native.py checks against ktlib.model when it loads the
+   library: parameters per layer, A, the batch limit and the code width (ktlib.Config refuses a
+   configuration beyond the last two before any work). */
 int kt_max_batch(void) { return CHUNKS * L; }
 int kt_code_bits(void) { return 20; }
+float kt_tanh_a(void) { return A; }
+void kt_layer_sizes(int *out) { memcpy(out, LAYER_SIZE, sizeof LAYER_SIZE); }
 
 static Params params_of(const float *theta, int n) {
     static const int WEIGHTS[6] = {150, 6, 2400, 16, 48000, 2400};
@@ -407,9 +415,10 @@ static void gather(vec *dst, const float *x, int F, const int64_t *rows, int cou
 
 /* The gradients of R runs, each of its batch's mean squared error to the codes (over batch and 20 bits).
    theta, grad: R rows of P parameters (layers n..F6); x: R x N x F layer-n inputs; target: R x N x 20;
-   idx: R x B indices into each run's N images (B <= 32); mask: C3's 16 x 6 connection table. */
+   idx: R x B indices into each run's N images (B <= 32); keep: P values, 0 for a weight C3's connection
+   table leaves out. */
 int kt_gradients(int n, int R, int P, const float *theta, float *grad, const float *x, int N, int F,
-                 const float *target, const int64_t *idx, int B, const float *mask) {
+                 const float *target, const int64_t *idx, int B, const float *keep) {
     Chunk *ch = workspace;
     int nch = (B + L - 1) / L;
     if (B < 1 || nch > CHUNKS || n < 0 || n > 5) return -1;
@@ -428,7 +437,7 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
                 ch[k].s6[o] = ((2 * A) * s - A - t) * scale * slope(s) * ch[k].valid;
             }
         }
-        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, mask);
+        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep);
     }
     return 0;
 }

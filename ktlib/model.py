@@ -1,6 +1,7 @@
 """The LeNet-5 style net of the paper's Figure 1, its free-parameter count, and the class target codes."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 
@@ -138,10 +139,22 @@ def layer_shapes(net: Net) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def connections(net: Net) -> dict[str, int]:
+@functools.lru_cache(maxsize=1)
+def reference() -> Net:
+    """A net to count from: counts and shapes do not depend on the weights."""
+    return build(0)
+
+
+def trainable_parameters(n: int) -> int:
+    """Free parameters left to train when the bottom n layers are frozen."""
+    return sum(list(free_parameters(reference()).values())[n:])
+
+
+def connections(net: Net | None = None) -> dict[str, int]:
     """Connections per layer for one image, LeCun et al.'s cost measure: one multiply-add each (biases
     included). A convolution uses each free parameter once per output position; a sub-sampling unit
     has its 4 inputs and a bias."""
+    net = net or reference()
     out = {}
     for (name, (maps, h, w)), layer in zip(layer_shapes(net).items(), net.layers()):
         out[name] = layer.free_parameters() * h * w if isinstance(layer, Conv) else 5 * maps * h * w

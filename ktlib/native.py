@@ -97,6 +97,23 @@ def build() -> Path:
     raise NativeUnavailable("the native kernels did not compile; use engine='batched'.\n" + "\n".join(errors))
 
 
+def check(lib: ctypes.CDLL) -> None:
+    """kernels.c hard-codes the net: refuse it unless its constants are ktlib.model's and ours."""
+    from .model import LAYERS, TANH_A, Net
+
+    lib.kt_tanh_a.restype = ctypes.c_float
+    sizes = (ctypes.c_int * len(LAYERS))()
+    lib.kt_layer_sizes(sizes)
+    net = Net(CODE_BITS)
+    want = {"parameters per layer": [sum(p.numel() for p in layer.parameters()) for layer in net.layers()],
+            "A of A tanh(S a)": float(ctypes.c_float(TANH_A).value), "batch limit": MAX_BATCH, "code bits": CODE_BITS}
+    got = {"parameters per layer": list(sizes), "A of A tanh(S a)": lib.kt_tanh_a(),
+           "batch limit": lib.kt_max_batch(), "code bits": lib.kt_code_bits()}
+    wrong = [f"{name}: {got[name]} in kernels.c, {want[name]} in ktlib" for name in want if got[name] != want[name]]
+    if wrong:
+        raise NativeUnavailable("kernels.c does not match the net it computes: " + "; ".join(wrong))
+
+
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build()))
@@ -104,10 +121,7 @@ def library() -> ctypes.CDLL:
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
     lib.kt_gradients.restype = lib.kt_outputs.restype = i
-    built_for = (lib.kt_max_batch(), lib.kt_code_bits())
-    if built_for != (MAX_BATCH, CODE_BITS):
-        raise NativeUnavailable(f"kernels.c is built for batches of {built_for[0]} and {built_for[1]} code bits, "
-                                f"but ktlib.native expects {MAX_BATCH} and {CODE_BITS}")
+    check(lib)
     return lib
 
 
@@ -117,12 +131,13 @@ def _ptr(t: torch.Tensor, dtype=torch.float32) -> int:
 
 
 def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
-              idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+              idx: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Into grad (R, P): each run's batch gradient. x: (R, N, ...) layer-n inputs, target: (R, N, 20),
-    idx: (R, B) the batch's indices into each run's N images, mask: C3's (16, 6) connection table."""
+    idx: (R, B) the batch's indices into each run's N images, keep: (P,) 0 for the weights C3's connection
+    table removes (engine.keep_mask)."""
     R, N = x.shape[:2]
     status = library().kt_gradients(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N,
-                                    x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(mask))
+                                    x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(keep))
     if status:
         raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most {MAX_BATCH})")
     return grad

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from .model import Net, free_parameters, layer_shapes
-from .sweep import mean_table, retained
+from .results import mean_table, retained
 
 
 def level_labels(levels) -> list[str]:

@@ -13,12 +13,24 @@ from .transfer import frozen_levels, trainable
 
 
 @dataclass(frozen=True)
+class Epoch:
+    """One row of a run's history, by either path: what the stopping rules read and source.json records."""
+    epoch: int
+    train_accuracy: float
+    train_loss: float
+    seconds: float  # since training began
+
+
+CAP = "cap"  # why a run stopped when no rule said so before max_epochs
+
+
+@dataclass(frozen=True)
 class ReachAccuracy:
     """Stop once training accuracy reaches `accuracy` (the paper stopped its source net at 94.38%)."""
     accuracy: float
 
-    def __call__(self, history: list[dict]) -> bool:
-        return history[-1]["train_accuracy"] >= self.accuracy
+    def __call__(self, history: list[Epoch]) -> str | None:
+        return "reached" if history[-1].train_accuracy >= self.accuracy else None
 
 
 @dataclass(frozen=True)
@@ -29,15 +41,27 @@ class Converged:
     min_improvement: float
     loss_floor: float
 
-    def __call__(self, history: list[dict]) -> bool:
+    def __call__(self, history: list[Epoch]) -> str | None:
         last = history[-1]
-        if last["train_accuracy"] == 1.0 and last["train_loss"] < self.loss_floor:
-            return True
-        losses = np.array([h["train_loss"] for h in history])
+        if last.train_accuracy == 1.0 and last.train_loss < self.loss_floor:
+            return "fit"
+        losses = np.array([h.train_loss for h in history])
         if len(losses) <= self.patience:
-            return False
+            return None
         best_before = losses[: -self.patience].min()
-        return losses[-self.patience:].min() > best_before * (1 - self.min_improvement)
+        return "plateau" if losses[-self.patience:].min() > best_before * (1 - self.min_improvement) else None
+
+
+def stop_reason(rule, history: list[Epoch], max_epochs: int) -> str | None:
+    """Why a run stops after its latest epoch (its rule's reason, else CAP at max_epochs), or None to go on."""
+    return rule(history) or (CAP if len(history) >= max_epochs else None)
+
+
+@dataclass
+class Fit:
+    """How one training went: its history, and why it stopped."""
+    history: list[Epoch]
+    stopped_by: str
 
 
 @torch.no_grad()
@@ -54,8 +78,8 @@ def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor) ->
 
 
 def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, seed: int, stop,
-          max_epochs: int, lr: float = 1e-3, batch_size: int = 32, on_epoch=None) -> list[dict]:
-    """Train the net's unfrozen layers by minibatch Adam on MSE; one history row per epoch."""
+          max_epochs: int, lr: float = 1e-3, batch_size: int = 32, on_epoch=None) -> Fit:
+    """Train the net's unfrozen layers by minibatch Adam on MSE, until `stop` or max_epochs says so."""
     params = trainable(net)
     if not params:
         raise ValueError("the net has no trainable parameters")
@@ -64,7 +88,7 @@ def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, se
     n = frozen_levels(net)
     target = codes[y]
     history, start = [], time.perf_counter()
-    for epoch in range(1, max_epochs + 1):
+    while True:
         net.train()
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
             with torch.no_grad():  # frozen layers need no autograd graph
@@ -74,10 +98,9 @@ def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, se
             loss.backward()
             opt.step()
         acc, loss = evaluate(net, x, y, codes)
-        history.append({"epoch": epoch, "train_accuracy": acc, "train_loss": loss,
-                        "seconds": time.perf_counter() - start})
+        history.append(Epoch(len(history) + 1, acc, loss, time.perf_counter() - start))
         if on_epoch:
             on_epoch(history[-1])
-        if stop(history):
-            break
-    return history
+        reason = stop_reason(stop, history, max_epochs)
+        if reason:
+            return Fit(history, reason)

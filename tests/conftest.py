@@ -9,10 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ktlib import data as D
 
 CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_pages() -> list[str]:
+    """Every page of the book, in order, from the table of contents: the one list of them."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+
+
+def toc_notebooks() -> list[str]:
+    """The notebooks' names, in the book's order."""
+    return [page.split("/", 1)[1] for page in toc_pages() if page.startswith("notebooks/")]
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:

@@ -16,6 +16,11 @@ def source():
     return build(123)
 
 
+def weights(net) -> torch.Tensor:
+    """A net's trainable parameters, flattened in the engine's order."""
+    return torch.cat([p.detach().flatten() for p in trainable(net)])
+
+
 def images(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, 32, 32, generator=g) * 1.275 - 0.1  # the inputs' range, background to ink
@@ -42,11 +47,10 @@ def test_gradients_equal_autograd_on_the_plain_net(source, n, kernels):
     F.mse_loss(net(x), codes[y]).backward()
     expected = torch.cat([p.grad.flatten() for p in trainable(net)])
 
-    layout = engine.slots(net, n)
     theta = engine.stack([net], n)
     batch = torch.randperm(20, generator=torch.Generator().manual_seed(0))[None]  # shuffled, as in training
-    grad = engine.KERNELS[kernels]().gradients(theta, engine.frozen_inputs(source, x)[n][None], codes[y][None],
-                                               batch, n, layout, engine.grad_scale(layout), torch.empty_like(theta))
+    grad = engine.KERNELS[kernels](net, n).gradients(theta, engine.frozen_inputs(source, x)[n][None],
+                                                     codes[y][None], batch, torch.empty_like(theta))
     # the engine's parameters are 2S times the net's, so their gradients are the net's divided by 2S
     torch.testing.assert_close(grad[0] * engine.ZS, expected, rtol=1e-4, atol=1e-7)
 
@@ -56,8 +60,8 @@ def test_gradients_equal_autograd_on_the_plain_net(source, n, kernels):
 def test_outputs_equal_the_plain_nets(source, n, kernels):
     nets = [transfer(source, n, seed=s) for s in (1, 2)]
     x = images(37, 5)
-    theta, layout = engine.stack(nets, n), engine.slots(nets[0], n)
-    out = engine.KERNELS[kernels]().outputs(theta, engine.frozen_inputs(source, x)[n], n, layout, shared=True)
+    theta = engine.stack(nets, n)
+    out = engine.KERNELS[kernels](nets[0], n).outputs(theta, engine.frozen_inputs(source, x)[n], shared=True)
     torch.testing.assert_close(out, torch.stack([net(x) for net in nets]), rtol=0, atol=1e-5)
 
 
@@ -69,7 +73,7 @@ def test_training_follows_the_plain_path(source, n, kernels):
     xt, yt, _ = toy(seed=1)
     seeds, never = [3, 4], ReachAccuracy(1.01)
     plain = [transfer(source, n, s) for s in seeds]
-    histories = [train(net, x, y, codes, seed=s, stop=never, max_epochs=3, batch_size=8)
+    histories = [train(net, x, y, codes, seed=s, stop=never, max_epochs=3, batch_size=8).history
                  for net, s in zip(plain, seeds)]
 
     stacked = torch.stack([engine.frozen_inputs(source, x)[n]] * 2)
@@ -77,9 +81,10 @@ def test_training_follows_the_plain_path(source, n, kernels):
                              seeds, never, 3, (engine.frozen_inputs(source, xt)[n], yt), batch_size=8,
                              kernels=kernels)
     for net, history, run in zip(plain, histories, runs):
-        assert [h["train_loss"] for h in run.history] == pytest.approx([h["train_loss"] for h in history], rel=1e-5)
-        assert [h["train_accuracy"] for h in run.history] == [h["train_accuracy"] for h in history]
-        diff = torch.cat([(a - b).abs().flatten() for a, b in zip(run.net.parameters(), net.parameters())])
+        assert [h.train_loss for h in run.history] == pytest.approx([h.train_loss for h in history], rel=1e-5)
+        assert [h.train_accuracy for h in run.history] == [h.train_accuracy for h in history]
+        assert run.stopped_by == "cap"
+        diff = (run.weights - weights(net)).abs()
         # Adam steps a weight by about lr whatever its gradient's size, so a weight whose gradient is
         # rounding noise may step either way: a quarter step is the bound for any one weight
         assert diff.max() < 0.25e-3 and diff.mean() < 1e-6
@@ -90,7 +95,7 @@ def test_each_run_stops_by_its_own_rule_and_then_stops_updating(source):
     x, y, codes = toy(n=48)
     seeds, rule = [0, 1, 2], ReachAccuracy(0.75)
     plain = [transfer(source, 3, s) for s in seeds]
-    lengths = [len(train(net, x, y, codes, seed=s, stop=rule, max_epochs=60, batch_size=8))
+    lengths = [len(train(net, x, y, codes, seed=s, stop=rule, max_epochs=60, batch_size=8).history)
                for net, s in zip(plain, seeds)]
     assert len(set(lengths)) > 1, "the runs should stop at different epochs for this test to mean anything"
     finished = []
@@ -98,10 +103,10 @@ def test_each_run_stops_by_its_own_rule_and_then_stops_updating(source):
     runs = engine.train_runs([transfer(source, 3, s) for s in seeds], 3, torch.stack([feats] * 3),
                              torch.stack([y] * 3), codes, seeds, rule, 60, (feats, y), batch_size=8,
                              on_run=lambda i, run: finished.append((i, len(run.history))))
-    assert [len(r.history) for r in runs] == lengths
+    assert [len(r.history) for r in runs] == lengths and {r.stopped_by for r in runs} == {"reached"}
     assert sorted(finished, key=lambda f: f[1]) == sorted(enumerate(lengths), key=lambda f: f[1])
     for net, run in zip(plain, runs):  # a run that stopped early kept the weights it stopped with
-        diff = torch.cat([(a - b).abs().flatten() for a, b in zip(run.net.parameters(), net.parameters())])
+        diff = (run.weights - weights(net)).abs()
         assert diff.max() < 0.25e-3 and diff.mean() < 1e-6
 
 
@@ -118,7 +123,8 @@ def test_frozen_inputs_are_the_plain_nets_layer_outputs(source, n):
 def test_feature_cache_is_keyed_by_the_source_weights_and_the_images(source):
     cache, x = engine.FeatureCache(), images(6, 3)
     first = cache.get(source, x, 4)
-    assert cache.get(source, x.clone(), 2) is not None and (cache.hits, cache.misses) == (1, 1)
+    assert torch.equal(cache.get(source, x.clone(), 2), engine.frozen_inputs(source, x)[2])
+    assert (cache.hits, cache.misses) == (1, 1)  # the same bytes: served from the cache
     changed = build(123)
     with torch.no_grad():
         changed.C1.bias[0] += 1e-3
@@ -155,11 +161,12 @@ def test_a_cancelled_group_stops_at_the_next_epoch(source):
 def test_the_native_kernels_refuse_what_they_are_not_built_for(source):
     x, y, codes = toy()
     feats = torch.stack([engine.frozen_inputs(source, x)[5]])
+    narrow = build(123, code_bits=12)
     with pytest.raises(ValueError, match="20 code bits, not 12"):
-        engine.train_runs([transfer(source, 5, 0)], 5, feats, y[None], codes[:, :12], [0], ReachAccuracy(1.01), 1,
+        engine.train_runs([transfer(narrow, 5, 0)], 5, feats, y[None], codes[:, :12], [0], ReachAccuracy(1.01), 1,
                           (feats[0], y))
     net = transfer(source, 5, 0)
-    theta, layout = engine.stack([net], 5), engine.slots(net, 5)
+    theta = engine.stack([net], 5)
     with pytest.raises(ValueError, match="at most 32"):
-        engine.NativeKernels().gradients(theta, feats, codes[y][None], torch.arange(40)[None], 5, layout, None,
-                                         torch.empty_like(theta))
+        engine.NativeKernels(net, 5).gradients(theta, feats, codes[y][None], torch.arange(40)[None],
+                                               torch.empty_like(theta))

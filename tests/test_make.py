@@ -3,18 +3,18 @@ where they were typed, and a failed build leaves the committed notebooks as they
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from ktlib import data as D
-from ktlib import sweep
+from ktlib import results
+from conftest import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
-NOTEBOOKS = ["01_source", "02_sweep", "03_variance", "04_parameters"]
+NOTEBOOKS = toc_notebooks()
 
 needs_venv = pytest.mark.skipif(not (VENV / ".installed").exists(), reason="no .venv: run `make install` first")
 
@@ -72,7 +72,7 @@ def test_make_book_finds_the_data_at_the_default_place_or_a_relative_one(real_di
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (repo / "_build/html/index.html").exists()
     executed_with(repo, "smoke")
-    meta, rows = sweep.read_results(repo / "results/smoke" / sweep.RESULTS_FILE)
+    meta, rows = results.read_results(repo / "results/smoke" / results.RESULTS_FILE)
     assert len(rows) == 2 and meta["data_checksums"] == D.checksums(real_dir)
 
 
@@ -102,7 +102,7 @@ def test_papermill_parameters_and_environment_paths_are_taken_from_where_it_was_
     out = subprocess.run([*papermill, "out.ipynb", "-p", "profile", "smoke", "-p", "results_dir", "mine"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / "mine" / sweep.SOURCE_RECORD).exists()
+    assert (tmp_path / "mine" / results.SOURCE_RECORD).exists()
 
     bad = subprocess.run([*papermill, "bad.ipynb", "-p", "profile", "smoke", "-p", "seed", "abc"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 import ktlib
-from ktlib import store, sweep
+from ktlib import results, store
 from conftest import ktlib_cli, on_a_small_disk, run
 
 # A sweep through the command line that starts when a line arrives on its stdin (its imports done), and
 # after its first saved run holds still, with the directory's lock, until another line arrives.
 PAUSING = """
 import json, sys
-from ktlib import sweep
+from ktlib import cli, sweep
 sys.stdin.readline()
 write = sweep.write_results
 def write_then_pause(*args):
@@ -26,7 +26,7 @@ def write_then_pause(*args):
         sys.stdin.readline()
 write_then_pause.paused = False
 sweep.write_results = write_then_pause
-sys.exit(sweep.main(json.loads(sys.argv[1])))
+sys.exit(cli.main(json.loads(sys.argv[1])))
 """
 
 
@@ -40,15 +40,15 @@ def go(proc: subprocess.Popen) -> None:
     proc.stdin.flush()
 
 
-def sweep_args(data: Path, results: Path, *extra: str) -> list[str]:
-    return ["sweep", "--dry-run", "--no-progress", "--data-dir", str(data), "--results-dir", str(results),
+def sweep_args(data: Path, where: Path, *extra: str) -> list[str]:
+    return ["sweep", "--dry-run", "--no-progress", "--data-dir", str(data), "--results-dir", str(where),
             "--levels", "0", "1", "2", "3", "4", "5", "--sizes", "1", "5", "--trials", "3", *extra]
 
 
-def holding(proc: subprocess.Popen, results: Path) -> None:
-    """Wait until proc holds the writer lock of results and has saved a run (then it pauses)."""
+def holding(proc: subprocess.Popen, where: Path) -> None:
+    """Wait until proc holds the writer lock of results directory `where` and has saved a run (then it pauses)."""
     deadline = time.monotonic() + 120
-    lock, csv = results / store.LOCK_FILE, results / sweep.RESULTS_FILE
+    lock, csv = where / store.LOCK_FILE, where / results.RESULTS_FILE
     while not (lock.exists() and lock.read_text().strip() == str(proc.pid) and csv.exists()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
         time.sleep(0.01)
@@ -59,11 +59,11 @@ def fingerprint(directory: Path) -> dict:
 
 
 def test_a_second_sweep_on_a_directory_in_use_is_refused_naming_the_writer(smoke_data, tmp_path):
-    results = tmp_path / "results"
-    first, second = pausing(*sweep_args(smoke_data, results, "--seed", "1")), \
-        pausing(*sweep_args(smoke_data, results, "--seed", "2"))
+    where = tmp_path / "results"
+    first, second = pausing(*sweep_args(smoke_data, where, "--seed", "1")), \
+        pausing(*sweep_args(smoke_data, where, "--seed", "2"))
     go(first)
-    holding(first, results)
+    holding(first, where)
     go(second)
     _, err = second.communicate(timeout=120)
     assert second.returncode == 2 and "Traceback" not in err
@@ -72,22 +72,22 @@ def test_a_second_sweep_on_a_directory_in_use_is_refused_naming_the_writer(smoke
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert "36 runs in" in out
-    meta, rows = ktlib.read_results(results / sweep.RESULTS_FILE)
+    meta, rows = ktlib.read_results(where / results.RESULTS_FILE)
     assert meta["config"]["seed"] == 1 and len(rows) == 36 and not rows.duplicated(["n", "k", "trial"]).any()
-    assert sweep.read_source_record(results)["state_sha256"] == meta["source"]["state_sha256"]
+    assert results.read_source_record(where)["state_sha256"] == meta["source"]["state_sha256"]
 
     # once the first is done, the other seed is refused for what it is, and nothing in the directory changes
-    before = fingerprint(results)
-    late = run(ktlib_cli(*sweep_args(smoke_data, results, "--seed", "2")))
+    before = fingerprint(where)
+    late = run(ktlib_cli(*sweep_args(smoke_data, where, "--seed", "2")))
     assert late.returncode == 2 and "config.seed (1 there, 2 now)" in late.stderr
-    assert fingerprint(results) == before
+    assert fingerprint(where) == before
 
 
 def test_a_second_sweep_asked_to_wait_runs_after_the_first(smoke_data, tmp_path):
-    results = tmp_path / "results"
-    first, second = pausing(*sweep_args(smoke_data, results)), pausing(*sweep_args(smoke_data, results, "--wait"))
+    where = tmp_path / "results"
+    first, second = pausing(*sweep_args(smoke_data, where)), pausing(*sweep_args(smoke_data, where, "--wait"))
     go(first)
-    holding(first, results)
+    holding(first, where)
     go(second)
     assert f"waiting for process {first.pid}" in second.stderr.readline()
     go(first)
@@ -95,27 +95,27 @@ def test_a_second_sweep_asked_to_wait_runs_after_the_first(smoke_data, tmp_path)
     out, err = second.communicate(timeout=300)  # it finds every run done, and never pauses
     assert second.returncode == 0, err
     assert "36 runs in" in out
-    _, rows = ktlib.read_results(results / sweep.RESULTS_FILE)
+    _, rows = ktlib.read_results(where / results.RESULTS_FILE)
     assert len(rows) == 36 and not rows.duplicated(["n", "k", "trial"]).any()
 
 
 def test_the_lock_is_released_when_its_holder_is_killed(smoke_data, tmp_path):
-    results = tmp_path / "results"
-    first = pausing(*sweep_args(smoke_data, results))
+    where = tmp_path / "results"
+    first = pausing(*sweep_args(smoke_data, where))
     go(first)
-    holding(first, results)
+    holding(first, where)
     first.kill()
     first.communicate()
-    with store.writer(results):  # not refused: the OS released the dead process's lock
+    with store.writer(where):  # not refused: the OS released the dead process's lock
         pass
 
 
 def test_a_full_disk_is_one_clear_error_and_nothing_is_half_written(smoke_data, tmp_path):
-    results = tmp_path / "small-disk"
+    where = tmp_path / "small-disk"
     out = run(on_a_small_disk(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data), "--results-dir",
-                                        str(results)), results, size="64k"))
+                                        str(where)), where, size="64k"))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert f"cannot write {results / sweep.SOURCE_FILE}: No space left on device" in out.stderr
+    assert f"cannot write {where / results.SOURCE_FILE}: No space left on device" in out.stderr
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):

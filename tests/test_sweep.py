@@ -1,5 +1,5 @@
+import inspect
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 import ktlib
-from ktlib import sweep
+from ktlib import config, results, sweep
+from ktlib.config import Purpose, derive_seed
+from ktlib import data as D
 from ktlib.data import DATA_DIR_ENV
 from ktlib.model import PAPER_FREE_PARAMETERS
-from conftest import as_ordinary_user, ktlib_cli, run, write_emnist
+from conftest import ROOT, as_ordinary_user, ktlib_cli, run, toc_notebooks, write_emnist
 
 NUMBERS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
            "stopped_by", "trainable_parameters"]  # everything but wall time and commit
@@ -43,15 +45,15 @@ def test_paper_profile_is_the_papers_protocol():
     assert cfg.n_classes * cfg.test_per_class == 1000
 
 
-def test_every_notebook_has_the_same_parameters_and_they_are_config_fields():
-    found = []
-    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
-        cells = [c for c in nbformat.read(path, 4).cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(cells) == 1, path
-        found.append({line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line})
-    assert len(found) == 4 and all(names == found[0] for names in found)
-    assert found[0] == {"seed", "data_dir", "results_dir", "profile", "engine"}
-    assert found[0] <= {f.name for f in fields(ktlib.Config)}
+def test_every_notebook_has_the_parameters_of_the_notebook_setup_helper():
+    helper = set(inspect.signature(ktlib.Config.for_notebook).parameters) - {"cls"}
+    assert helper <= {f.name for f in fields(ktlib.Config)}
+    for name in toc_notebooks():
+        cells = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", 4).cells
+        parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(parameters) == 1, name
+        assert {line.split("=")[0].strip() for line in parameters[0].source.splitlines() if "=" in line} == helper
+        assert "ktlib.Config.for_notebook(" in "".join(c.source for c in cells), name
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -79,10 +81,10 @@ def test_bad_configs_are_clear_errors(overrides, message):
 
 
 def test_results_dir_comes_from_the_argument_then_the_environment_then_the_profile(monkeypatch):
-    monkeypatch.delenv(sweep.RESULTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(config.RESULTS_DIR_ENV, raising=False)
     assert ktlib.Config().results_dir == str(Path.cwd() / "results" / "paper")
     assert ktlib.Config.for_profile("smoke").results_dir == str(Path.cwd() / "results" / "smoke")
-    monkeypatch.setenv(sweep.RESULTS_DIR_ENV, "/tmp/elsewhere")
+    monkeypatch.setenv(config.RESULTS_DIR_ENV, "/tmp/elsewhere")
     assert ktlib.Config().results_dir == "/tmp/elsewhere"
     assert ktlib.Config(results_dir="given").results_dir == str(Path.cwd() / "given")
 
@@ -110,9 +112,17 @@ def test_numpy_integers_are_accepted_and_stored_as_ints():
     json.dumps(cfg.experiment())  # the results file's metadata must serialise
 
 
-def test_derived_seeds_are_independent_per_purpose():
-    seeds = {sweep.derive_seed(0, p) for p in range(7)} | {sweep.derive_seed(0, sweep.TRIAL, k, 0) for k in (1, 5)}
-    assert len(seeds) == 9 and sweep.derive_seed(0, 3) == sweep.derive_seed(0, 3)
+def test_seed_purposes_keep_their_values_and_give_independent_seeds():
+    assert [int(p) for p in Purpose] == list(range(len(Purpose)))  # values are fixed; a new purpose takes the next
+    trials = {derive_seed(0, Purpose.TRIAL, k, t) for k in (1, 5) for t in (0, 1)}
+    assert len({derive_seed(0, p) for p in Purpose} | trials) == len(Purpose) + len(trials)
+
+
+def test_the_committed_record_was_made_with_the_seeds_derived_today():
+    meta, rows = ktlib.read_results(results.record_path("paper"))
+    seed = meta["config"]["seed"]
+    for (k, trial), s in rows.groupby(["k", "trial"]).seed.first().items():
+        assert s == derive_seed(seed, Purpose.TRIAL, k, trial)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -122,21 +132,21 @@ def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir)
     rows = ktlib.run(cfg, progress=False)
     assert len(rows) == 3 * 2 * 2 and not rows.duplicated(["n", "k", "trial"]).any()
-    assert list(rows.columns) == sweep.COLUMNS
+    assert list(rows.columns) == results.COLUMNS
     assert rows["test_accuracy"].between(0, 1).all() and (rows["epochs"] >= 1).all()
     assert set(rows["stopped_by"]) <= {"fit", "plateau", "cap"}
     assert (rows.groupby(["k", "trial"])["seed"].nunique() == 1).all()  # a trial's seed is shared by every n
     expected = {n: sum(list(PAPER_FREE_PARAMETERS.values())[n:]) for n in (0, 3, 5)}
     assert rows.set_index("n")["trainable_parameters"].to_dict() == expected
-    meta, on_disk = ktlib.read_results(Path(cfg.results_dir) / sweep.RESULTS_FILE)
+    meta, on_disk = ktlib.read_results(Path(cfg.results_dir) / results.RESULTS_FILE)
     assert len(on_disk) == 12
     assert meta["config"] == cfg.experiment() and meta["config"]["seed"] == cfg.seed
-    assert set(meta["data_checksums"]) == set(sweep.D.data_files())
+    assert set(meta["data_checksums"]) == set(D.data_files())
     assert {"torch", "numpy", "python", "ktlib"} <= set(meta["versions"])
     assert meta["git_commit"] and len(meta["source_classes"]) == len(meta["target_classes"]) == 20
     assert {"train_accuracy", "epochs", "seconds", "state_sha256", "seed"} <= set(meta["source"])
-    assert sweep.mean_table(rows).shape == (3, 2)
-    record = sweep.read_source_record(cfg.results_dir)  # the source net's curve, readable without torch
+    assert results.mean_table(rows).shape == (3, 2)
+    record = results.read_source_record(cfg.results_dir)  # the source net's curve, readable without torch
     assert len(record["history"]) == record["epochs"] == meta["source"]["epochs"]
     assert record["state_sha256"] == meta["source"]["state_sha256"]
 
@@ -191,10 +201,10 @@ def test_same_seed_and_config_give_the_same_numbers(tmp_path, data_dir):
 def test_a_rerun_reuses_the_source_net_and_the_finished_runs(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir)
     first = ktlib.run(cfg, progress=False)
-    results, source = (Path(cfg.results_dir) / f for f in (sweep.RESULTS_FILE, sweep.SOURCE_FILE))
-    stamps = results.stat().st_mtime_ns, source.stat().st_mtime_ns
+    csv, source = (Path(cfg.results_dir) / f for f in (results.RESULTS_FILE, results.SOURCE_FILE))
+    stamps = csv.stat().st_mtime_ns, source.stat().st_mtime_ns
     again = ktlib.run(cfg, progress=False)
-    assert (results.stat().st_mtime_ns, source.stat().st_mtime_ns) == stamps  # nothing was redone
+    assert (csv.stat().st_mtime_ns, source.stat().st_mtime_ns) == stamps  # nothing was redone
     assert first.equals(again)
 
 
@@ -232,10 +242,10 @@ def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
     where = Path(cfg.results_dir)
-    (where / sweep.SOURCE_FILE).unlink()
-    record = json.loads((where / sweep.SOURCE_RECORD).read_text())
+    (where / results.SOURCE_FILE).unlink()
+    record = json.loads((where / results.SOURCE_RECORD).read_text())
     record["state_sha256"] = "0" * 64  # as if another machine had trained it
-    (where / sweep.SOURCE_RECORD).write_text(json.dumps(record))
+    (where / results.SOURCE_RECORD).write_text(json.dumps(record))
     before = fingerprint(where)
     with pytest.raises(RuntimeError, match="is not the one .*source.json was made with.*nothing was written"):
         sweep.prepare(cfg, progress=False)
@@ -245,10 +255,10 @@ def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data
 def test_a_results_file_whose_last_row_was_cut_is_detected_and_the_run_redone(tmp_path, data_dir, capfd):
     cfg = small(tmp_path, data_dir)
     whole = ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / sweep.RESULTS_FILE
+    path = Path(cfg.results_dir) / results.RESULTS_FILE
     text = path.read_text()
     path.write_text(text[:text.rstrip("\n").rindex(",")])  # cut inside the last row, as a failing copy would
-    with pytest.raises(sweep.ResultsError, match="its last row was cut short"):
+    with pytest.raises(results.ResultsError, match="its last row was cut short"):
         ktlib.read_results(path)
     again = ktlib.run(cfg, progress=False)
     assert "its last row was cut short; that run is done again" in capfd.readouterr().err
@@ -258,11 +268,11 @@ def test_a_results_file_whose_last_row_was_cut_is_detected_and_the_run_redone(tm
 def test_a_damaged_row_inside_a_results_file_is_an_error_naming_the_line(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / sweep.RESULTS_FILE
+    path = Path(cfg.results_dir) / results.RESULTS_FILE
     lines = path.read_text().splitlines(keepends=True)
     lines[3] = lines[3].split(",", 3)[0] + "\n"
     path.write_text("".join(lines))
-    with pytest.raises(sweep.ResultsError, match=r"sweep.csv:4: a row with missing values"):
+    with pytest.raises(results.ResultsError, match=r"sweep.csv:4: a row with missing values"):
         ktlib.run(cfg, progress=False)
 
 
@@ -277,18 +287,18 @@ def test_a_sweep_removes_the_temporary_files_of_killed_writers(tmp_path, data_di
 
 
 def test_an_unwritable_results_directory_is_refused_before_training(tmp_path, smoke_data):
-    results = tmp_path / "read-only"
-    results.mkdir()
-    results.chmod(0o555)
+    where = tmp_path / "read-only"
+    where.mkdir()
+    where.chmod(0o555)
     try:
         out = run(as_ordinary_user(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data),
-                                             "--results-dir", str(results))))
+                                             "--results-dir", str(where))))
     finally:
-        results.chmod(0o755)
+        where.chmod(0o755)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert f"results directory {results} cannot be written: Permission denied" in out.stderr
+    assert f"results directory {where} cannot be written: Permission denied" in out.stderr
     assert "source net" not in out.stderr  # its progress bar never started
-    assert not list(results.iterdir())
+    assert not list(where.iterdir())
 
 
 @pytest.mark.parametrize("option, message", [
@@ -313,10 +323,10 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, data_dir, si
     """Kill a real sweep process part-way, check the file it left, finish it, compare with an unbroken run."""
     cfg = small(tmp_path, data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3], max_epochs=60)
     args = {k: v for k, v in cfg.__dict__.items() if k != "profile"}
-    results = Path(cfg.results_dir) / sweep.RESULTS_FILE
+    csv = Path(cfg.results_dir) / results.RESULTS_FILE
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (results.exists() and len(ktlib.read_results(results)[1]) >= 3):
+    while not (csv.exists() and len(ktlib.read_results(csv)[1]) >= 3):
         assert child.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
         time.sleep(0.02)
     child.send_signal(sig)
@@ -325,11 +335,11 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, data_dir, si
     if sig == signal.SIGINT:
         assert "run again to resume" in err
 
-    _, partial = ktlib.read_results(results)  # whatever moment it died, the file is whole
+    _, partial = ktlib.read_results(csv)  # whatever moment it died, the file is whole
     assert 3 <= len(partial) < 24 and not partial.duplicated(["n", "k", "trial"]).any()
 
     resumed = ktlib.run(cfg, progress=False)
-    assert not [p for p in results.parent.iterdir() if p.name.endswith(".part")]
+    assert not [p for p in csv.parent.iterdir() if p.name.endswith(".part")]
     unbroken = ktlib.run(small(tmp_path / "unbroken", data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3],
                                max_epochs=60), progress=False)
     assert len(resumed) == 24
@@ -354,7 +364,7 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
                           str(real_dir), "--results-dir", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "2 runs in" in out.stdout and "mean test accuracy" in out.stdout
-    assert len(ktlib.read_results(tmp_path / sweep.RESULTS_FILE)[1]) == 2
+    assert len(ktlib.read_results(tmp_path / results.RESULTS_FILE)[1]) == 2
 
 
 @pytest.mark.slow
@@ -373,7 +383,7 @@ def test_frozen_c1_to_c5_beats_no_transfer_with_one_sample_per_class(real_dir, t
     """End to end on real EMNIST: the paper's source net, then n in {0, 5} at k = 1, one trial."""
     cfg = ktlib.Config(data_dir=str(real_dir), results_dir=str(tmp_path), levels=[0, 5], sizes=[1], trials=1)
     rows = ktlib.run(cfg, progress=False).set_index("n")
-    meta, _ = ktlib.read_results(tmp_path / sweep.RESULTS_FILE)
+    meta, _ = ktlib.read_results(tmp_path / results.RESULTS_FILE)
     assert meta["source"]["reached_target"] and meta["source"]["train_accuracy"] >= 0.9438
     assert (rows["train_accuracy"] == 1.0).all()  # both trained to fit their 20 images
     assert rows.loc[5, "test_accuracy"] > rows.loc[0, "test_accuracy"] + 0.05

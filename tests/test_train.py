@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ktlib.model import build, target_codes
-from ktlib.train import Converged, ReachAccuracy, evaluate, train
+from ktlib.train import CAP, Converged, Epoch, ReachAccuracy, evaluate, train
 from ktlib.transfer import transfer
 
 
@@ -21,8 +21,8 @@ def test_training_is_deterministic_for_a_seed():
     runs = []
     for _ in range(2):
         net = build(0)
-        h = train(net, x, y, codes, seed=1, stop=ReachAccuracy(1.01), max_epochs=3)
-        runs.append(([r["train_loss"] for r in h], net.state_dict()))
+        h = train(net, x, y, codes, seed=1, stop=ReachAccuracy(1.01), max_epochs=3).history
+        runs.append(([r.train_loss for r in h], net.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
@@ -30,31 +30,34 @@ def test_training_is_deterministic_for_a_seed():
 def test_training_fits_a_separable_set_and_stops_on_the_fit():
     x, y, codes = toy()
     net = build(0)
-    h = train(net, x, y, codes, seed=0, stop=Converged(20, 0.01, 1e-3), max_epochs=500, lr=3e-3)
-    assert h[-1]["train_accuracy"] == 1.0 and h[-1]["train_loss"] < 1e-3 and len(h) < 500
-    assert evaluate(net, x, y, codes) == (h[-1]["train_accuracy"], pytest.approx(h[-1]["train_loss"]))
+    fit = train(net, x, y, codes, seed=0, stop=Converged(20, 0.01, 1e-3), max_epochs=500, lr=3e-3)
+    h = fit.history
+    assert fit.stopped_by == "fit" and h[-1].train_accuracy == 1.0 and h[-1].train_loss < 1e-3 and len(h) < 500
+    assert evaluate(net, x, y, codes) == (h[-1].train_accuracy, pytest.approx(h[-1].train_loss))
 
 
 def test_reach_accuracy_stops_at_the_first_epoch_at_or_above_it():
     x, y, codes = toy()
-    h = train(build(0), x, y, codes, seed=0, stop=ReachAccuracy(0.5), max_epochs=200)
-    assert h[-1]["train_accuracy"] >= 0.5 and all(r["train_accuracy"] < 0.5 for r in h[:-1])
+    fit = train(build(0), x, y, codes, seed=0, stop=ReachAccuracy(0.5), max_epochs=200)
+    h = fit.history
+    assert fit.stopped_by == "reached"
+    assert h[-1].train_accuracy >= 0.5 and all(r.train_accuracy < 0.5 for r in h[:-1])
 
 
-def test_plateau_rule():
+def test_the_convergence_rule_names_why_it_stops():
     rule = Converged(patience=3, min_improvement=0.01, loss_floor=1e-3)
-    row = lambda loss, acc=0.5: {"train_loss": loss, "train_accuracy": acc}
-    assert not rule([row(1.0), row(0.9), row(0.8), row(0.7)])
-    assert rule([row(1.0), row(0.9), row(0.895), row(0.899), row(0.92)])   # < 1% better for 3 epochs
-    assert not rule([row(1.0), row(0.9), row(0.95), row(0.95), row(0.85)])
-    assert rule([row(0.0009, acc=1.0)])                                       # fitted
-    assert not rule([row(0.0009, acc=0.99)])
+    row = lambda loss, acc=0.5: Epoch(0, acc, loss, 0.0)
+    assert rule([row(1.0), row(0.9), row(0.8), row(0.7)]) is None
+    assert rule([row(1.0), row(0.9), row(0.895), row(0.899), row(0.92)]) == "plateau"  # < 1% better for 3 epochs
+    assert rule([row(1.0), row(0.9), row(0.95), row(0.95), row(0.85)]) is None
+    assert rule([row(0.0009, acc=1.0)]) == "fit"
+    assert rule([row(0.0009, acc=0.99)]) is None
 
 
 def test_max_epochs_caps_training():
     x, y, codes = toy()
-    h = train(transfer(build(0), 5, seed=0), x, y, codes, seed=0, stop=ReachAccuracy(1.01), max_epochs=4)
-    assert [r["epoch"] for r in h] == [1, 2, 3, 4]
+    fit = train(transfer(build(0), 5, seed=0), x, y, codes, seed=0, stop=ReachAccuracy(1.01), max_epochs=4)
+    assert [r.epoch for r in fit.history] == [1, 2, 3, 4] and fit.stopped_by == CAP
 
 
 def test_a_net_with_nothing_to_train_is_refused():

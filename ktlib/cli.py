@@ -1,0 +1,79 @@
+"""The `ktlib` command: run the sweep, fetch the data, publish a build's record."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import data as D
+from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config
+from .results import RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
+from .sweep import run
+
+
+def publish(results_dir: str) -> Path:
+    """Copy a finished build's results file and source record to the committed record of its profile and
+    engine (results.record_path): the one place that naming lives."""
+    source = Path(results_dir)
+    meta, _ = read_results(source / RESULTS_FILE)
+    dest = record_path(meta["config"]["profile"], meta["config"]["engine"]).parent
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (RESULTS_FILE, SOURCE_RECORD):
+        shutil.copyfile(source / name, dest / name)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ktlib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="train the source net and run the n x k x trial grid (resumable)")
+    s.add_argument("--profile", choices=PROFILES, default="paper")
+    s.add_argument("--dry-run", action="store_true", help="same as --profile smoke: the pipeline in seconds")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
+    s.add_argument("--results-dir", default=None, help=f"default ${RESULTS_DIR_ENV}, then results/<profile>")
+    s.add_argument("--levels", type=int, nargs="+")
+    s.add_argument("--sizes", type=int, nargs="+")
+    s.add_argument("--trials", type=int)
+    s.add_argument("--engine", choices=ENGINES, default="native",
+                   help="batched: the engine without its C kernels; plain: the reference loop, one run at a time")
+    s.add_argument("--workers", type=int, help="engine threads (default: the usable cores)")
+    s.add_argument("--wait", action="store_true",
+                   help="if another process is writing to the results directory, wait for it instead of refusing")
+    s.add_argument("--no-progress", action="store_true")
+    d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")
+    d.add_argument("--dest", default=str(D.DEFAULT_DATA_DIR))
+    d.add_argument("--url", default=D.EMNIST_URL)
+    d.add_argument("--md5", default=D.EMNIST_MD5)
+    d.add_argument("--keep-archive", action="store_true")
+    r = sub.add_parser("publish", help="copy a build's sweep.csv and source.json to the committed record "
+                                       "of its profile and engine")
+    r.add_argument("results_dir")
+    a = p.parse_args(argv)
+    try:
+        if a.command == "download":
+            dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive)
+            print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest.resolve()}")
+            return 0
+        if a.command == "publish":
+            print(f"the record is in {publish(a.results_dir)}")
+            return 0
+        overrides = {k: v for k, v in dict(levels=a.levels, sizes=a.sizes, trials=a.trials).items() if v is not None}
+        cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
+                                 results_dir=a.results_dir, engine=a.engine, workers=a.workers, **overrides)
+        start = time.perf_counter()
+        rows = run(cfg, progress=not a.no_progress, wait=a.wait)
+    except (D.DataError, ValueError, RuntimeError, OSError) as e:
+        print(f"ktlib: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(f"{len(rows)} runs in {Path(cfg.results_dir) / RESULTS_FILE} "
+          f"({time.perf_counter() - start:.0f} s this invocation)")
+    for value, title in (("test_accuracy", "mean test accuracy"), ("train_accuracy", "mean final training accuracy")):
+        print(f"{title} (rows: n retained levels, columns: k samples per class)")
+        print(mean_table(rows, value).to_string(float_format="%.3f"))
+    print("how runs stopped:", rows["stopped_by"].value_counts().to_dict())
+    return 0

@@ -1,0 +1,160 @@
+"""The experiment's configuration: every knob, checked when it is made, and the seeds derived from it."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+from . import native
+from .data import DATA_DIR_ENV, DEFAULT_DATA_DIR, data_dir_path
+from .paths import choose, launch_dir
+from .transfer import check_levels, is_integer
+
+RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"
+PROFILES = ("paper", "smoke")
+# ktlib.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
+ENGINES = ("native", "batched", "plain")
+CODE_SCHEMES = ("random", "one-of-n")
+PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
+
+
+class Purpose(IntEnum):
+    """What a derived seed is for. The values are fixed: a new purpose takes a new value, and no other seed moves."""
+    SPLIT = 0
+    SOURCE_DATA = 1
+    SOURCE_INIT = 2
+    SOURCE_CODES = 3
+    TARGET_CODES = 4
+    TEST_DATA = 5
+    TRIAL = 6
+
+
+def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:
+    """An independent 31-bit seed for each purpose (and keys within it, such as k and trial)."""
+    return int(np.random.SeedSequence([seed, int(purpose), *keys]).generate_state(1)[0] >> 1)
+
+
+@dataclass
+class Config:
+    """Every knob of the experiment; field names are the notebooks' papermill parameters."""
+    seed: int = 0
+    data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist (see ktlib.paths)
+    results_dir: str | None = None         # None: $KTLIB_RESULTS_DIR, then ./results/<profile>
+    profile: str = "paper"
+    # classes and codes
+    n_classes: int = 20
+    source_chars: str | None = None        # None: drawn by seed among classes with enough images
+    target_chars: str | None = None
+    code_bits: int = 20
+    code_scheme: str = "random"            # or "one-of-n" (needs code_bits == n_classes)
+    # source net: trained until it reaches the paper's training accuracy
+    source_per_class: int = 400
+    source_accuracy: float = PAPER_SOURCE_ACCURACY
+    source_max_epochs: int = 100
+    # target nets: the grid, each run trained to convergence
+    levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    sizes: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 40])
+    trials: int = 5
+    test_per_class: int = 50
+    max_epochs: int = 1000
+    patience: int = 20
+    min_improvement: float = 0.01
+    loss_floor: float = 1e-3
+    # optimiser
+    lr: float = 1e-3
+    batch_size: int = 32
+    # how the runs are computed: the engine's numbers equal the plain path's within rounding, not bit for bit
+    engine: str = "native"
+    workers: int | None = None             # engine threads, one core each; None: the usable cores
+
+    def __post_init__(self):
+        """Refuse, before any work, anything that could fail later; make every path absolute."""
+        _choice("profile", self.profile, PROFILES)
+        _choice("engine", self.engine, ENGINES)
+        _choice("code_scheme", self.code_scheme, CODE_SCHEMES)
+        self.seed = _integer("seed", self.seed, 0)
+        for name in ("n_classes", "code_bits", "source_per_class", "source_max_epochs", "trials", "test_per_class",
+                     "max_epochs", "patience", "batch_size"):
+            setattr(self, name, _integer(name, getattr(self, name), 1))
+        self.source_accuracy = _number("source_accuracy", self.source_accuracy, 0, 1, "in (0, 1]", low_open=True)
+        self.min_improvement = _number("min_improvement", self.min_improvement, 0, 1, "in [0, 1)", high_open=True)
+        self.loss_floor = _number("loss_floor", self.loss_floor, 0, math.inf, ">= 0")
+        self.lr = _number("lr", self.lr, 0, math.inf, "> 0", low_open=True)
+        for name in ("source_chars", "target_chars"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string of characters or None, got {getattr(self, name)!r}")
+        self.levels = sorted({check_levels(n) for n in self.levels})
+        if not self.levels or not self.sizes or not all(is_integer(k) and k >= 1 for k in self.sizes):
+            raise ValueError(f"levels and sizes must be non-empty, sizes integers >= 1; got {self.levels}, {self.sizes}")
+        self.sizes = sorted({int(k) for k in self.sizes})
+        if self.workers is not None:
+            self.workers = _integer("workers", self.workers, 1)
+        if self.code_scheme == "one-of-n" and self.code_bits != self.n_classes:
+            raise ValueError(f"code_bits must equal n_classes ({self.n_classes}) for one-of-N codes, got {self.code_bits}")
+        if self.code_scheme == "random" and self.n_classes > 2 ** self.code_bits:
+            raise ValueError(f"code_bits={self.code_bits} cannot give {self.n_classes} distinct codes")
+        if self.engine == "native":  # what kernels.c is built for
+            if self.batch_size > native.MAX_BATCH:
+                raise ValueError(f"batch_size={self.batch_size}: the native engine takes batches of at most "
+                                 f"{native.MAX_BATCH}; use engine='batched' or 'plain'")
+            if self.code_bits != native.CODE_BITS:
+                raise ValueError(f"code_bits={self.code_bits}: the native engine is built for {native.CODE_BITS} "
+                                 f"code bits; use engine='batched' or 'plain'")
+        self.data_dir = str(data_dir_path(self.data_dir))
+        self.results_dir = str(choose(self.results_dir, RESULTS_DIR_ENV, Path("results") / self.profile))
+
+    @classmethod
+    def for_profile(cls, profile: str = "paper", **overrides) -> "Config":
+        """The paper's protocol, or `smoke`: the same pipeline shrunk to seconds."""
+        base = {"smoke": dict(source_per_class=40, source_max_epochs=2, levels=[0, 5], sizes=[1],
+                              trials=1, test_per_class=10, max_epochs=30)}.get(profile, {})
+        return cls(profile=profile, **{**base, **overrides})
+
+    @classmethod
+    def for_notebook(cls, profile: str, seed: int, data_dir: str | None, results_dir: str | None,
+                     engine: str) -> "Config":
+        """A notebook's papermill parameters as a Config. Their paths, and the defaults, are taken from the
+        directory papermill or Jupyter was started in, not from the kernel's working directory (ktlib.paths)."""
+        _choice("profile", profile, PROFILES)
+        base = launch_dir()
+        return cls.for_profile(profile, seed=seed, engine=engine,
+                               data_dir=str(choose(data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR, base)),
+                               results_dir=str(choose(results_dir, RESULTS_DIR_ENV, Path("results") / profile, base)))
+
+    def worker_count(self) -> int:
+        """The engine's worker threads: `workers`, else the cores this process may use."""
+        if self.workers:
+            return self.workers
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    def experiment(self) -> dict:
+        """The fields that determine the numbers (not where files live, nor how many cores compute them)."""
+        d = dataclasses.asdict(self)
+        for where in ("data_dir", "results_dir", "workers"):
+            d.pop(where)
+        return d
+
+
+def _choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _integer(name: str, value, low: int) -> int:
+    if not is_integer(value) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _number(name: str, value, low: float, high: float, rule: str, low_open=False, high_open=False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (low < value if low_open else low <= value) \
+        and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"{name} must be a number {rule}, got {value!r}")
+    return value if isinstance(value, (int, float)) else value.item()

@@ -1,0 +1,192 @@
+"""What a results directory holds, and what it says: the sweep's rows, the source net's record, their provenance."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from . import store
+from .model import LAYERS
+
+RESULTS_FILE = "sweep.csv"
+SOURCE_FILE = "source.pt"
+SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
+REPO = Path(__file__).resolve().parents[1]  # the checkout ktlib is installed from (pip install -e .)
+
+
+class RunKey(NamedTuple):
+    """Which run a row is: the retained levels n, the images per class k, and the trial."""
+    n: int
+    k: int
+    trial: int
+
+
+KEY = list(RunKey._fields)
+# One row per run, in the order of the committed records' columns.
+COLUMNS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
+           "stopped_by", "seconds", "trainable_parameters", "git_commit"]
+
+
+class ResultsError(ValueError):
+    """A results file is not one, or is damaged."""
+
+
+def keys(rows: pd.DataFrame) -> set[RunKey]:
+    """The runs a table of rows holds."""
+    return {RunKey(*map(int, key)) for key in rows[KEY].itertuples(index=False)}
+
+
+def record_path(profile: str, engine: str = "native") -> Path:
+    """The committed results file of a profile's grid: results/<profile>/, results/<profile>-<engine>/ for
+    an engine other than the default, in the checkout ktlib runs from."""
+    return REPO / "results" / (profile if engine == "native" else f"{profile}-{engine}") / RESULTS_FILE
+
+
+# ---------------------------------------------------------------- the sweep's file
+
+def parse_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, bool]:
+    """(metadata, rows, cut) of a results file; cut: its last row was cut short (the file does not end with
+    a newline, as every file ktlib writes does), and is left out of rows. Any other damage is an error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    first, _, body = text.partition("\n")
+    try:
+        meta = json.loads(first[2:]) if first.startswith("# ") else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise ResultsError(f"{path}: not a ktlib results file (no whole '# {{...}}' metadata line)")
+    if not body.strip():
+        raise ResultsError(f"{path}: no column line after the metadata; the file is damaged")
+    cut = not body.endswith("\n") and "\n" in body
+    if cut:
+        body = body[:body.rindex("\n") + 1]
+    rows = pd.read_csv(io.StringIO(body))
+    missing = [c for c in COLUMNS if c not in rows]
+    if missing:
+        raise ResultsError(f"{path}: no column {missing}")
+    incomplete = rows[COLUMNS[:-1]].isna().any(axis=1)
+    if incomplete.any():
+        line = int(np.flatnonzero(incomplete)[0]) + 3  # the metadata line, the column names, then rows
+        raise ResultsError(f"{path}:{line}: a row with missing values; the file is damaged")
+    return meta, rows, cut
+
+
+def read_results(path: str | os.PathLike, cut_ok: bool = False) -> tuple[dict, pd.DataFrame]:
+    """(metadata, rows) of a results file: a '# ' JSON header line, then CSV. A last row cut short is an
+    error, unless cut_ok (it is then left out)."""
+    meta, rows, cut = parse_results(path)
+    if cut and not cut_ok:
+        raise ResultsError(f"{path}: its last row was cut short; run the sweep again to redo that run")
+    return meta, rows
+
+
+def write_results(path: Path, meta: dict, rows: pd.DataFrame) -> None:
+    text = "# " + json.dumps(meta, sort_keys=True) + "\n" + rows.to_csv(index=False, float_format="%.6g")
+    store.write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------- the source net's record
+
+def read_source_record(results_dir: str | os.PathLike) -> dict:
+    """The source net's training record (classes, accuracy, epochs, per-epoch history)."""
+    path = Path(results_dir) / SOURCE_RECORD
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path} is damaged ({e}); delete it") from None
+
+
+def write_source_record(results_dir: str | os.PathLike, record: dict) -> None:
+    store.write_bytes(Path(results_dir) / SOURCE_RECORD, json.dumps(record, indent=1).encode("utf-8"))
+
+
+def recorded_sources(results_dir: str | os.PathLike) -> list[tuple[Path, str]]:
+    """Each file in results_dir that names the source net its contents were made with, and that net's sha256."""
+    where, out = Path(results_dir), []
+    if (where / RESULTS_FILE).exists():
+        out.append((where / RESULTS_FILE, read_results(where / RESULTS_FILE, cut_ok=True)[0]["source"]["state_sha256"]))
+    if (where / SOURCE_RECORD).exists():
+        out.append((where / SOURCE_RECORD, read_source_record(where)["state_sha256"]))
+    return out
+
+
+# ---------------------------------------------------------------- the same experiment?
+
+EXPERIMENT = ("config", "data_checksums", "source_classes", "target_classes")  # what a header says of it
+
+
+def differences(theirs: dict, mine: dict, prefix: str = "") -> list[str]:
+    """Each field whose value differs, as 'name (X there, Y now)'; nested dicts by their dotted names."""
+    out = []
+    for key in sorted(set(theirs) | set(mine), key=str):
+        a, b = theirs.get(key), mine.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} there, {b!r} now)")
+    return out
+
+
+def experiment_differences(theirs: dict, mine: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """What makes two results files' headers different experiments; `ignore`: config fields allowed to differ."""
+    def part(meta: dict) -> dict:
+        out = {key: meta.get(key) for key in EXPERIMENT}
+        out["config"] = {k: v for k, v in (out["config"] or {}).items() if k not in ignore}
+        return out
+    return differences(part(theirs), part(mine))
+
+
+# ---------------------------------------------------------------- tables, labels and provenance
+
+def mean_table(rows: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
+    """Mean over trials: one row per n, one column per k."""
+    return rows.pivot_table(index="n", columns="k", values=value, aggfunc="mean")
+
+
+def retained(n: int) -> str:
+    """Which layers n retained levels are: 'none', 'C1', 'C1-S2', ..."""
+    return "none" if n == 0 else f"{LAYERS[0]}-{LAYERS[n - 1]}" if n > 1 else LAYERS[0]
+
+
+def git_commit() -> str:
+    """HEAD of the checkout ktlib runs from, marked -dirty when the code that makes the numbers differs from it.
+
+    Only ktlib/ and the lock file count: the notebooks and results files are rewritten by the very build
+    that records this."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":(top)ktlib", ":(top)requirements.lock"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    """The versions of Python and the packages that compute the numbers."""
+    import torch
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform(),
+           "torch_threads": torch.get_num_threads()}
+    for pkg in ("ktlib", "torch", "numpy", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

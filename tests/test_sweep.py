@@ -384,7 +384,7 @@ def test_frozen_c1_to_c5_beats_no_transfer_with_one_sample_per_class(real_dir, t
     cfg = ktlib.Config(data_dir=str(real_dir), results_dir=str(tmp_path), levels=[0, 5], sizes=[1], trials=1)
     rows = ktlib.run(cfg, progress=False).set_index("n")
     meta, _ = ktlib.read_results(tmp_path / results.RESULTS_FILE)
-    assert meta["source"]["reached_target"] and meta["source"]["train_accuracy"] >= 0.9438
+    assert meta["source"]["reached_target"] and meta["source"]["train_accuracy"] >= cfg.source_accuracy
     assert (rows["train_accuracy"] == 1.0).all()  # both trained to fit their 20 images
     assert rows.loc[5, "test_accuracy"] > rows.loc[0, "test_accuracy"] + 0.05
     assert rows.loc[0, "test_accuracy"] > 0.10  # the baseline learned something: chance is 0.05

@@ -13,12 +13,12 @@ from .results import RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, reco
 from .sweep import run
 
 
-def publish(results_dir: str) -> Path:
-    """Copy a finished build's results file and source record to the committed record of its profile and
-    engine (results.record_path): the one place that naming lives."""
+def publish(results_dir: str, root: str | Path = ".") -> Path:
+    """Copy a finished build's results file and source record to the record of its profile and engine in
+    the checkout `root` (results.record_path: the one place that naming lives)."""
     source = Path(results_dir)
     meta, _ = read_results(source / RESULTS_FILE)
-    dest = record_path(meta["config"]["profile"], meta["config"]["engine"]).parent
+    dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
     dest.mkdir(parents=True, exist_ok=True)
     for name in (RESULTS_FILE, SOURCE_RECORD):
         shutil.copyfile(source / name, dest / name)
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--url", default=D.EMNIST_URL)
     d.add_argument("--md5", default=D.EMNIST_MD5)
     d.add_argument("--keep-archive", action="store_true")
-    r = sub.add_parser("publish", help="copy a build's sweep.csv and source.json to the committed record "
-                                       "of its profile and engine")
+    r = sub.add_parser("publish", help="copy a build's sweep.csv and source.json to the record of its profile "
+                                       "and engine, results/<profile>[-<engine>]/ under the current directory")
     r.add_argument("results_dir")
     a = p.parse_args(argv)
     try:

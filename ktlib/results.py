@@ -43,10 +43,10 @@ def keys(rows: pd.DataFrame) -> set[RunKey]:
     return {RunKey(*map(int, key)) for key in rows[KEY].itertuples(index=False)}
 
 
-def record_path(profile: str, engine: str = "native") -> Path:
+def record_path(profile: str, engine: str = "native", root: str | os.PathLike = REPO) -> Path:
     """The committed results file of a profile's grid: results/<profile>/, results/<profile>-<engine>/ for
-    an engine other than the default, in the checkout ktlib runs from."""
-    return REPO / "results" / (profile if engine == "native" else f"{profile}-{engine}") / RESULTS_FILE
+    an engine other than the default, in the checkout `root` (by default the one ktlib runs from)."""
+    return Path(root) / "results" / (profile if engine == "native" else f"{profile}-{engine}") / RESULTS_FILE
 
 
 # ---------------------------------------------------------------- the sweep's file

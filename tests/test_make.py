@@ -68,8 +68,10 @@ def test_make_book_finds_the_data_at_the_default_place_or_a_relative_one(real_di
         (tmp_path / "elsewhere").mkdir()
         (tmp_path / "elsewhere" / "emnist").symlink_to(real_dir)
         env = {D.DATA_DIR_ENV: "../elsewhere/emnist"}
+    ours = sorted((ROOT / "results").rglob("*"))
     out = make(repo, "book", "PROFILE=smoke", **env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert sorted((ROOT / "results").rglob("*")) == ours  # the copy's build wrote nothing into this checkout
     assert (repo / "_build/html/index.html").exists()
     executed_with(repo, "smoke")
     meta, rows = results.read_results(repo / "results/smoke" / results.RESULTS_FILE)

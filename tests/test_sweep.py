@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ktlib
-from ktlib import config, results, sweep
+from ktlib import cli, config, results, sweep
 from ktlib.config import Purpose, derive_seed
 from ktlib import data as D
 from ktlib.data import DATA_DIR_ENV
@@ -365,6 +365,19 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "2 runs in" in out.stdout and "mean test accuracy" in out.stdout
     assert len(ktlib.read_results(tmp_path / results.RESULTS_FILE)[1]) == 2
+
+
+@pytest.mark.parametrize("engine, record", [("native", "smoke"), ("batched", "smoke-batched")])
+def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(tmp_path, data_dir, monkeypatch,
+                                                                               engine, record):
+    cfg = small(tmp_path, data_dir, sizes=[1], engine=engine)
+    ktlib.run(cfg, progress=False)
+    (tmp_path / "checkout").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")
+    assert cli.main(["publish", cfg.results_dir]) == 0
+    for name in (results.RESULTS_FILE, results.SOURCE_RECORD):
+        published = tmp_path / "checkout" / "results" / record / name
+        assert published.read_bytes() == (Path(cfg.results_dir) / name).read_bytes()
 
 
 @pytest.mark.slow

@@ -65,3 +65,15 @@ def test_an_unwritable_cache_variable_is_one_clear_error_before_any_work(tmp_pat
     assert f"${native.CACHE_ENV}={cache} ({cache}) cannot be written" in out.stderr
     assert "Permission denied" in out.stderr and "did not compile" not in out.stderr
     assert "source net" not in out.stderr and not (tmp_path / "results").exists()
+
+
+def test_the_loader_refuses_kernels_built_for_another_net(tmp_path, monkeypatch):
+    """kernels.c hard-codes the net's sizes: a copy whose C5 is one parameter off is refused when it loads."""
+    changed = tmp_path / "kernels.c"
+    changed.write_text(native.SOURCE.read_text().replace("{156, 12, 2416, 32, 48120, 2420}",
+                                                          "{156, 12, 2416, 32, 48121, 2420}"))
+    monkeypatch.setattr(native, "SOURCE", changed)
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(native.NativeUnavailable, match=r"parameters per layer: \[156, 12, 2416, 32, 48121, 2420\] "
+                                                       r"in kernels.c, \[156, 12, 2416, 32, 48120, 2420\] in ktlib"):
+        native.library.__wrapped__()

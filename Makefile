@@ -21,7 +21,7 @@ NOTEBOOKS := $(shell sed -n 's|^ *- file: notebooks/||p' _toc.yml)
 # is taken from this directory, where make was typed: ktlib reads it from the launch directory ($PWD), which
 # papermill and nbval pass on to kernels they start in notebooks/.
 export KTLIB_DATA_DIR := $(or $(KTLIB_DATA_DIR),data/emnist)
-# This build's own runs (resumable); the last build's record is copied to results/<profile>/ and committed.
+# This build's own runs (resumable); `ktlib publish` copies the finished record into results/, committed.
 RUN_DIR := $(CURDIR)/_build/results/$(PROFILE)-$(ENGINE)
 NBVAL_DIR := $(CURDIR)/_build/nbval
 # papermill writes here; the notebooks replace notebooks/*.ipynb only once all of them have run

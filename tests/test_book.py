@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ktlib import claims
-from conftest import toc_pages
+from ktlib import claims, results
+from conftest import ROOT, toc_pages
 
-ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 NOTEBOOKS = ROOT / "notebooks"
-RECORD = ROOT / "results" / "paper"
+RECORD = results.record_path("paper").parent
 PAGES = toc_pages()
 
 needs_book = pytest.mark.skipif(not (HTML / "index.html").exists(), reason="no built book: run `make html` first")

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .paths import from_env
+from .store import probe
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CACHE_ENV = "KTLIB_CACHE_DIR"
@@ -40,9 +41,7 @@ def cache_dir() -> Path:
     given = from_env(CACHE_ENV)
     if given is not None:
         try:
-            given.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=given):
-                pass
+            probe(given)
         except OSError as e:
             raise NativeUnavailable(f"${CACHE_ENV}={os.environ[CACHE_ENV]} ({given}) cannot be written, so the "
                                     f"native kernels cannot be built there: {e.strerror or e}; point it at a "
@@ -51,9 +50,7 @@ def cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ktlib"
     for candidate in (base, Path(tempfile.gettempdir()) / "ktlib"):
         try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=candidate):
-                pass
+            probe(candidate)
             return candidate
         except OSError:
             continue
@@ -99,13 +96,12 @@ def build() -> Path:
 
 def check(lib: ctypes.CDLL) -> None:
     """kernels.c hard-codes the net: refuse it unless its constants are ktlib.model's and ours."""
-    from .model import LAYERS, TANH_A, Net
+    from .model import LAYERS, TANH_A, reference
 
     lib.kt_tanh_a.restype = ctypes.c_float
     sizes = (ctypes.c_int * len(LAYERS))()
     lib.kt_layer_sizes(sizes)
-    net = Net(CODE_BITS)
-    want = {"parameters per layer": [sum(p.numel() for p in layer.parameters()) for layer in net.layers()],
+    want = {"parameters per layer": [sum(p.numel() for p in layer.parameters()) for layer in reference().layers()],
             "A of A tanh(S a)": float(ctypes.c_float(TANH_A).value), "batch limit": MAX_BATCH, "code bits": CODE_BITS}
     got = {"parameters per layer": list(sizes), "A of A tanh(S a)": lib.kt_tanh_a(),
            "batch limit": lib.kt_max_batch(), "code bits": lib.kt_code_bits()}

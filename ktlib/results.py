@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import store
 from .model import LAYERS
@@ -179,7 +180,6 @@ def git_commit() -> str:
 
 def versions() -> dict:
     """The versions of Python and the packages that compute the numbers."""
-    import torch
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform(),

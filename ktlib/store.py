@@ -90,8 +90,9 @@ def _busy(directory: Path, fd: int, wait: bool, mode: int) -> None:
 def wait_until_free(directory: str | os.PathLike, wait: bool = False) -> None:
     """Refuse (or, with wait, wait out) another process that is writing to directory; creates nothing."""
     directory = Path(directory)
-    if os.path.realpath(directory) in _held:
-        return
+    with _guard:
+        if os.path.realpath(directory) in _held:
+            return
     try:
         fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
     except OSError:  # no lock file, so no writer yet (or one writer() will report clearly)
@@ -111,14 +112,13 @@ def _open_lock(directory: Path) -> int:
     return fd
 
 
-def _check_writable(directory: Path) -> None:
-    """Create and remove a file, so that an unwritable directory is refused before any work."""
-    probe = directory / f".probe.{os.getpid()}.{secrets.token_hex(4)}.part"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise StoreError(f"results directory {directory} cannot be written: {e.strerror or e}") from None
+def probe(directory: Path) -> None:
+    """Create the directory if need be, then a file in it, and remove the file: an OSError says why the
+    directory cannot be written, before any work depends on it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f".probe.{os.getpid()}.{secrets.token_hex(4)}.part"
+    path.touch()
+    path.unlink()
 
 
 @contextmanager
@@ -138,7 +138,10 @@ def writer(directory: str | os.PathLike, wait: bool = False):
         _busy(directory, fd, wait, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _check_writable(directory)
+        try:
+            probe(directory)
+        except OSError as e:
+            raise StoreError(f"results directory {directory} cannot be written: {e.strerror or e}") from None
         for stale in directory.glob(".*.part"):  # only a writer makes these, and no other writer is running
             stale.unlink(missing_ok=True)
         with _guard:

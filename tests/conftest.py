@@ -104,5 +104,15 @@ def ktlib_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ktlib", *args]
 
 
+def dry_run(data: Path, results: Path, *extra: str) -> list[str]:
+    """The arguments of `ktlib sweep --dry-run` on this data, into this results directory."""
+    return ["sweep", "--dry-run", "--data-dir", str(data), "--results-dir", str(results), *extra]
+
+
+def fingerprint(directory: Path) -> dict[str, bytes]:
+    """Every file in directory, by name, with its bytes: equal fingerprints mean nothing was changed."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ktlib import data as D
-from conftest import CHARS, as_ordinary_user, idx_bytes, ktlib_cli, run, write_emnist, write_gz, write_mapping
+from conftest import CHARS, as_ordinary_user, dry_run, idx_bytes, ktlib_cli, run, write_emnist, write_gz, write_mapping
 
 # --------------------------------------------------------------------------- reading
 
@@ -345,8 +345,7 @@ def test_unreadable_data_is_one_clear_error_naming_it(smoke_data, tmp_path, vict
             "image file": data / D.image_file("test")}[victim]
     path.chmod(0)
     try:
-        out = run(as_ordinary_user(ktlib_cli("sweep", "--dry-run", "--data-dir", str(data),
-                                             "--results-dir", str(tmp_path / "results"))))
+        out = run(as_ordinary_user(ktlib_cli(*dry_run(data, tmp_path / "results"))))
     finally:
         path.chmod(0o755)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ktlib import native
-from conftest import as_ordinary_user, ktlib_cli, run
+from conftest import as_ordinary_user, dry_run, ktlib_cli, run
 
 
 def test_the_kernels_are_compiled_once_and_then_reused(tmp_path, monkeypatch):
@@ -57,8 +57,7 @@ def test_an_unwritable_cache_variable_is_one_clear_error_before_any_work(tmp_pat
     cache.chmod(0o555)
     env = {**os.environ, native.CACHE_ENV: str(cache)}
     try:
-        out = run(as_ordinary_user(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data),
-                                             "--results-dir", str(tmp_path / "results"))), env=env)
+        out = run(as_ordinary_user(ktlib_cli(*dry_run(smoke_data, tmp_path / "results"))), env=env)
     finally:
         cache.chmod(0o755)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr

@@ -1,5 +1,4 @@
 """A results directory has one writer at a time, and a failed write leaves what was saved as it was."""
-import hashlib
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 
 import ktlib
 from ktlib import results, store
-from conftest import ktlib_cli, on_a_small_disk, run
+from conftest import dry_run, fingerprint, ktlib_cli, on_a_small_disk, run
 
 # A sweep through the command line that starts when a line arrives on its stdin (its imports done), and
 # after its first saved run holds still, with the directory's lock, until another line arrives.
@@ -41,8 +40,8 @@ def go(proc: subprocess.Popen) -> None:
 
 
 def sweep_args(data: Path, where: Path, *extra: str) -> list[str]:
-    return ["sweep", "--dry-run", "--no-progress", "--data-dir", str(data), "--results-dir", str(where),
-            "--levels", "0", "1", "2", "3", "4", "5", "--sizes", "1", "5", "--trials", "3", *extra]
+    return dry_run(data, where, "--no-progress", "--levels", "0", "1", "2", "3", "4", "5", "--sizes", "1", "5",
+                   "--trials", "3", *extra)
 
 
 def holding(proc: subprocess.Popen, where: Path) -> None:
@@ -52,10 +51,6 @@ def holding(proc: subprocess.Popen, where: Path) -> None:
     while not (lock.exists() and lock.read_text().strip() == str(proc.pid) and csv.exists()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
         time.sleep(0.01)
-
-
-def fingerprint(directory: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
 def test_a_second_sweep_on_a_directory_in_use_is_refused_naming_the_writer(smoke_data, tmp_path):
@@ -112,8 +107,7 @@ def test_the_lock_is_released_when_its_holder_is_killed(smoke_data, tmp_path):
 
 def test_a_full_disk_is_one_clear_error_and_nothing_is_half_written(smoke_data, tmp_path):
     where = tmp_path / "small-disk"
-    out = run(on_a_small_disk(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data), "--results-dir",
-                                        str(where)), where, size="64k"))
+    out = run(on_a_small_disk(ktlib_cli(*dry_run(smoke_data, where)), where, size="64k"))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert f"cannot write {where / results.SOURCE_FILE}: No space left on device" in out.stderr
 

@@ -17,7 +17,7 @@ from ktlib.config import Purpose, derive_seed
 from ktlib import data as D
 from ktlib.data import DATA_DIR_ENV
 from ktlib.model import PAPER_FREE_PARAMETERS
-from conftest import ROOT, as_ordinary_user, ktlib_cli, run, toc_notebooks, write_emnist
+from conftest import ROOT, as_ordinary_user, dry_run, fingerprint, ktlib_cli, run, toc_notebooks, write_emnist
 
 NUMBERS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
            "stopped_by", "trainable_parameters"]  # everything but wall time and commit
@@ -216,10 +216,6 @@ def test_resuming_with_another_config_is_refused_naming_the_fields(tmp_path, dat
         ktlib.run(small(tmp_path, data_dir, sizes=[1], lr=0.002), progress=False)
 
 
-def fingerprint(directory: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
-
-
 @pytest.mark.parametrize("kept", [("sweep.csv", "source.json"), ("source.json",), ("source.pt", "source.json")],
                          ids=["committed-record", "source-record-only", "source-net-only"])
 def test_a_refused_config_changes_nothing_in_the_directory(tmp_path, data_dir, kept):
@@ -291,8 +287,7 @@ def test_an_unwritable_results_directory_is_refused_before_training(tmp_path, sm
     where.mkdir()
     where.chmod(0o555)
     try:
-        out = run(as_ordinary_user(ktlib_cli("sweep", "--dry-run", "--data-dir", str(smoke_data),
-                                             "--results-dir", str(where))))
+        out = run(as_ordinary_user(ktlib_cli(*dry_run(smoke_data, where))))
     finally:
         where.chmod(0o755)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
@@ -306,8 +301,7 @@ def test_an_unwritable_results_directory_is_refused_before_training(tmp_path, sm
     (["--seed", "-3"], "seed must be an integer >= 0, got -3"),
 ])
 def test_the_cli_refuses_bad_values_before_any_work(tmp_path, smoke_data, option, message):
-    out = run(ktlib_cli("sweep", "--dry-run", *option, "--data-dir", str(smoke_data),
-                        "--results-dir", str(tmp_path / "r")))
+    out = run(ktlib_cli(*dry_run(smoke_data, tmp_path / "r", *option)))
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
 

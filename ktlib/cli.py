@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import data as D
 from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config
-from .results import RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
+from .results import PREDICTIONS_FILE, RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
 from .sweep import run
 
 
@@ -20,7 +20,7 @@ def publish(results_dir: str, root: str | Path = ".") -> Path:
     meta, _ = read_results(source / RESULTS_FILE)
     dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (RESULTS_FILE, SOURCE_RECORD):
+    for name in (RESULTS_FILE, SOURCE_RECORD, PREDICTIONS_FILE):
         shutil.copyfile(source / name, dest / name)
     return dest
 

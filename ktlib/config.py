@@ -13,13 +13,16 @@ import numpy as np
 from . import native
 from .data import DATA_DIR_ENV, DEFAULT_DATA_DIR, data_dir_path
 from .paths import choose, launch_dir
-from .transfer import check_levels, is_integer
+from .transfer import RECIPES, check_levels, check_recipe, is_integer
 
 RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"
 PROFILES = ("paper", "smoke")
 # ktlib.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
 ENGINES = ("native", "batched", "plain")
 CODE_SCHEMES = ("random", "one-of-n")
+# converged: each run trains until it fits its set or its loss plateaus (train.Converged), at most max_epochs;
+# budget: every run trains exactly max_epochs epochs (the protocol's sensitivity check)
+STOPPING = ("converged", "budget")
 PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
 
 
@@ -32,6 +35,10 @@ class Purpose(IntEnum):
     TARGET_CODES = 4
     TEST_DATA = 5
     TRIAL = 6
+    SPLIT_SEED = 7     # the seed of class split s > 0, from which all of that split's seeds derive
+    RANDOM_SOURCE = 8  # the untrained net the random-frozen recipe copies from
+    SOURCE_TEST = 9    # held-out images of the source classes
+    BOOTSTRAP = 10     # the resampling of the study's intervals
 
 
 def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:
@@ -43,6 +50,7 @@ def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:
 class Config:
     """Every knob of the experiment; field names are the notebooks' papermill parameters."""
     seed: int = 0
+    split: int = 0                         # which class split: 0 is the seed's own (the paper's), others derive
     data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist (see ktlib.paths)
     results_dir: str | None = None         # None: $KTLIB_RESULTS_DIR, then ./results/<profile>
     profile: str = "paper"
@@ -62,6 +70,8 @@ class Config:
     trials: int = 5
     test_per_class: int = 50
     max_epochs: int = 1000
+    stopping: str = "converged"            # or "budget": every run trains max_epochs epochs
+    recipes: list[str] = field(default_factory=lambda: ["frozen"])  # how layers 1..n are made (transfer.RECIPES)
     patience: int = 20
     min_improvement: float = 0.01
     loss_floor: float = 1e-3
@@ -77,7 +87,12 @@ class Config:
         _choice("profile", self.profile, PROFILES)
         _choice("engine", self.engine, ENGINES)
         _choice("code_scheme", self.code_scheme, CODE_SCHEMES)
+        _choice("stopping", self.stopping, STOPPING)
         self.seed = _integer("seed", self.seed, 0)
+        self.split = _integer("split", self.split, 0)
+        if isinstance(self.recipes, str) or not self.recipes:
+            raise ValueError(f"recipes must be a non-empty list of {RECIPES}, got {self.recipes!r}")
+        self.recipes = [r for r in RECIPES if r in {check_recipe(r) for r in self.recipes}]
         for name in ("n_classes", "code_bits", "source_per_class", "source_max_epochs", "trials", "test_per_class",
                      "max_epochs", "patience", "batch_size"):
             setattr(self, name, _integer(name, getattr(self, name), 1))
@@ -126,6 +141,11 @@ class Config:
                                data_dir=str(choose(data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR, base)),
                                results_dir=str(choose(results_dir, RESULTS_DIR_ENV, Path("results") / profile, base)))
 
+    def split_seed(self) -> int:
+        """The seed every seed of this class split derives from: the config's own for split 0 (so split 0 is
+        the paper's sweep, unchanged), an independent one for each other split."""
+        return self.seed if self.split == 0 else derive_seed(self.seed, Purpose.SPLIT_SEED, self.split)
+
     def worker_count(self) -> int:
         """The engine's worker threads: `workers`, else the cores this process may use."""
         if self.workers:
@@ -138,6 +158,10 @@ class Config:
         for where in ("data_dir", "results_dir", "workers"):
             d.pop(where)
         return d
+
+
+# Fields added after records were written: a results header without one was made with this value.
+ADDED_FIELDS = {"split": 0, "stopping": "converged", "recipes": ["frozen"]}
 
 
 def _choice(name: str, value, allowed: tuple) -> None:

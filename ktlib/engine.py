@@ -298,14 +298,15 @@ KERNELS = {"batched": TorchKernels, "native": NativeKernels}
 
 
 def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
-             shared: bool = False) -> tuple[list, list]:
-    """Per run: (accuracy by nearest code, mean squared error to the codes) on x (R, N, ...) and labels
-    y (R, N), or on one shared set x (N, ...), y (N,)."""
+             shared: bool = False) -> tuple[list, list, list]:
+    """Per run: (accuracy by nearest code, mean squared error to the codes, the predicted classes) on
+    x (R, N, ...) and labels y (R, N), or on one shared set x (N, ...), y (N,)."""
     out = kernels.outputs(theta, x, shared)
     y = y.expand(len(theta), -1) if shared else y
     losses = [F.mse_loss(o, codes[labels]).item() for o, labels in zip(out, y)]
-    accs = [(predict(o, codes) == labels).sum().item() / len(labels) for o, labels in zip(out, y)]
-    return accs, losses
+    preds = [predict(o, codes) for o in out]
+    accs = [(p == labels).sum().item() / len(labels) for p, labels in zip(preds, y)]
+    return accs, losses, preds
 
 
 class Cancelled(Exception):
@@ -314,19 +315,20 @@ class Cancelled(Exception):
 
 @dataclass
 class Run:
-    """One run's outcome: its per-epoch history, why it stopped, its final test accuracy, and its trained
-    parameters (layers n.., flattened, in the net's own scale)."""
+    """One run's outcome: its per-epoch history, why it stopped, its final test accuracy and predicted test
+    classes, and its trained parameters (layers n.., flattened, in the net's own scale)."""
     history: list[Epoch]
     stopped_by: str
     test_accuracy: float
     weights: torch.Tensor
+    predictions: torch.Tensor
 
 
 def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seeds: list[int],
                stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float = 1e-3,
                batch_size: int = 32, on_run=None, cancel: threading.Event | None = None,
                kernels: str = "native") -> list[Run]:
-    """Train R nets whose bottom n layers are frozen, side by side; each stops by its own rule.
+    """Train R nets side by side from layer n up (below it they are fixed); each stops by its own rule.
 
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
     test: the test set's layer-n inputs (M, ...) and labels (M,), shared by all runs. Shuffling is
@@ -351,7 +353,7 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
         perms = torch.stack([torch.randperm(N, generator=gens[r]) for r in active])
         for idx in perms.split(batch_size, dim=1):
             opt.step(steps.gradients(theta, x, target, idx.contiguous(), grad))
-        accs, losses = evaluate(steps, theta, x, y, codes)
+        accs, losses, _ = evaluate(steps, theta, x, y, codes)
         seconds = time.perf_counter() - start
         done = {}
         for row, r in enumerate(active):
@@ -361,10 +363,11 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
                 done[row] = reason
         if not done:
             continue
-        test_acc, _ = evaluate(steps, theta[torch.tensor(list(done))], test[0], test[1], codes, shared=True)
-        for (row, reason), accuracy in zip(done.items(), test_acc):
+        test_acc, _, test_preds = evaluate(steps, theta[torch.tensor(list(done))], test[0], test[1], codes,
+                                           shared=True)
+        for (row, reason), accuracy, preds in zip(done.items(), test_acc, test_preds):
             r = active[row]
-            results[r] = Run(histories[r], reason, accuracy, theta[row] / ZS)
+            results[r] = Run(histories[r], reason, accuracy, theta[row] / ZS, preds)
             if on_run:
                 on_run(r, results[r])
         keep = torch.tensor([row for row in range(len(active)) if row not in done], dtype=torch.long)

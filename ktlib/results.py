@@ -14,24 +14,29 @@ import pandas as pd
 import torch
 
 from . import store
+from .config import ADDED_FIELDS
 from .model import LAYERS
+from .transfer import BASELINE
 
 RESULTS_FILE = "sweep.csv"
+PREDICTIONS_FILE = "predictions.npz"  # each run's class predictions on the test images, one byte each
 SOURCE_FILE = "source.pt"
 SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
 REPO = Path(__file__).resolve().parents[1]  # the checkout ktlib is installed from (pip install -e .)
 
 
 class RunKey(NamedTuple):
-    """Which run a row is: the retained levels n, the images per class k, and the trial."""
+    """Which run a row is: the retained levels n, the images per class k, the trial, and the transfer recipe
+    (ktlib.transfer.RECIPES; the n=0 runs, shared by all, are stored under the baseline's)."""
     n: int
     k: int
     trial: int
+    recipe: str = BASELINE
 
 
 KEY = list(RunKey._fields)
 # One row per run, in the order of the committed records' columns.
-COLUMNS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
+COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
            "stopped_by", "seconds", "trainable_parameters", "git_commit"]
 
 
@@ -39,9 +44,14 @@ class ResultsError(ValueError):
     """A results file is not one, or is damaged."""
 
 
+def run_keys(rows: pd.DataFrame) -> list[RunKey]:
+    """The key of each row, in order."""
+    return [RunKey(int(n), int(k), int(t), str(r)) for n, k, t, r in rows[KEY].itertuples(index=False)]
+
+
 def keys(rows: pd.DataFrame) -> set[RunKey]:
     """The runs a table of rows holds."""
-    return {RunKey(*map(int, key)) for key in rows[KEY].itertuples(index=False)}
+    return set(run_keys(rows))
 
 
 def record_path(profile: str, engine: str = "native", root: str | os.PathLike = REPO) -> Path:
@@ -73,6 +83,8 @@ def parse_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, bool]:
     if cut:
         body = body[:body.rindex("\n") + 1]
     rows = pd.read_csv(io.StringIO(body))
+    if "recipe" not in rows and "n" in rows:  # written before recipes existed: the paper's recipe
+        rows.insert(int(rows.columns.get_loc("n")) + 2, "recipe", BASELINE)
     missing = [c for c in COLUMNS if c not in rows]
     if missing:
         raise ResultsError(f"{path}: no column {missing}")
@@ -95,6 +107,29 @@ def read_results(path: str | os.PathLike, cut_ok: bool = False) -> tuple[dict, p
 def write_results(path: Path, meta: dict, rows: pd.DataFrame) -> None:
     text = "# " + json.dumps(meta, sort_keys=True) + "\n" + rows.to_csv(index=False, float_format="%.6g")
     store.write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------- the test predictions
+
+def read_predictions(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(keys, predictions, labels): one row of keys and of predictions (runs, test images) per run, and the
+    test images' labels; indices into the target classes."""
+    path = Path(results_dir) / PREDICTIONS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = pd.DataFrame({name: f[name] for name in KEY})
+            return keys, f["predictions"], f["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ResultsError(f"{path}: cannot be read ({e})") from None
+
+
+def write_predictions(results_dir: str | os.PathLike, keys: list[RunKey], predictions: list[np.ndarray],
+                      labels: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    columns = {name: np.array([getattr(key, name) for key in keys]) for name in KEY}
+    np.savez_compressed(buffer, predictions=np.stack(predictions).astype(np.uint8), labels=labels.astype(np.uint8),
+                        **columns)
+    store.write_bytes(Path(results_dir) / PREDICTIONS_FILE, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- the source net's record
@@ -144,7 +179,8 @@ def experiment_differences(theirs: dict, mine: dict, ignore: tuple[str, ...] = (
     """What makes two results files' headers different experiments; `ignore`: config fields allowed to differ."""
     def part(meta: dict) -> dict:
         out = {key: meta.get(key) for key in EXPERIMENT}
-        out["config"] = {k: v for k, v in (out["config"] or {}).items() if k not in ignore}
+        config = {**ADDED_FIELDS, **(out["config"] or {})}  # a header older than a field has its default
+        out["config"] = {k: v for k, v in config.items() if k not in ignore}
         return out
     return differences(part(theirs), part(mine))
 

@@ -15,8 +15,8 @@ from .config import Config
 from .data import Subset
 from .model import Net, connections, trainable_parameters, training_flops
 from .results import RunKey, retained
-from .train import Converged, Epoch, evaluate, train
-from .transfer import transfer
+from .train import Converged, Epoch, Never, evaluate, predictions, train
+from .transfer import BASELINE, first_trained, transfer
 
 
 @dataclass
@@ -27,23 +27,38 @@ class Task:
     trial_set: Callable[[int, int], tuple[Subset, int]]  # (k, trial) -> that trial's training set and seed
     test: tuple[torch.Tensor, torch.Tensor]              # the test images and labels
     codes: torch.Tensor                                  # the target classes' codes
+    random_source: Net | None = None                     # the untrained net random-frozen runs copy from
+
+    def copied_from(self, recipe: str) -> Net:
+        """The net whose bottom layers a run of this recipe copies."""
+        if recipe != "random-frozen":
+            return self.source
+        if self.random_source is None:
+            raise ValueError("a random-frozen run needs the task's random_source")
+        return self.random_source
 
 
 def grid(cfg: Config) -> list[RunKey]:
-    """Every run of the configuration's grid, n varying fastest (so a trial's set is drawn once in a row)."""
-    return [RunKey(n, k, t) for k in cfg.sizes for t in range(cfg.trials) for n in cfg.levels]
+    """Every run of the configuration's grid, n and recipe varying fastest (so a trial's set is drawn once in
+    a row); the n=0 run, which copies nothing, once per trial, under the baseline recipe."""
+    return [RunKey(n, k, t, r) for k in cfg.sizes for t in range(cfg.trials) for n in cfg.levels
+            for r in (cfg.recipes if n > 0 else [BASELINE])]
 
 
-def stopping_rule(cfg: Config) -> Converged:
-    return Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
+def stopping_rule(cfg: Config) -> Converged | Never:
+    return Never() if cfg.stopping == "budget" else Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
 
 
-def row(key: RunKey, seed: int, history: list[Epoch], stopped_by: str, test_accuracy: float) -> dict:
-    """A finished run's row of the results file (all but the commit, which the sweep adds)."""
+def row(key: RunKey, seed: int, history: list[Epoch], stopped_by: str, test_accuracy: float,
+        predicted: torch.Tensor) -> dict:
+    """A finished run's row of the results file (all but the commit, which the sweep adds), and its test
+    predictions under "predictions" (kept apart from the file's columns)."""
     last = history[-1]
     return {**key._asdict(), "retained": retained(key.n), "seed": seed, "test_accuracy": test_accuracy,
             "train_accuracy": last.train_accuracy, "train_loss": last.train_loss, "epochs": len(history),
-            "stopped_by": stopped_by, "seconds": last.seconds, "trainable_parameters": trainable_parameters(key.n)}
+            "stopped_by": stopped_by, "seconds": last.seconds,
+            "trainable_parameters": trainable_parameters(first_trained(key.recipe, key.n)),
+            "predictions": predicted.numpy().astype("uint8")}
 
 
 def plain(task: Task, keys: list[RunKey], on_row) -> None:
@@ -52,36 +67,37 @@ def plain(task: Task, keys: list[RunKey], on_row) -> None:
     trial_set = functools.lru_cache(maxsize=1)(task.trial_set)  # keys come n fastest: a set serves every n
     for key in keys:
         train_set, seed = trial_set(key.k, key.trial)
-        net = transfer(task.source, key.n, seed)
+        net = transfer(task.copied_from(key.recipe), key.n, seed, key.recipe)
         fit = train(net, torch.from_numpy(train_set.x), torch.from_numpy(train_set.y), task.codes, seed=seed,
                     stop=stopping_rule(cfg), max_epochs=cfg.max_epochs, lr=cfg.lr, batch_size=cfg.batch_size)
-        on_row(row(key, seed, fit.history, fit.stopped_by, evaluate(net, *task.test, task.codes)[0]))
+        on_row(row(key, seed, fit.history, fit.stopped_by, evaluate(net, *task.test, task.codes)[0],
+                   predictions(net, task.test[0], task.codes)))
 
 
-def group_cost(n: int, k: int) -> float:
+def group_cost(recipe: str, n: int, k: int) -> float:
     """A group's rough cost, to schedule the long ones first: its training FLOPs per epoch."""
-    return k * training_flops(connections(), n)
+    return k * training_flops(connections(), first_trained(recipe, n))
 
 
 def grouped(task: Task, keys: list[RunKey], on_row) -> None:
-    """The engine: the trials of each (n, k) side by side, one group per worker thread, longest first.
+    """The engine: the trials of each (recipe, n, k) side by side, one group per worker thread, longest first.
 
     A group is computed whole even when only some of its runs are asked for: a run's numbers depend on the
     group it trained in (through rounding), so a resumed sweep recomputes the same groups."""
-    cfg, source, codes = task.cfg, task.source, task.codes
+    cfg, codes = task.cfg, task.codes
     wanted = set(keys)
-    groups = sorted({(key.n, key.k) for key in keys}, key=lambda g: -group_cost(*g))
+    groups = sorted({(key.recipe, key.n, key.k) for key in keys}, key=lambda g: -group_cost(*g))
     cache = engine.FeatureCache()
-    test_x = {n: cache.get(source, task.test[0], n) for n, _ in groups}
-    sets = {k: [task.trial_set(k, t) for t in range(cfg.trials)] for _, k in groups}
+    sets = {k: [task.trial_set(k, t) for t in range(cfg.trials)] for _, _, k in groups}
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
 
-    def job(n: int, k: int, x: torch.Tensor, y: torch.Tensor, seeds: list[int]):
+    def job(recipe: str, n: int, k: int, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, seeds: list[int]):
         torch.set_num_threads(1)  # a worker per core; one thread also keeps the numbers machine-independent
-        nets = [transfer(source, n, s) for s in seeds]
-        engine.train_runs(nets, n, x, y, codes, seeds, stopping_rule(cfg), cfg.max_epochs, (test_x[n], task.test[1]),
-                          cfg.lr, cfg.batch_size, on_run=lambda t, run: events.put((RunKey(n, k, t), seeds[t], run)),
+        nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
+        engine.train_runs(nets, first_trained(recipe, n), x, y, codes, seeds, stopping_rule(cfg), cfg.max_epochs,
+                          (test_x, task.test[1]), cfg.lr, cfg.batch_size,
+                          on_run=lambda t, run: events.put((RunKey(n, k, t, recipe), seeds[t], run)),
                           cancel=cancel, kernels=cfg.engine)
 
     def drain(block: bool) -> None:
@@ -90,7 +106,7 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
                 key, seed, run = events.get(timeout=0.1) if block else events.get_nowait()
                 block = False
                 if key in wanted:
-                    on_row(row(key, seed, run.history, run.stopped_by, run.test_accuracy))
+                    on_row(row(key, seed, run.history, run.stopped_by, run.test_accuracy, run.predictions))
         except queue.Empty:
             pass
 
@@ -98,10 +114,12 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
     pool = ThreadPoolExecutor(cfg.worker_count(), thread_name_prefix="ktlib-engine")
     try:
         futures = []
-        for n, k in groups:
-            x = torch.stack([cache.get(source, torch.from_numpy(s.x), n) for s, _ in sets[k]])
+        for recipe, n, k in groups:
+            copied, start = task.copied_from(recipe), first_trained(recipe, n)  # fine-tuned starts at the image
+            x = torch.stack([cache.get(copied, torch.from_numpy(s.x), start) for s, _ in sets[k]])
             y = torch.stack([torch.from_numpy(s.y) for s, _ in sets[k]])
-            futures.append(pool.submit(job, n, k, x, y, [seed for _, seed in sets[k]]))
+            futures.append(pool.submit(job, recipe, n, k, x, y, cache.get(copied, task.test[0], start),
+                                       [seed for _, seed in sets[k]]))
         pending = set(futures)
         while pending:
             drain(block=True)

@@ -17,10 +17,11 @@ from . import data as D
 from . import runs, store
 from .config import Config, Purpose, derive_seed
 from .model import build, state_hash, target_codes
-from .results import (COLUMNS, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, differences, experiment_differences,
-                      git_commit, keys, parse_results, read_results, read_source_record, recorded_sources,
-                      versions, write_results, write_source_record)
-from .train import ReachAccuracy, train
+from .results import (COLUMNS, PREDICTIONS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, RunKey, differences,
+                      experiment_differences, git_commit, keys, parse_results, read_predictions, read_results,
+                      read_source_record, recorded_sources, run_keys, versions, write_predictions, write_results,
+                      write_source_record)
+from .train import ReachAccuracy, evaluate, train
 
 
 @dataclass
@@ -35,8 +36,9 @@ class Experiment:
     def load(cls, cfg: Config) -> "Experiment":
         path = D.resolve_data_dir(cfg.data_dir)
         data = D.load(path)
-        split = D.split_classes(data, derive_seed(cfg.seed, Purpose.SPLIT), cfg.n_classes, cfg.source_per_class,
-                                max(cfg.sizes), cfg.test_per_class, cfg.source_chars, cfg.target_chars)
+        split = D.split_classes(data, derive_seed(cfg.split_seed(), Purpose.SPLIT), cfg.n_classes,
+                                cfg.source_per_class, max(cfg.sizes), cfg.test_per_class, cfg.source_chars,
+                                cfg.target_chars)
         return cls(cfg, data, split, D.checksums(path))
 
     def chars(self, role: str) -> str:
@@ -44,32 +46,43 @@ class Experiment:
 
     def codes(self, role: str) -> torch.Tensor:
         purpose = Purpose.SOURCE_CODES if role == "source" else Purpose.TARGET_CODES
-        return target_codes(self.cfg.n_classes, self.cfg.code_bits, derive_seed(self.cfg.seed, purpose),
-                            self.cfg.code_scheme)
+        return target_codes(self.cfg.n_classes, self.cfg.code_bits, self.seed(purpose), self.cfg.code_scheme)
+
+    def seed(self, purpose: Purpose, *keys: int) -> int:
+        """The seed of one purpose in this class split."""
+        return derive_seed(self.cfg.split_seed(), purpose, *keys)
 
     def source_set(self) -> D.Subset:
-        return D.draw(self.data.train, self.split.source, self.cfg.source_per_class,
-                      derive_seed(self.cfg.seed, Purpose.SOURCE_DATA))
+        return D.draw(self.data.train, self.split.source, self.cfg.source_per_class, self.seed(Purpose.SOURCE_DATA))
+
+    def source_test_set(self) -> D.Subset:
+        """Held-out images of the source classes, from the test file (as many as test_per_class, or all a
+        class has when fewer)."""
+        per_class = min([self.cfg.test_per_class] + [self.data.counts("test")[c] for c in self.split.source])
+        return D.draw(self.data.test, self.split.source, per_class, self.seed(Purpose.SOURCE_TEST))
 
     def test_set(self) -> D.Subset:
-        return D.draw(self.data.test, self.split.target, self.cfg.test_per_class,
-                      derive_seed(self.cfg.seed, Purpose.TEST_DATA))
+        return D.draw(self.data.test, self.split.target, self.cfg.test_per_class, self.seed(Purpose.TEST_DATA))
 
     def trial_set(self, k: int, trial: int) -> tuple[D.Subset, int]:
-        """The k-per-class training set of one trial and that trial's seed (shared by every n)."""
-        seed = derive_seed(self.cfg.seed, Purpose.TRIAL, k, trial)
+        """The k-per-class training set of one trial and that trial's seed (shared by every n and recipe)."""
+        seed = self.seed(Purpose.TRIAL, k, trial)
         return D.draw(self.data.train, self.split.target, k, seed), seed
+
+    def random_source(self) -> torch.nn.Module:
+        """The untrained net random-frozen runs copy from: drawn as a fresh initialisation is."""
+        return build(self.seed(Purpose.RANDOM_SOURCE), self.cfg.code_bits)
 
     def task(self, source: torch.nn.Module) -> runs.Task:
         """What the runs of this experiment share, for a trainer."""
         test = self.test_set()
         return runs.Task(self.cfg, source, self.trial_set, (torch.from_numpy(test.x), torch.from_numpy(test.y)),
-                         self.codes("target"))
+                         self.codes("target"), self.random_source())
 
     def source_config(self) -> dict:
         """Everything that determines the source net: its fields of the config, its classes, the data."""
         c = self.cfg
-        return dict(seed=c.seed, n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
+        return dict(seed=c.split_seed(), n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
                     source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
                     source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,
                     source=self.chars("source"), checksums=self.checksums)
@@ -139,6 +152,14 @@ def source_record(exp: Experiment, info: dict) -> dict:
     return {"key": exp.source_key(), "source_config": exp.source_config(), **info}
 
 
+def held_out(exp: Experiment, net: torch.nn.Module) -> dict:
+    """The source net's accuracy on held-out images of its own classes (its stopping rule reads only its
+    training accuracy, so this is the number that says what it learned)."""
+    s = exp.source_test_set()
+    accuracy, _ = evaluate(net, torch.from_numpy(s.x), torch.from_numpy(s.y), exp.codes("source"))
+    return {"held_out_accuracy": accuracy, "held_out_images": len(s.y)}
+
+
 def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Module, dict]:
     """Train the source net, or load it from results_dir when the same config already trained it.
 
@@ -149,9 +170,10 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
         saved = load_source_file(path)
         net = build(0, cfg.code_bits)
         net.load_state_dict(saved["state_dict"])
-        write_source_record(where, source_record(exp, saved["info"]))
-        return net, saved["info"]
-    seed = derive_seed(cfg.seed, Purpose.SOURCE_INIT)
+        info = {**saved["info"], **held_out(exp, net)}
+        write_source_record(where, source_record(exp, info))
+        return net, info
+    seed = exp.seed(Purpose.SOURCE_INIT)
     net = build(seed, cfg.code_bits)
     s = exp.source_set()
     with tqdm(total=cfg.source_max_epochs, desc=f"source net ({exp.chars('source')})", unit="epoch",
@@ -166,7 +188,8 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
     info = {"classes": exp.chars("source"), "seed": seed, "epochs": len(fit.history),
             "train_accuracy": last.train_accuracy, "seconds": last.seconds,
             "reached_target": last.train_accuracy >= cfg.source_accuracy,
-            "state_sha256": state_hash(net), "history": [dataclasses.asdict(e) for e in fit.history]}
+            "state_sha256": state_hash(net), **held_out(exp, net),
+            "history": [dataclasses.asdict(e) for e in fit.history]}
     for record, sha in recorded_sources(where):
         if sha != info["state_sha256"]:
             raise RuntimeError(f"the source net trained now (sha256 {info['state_sha256'][:12]}) is not the one "
@@ -218,6 +241,8 @@ def _sweep(exp: Experiment, progress: bool) -> pd.DataFrame:
             "workers": None if cfg.engine == "plain" else cfg.worker_count()}
     path = Path(cfg.results_dir) / RESULTS_FILE
     records: list[dict] = []
+    predicted: dict[RunKey, object] = {}  # each run's test predictions, written before its row
+    labels = exp.task(source).test[1].numpy()
     done = set()
     if found:
         old_meta, rows, cut = found
@@ -227,12 +252,21 @@ def _sweep(exp: Experiment, progress: bool) -> pd.DataFrame:
             print(f"{path}: its last row was cut short; that run is done again", file=sys.stderr)
         meta["git_commit"] = old_meta["git_commit"]  # the commit that started it; rows carry their own
         records, done = rows.to_dict("records"), keys(rows)
+        if (Path(cfg.results_dir) / PREDICTIONS_FILE).exists():
+            old_keys, old_predictions, _ = read_predictions(cfg.results_dir)
+            predicted = {key: p for key, p in zip(run_keys(old_keys), old_predictions) if key in done}
+        missing = done - set(predicted)
+        if missing:  # a record from before predictions were kept: those runs are done again
+            records = [r for r in records if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) not in missing]
+            done -= missing
     grid = runs.grid(cfg)
     todo = [key for key in grid if key not in done]
     commit = git_commit()
     bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="run", disable=not progress)
 
     def save(result: dict) -> None:
+        predicted[RunKey(result["n"], result["k"], result["trial"], result["recipe"])] = result.pop("predictions")
+        write_predictions(cfg.results_dir, list(predicted), list(predicted.values()), labels)
         records.append({**result, "git_commit": commit})
         write_results(path, meta, pd.DataFrame(records, columns=COLUMNS))
         bar.set_postfix(n=result["n"], k=result["k"], test=f"{result['test_accuracy']:.3f}", epochs=result["epochs"])

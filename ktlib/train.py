@@ -34,6 +34,14 @@ class ReachAccuracy:
 
 
 @dataclass(frozen=True)
+class Never:
+    """No early stop: a fixed budget of epochs (the run goes on to max_epochs, stopped by CAP)."""
+
+    def __call__(self, history: list[Epoch]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
 class Converged:
     """Stop on a fitted training set (100% accuracy and loss below `loss_floor`) or a loss plateau:
     no relative improvement of `min_improvement` over the best loss for `patience` epochs."""
@@ -75,6 +83,12 @@ def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor) ->
     """(accuracy by nearest code, mean squared error to the codes)."""
     out = outputs(net, x)
     return (predict(out, codes) == y).sum().item() / len(y), F.mse_loss(out, codes[y]).item()
+
+
+@torch.no_grad()
+def predictions(net: Net, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The class of the nearest code, per image."""
+    return predict(outputs(net, x), codes)
 
 
 def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, seed: int, stop,

@@ -3,6 +3,7 @@
     python benchmarks/bench.py                    # the paper's 150 runs (the plain path takes ~15 min)
     python benchmarks/bench.py --sizes 1 5 10     # a slice: every n and trial, the three smallest k
     python benchmarks/bench.py --engines plain batched native   # also the engine without its C kernels
+    python benchmarks/bench.py --study            # the study's cost per recipe and variant, on one split
 
 Every path trains the same runs (same source net, data, seeds and stopping rule). Each runs n by n
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
@@ -22,9 +23,10 @@ import time
 import torch
 
 import ktlib
-from ktlib import runs, sweep
+from ktlib import runs, study, sweep
 from ktlib.config import ENGINES
 from ktlib.model import connections, forward_flops, training_flops
+from ktlib.transfer import first_trained
 
 
 def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
@@ -47,9 +49,43 @@ def useful_flops(rows: list[dict], cfg: ktlib.Config) -> float:
     total = 0.0
     for r in rows:
         images = r["k"] * cfg.n_classes
-        total += r["epochs"] * images * (training_flops(conn, r["n"]) + forward_flops(conn, r["n"]))
-        total += cfg.n_classes * cfg.test_per_class * forward_flops(conn, r["n"])
+        start = first_trained(r["recipe"], r["n"])
+        total += r["epochs"] * images * (training_flops(conn, start) + forward_flops(conn, start))
+        total += cfg.n_classes * cfg.test_per_class * forward_flops(conn, start)
     return total
+
+
+def study_cost(data_dir: str | None, workers: int | None) -> None:
+    """The study's cost on one class split, part by part, with the native engine: each sweep of split 0 (a
+    fresh source net, then its runs by recipe), and from these the whole study's time."""
+    plan = study.Study.of(ktlib.Config(data_dir=data_dir, workers=workers))
+    cost = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant, cfg in plan.configs():
+            if cfg.split != 0:
+                continue
+            cfg = dataclasses.replace(cfg, results_dir=f"{tmp}/{variant}")
+            start = time.perf_counter()
+            exp, source, info = sweep.prepare(cfg, progress=False)
+            cost[(variant, "source net")] = time.perf_counter() - start
+            task, grid = exp.task(source), runs.grid(cfg)
+            parts = {"n=0 (shared)": [g for g in grid if g.n == 0]}
+            parts.update({r: [g for g in grid if g.n > 0 and g.recipe == r] for r in cfg.recipes})
+            for part, keys in parts.items():
+                start = time.perf_counter()
+                runs.train_runs(task, keys)
+                cost[(variant, part)] = time.perf_counter() - start
+                print(f"  {variant:9} {part:14} {len(keys):4} runs {cost[(variant, part)]:7.1f} s", flush=True)
+    per_split = {v: sum(s for (w, _), s in cost.items() if w == v) for v in study.VARIANTS}
+    total = plan.splits * per_split["baseline"] + plan.variant_splits * (per_split["budget"] + per_split["one-of-n"])
+    print(f"\none split, all recipes: {per_split['baseline']:.0f} s; the budget variant {per_split['budget']:.0f} s, "
+          f"one-of-N {per_split['one-of-n']:.0f} s")
+    print(f"the study ({plan.splits} splits, variants on {plan.variant_splits}), projected from split 0: "
+          f"{total / 60:.1f} min on {plan.cfg.worker_count()} workers")
+    shares = {part: sum(s for (v, p), s in cost.items() if p == part and v == "baseline") for part in
+              ["source net", "n=0 (shared)", *plan.cfg.recipes]}
+    print("share of a baseline split: " + ", ".join(f"{p} {100 * s / per_split['baseline']:.0f}%"
+                                                     for p, s in shares.items()))
 
 
 def main() -> None:
@@ -61,7 +97,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="engine threads (default: the usable cores)")
     p.add_argument("--engines", nargs="+", default=["plain", "native"], choices=ENGINES,
                    help="the paths to time; the first is the baseline of the ratios (default: plain native)")
+    p.add_argument("--study", action="store_true", help="the study's cost per recipe and variant, on one split")
     a = p.parse_args()
+    if a.study:
+        return study_cost(a.data_dir, a.workers)
 
     peak = matmul_peak()
     print(f"matmul peak: {peak:.1f} GFLOP/s (4096x4096 fp32, {torch.get_num_threads()} threads)")

@@ -1,4 +1,4 @@
-"""The `ktlib` command: run the sweep, fetch the data, publish a build's record."""
+"""The `ktlib` command: run the sweep or the study, fetch the data, publish a build's record."""
 from __future__ import annotations
 
 import argparse
@@ -9,47 +9,61 @@ from pathlib import Path
 
 from . import data as D
 from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config
+from .transfer import RECIPES
 from .results import PREDICTIONS_FILE, RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
+from .study import STUDY_DIR, Study, split_dirs
 from .sweep import run
 
 
 def publish(results_dir: str, root: str | Path = ".") -> Path:
-    """Copy a finished build's results file and source record to the record of its profile and engine in
-    the checkout `root` (results.record_path: the one place that naming lives)."""
+    """Copy a finished build's results files, source records and predictions, its study's included, to the
+    record of its profile and engine in the checkout `root` (results.record_path: the one place that naming
+    lives)."""
     source = Path(results_dir)
     meta, _ = read_results(source / RESULTS_FILE)
     dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in (RESULTS_FILE, SOURCE_RECORD, PREDICTIONS_FILE):
-        shutil.copyfile(source / name, dest / name)
+    for where in [source] + [d for _, _, d in split_dirs(source / STUDY_DIR)]:
+        target = dest / where.relative_to(source)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (RESULTS_FILE, SOURCE_RECORD, PREDICTIONS_FILE):
+            if (where / name).exists():
+                shutil.copyfile(where / name, target / name)
     return dest
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ktlib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sweep", help="train the source net and run the n x k x trial grid (resumable)")
-    s.add_argument("--profile", choices=PROFILES, default="paper")
-    s.add_argument("--dry-run", action="store_true", help="same as --profile smoke: the pipeline in seconds")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
-    s.add_argument("--results-dir", default=None, help=f"default ${RESULTS_DIR_ENV}, then results/<profile>")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", choices=PROFILES, default="paper")
+    common.add_argument("--dry-run", action="store_true", help="same as --profile smoke: the pipeline in seconds")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
+    common.add_argument("--results-dir", default=None, help=f"default ${RESULTS_DIR_ENV}, then results/<profile>")
+    common.add_argument("--engine", choices=ENGINES, default="native",
+                        help="batched: the engine without its C kernels; plain: the reference loop, one run at a time")
+    common.add_argument("--workers", type=int, help="engine threads (default: the usable cores)")
+    common.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("sweep", parents=[common], help="train the source net and run the n x k x trial grid "
+                                                       "(resumable)")
     s.add_argument("--levels", type=int, nargs="+")
     s.add_argument("--sizes", type=int, nargs="+")
     s.add_argument("--trials", type=int)
-    s.add_argument("--engine", choices=ENGINES, default="native",
-                   help="batched: the engine without its C kernels; plain: the reference loop, one run at a time")
-    s.add_argument("--workers", type=int, help="engine threads (default: the usable cores)")
+    s.add_argument("--recipes", nargs="+", choices=RECIPES, help="transfer recipes (default: frozen, the paper's)")
+    s.add_argument("--split", type=int, help="class split (default 0, the seed's own)")
     s.add_argument("--wait", action="store_true",
                    help="if another process is writing to the results directory, wait for it instead of refusing")
-    s.add_argument("--no-progress", action="store_true")
+    st = sub.add_parser("study", parents=[common], help="the study beyond the paper: many class splits, three "
+                                                        "recipes, two protocol variants (resumable)")
+    st.add_argument("--splits", type=int, help="class splits (default: the profile's)")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")
     d.add_argument("--dest", default=str(D.DEFAULT_DATA_DIR))
     d.add_argument("--url", default=D.EMNIST_URL)
     d.add_argument("--md5", default=D.EMNIST_MD5)
     d.add_argument("--keep-archive", action="store_true")
-    r = sub.add_parser("publish", help="copy a build's sweep.csv and source.json to the record of its profile "
-                                       "and engine, results/<profile>[-<engine>]/ under the current directory")
+    r = sub.add_parser("publish", help="copy a build's results files (sweep.csv, source.json, predictions.npz, "
+                                       "and its study's) to the record of its profile and engine, "
+                                       "results/<profile>[-<engine>]/ under the current directory")
     r.add_argument("results_dir")
     a = p.parse_args(argv)
     try:
@@ -60,10 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "publish":
             print(f"the record is in {publish(a.results_dir)}")
             return 0
-        overrides = {k: v for k, v in dict(levels=a.levels, sizes=a.sizes, trials=a.trials).items() if v is not None}
+        overrides = {k: v for k, v in vars(a).items()
+                     if k in ("levels", "sizes", "trials", "recipes", "split") and v is not None}
         cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
                                  results_dir=a.results_dir, engine=a.engine, workers=a.workers, **overrides)
         start = time.perf_counter()
+        if a.command == "study":
+            plan = Study.of(cfg, a.splits)
+            rows = plan.run(progress=not a.no_progress)
+            print(f"{len(rows)} runs in {plan.root} ({time.perf_counter() - start:.0f} s this invocation); "
+                  f"notebooks/06_controls.ipynb and 07_errors.ipynb read them")
+            return 0
         rows = run(cfg, progress=not a.no_progress, wait=a.wait)
     except (D.DataError, ValueError, RuntimeError, OSError) as e:
         print(f"ktlib: error: {e}", file=sys.stderr)

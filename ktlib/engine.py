@@ -56,6 +56,14 @@ def stack(nets: list[Net], start: int) -> torch.Tensor:
                              for net in nets])
 
 
+def load(net: Net, start: int, flat: torch.Tensor) -> Net:
+    """Put one run's trained parameters of layers start.. (a `Run`'s weights) into the net."""
+    with torch.no_grad():
+        for s in slots(net, start):
+            net.get_parameter(s.name).copy_(flat[s.offset:s.offset + math.prod(s.shape)].view(s.shape))
+    return net
+
+
 def keep_mask(net: Net, start: int) -> torch.Tensor:
     """Per parameter of layers start..: 1, or 0 for a weight the model's connection table removes (C3's).
     The one form in which both kernel sets receive the table."""

@@ -86,9 +86,13 @@ def bootstrap(cube: Cube, statistics: dict[str, Callable[[dict[str, Tables]], fl
         for name, statistic in statistics.items():
             samples[name][d] = statistic(tables)
     tail = (1 - LEVEL) / 2
-    return pd.DataFrame({name: {"estimate": statistic(full), "low": np.nanquantile(samples[name], tail),
-                                "high": np.nanquantile(samples[name], 1 - tail)}
-                         for name, statistic in statistics.items()}).T
+
+    def quantile(a: np.ndarray, q: float) -> float:
+        return float(np.quantile(a[np.isfinite(a)], q)) if np.isfinite(a).any() else np.nan
+
+    return pd.DataFrame([{"estimate": statistic(full), "low": quantile(samples[name], tail),
+                          "high": quantile(samples[name], 1 - tail)} for name, statistic in statistics.items()],
+                        index=pd.Index(list(statistics), tupleize_cols=False))
 
 
 def interval_text(row: pd.Series, fmt: str = "+.3f") -> str:

@@ -132,3 +132,65 @@ def architecture(net: Net, retained: int = 4):
     ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- the study beyond the paper
+
+RECIPE_STYLE = {"frozen": dict(color="C0", marker="o"), "random-frozen": dict(color="C7", marker="s"),
+                "fine-tuned": dict(color="C2", marker="^")}
+
+
+def figure2_intervals(cells: pd.DataFrame, rows: pd.DataFrame):
+    """Figure 2 over many class splits: left, the mean over splits and trials with its 95% interval; right,
+    each split's own mean curve, to show the spread across splits."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    frozen = cells.xs("frozen", level="recipe")
+    sizes = sorted(frozen.index.get_level_values("k").unique(), reverse=True)
+    for i, k in enumerate(sizes):
+        c = frozen.xs(k, level="k")
+        left.errorbar(c.index, c.estimate, yerr=[c.estimate - c.low, c.high - c.estimate], marker="o",
+                      capsize=3, label=f"{k} per class", color=f"C{i}")
+        per_split = rows[rows.k == k].groupby(["split", "n"]).test_accuracy.mean().unstack("n")
+        for _, curve in per_split.iterrows():
+            right.plot(curve.index, curve.to_numpy(), color=f"C{i}", alpha=0.45, lw=1)
+    splits = rows.split.nunique()
+    left.set_title(f"Mean over {splits} class splits x {rows.trial.nunique()} trials, 95% intervals")
+    right.set_title(f"Each class split's mean over its trials ({splits} lines per size)")
+    for ax in (left, right):
+        _level_axis(ax, frozen.index.get_level_values("n").unique())
+    left.legend(title="training set", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def recipes(cells: pd.DataFrame):
+    """The three recipes against n, one panel per training-set size, each mean with its 95% interval."""
+    sizes = sorted(cells.index.get_level_values("k").unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.8), sharey=True, squeeze=False)
+    for ax, k in zip(axes[0], sizes):
+        for recipe, style in RECIPE_STYLE.items():
+            if recipe not in cells.index.get_level_values("recipe"):
+                continue
+            c = cells.xs((recipe, k), level=("recipe", "k"))
+            ax.fill_between(c.index, c.low, c.high, alpha=0.2, color=style["color"], lw=0)
+            ax.plot(c.index, c.estimate, label=recipe, ms=4, **style)
+        ax.set_xticks(list(c.index))
+        ax.set_xlabel("copied levels n")
+        ax.set_title(f"{k} per class")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: pd.DataFrame, title: str, ax=None):
+    """A confusion matrix as shares of each true class (rows), the class labels on both axes."""
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    ax.imshow(matrix.to_numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, fontsize=7)
+    ax.set_yticks(range(len(matrix.index)), matrix.index, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return ax.figure

@@ -9,6 +9,8 @@ import pandas as pd
 
 from . import sweep
 from .config import Config
+from .engine import frozen_inputs
+from .model import LAYERS
 from .results import PREDICTIONS_FILE, RESULTS_FILE, read_predictions, read_results, read_source_record
 from .transfer import RECIPES
 
@@ -39,7 +41,10 @@ class Study:
         splits = default if splits is None else splits
         if not isinstance(splits, int) or isinstance(splits, bool) or splits < 1:
             raise ValueError(f"splits must be an integer >= 1, got {splits!r}")
-        return cls(dataclasses.replace(cfg, recipes=list(RECIPES)), splits, min(variant_splits, splits), draws)
+        # source nets by the engine: the same steps as train.train to rounding, ~25x faster (the paper's
+        # sweep keeps its plainly trained one, so the study's split 0 is that sweep but for its source net)
+        return cls(dataclasses.replace(cfg, recipes=list(RECIPES), source_training="engine"), splits,
+                   min(variant_splits, splits), draws)
 
     @property
     def root(self) -> Path:
@@ -63,6 +68,19 @@ class Study:
         for variant, cfg in todo:
             sweep.run(cfg, progress=progress)
         return read(self.root)
+
+
+def feature_spread(cfg: Config) -> pd.DataFrame:
+    """How much each level's output varies from image to image (the std over the test images, averaged over
+    units), for the split's trained source net and for the untrained net random-frozen copies: a layer whose
+    output barely varies passes little of the image on."""
+    exp, source, _ = sweep.prepare(cfg, progress=False)
+    images = exp.task(source).test[0]
+    out = {}
+    for name, net in (("trained", source), ("random", exp.random_source())):
+        levels = frozen_inputs(net, images)[1:]  # the outputs of C1 (tile sums) .. C5
+        out[name] = [float(t.flatten(1).std(0).mean()) for t in levels]
+    return pd.DataFrame(out, index=pd.Index([f"{n} ({LAYERS[n - 1]})" for n in range(1, 6)], name="level n"))
 
 
 def split_dirs(root: str | Path) -> list[tuple[str, int, Path]]:

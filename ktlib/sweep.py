@@ -14,14 +14,14 @@ import torch
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
 from . import data as D
-from . import runs, store
+from . import engine, runs, store
 from .config import Config, Purpose, derive_seed
 from .model import build, state_hash, target_codes
 from .results import (COLUMNS, PREDICTIONS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, RunKey, differences,
                       experiment_differences, git_commit, keys, parse_results, read_predictions, read_results,
                       read_source_record, recorded_sources, run_keys, versions, write_predictions, write_results,
                       write_source_record)
-from .train import ReachAccuracy, evaluate, train
+from .train import Fit, ReachAccuracy, evaluate, train
 
 
 @dataclass
@@ -82,10 +82,11 @@ class Experiment:
     def source_config(self) -> dict:
         """Everything that determines the source net: its fields of the config, its classes, the data."""
         c = self.cfg
+        trainer = {} if source_trainer(c) == "plain" else {"source_trainer": source_trainer(c)}
         return dict(seed=c.split_seed(), n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
                     source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
                     source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,
-                    source=self.chars("source"), checksums=self.checksums)
+                    source=self.chars("source"), checksums=self.checksums, **trainer)
 
     def source_key(self) -> str:
         return hashlib.sha256(json.dumps(self.source_config(), sort_keys=True).encode()).hexdigest()
@@ -160,6 +161,26 @@ def held_out(exp: Experiment, net: torch.nn.Module) -> dict:
     return {"held_out_accuracy": accuracy, "held_out_images": len(s.y)}
 
 
+def source_trainer(cfg: Config) -> str:
+    """What trains the source net: "plain" (train.train), or the engine's kernels, "native" or "batched"."""
+    return cfg.engine if cfg.source_training == "engine" and cfg.engine != "plain" else "plain"
+
+
+def train_by_engine(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seed: int, stop,
+                    cfg: Config, test: tuple[torch.Tensor, torch.Tensor]) -> Fit:
+    """train.train's steps for the whole net, by the engine's kernels (one run, one thread); the net is
+    left trained."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the engine's workers do: the numbers do not depend on the machine's cores
+    try:
+        run = engine.train_runs([net], 0, x[None], y[None], codes, [seed], stop, cfg.source_max_epochs,
+                                test, cfg.lr, cfg.batch_size, kernels=cfg.engine)[0]
+    finally:
+        torch.set_num_threads(threads)
+    engine.load(net, 0, run.weights)
+    return Fit(run.history, run.stopped_by)
+
+
 def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Module, dict]:
     """Train the source net, or load it from results_dir when the same config already trained it.
 
@@ -176,14 +197,19 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
     seed = exp.seed(Purpose.SOURCE_INIT)
     net = build(seed, cfg.code_bits)
     s = exp.source_set()
-    with tqdm(total=cfg.source_max_epochs, desc=f"source net ({exp.chars('source')})", unit="epoch",
-              disable=not progress) as bar:
-        def show(epoch):
-            bar.set_postfix(train_accuracy=f"{epoch.train_accuracy:.4f}", goal=cfg.source_accuracy)
-            bar.update()
-        fit = train(net, torch.from_numpy(s.x), torch.from_numpy(s.y), exp.codes("source"), seed=seed,
-                    stop=ReachAccuracy(cfg.source_accuracy), max_epochs=cfg.source_max_epochs, lr=cfg.lr,
-                    batch_size=cfg.batch_size, on_epoch=show)
+    x, y, codes = torch.from_numpy(s.x), torch.from_numpy(s.y), exp.codes("source")
+    stop = ReachAccuracy(cfg.source_accuracy)
+    if source_trainer(cfg) != "plain":
+        held = exp.source_test_set()
+        fit = train_by_engine(net, x, y, codes, seed, stop, cfg, (torch.from_numpy(held.x), torch.from_numpy(held.y)))
+    else:
+        with tqdm(total=cfg.source_max_epochs, desc=f"source net ({exp.chars('source')})", unit="epoch",
+                  disable=not progress) as bar:
+            def show(epoch):
+                bar.set_postfix(train_accuracy=f"{epoch.train_accuracy:.4f}", goal=cfg.source_accuracy)
+                bar.update()
+            fit = train(net, x, y, codes, seed=seed, stop=stop, max_epochs=cfg.source_max_epochs, lr=cfg.lr,
+                        batch_size=cfg.batch_size, on_epoch=show)
     last = fit.history[-1]
     info = {"classes": exp.chars("source"), "seed": seed, "epochs": len(fit.history),
             "train_accuracy": last.train_accuracy, "seconds": last.seconds,

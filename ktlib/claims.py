@@ -64,8 +64,9 @@ def _paired(rows: pd.DataFrame, n: int, k: int) -> np.ndarray:
 
 
 def _rank_correlation(m: pd.Series) -> float:
-    """Spearman's correlation of a series with its (sorted) index."""
-    return float(np.corrcoef(np.arange(len(m)), m.rank().to_numpy())[0, 1])
+    """Spearman's correlation of a series with its (sorted) index; NaN when the series is constant."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.corrcoef(np.arange(len(m)), m.rank().to_numpy())[0, 1])
 
 
 # ---------------------------------------------------------------- Table 1

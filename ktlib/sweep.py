@@ -201,7 +201,8 @@ def train_source(exp: Experiment, progress: bool = True) -> tuple[torch.nn.Modul
     stop = ReachAccuracy(cfg.source_accuracy)
     if source_trainer(cfg) != "plain":
         held = exp.source_test_set()
-        fit = train_by_engine(net, x, y, codes, seed, stop, cfg, (torch.from_numpy(held.x), torch.from_numpy(held.y)))
+        fit = train_by_engine(net, x, y, codes, seed, stop, cfg,
+                              (torch.from_numpy(held.x), torch.from_numpy(held.y)))
     else:
         with tqdm(total=cfg.source_max_epochs, desc=f"source net ({exp.chars('source')})", unit="epoch",
                   disable=not progress) as bar:
@@ -268,7 +269,7 @@ def _sweep(exp: Experiment, progress: bool) -> pd.DataFrame:
     path = Path(cfg.results_dir) / RESULTS_FILE
     records: list[dict] = []
     predicted: dict[RunKey, object] = {}  # each run's test predictions, written before its row
-    labels = exp.task(source).test[1].numpy()
+    labels = exp.test_set().y
     done = set()
     if found:
         old_meta, rows, cut = found

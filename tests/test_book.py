@@ -31,6 +31,12 @@ def test_the_claims_page_has_a_row_for_every_claim_the_notebooks_judge():
             assert f"{notebook}.ipynb::{key}_verdict" in page and f"{notebook}.ipynb::{key}_measured" in page
 
 
+def test_the_claims_page_shows_every_sweep_claim_over_splits_with_its_interval():
+    page = (ROOT / "book/claims.md").read_text(encoding="utf-8")
+    for key in {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}:
+        assert f"06_controls.ipynb::{key}_splits" in page and f"06_controls.ipynb::{key}_interval" in page
+
+
 def test_the_claims_page_states_every_threshold():
     page = (ROOT / "book/claims.md").read_text(encoding="utf-8")
     assert all(f"::{name}:" in page for name in claims.THRESHOLDS)
@@ -97,6 +103,7 @@ def altered_copy(name: str, tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize("name, old, new", [
     ("04_parameters.ipynb", "48120", "48121"),   # a Table 1 count
     ("03_variance.ipynb", "partly", "holds"),    # a claim verdict
+    ("06_controls.ipynb", "holds", "fails"),     # a claim's verdict on one class split of the study
 ])
 def test_nbval_fails_when_a_stored_check_is_altered(tmp_path, name, old, new):
     shutil.copy(NOTEBOOKS / name, tmp_path / "unaltered.ipynb")

@@ -9,9 +9,11 @@ from ktlib.model import PAPER_FREE_PARAMETERS, build, free_parameters
 from ktlib.sweep import COLUMNS, write_results
 
 
-def grid(acc, epochs=lambda n, k, t: 100, sizes=(1, 5, 10, 20, 40), levels=range(6), trials=5):
-    """Tidy rows with test accuracy acc(n, k, trial)."""
-    return pd.DataFrame([{"n": n, "k": k, "trial": t, "test_accuracy": acc(n, k, t), "epochs": epochs(n, k, t),
+def grid(acc, epochs=lambda n, k, t: 100, sizes=(1, 5, 10, 20, 40), levels=range(6), trials=5,
+         train=lambda n, k, t: 1.0):
+    """Tidy rows of the paper's recipe with test accuracy acc(n, k, trial)."""
+    return pd.DataFrame([{"n": n, "recipe": "frozen", "k": k, "trial": t, "test_accuracy": acc(n, k, t),
+                          "train_accuracy": train(n, k, t), "epochs": epochs(n, k, t),
                           "seconds": epochs(n, k, t) / 100}
                          for n, k, t in itertools.product(levels, sizes, range(trials))])
 
@@ -64,6 +66,36 @@ def test_effort_is_partly_when_only_some_levels_need_fewer_epochs():
     assert C.claim_effort(grid(paper_like, epochs=lambda n, k, t: 100 - 10 * n)).verdict == "holds"
 
 
+def test_the_gap_narrows_when_the_most_retained_net_generalises_closer_to_its_training_accuracy():
+    fits_all = grid(paper_like)  # training accuracy 1 everywhere: the gap is 1 - test, smallest where test is best
+    assert C.claim_gap(fits_all).verdict == "partly"  # n=5 beats n=0 on test at k <= 10 only
+    capped = grid(paper_like, train=lambda n, k, t: paper_like(n, k, t) + (0.01 if n == 5 else 0.3))
+    assert C.claim_gap(capped).verdict == "holds"
+    assert C.claim_gap(grid(paper_like, train=lambda n, k, t: 1.0 if n == 5 else 0.6)).verdict == "fails"
+
+
+def test_the_gain_shrinks_when_transfer_helps_less_with_more_data():
+    assert C.claim_gain_shrinks(grid(paper_like)).verdict == "holds"
+    growing = lambda n, k, t: 0.3 + 0.001 * n * k
+    assert C.claim_gain_shrinks(grid(growing)).verdict == "fails"
+
+
+def test_the_curves_lie_in_the_order_of_k_only_if_every_step_up_is_positive():
+    ordered = lambda n, k, t: {1: 0.3, 5: 0.5, 10: 0.6, 20: 0.65, 40: 0.7}[k] + 0.01 * n
+    assert C.claim_curve_order(grid(ordered)).verdict == "holds"
+    assert C.claim_curve_order(grid(paper_like)).verdict == "partly"  # at n=5, k=20 is no better than k=10
+    assert C.claim_curve_order(grid(lambda n, k, t: 0.5 - k / 1000)).verdict == "fails"
+
+
+def test_fine_tuning_is_better_only_if_clearly_so_at_each_size():
+    frozen = grid(paper_like)
+    tuned = grid(lambda n, k, t: paper_like(n, k, t) + (0.03 if k == 1 else 0.0)).query("n > 0")
+    rows = pd.concat([frozen, tuned.assign(recipe="fine-tuned")])
+    claim = C.claim_fine_tuning(rows)
+    assert claim.verdict == "partly" and "clear at k in [1]" in claim.measured
+    assert C.sweep_claims(frozen, C.STUDY_CLAIMS)[0].verdict == "not measured"  # no fine-tuned runs
+
+
 def test_a_grid_without_the_needed_cells_is_marked_not_measured():
     smoke = grid(paper_like, sizes=(1,), levels=(0, 5), trials=1)
     v = C.verdicts(C.sweep_claims(smoke))
@@ -79,8 +111,10 @@ def test_table1_and_the_derived_shares_hold_for_our_net():
     assert C.parameter_table(counts).loc["total", "paper"] == sum(PAPER_FREE_PARAMETERS.values())
 
 
-def test_source_claim_allows_one_point_either_side():
-    assert C.claim_source({"train_accuracy": 0.9481, "epochs": 6}).verdict == "holds"
+def test_source_claim_allows_one_point_either_side_and_reports_the_held_out_accuracy():
+    claim = C.claim_source({"train_accuracy": 0.9481, "epochs": 6, "held_out_accuracy": 0.91,
+                            "held_out_images": 1000})
+    assert claim.verdict == "holds" and "by construction" in claim.measured and "91.00%" in claim.measured
     assert C.claim_source({"train_accuracy": 0.92, "epochs": 100}).verdict == "fails"
 
 

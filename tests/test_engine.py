@@ -170,3 +170,43 @@ def test_the_native_kernels_refuse_what_they_are_not_built_for(source):
     with pytest.raises(ValueError, match="at most 32"):
         engine.NativeKernels(net, 5).gradients(theta, feats, codes[y][None], torch.arange(40)[None],
                                                torch.empty_like(theta))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_fine_tuning_follows_the_plain_path(source, n, kernels):
+    """A fine-tuned run is the whole net trained from copied weights: the engine from layer 0, the plain path
+    with nothing frozen; three epochs agree as frozen runs do."""
+    x, y, codes = toy()
+    xt, yt, _ = toy(seed=1)
+    never = ReachAccuracy(1.01)
+    plain = transfer(source, n, 3, "fine-tuned")
+    assert len(trainable(plain)) == len(list(plain.parameters()))  # nothing frozen
+    history = train(plain, x, y, codes, seed=3, stop=never, max_epochs=3, batch_size=8).history
+    run, = engine.train_runs([transfer(source, n, 3, "fine-tuned")], 0, x[None], y[None], codes, [3], never, 3,
+                             (xt, yt), batch_size=8, kernels=kernels)
+    assert [h.train_loss for h in run.history] == pytest.approx([h.train_loss for h in history], rel=1e-5)
+    diff = (run.weights - weights(plain)).abs()
+    assert diff.max() < 0.25e-3 and diff.mean() < 1e-6
+    assert run.test_accuracy == evaluate(plain, xt, yt, codes)[0]
+
+
+def test_a_runs_predictions_are_its_test_accuracy(source):
+    x, y, codes = toy()
+    xt, yt, _ = toy(seed=1)
+    feats = engine.frozen_inputs(source, x)[4]
+    runs = engine.train_runs([transfer(source, 4, s) for s in (0, 1)], 4, torch.stack([feats] * 2),
+                             torch.stack([y] * 2), codes, [0, 1], ReachAccuracy(1.01), 2,
+                             (engine.frozen_inputs(source, xt)[4], yt), batch_size=8)
+    for run in runs:
+        assert run.predictions.shape == yt.shape
+        assert (run.predictions == yt).float().mean().item() == pytest.approx(run.test_accuracy)
+
+
+def test_a_net_loaded_with_a_runs_weights_computes_what_the_run_did(source):
+    x, y, codes = toy()
+    xt, yt, _ = toy(seed=1)
+    run, = engine.train_runs([build(5)], 0, x[None], y[None], codes, [5], ReachAccuracy(1.01), 2, (xt, yt),
+                             batch_size=8)
+    net = engine.load(build(6), 0, run.weights)
+    assert evaluate(net, xt, yt, codes)[0] == run.test_accuracy

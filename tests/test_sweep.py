@@ -9,10 +9,12 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 
 import ktlib
-from ktlib import cli, config, results, sweep
+from ktlib import cli, config, results, runs, study, sweep
+from ktlib.transfer import BASELINE, RECIPES
 from ktlib.config import Purpose, derive_seed
 from ktlib import data as D
 from ktlib.data import DATA_DIR_ENV
@@ -52,7 +54,8 @@ def test_every_notebook_has_the_parameters_of_the_notebook_setup_helper():
         cells = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", 4).cells
         parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
         assert len(parameters) == 1, name
-        assert {line.split("=")[0].strip() for line in parameters[0].source.splitlines() if "=" in line} == helper
+        names = {line.split("=")[0].strip() for line in parameters[0].source.splitlines() if "=" in line}
+        assert helper <= names <= helper | {"splits"}, name  # the study's notebooks also take its size
         assert "ktlib.Config.for_notebook(" in "".join(c.source for c in cells), name
 
 
@@ -123,6 +126,31 @@ def test_the_committed_record_was_made_with_the_seeds_derived_today():
     seed = meta["config"]["seed"]
     for (k, trial), s in rows.groupby(["k", "trial"]).seed.first().items():
         assert s == derive_seed(seed, Purpose.TRIAL, k, trial)
+
+
+def test_split_zero_is_the_seeds_own_and_other_splits_draw_their_own(tmp_path, data_dir):
+    assert ktlib.Config(seed=3).split_seed() == ktlib.Config(seed=3, split=0).split_seed() == 3
+    assert len({ktlib.Config(seed=3, split=s).split_seed() for s in range(5)}) == 5
+    splits = [sweep.Experiment.load(small(tmp_path, data_dir, split=s)).split for s in range(3)]
+    assert len(set(splits)) == 3
+
+
+def test_each_recipe_runs_every_n_above_zero_and_the_n0_runs_are_shared():
+    cfg = ktlib.Config(levels=[0, 2, 5], sizes=[1, 5], trials=2, recipes=["fine-tuned", "frozen", "random-frozen"])
+    assert cfg.recipes == list(RECIPES)  # in one order, whatever order they were given in
+    grid = runs.grid(cfg)
+    assert len(grid) == len(set(grid)) == 2 * 2 * (1 + 2 * 3)
+    assert {key.recipe for key in grid if key.n == 0} == {BASELINE}
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        ktlib.Config(recipes=["thawed"])
+
+
+def test_a_record_made_before_recipes_and_splits_existed_is_the_same_experiment():
+    meta, rows = ktlib.read_results(results.record_path("paper", "plain"))
+    assert (rows.recipe == BASELINE).all()
+    today = ktlib.Config(engine="plain").experiment()
+    assert not results.experiment_differences(meta, {**meta, "config": today})
+    assert results.experiment_differences(meta, {**meta, "config": {**today, "recipes": list(RECIPES)}})
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -369,9 +397,63 @@ def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(t
     (tmp_path / "checkout").mkdir()
     monkeypatch.chdir(tmp_path / "checkout")
     assert cli.main(["publish", cfg.results_dir]) == 0
-    for name in (results.RESULTS_FILE, results.SOURCE_RECORD):
+    for name in (results.RESULTS_FILE, results.SOURCE_RECORD, results.PREDICTIONS_FILE):
         published = tmp_path / "checkout" / "results" / record / name
         assert published.read_bytes() == (Path(cfg.results_dir) / name).read_bytes()
+
+
+def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypatch):
+    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "build"))
+    ktlib.run(cfg, progress=False)
+    study.Study.of(cfg, splits=1).run(progress=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["publish", cfg.results_dir]) == 0
+    built = sorted(p.relative_to(cfg.results_dir) for p in Path(cfg.results_dir).rglob("*") if p.suffix in (".csv", ".json", ".npz"))
+    published = sorted(p.relative_to(tmp_path / "results" / "smoke") for p in (tmp_path / "results" / "smoke").rglob("*") if p.is_file())
+    assert built == published and Path("study/one-of-n/split-0/predictions.npz") in published
+
+
+def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir, recipes=list(RECIPES), sizes=[1])
+    rows = ktlib.run(cfg, progress=False)
+    assert set(rows.recipe) == set(RECIPES) and len(rows) == 2 * (1 + 2 * 3)
+    keys, predicted, labels = results.read_predictions(cfg.results_dir)
+    assert predicted.shape == (len(rows), 20 * cfg.test_per_class) and predicted.dtype == np.uint8
+    accuracy = pd.DataFrame({**keys, "from_predictions": (predicted == labels).mean(1)})
+    both = rows.merge(accuracy, on=results.KEY)
+    assert len(both) == len(rows)
+    assert np.allclose(both.test_accuracy, both.from_predictions, atol=1e-6)
+
+
+def test_fine_tuned_runs_train_every_parameter_and_random_frozen_ones_the_frozen_count(tmp_path, data_dir):
+    rows = ktlib.run(small(tmp_path, data_dir, recipes=list(RECIPES), sizes=[1], trials=1), progress=False)
+    count = rows.set_index(["recipe", "n"]).trainable_parameters
+    assert count["fine-tuned", 3] == count["fine-tuned", 5] == count[BASELINE, 0] == sum(PAPER_FREE_PARAMETERS.values())
+    assert count["random-frozen", 3] == count["frozen", 3] < count[BASELINE, 0]
+
+
+def test_the_engine_trains_the_source_net_as_the_plain_loop_does(tmp_path, data_dir):
+    infos = [sweep.prepare(small(tmp_path / how, data_dir, source_training=how, source_max_epochs=3),
+                           progress=False)[2] for how in ("plain", "engine")]
+    plain, fast = ([h["train_loss"] for h in info["history"]] for info in infos)
+    assert fast == pytest.approx(plain, rel=1e-5)
+    assert infos[0]["held_out_accuracy"] == pytest.approx(infos[1]["held_out_accuracy"], abs=0.02)
+    assert infos[0]["state_sha256"] != infos[1]["state_sha256"]  # the same steps, rounded differently
+
+
+def test_a_study_runs_every_split_recipe_and_variant_and_resumes_without_retraining(tmp_path, smoke_data):
+    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path))
+    plan = study.Study.of(cfg)
+    rows = plan.run(progress=False)
+    assert rows.groupby("variant").split.nunique().to_dict() == {"baseline": 2, "budget": 1, "one-of-n": 1}
+    assert set(rows[rows.variant == "baseline"].recipe) == set(RECIPES)
+    assert set(rows[rows.variant != "baseline"].recipe) == {BASELINE}
+    budget = rows[rows.variant == "budget"]
+    assert (budget.epochs == study.BUDGET_EPOCHS).all() and (budget.stopped_by == "cap").all()
+    nets = study.sources(plan.root)
+    assert nets.groupby("variant").source.nunique()["baseline"] == 2  # each split its own classes and net
+    again = plan.run(progress=False)
+    assert again.equals(rows)  # nothing was trained again: even the seconds are those saved
 
 
 @pytest.mark.slow

@@ -57,3 +57,15 @@ def test_levels_outside_0_to_5_are_a_clear_error(source, n):
 def test_numpy_integers_are_valid_levels(source):
     """A results row's n is a numpy integer; it must work wherever an int does."""
     assert frozen_levels(transfer(source, np.int64(3), seed=0)) == 3
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_fine_tuned_copies_the_bottom_layers_and_trains_them_with_the_rest(source, n):
+    net, frozen = transfer(source, n, seed=9, recipe="fine-tuned"), transfer(source, n, seed=9)
+    assert frozen_levels(net) == 0 and len(trainable(net)) == len(list(net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), frozen.state_dict().values()))
+
+
+def test_an_unknown_recipe_is_refused(source):
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        transfer(source, 2, seed=0, recipe="thawed")

@@ -238,7 +238,7 @@ def claim_gain_shrinks(rows: pd.DataFrame) -> Claim:
         raise ValueError("a second training-set size")
     gain = best_gains(mean_table(rows))
     rho = _rank_correlation(gain)
-    return Claim("gain_shrinks", f"best n's gain over n=0 by k: "
+    return Claim("gain_shrinks", "best n's gain over n=0 by k: "
                                  + ", ".join(f"k={k}: {g:+.3f}" for k, g in gain.items())
                                  + f"; rank correlation with k {rho:.2f}", HOLDS if rho <= -RISES_RANK else FAILS)
 

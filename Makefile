@@ -73,7 +73,8 @@ plain-record: install data
 	  --results-dir $(CURDIR)/_build/results/$(PROFILE)-plain
 	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain
 
-# The plain path against the engine on the paper's 150 runs (about 17 minutes); seconds, ratios, GFLOP/s.
+# The plain path against the engine on the paper's 150 runs (about 17 minutes; seconds, ratios, GFLOP/s), then
+# the study's cost per recipe and variant on one class split (about 5 minutes).
 bench: install data
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench.py --study

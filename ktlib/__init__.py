@@ -1,6 +1,7 @@
 """ktlib: Gutstein, Fuentes & Freudenthal (2007), knowledge transfer in deep convolutional nets, reproduced."""
 from .config import Config
 from .results import mean_table, read_results
+from .study import Study
 from .sweep import run
 
-__all__ = ["Config", "run", "read_results", "mean_table"]
+__all__ = ["Config", "Study", "run", "read_results", "mean_table"]

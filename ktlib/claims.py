@@ -331,7 +331,7 @@ STUDY_CLAIMS = {
 }
 # Every claim the book judges, by the notebook that judges it: the Claims page has one row for each.
 CLAIMS = {"04_parameters": ["table1", "shares"], "01_source": ["source"], "03_variance": list(SWEEP_CLAIMS),
-          "05_study": list(STUDY_CLAIMS)}
+          "06_controls": list(STUDY_CLAIMS)}
 
 
 def sweep_claims(rows: pd.DataFrame, which: dict[str, SweepClaim] = SWEEP_CLAIMS) -> list[Claim]:

@@ -76,6 +76,26 @@ def as_text(table: pd.DataFrame, fmt: str = "+.3f") -> pd.Series:
     return table.apply(lambda r: "not measured" if np.isnan(r.estimate) else interval_text(r, fmt), axis=1)
 
 
+KNOWLEDGE = "frozen - random-frozen (knowledge)"
+
+
+def gains_at(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """At one training-set size, by n: each recipe's gain over n=0 and the knowledge term, as text."""
+    gains = as_text(part(table, "gain")).unstack("recipe").xs(k, level="k")
+    return gains.assign(**{KNOWLEDGE: as_text(part(table, "knowledge")).xs(k, level="k")})
+
+
+def capacity_sentence(table: pd.DataFrame, k: int) -> str:
+    """What the random-frozen control says at one size, in a sentence decided by its intervals."""
+    random = part(table, "gain").xs(("random-frozen", k), level=("recipe", "k"))
+    if (random.high < 0).all():
+        return ("Freezing random layers lowers accuracy at every n (every interval lies below zero): fewer free "
+                "parameters do not help by themselves, so the whole gain of the paper's recipe, and more, is what "
+                "the source net learned.")
+    helped = [int(n) for n in random.index if random.loc[n, "low"] > 0]
+    return f"Freezing random layers raises accuracy at n in {helped}: there, part of the gain may be capacity."
+
+
 # ---------------------------------------------------------------- the claims, split by split
 
 def verdicts_by_split(rows: pd.DataFrame, which: dict[str, C.SweepClaim]) -> pd.DataFrame:
@@ -105,6 +125,15 @@ def over_splits(rows: pd.DataFrame, table: pd.DataFrame, which: dict[str, C.Swee
         "estimate [95% interval]": as_text(claims_table, ".3f"),
     })
     return out.rename_axis("claim")
+
+
+def variants_sentence(changes: pd.DataFrame) -> str:
+    """How many (variant, claim) pairs changed a verdict, in a sentence decided by the count."""
+    changed = int((changes.changed > 0).sum())
+    if not changed:
+        return "No verdict changed on any split: these verdicts do not hang on our protocol."
+    return (f"Of the {len(changes)} pairs of a variant and a claim, {changed} changed their verdict on at least one "
+            f"split: our protocol decides some verdicts, and those verdicts say as much about it as about the paper.")
 
 
 def variant_changes(rows: pd.DataFrame, which: dict[str, C.SweepClaim]) -> pd.DataFrame:

@@ -125,3 +125,18 @@ def test_case_pairs_and_the_errors_that_swap_case():
     assert s["pairs"] == 2 and s["pair_classes"] == 4
     assert s["errors_to_other_case"] == pytest.approx(2 / 3)
     assert s["lost_to_case"] == pytest.approx(2 / 5) and s["other_accuracy"] == 1.0
+
+
+def test_the_capacity_sentence_follows_the_random_controls_intervals():
+    hurts = controls.intervals(Cube.of(knowledge_rows()), {}, 100, 0)
+    assert "lowers accuracy at every n" in controls.capacity_sentence(hurts, 1)
+    helps = study_rows(lambda r, n, k, s, t: 0.3 + 0.001 * t + (0.05 * n if r != "fine-tuned" else 0), levels=[0, 1],
+                       sizes=[1])
+    table = controls.intervals(Cube.of(helps), {}, 100, 0)
+    assert controls.capacity_sentence(table, 1).startswith("Freezing random layers raises accuracy at n in [1]")
+
+
+def test_the_variants_sentence_counts_the_pairs_that_changed():
+    changes = pd.DataFrame({"changed": [0, 2, 0, 1]})
+    assert controls.variants_sentence(changes).startswith("Of the 4 pairs of a variant and a claim, 2 changed")
+    assert controls.variants_sentence(changes.assign(changed=0)).startswith("No verdict changed")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from . import data as D
 from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config
-from .transfer import RECIPES
 from .results import PREDICTIONS_FILE, RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
 from .study import STUDY_DIR, Study, split_dirs
 from .sweep import run
+from .transfer import RECIPES
 
 
 def publish(results_dir: str, root: str | Path = ".") -> Path:

@@ -67,7 +67,7 @@ class Config:
     source_per_class: int = 400
     source_accuracy: float = PAPER_SOURCE_ACCURACY
     source_max_epochs: int = 100
-    source_training: str = "plain"         # or "engine": the same steps by the engine's kernels, ~25x faster
+    source_training: str = "plain"         # or "engine": the same steps by the engine's kernels, ~17x faster
     # target nets: the grid, each run trained to convergence
     levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
     sizes: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 40])

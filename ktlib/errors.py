@@ -54,7 +54,8 @@ def case_summary(predicted: np.ndarray, labels: np.ndarray, classes: str) -> dic
     swapped = (predicted == other[labels]) & in_pair
     errors = ~right & in_pair
     return {"pairs": len(case_pairs(classes)), "pair_classes": int((other >= 0).sum()),
-            "accuracy": float(right.mean()), "pair_accuracy": float(right[:, in_pair].mean()) if in_pair.any() else np.nan,
+            "accuracy": float(right.mean()),
+            "pair_accuracy": float(right[:, in_pair].mean()) if in_pair.any() else np.nan,
             "other_accuracy": float(right[:, ~in_pair].mean()),
             "errors_to_other_case": float(swapped.sum() / errors.sum()) if errors.any() else np.nan,
             "lost_to_case": float(swapped.mean())}

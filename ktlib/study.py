@@ -41,7 +41,7 @@ class Study:
         splits = default if splits is None else splits
         if not isinstance(splits, int) or isinstance(splits, bool) or splits < 1:
             raise ValueError(f"splits must be an integer >= 1, got {splits!r}")
-        # source nets by the engine: the same steps as train.train to rounding, ~25x faster (the paper's
+        # source nets by the engine: the same steps as train.train to rounding, ~17x faster (the paper's
         # sweep keeps its plainly trained one, so the study's split 0 is that sweep but for its source net)
         return cls(dataclasses.replace(cfg, recipes=list(RECIPES), source_training="engine"), splits,
                    min(variant_splits, splits), draws)
@@ -65,9 +65,11 @@ class Study:
         todo = self.configs()
         for _, cfg in todo:  # a bad directory is refused now, not after an hour
             sweep.check_directory(sweep.Experiment.load(cfg))
-        for variant, cfg in todo:
+        for _, cfg in todo:
             sweep.run(cfg, progress=progress)
-        return read(self.root)
+        rows = read(self.root)  # only this study's sweeps, should the directory hold more splits
+        wanted = {(variant, cfg.split) for variant, cfg in todo}
+        return rows[[key in wanted for key in zip(rows.variant, rows.split)]].reset_index(drop=True)
 
 
 def feature_spread(cfg: Config) -> pd.DataFrame:

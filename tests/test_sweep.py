@@ -408,8 +408,10 @@ def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypat
     study.Study.of(cfg, splits=1).run(progress=False)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["publish", cfg.results_dir]) == 0
-    built = sorted(p.relative_to(cfg.results_dir) for p in Path(cfg.results_dir).rglob("*") if p.suffix in (".csv", ".json", ".npz"))
-    published = sorted(p.relative_to(tmp_path / "results" / "smoke") for p in (tmp_path / "results" / "smoke").rglob("*") if p.is_file())
+    record = tmp_path / "results" / "smoke"
+    built = sorted(p.relative_to(cfg.results_dir) for p in Path(cfg.results_dir).rglob("*")
+                   if p.suffix in (".csv", ".json", ".npz"))
+    published = sorted(p.relative_to(record) for p in record.rglob("*") if p.is_file())
     assert built == published and Path("study/one-of-n/split-0/predictions.npz") in published
 
 
@@ -477,3 +479,11 @@ def test_frozen_c1_to_c5_beats_no_transfer_with_one_sample_per_class(real_dir, t
     assert (rows["train_accuracy"] == 1.0).all()  # both trained to fit their 20 images
     assert rows.loc[5, "test_accuracy"] > rows.loc[0, "test_accuracy"] + 0.05
     assert rows.loc[0, "test_accuracy"] > 0.10  # the baseline learned something: chance is 0.05
+
+
+def test_a_smaller_study_in_a_directory_that_holds_more_splits_returns_only_its_own(tmp_path, smoke_data):
+    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path))
+    study.Study.of(cfg, splits=2).run(progress=False)
+    rows = study.Study.of(cfg, splits=1).run(progress=False)
+    on_disk = study.read(tmp_path / study.STUDY_DIR)
+    assert set(rows.split) == {0} and set(on_disk[on_disk.variant == "baseline"].split) == {0, 1}

@@ -8,7 +8,8 @@
 # make plain-record - the plain path's record of the grid, which the sweep notebook compares the engine with
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>, ENGINE=batched (no C compiler needed)
-#          or plain; `ktlib publish` names the record's directory (ktlib.results.record_path).
+#          or plain; CLUSTER=local:N or tcp://HOST:PORT (the runs on Dask workers; not part of the
+#          experiment); `ktlib publish` names the record's directory (ktlib.results.record_path).
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,6 +17,7 @@ BIN := $(VENV)/bin
 PROFILE ?= paper
 SEED ?= 0
 ENGINE ?= native
+CLUSTER ?=
 # The notebooks, in the book's order: the table of contents is the one list of them.
 NOTEBOOKS := $(shell sed -n 's|^ *- file: notebooks/||p' _toc.yml)
 # EMNIST ByClass comes from $KTLIB_DATA_DIR; without it, it is downloaded into data/emnist. A relative path
@@ -59,6 +61,7 @@ notebooks: install data
 	  echo "== notebooks/$$nb.ipynb ($(PROFILE), $(ENGINE))"; \
 	  KTLIB_RESULTS_DIR=$(RUN_DIR) $(BIN)/papermill --cwd notebooks --log-output --no-progress-bar \
 	    notebooks/$$nb.ipynb $(SCRATCH)/$$nb.ipynb -p profile $(PROFILE) -p seed $(SEED) -p engine $(ENGINE) \
+	    $(if $(CLUSTER),-p cluster $(CLUSTER)) \
 	    || { echo "notebooks/$$nb.ipynb failed: its output is in $(SCRATCH)/$$nb.ipynb; notebooks/ is unchanged"; exit 1; }; \
 	done
 	for nb in $(NOTEBOOKS); do mv $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done

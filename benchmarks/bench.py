@@ -4,6 +4,7 @@
     python benchmarks/bench.py --sizes 1 5 10     # a slice: every n and trial, the three smallest k
     python benchmarks/bench.py --engines plain batched native   # also the engine without its C kernels
     python benchmarks/bench.py --study            # the study's cost per recipe and variant, on one split
+    python benchmarks/bench.py --cluster          # one split's runs on a Dask LocalCluster of 1, then 2 workers
 
 Every path trains the same runs (same source net, data, seeds and stopping rule). Each runs n by n
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
@@ -17,13 +18,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import heapq
+import re
+import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+from distributed import get_task_stream
 
 import ktlib
-from ktlib import runs, study, sweep
+from ktlib import cluster, engine, runs, study, sweep
+from ktlib.results import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
 from ktlib.model import connections, forward_flops, training_flops
 from ktlib.transfer import first_trained
@@ -88,6 +95,113 @@ def study_cost(data_dir: str | None, workers: int | None) -> None:
                                                      for p, s in shares.items()))
 
 
+def task_times(stream: list[dict]) -> dict[tuple, float]:
+    """Each group's compute seconds, by (recipe, n, k), from a Dask task stream."""
+    out = {}
+    for t in stream:
+        m = re.match(r"(.+)-n(\d+)-k(\d+)-split", t["key"])
+        if m:
+            out[(m[1], int(m[2]), int(m[3]))] = sum(p["stop"] - p["start"] for p in t["startstops"]
+                                                     if p["action"] == "compute")
+    return out
+
+
+def simulate(sweeps: list[tuple[float, list[float]]], workers: int) -> float:
+    """The makespan of greedy list scheduling: each sweep's tasks, longest first, become ready once the client
+    has trained the source nets up to that sweep's, one after another; each goes to the first free worker."""
+    free = [0.0] * workers
+    ready = 0.0
+    for source_seconds, tasks in sweeps:
+        ready += source_seconds
+        for seconds in sorted(tasks, reverse=True):
+            start = max(heapq.heappop(free), ready)
+            heapq.heappush(free, start + seconds)
+    return max(free)
+
+
+def on_cluster(data_dir: str | None, committed: str) -> None:
+    """The study's split 0 (its baseline sweep: every recipe) on a LocalCluster of 1 and then 2 worker
+    processes: speed-up, scheduling overhead per task, the longest task against the makespan, the cost of
+    the two ways data can reach a worker, and from these the whole study projected onto 16 and 64 workers."""
+    plan = study.Study.of(ktlib.Config(data_dir=data_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = dataclasses.replace(plan.configs()[0][1], results_dir=tmp)
+        exp, source, _ = sweep.prepare(cfg, progress=False)
+    task, grid = exp.task(source), runs.grid(cfg)
+    print(f"study slice: split 0, every recipe: {len(grid)} runs in {len(runs.groups(grid))} tasks")
+    makespan, times, out = {}, {}, {}
+    for workers in (1, 2):
+        start = time.perf_counter()
+        with cluster.connect(f"local:{workers}") as pool:
+            pool.check(cfg.engine)  # workers started, kernels loaded: not part of the makespan
+            ready = time.perf_counter() - start
+            with get_task_stream(pool.client) as stream:
+                start, rows = time.perf_counter(), []
+                pool.submit(task, grid, rows.append, exp.checksums)
+                pool.drain()
+                makespan[workers] = time.perf_counter() - start
+            times[workers] = task_times(stream.data)
+            gaps = []  # on each worker, from one task's end to the next one's start, while tasks were waiting
+            for worker in {t["worker"] for t in stream.data}:
+                spans = sorted((p["start"], p["stop"]) for t in stream.data if t["worker"] == worker
+                               for p in t["startstops"] if p["action"] == "compute")
+                gaps += [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+        out[workers] = sorted((r["recipe"], r["n"], r["k"], r["trial"], r["test_accuracy"], r["epochs"]) for r in rows)
+        print(f"  {workers} worker(s): makespan {makespan[workers]:6.1f} s (cluster start and kernel check "
+              f"{ready:.1f} s, not counted)", flush=True)
+    assert out[1] == out[2], "1 and 2 workers gave different runs"
+    overhead = statistics.median(gaps)
+    longest = max(times[2], key=times[2].get)
+    print(f"\nthe same {len(out[2])} runs on 1 and 2 workers; speed-up {makespan[1] / makespan[2]:.2f}x (target 1.8)")
+    print(f"scheduling overhead per task: {1000 * overhead:.1f} ms (median of {len(gaps)} gaps between a worker's "
+          f"tasks, 2 workers)")
+    print(f"longest task {times[2][longest]:.1f} s {longest} against the makespan {makespan[2]:.1f} s "
+          f"({100 * times[2][longest] / makespan[2]:.0f}%); all tasks {sum(times[2].values()):.0f} core-s; "
+          f"simulated 2-worker makespan {simulate([(0, [t + overhead for t in times[2].values()])], 2):.1f} s")
+
+    # data to workers: by path (each worker reads the files once, then draws sets and computes features
+    # per task) or by scatter (the client computes each task's inputs and sends them)
+    start = time.perf_counter()
+    cluster._data.cache_clear()
+    cluster._data(cfg.data_dir)
+    load = time.perf_counter() - start
+    groups = runs.groups(grid)
+    start = time.perf_counter()
+    inputs = [runs.group_inputs(task, engine.FeatureCache(), g) for g in groups]
+    prep = (time.perf_counter() - start) / len(groups)
+    size = statistics.mean(sum(t.numel() * t.element_size() for t in (x, y, tx)) for x, y, _, tx in inputs)
+    with cluster.connect("local:1") as pool:
+        pool.client.wait_for_workers(1)
+        start = time.perf_counter()
+        for x, y, _, tx in inputs:
+            pool.client.scatter([x, y, tx], hash=False)
+        scatter = (time.perf_counter() - start) / len(groups)
+    print(f"data by path: {load:.2f} s once per worker to read the files, then {1000 * prep:.0f} ms per task "
+          f"to draw its sets and compute their features (no feature cache)")
+    print(f"data by scatter: those {1000 * prep:.0f} ms per task on the client instead, plus {1000 * scatter:.0f} ms "
+          f"to send {size / 1e6:.1f} MB per task on loopback")
+
+    # the whole study from its committed record: a task costs its runs' epochs times the seconds per run-epoch
+    # measured above for its (recipe, n, k), plus the overhead; source nets as recorded, trained by the client
+    epochs = {}
+    for r in rows:
+        epochs[(r["recipe"], r["n"], r["k"])] = epochs.get((r["recipe"], r["n"], r["k"]), 0) + r["epochs"]
+    per_epoch = {g: times[2][g] / epochs[g] for g in times[2]}
+    sweeps = []
+    for variant, split, where in study.split_dirs(Path(committed) / study.STUDY_DIR):
+        done = read_results(where / RESULTS_FILE)[1].groupby(["recipe", "n", "k"]).epochs.sum()
+        sweeps.append((sweep.read_source_record(where)["seconds"],
+                       [per_epoch[g] * e + overhead for g, e in done.items()]))
+    work = sum(sum(t) for _, t in sweeps)
+    print(f"\nthe whole study ({sum(len(t) for _, t in sweeps)} tasks in {len(sweeps)} sweeps): {work / 60:.0f} "
+          f"core-min of tasks, longest {max(max(t) for _, t in sweeps):.0f} s; source nets "
+          f"{sum(s for s, _ in sweeps):.0f} s")
+    for workers in (2, 16, 64):
+        print(f"  {workers:2} workers: {simulate(sweeps, workers) / 60:5.1f} min; with the source nets trained before, "
+              f"{simulate([(0, t) for _, t in sweeps], workers) / 60:5.1f} min; work / workers "
+              f"{work / workers / 60:5.1f} min")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None, help="EMNIST ByClass (default $KTLIB_DATA_DIR)")
@@ -98,9 +212,13 @@ def main() -> None:
     p.add_argument("--engines", nargs="+", default=["plain", "native"], choices=ENGINES,
                    help="the paths to time; the first is the baseline of the ratios (default: plain native)")
     p.add_argument("--study", action="store_true", help="the study's cost per recipe and variant, on one split")
+    p.add_argument("--cluster", action="store_true", help="one split on a Dask LocalCluster of 1, then 2 workers")
+    p.add_argument("--record", default="results/paper", help="the committed record --cluster projects from")
     a = p.parse_args()
     if a.study:
         return study_cost(a.data_dir, a.workers)
+    if a.cluster:
+        return on_cluster(a.data_dir, a.record)
 
     peak = matmul_peak()
     print(f"matmul peak: {peak:.1f} GFLOP/s (4096x4096 fp32, {torch.get_num_threads()} threads)")

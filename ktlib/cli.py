@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import data as D
-from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config
+from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config, cluster_target
 from .results import PREDICTIONS_FILE, RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
 from .study import STUDY_DIR, Study, split_dirs
 from .sweep import run
@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--results-dir", default=None, help=f"default ${RESULTS_DIR_ENV}, then results/<profile>")
     common.add_argument("--engine", choices=ENGINES, default="native",
                         help="batched: the engine without its C kernels; plain: the reference loop, one run at a time")
-    common.add_argument("--workers", type=int, help="engine threads (default: the usable cores)")
+    common.add_argument("--workers", type=int, help="engine threads in this process (default: the usable cores)")
+    where = common.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="local:N", help="run the engine's groups on a Dask LocalCluster of N "
+                                                             "worker processes started here")
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run them on the workers of a running Dask "
+                                                                     "scheduler (dask-jobqueue's, on SLURM)")
     common.add_argument("--no-progress", action="store_true")
     s = sub.add_parser("sweep", parents=[common], help="train the source net and run the n x k x trial grid "
                                                        "(resumable)")
@@ -74,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "publish":
             print(f"the record is in {publish(a.results_dir)}")
             return 0
+        for flag, value, kind in (("--cluster", a.cluster, "local"), ("--scheduler", a.scheduler, "address")):
+            if value is not None and cluster_target(value)[0] != kind:
+                raise ValueError(f"{flag} takes {'local:N' if kind == 'local' else 'tcp://HOST:PORT'}, got {value!r}")
         overrides = {k: v for k, v in vars(a).items()
                      if k in ("levels", "sizes", "trials", "recipes", "split") and v is not None}
         cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
-                                 results_dir=a.results_dir, engine=a.engine, workers=a.workers, **overrides)
+                                 results_dir=a.results_dir, engine=a.engine, workers=a.workers,
+                                 cluster=a.cluster or a.scheduler, **overrides)
         start = time.perf_counter()
         if a.command == "study":
             plan = Study.of(cfg, a.splits)

@@ -85,6 +85,7 @@ class Config:
     # how the runs are computed: the engine's numbers equal the plain path's within rounding, not bit for bit
     engine: str = "native"
     workers: int | None = None             # engine threads, one core each; None: the usable cores
+    cluster: str | None = None             # None: those threads; "local:N" or "tcp://HOST:PORT": Dask (cluster_target)
 
     def __post_init__(self):
         """Refuse, before any work, anything that could fail later; make every path absolute."""
@@ -114,6 +115,11 @@ class Config:
         self.sizes = sorted({int(k) for k in self.sizes})
         if self.workers is not None:
             self.workers = _integer("workers", self.workers, 1)
+        if self.cluster is not None:
+            cluster_target(self.cluster)
+            if self.engine == "plain":
+                raise ValueError(f"cluster={self.cluster!r} runs the engine's groups; engine='plain' runs one run "
+                                 f"at a time in this process: use engine='native' or 'batched', or no cluster")
         if self.code_scheme == "one-of-n" and self.code_bits != self.n_classes:
             raise ValueError(f"code_bits must equal n_classes ({self.n_classes}) for one-of-N codes, got {self.code_bits}")
         if self.code_scheme == "random" and self.n_classes > 2 ** self.code_bits:
@@ -137,12 +143,12 @@ class Config:
 
     @classmethod
     def for_notebook(cls, profile: str, seed: int, data_dir: str | None, results_dir: str | None,
-                     engine: str) -> "Config":
+                     engine: str, cluster: str | None) -> "Config":
         """A notebook's papermill parameters as a Config. Their paths, and the defaults, are taken from the
         directory papermill or Jupyter was started in, not from the kernel's working directory (ktlib.paths)."""
         _choice("profile", profile, PROFILES)
         base = launch_dir()
-        return cls.for_profile(profile, seed=seed, engine=engine,
+        return cls.for_profile(profile, seed=seed, engine=engine, cluster=cluster or None,
                                data_dir=str(choose(data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR, base)),
                                results_dir=str(choose(results_dir, RESULTS_DIR_ENV, Path("results") / profile, base)))
 
@@ -158,11 +164,25 @@ class Config:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     def experiment(self) -> dict:
-        """The fields that determine the numbers (not where files live, nor how many cores compute them)."""
+        """The fields that determine the numbers (not where files live, nor which cores compute them)."""
         d = dataclasses.asdict(self)
-        for where in ("data_dir", "results_dir", "workers"):
+        for where in ("data_dir", "results_dir", "workers", "cluster"):
             d.pop(where)
         return d
+
+
+# Where the engine's groups run, besides this process's threads (ktlib.cluster): a Dask LocalCluster of N
+# worker processes started here, or the scheduler of a running cluster (dask-jobqueue's on SLURM, say).
+def cluster_target(spec) -> tuple[str, int | str]:
+    """("local", N) or ("address", the scheduler's address), from a `cluster` value; anything else is refused."""
+    if isinstance(spec, str) and spec.startswith("local:"):
+        count = spec.split(":", 1)[1]
+        if count.isdigit() and int(count) >= 1:
+            return "local", int(count)
+    elif isinstance(spec, str) and spec.startswith(("tcp://", "tls://")) and spec.rsplit(":", 1)[-1].isdigit():
+        return "address", spec
+    raise ValueError(f"cluster must be None, 'local:N' (N >= 1 worker processes), or a running scheduler's "
+                     f"address, 'tcp://HOST:PORT' (or tls://); got {spec!r}")
 
 
 # Fields added after records were written: a results header without one was made with this value.

@@ -9,6 +9,7 @@ import hashlib
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -209,10 +210,12 @@ def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = 512) -> list[t
 
 class FeatureCache:
     """Frozen-layer inputs, keyed by the source net's weights and the images' bytes: a changed source net
-    or image set is a different key, so stale features can never be served."""
+    or image set is a different key, so stale features can never be served. With maxsize, the least
+    recently used image sets are dropped."""
 
-    def __init__(self):
-        self._store: dict[tuple[str, str], list[torch.Tensor]] = {}
+    def __init__(self, maxsize: int | None = None):
+        self._store: OrderedDict[tuple[str, str], list[torch.Tensor]] = OrderedDict()
+        self.maxsize = maxsize
         self.hits = self.misses = 0
 
     @staticmethod
@@ -223,9 +226,12 @@ class FeatureCache:
         key = self.key(source, images)
         if key in self._store:
             self.hits += 1
+            self._store.move_to_end(key)
         else:
             self.misses += 1
             self._store[key] = frozen_inputs(source, images)
+            while self.maxsize is not None and len(self._store) > self.maxsize:
+                self._store.popitem(last=False)
         return self._store[key][n]
 
 

@@ -79,53 +79,91 @@ def group_cost(recipe: str, n: int, k: int) -> float:
     return k * training_flops(connections(), first_trained(recipe, n))
 
 
-def grouped(task: Task, keys: list[RunKey], on_row) -> None:
-    """The engine: the trials of each (recipe, n, k) side by side, one group per worker thread, longest first.
+Group = tuple[str, int, int]  # (recipe, n, k): one task of the engine, the trials of one cell trained together
+
+
+def groups(keys: list[RunKey]) -> list[Group]:
+    """The groups that hold these runs, longest first.
 
     A group is computed whole even when only some of its runs are asked for: a run's numbers depend on the
     group it trained in (through rounding), so a resumed sweep recomputes the same groups."""
-    cfg, codes = task.cfg, task.codes
-    wanted = set(keys)
-    groups = sorted({(key.recipe, key.n, key.k) for key in keys}, key=lambda g: -group_cost(*g))
-    cache = engine.FeatureCache()
-    sets = {k: [task.trial_set(k, t) for t in range(cfg.trials)] for _, _, k in groups}
-    events: queue.Queue = queue.Queue()
-    cancel = threading.Event()
+    return sorted({(key.recipe, key.n, key.k) for key in keys}, key=lambda g: -group_cost(*g))
 
-    def job(recipe: str, n: int, k: int, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, seeds: list[int]):
-        torch.set_num_threads(1)  # a worker per core; one thread also keeps the numbers machine-independent
-        nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
-        engine.train_runs(nets, first_trained(recipe, n), x, y, codes, seeds, stopping_rule(cfg), cfg.max_epochs,
-                          (test_x, task.test[1]), cfg.lr, cfg.batch_size,
-                          on_run=lambda t, run: events.put((RunKey(n, k, t, recipe), seeds[t], run)),
-                          cancel=cancel, kernels=cfg.engine)
+
+def group_name(cfg: Config, group: Group) -> str:
+    """The group's runs by their keys, for an error message."""
+    recipe, n, k = group
+    return f"RunKey(n={n}, k={k}, trial=0..{cfg.trials - 1}, recipe={recipe!r})"
+
+
+def group_inputs(task: Task, cache: engine.FeatureCache, group: Group) -> tuple:
+    """What the group's trials train on: their sets' inputs to the first trained layer, labels, seeds, and the
+    test set's inputs to that layer."""
+    recipe, n, k = group
+    copied, start = task.copied_from(recipe), first_trained(recipe, n)  # fine-tuned starts at the image
+    sets = [task.trial_set(k, t) for t in range(task.cfg.trials)]
+    x = torch.stack([cache.get(copied, torch.from_numpy(s.x), start) for s, _ in sets])
+    y = torch.stack([torch.from_numpy(s.y) for s, _ in sets])
+    return x, y, [seed for _, seed in sets], cache.get(copied, task.test[0], start)
+
+
+def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: threading.Event | None = None
+                ) -> list[dict]:
+    """Train one group's trials side by side, on one thread; each run's row goes to on_row as it stops."""
+    cfg, (recipe, n, k), (x, y, seeds, test_x) = task.cfg, group, inputs
+    torch.set_num_threads(1)  # a worker per core; one thread also keeps the numbers machine-independent
+    out = []
+
+    def done(t: int, run: engine.Run) -> None:
+        out.append(row(RunKey(n, k, t, recipe), seeds[t], run.history, run.stopped_by, run.test_accuracy,
+                       run.predictions))
+        if on_row:
+            on_row(out[-1])
+
+    nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
+    engine.train_runs(nets, first_trained(recipe, n), x, y, task.codes, seeds, stopping_rule(cfg), cfg.max_epochs,
+                      (test_x, task.test[1]), cfg.lr, cfg.batch_size, on_run=done, cancel=cancel,
+                      kernels=cfg.engine)
+    return out
+
+
+class GroupFailed(RuntimeError):
+    """A group of runs raised: the one error a sweep reports, naming the group's run keys."""
+
+
+def failed(cfg: Config, group: Group, error: BaseException, where: str = "") -> GroupFailed:
+    return GroupFailed(f"the runs {group_name(cfg, group)} failed{where}: {type(error).__name__}: {error}")
+
+
+def grouped(task: Task, keys: list[RunKey], on_row) -> None:
+    """The engine in this process: one group per worker thread, longest first (see `groups`)."""
+    wanted = set(keys)
+    cache = engine.FeatureCache()
+    rows: queue.Queue = queue.Queue()
+    cancel = threading.Event()
 
     def drain(block: bool) -> None:
         try:
             while True:
-                key, seed, run = events.get(timeout=0.1) if block else events.get_nowait()
+                r = rows.get(timeout=0.1) if block else rows.get_nowait()
                 block = False
-                if key in wanted:
-                    on_row(row(key, seed, run.history, run.stopped_by, run.test_accuracy, run.predictions))
+                if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) in wanted:
+                    on_row(r)
         except queue.Empty:
             pass
 
     threads = torch.get_num_threads()
-    pool = ThreadPoolExecutor(cfg.worker_count(), thread_name_prefix="ktlib-engine")
+    pool = ThreadPoolExecutor(task.cfg.worker_count(), thread_name_prefix="ktlib-engine")
     try:
-        futures = []
-        for recipe, n, k in groups:
-            copied, start = task.copied_from(recipe), first_trained(recipe, n)  # fine-tuned starts at the image
-            x = torch.stack([cache.get(copied, torch.from_numpy(s.x), start) for s, _ in sets[k]])
-            y = torch.stack([torch.from_numpy(s.y) for s, _ in sets[k]])
-            futures.append(pool.submit(job, recipe, n, k, x, y, cache.get(copied, task.test[0], start),
-                                       [seed for _, seed in sets[k]]))
+        futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel): g
+                   for g in groups(keys)}
         pending = set(futures)
         while pending:
             drain(block=True)
             for f in [f for f in pending if f.done()]:
                 pending.discard(f)
-                f.result()  # a worker's error stops the sweep here
+                if f.exception() is not None:  # a worker's error stops the sweep here
+                    raise failed(task.cfg, futures[f], f.exception()) from f.exception()
     finally:
         cancel.set()  # on an error or interrupt the other workers stop at their next step
         pool.shutdown(wait=True)

@@ -1,13 +1,15 @@
 """The study beyond the paper: many class splits, three transfer recipes, and two variants of our protocol."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
-from . import sweep
+from . import cluster, runs, store, sweep
 from .config import Config
 from .engine import frozen_inputs
 from .model import LAYERS
@@ -61,15 +63,34 @@ class Study:
         return out
 
     def run(self, progress: bool = True) -> pd.DataFrame:
-        """Run (or resume) every sweep of the study; every config is checked before the first one starts."""
+        """Run (or resume) every sweep of the study; every config is checked before the first one starts.
+        In this process the sweeps run one after another; on a cluster, each sweep's groups are submitted
+        as soon as its source net is ready, and the rows of all of them are written as they come back."""
         todo = self.configs()
         for _, cfg in todo:  # a bad directory is refused now, not after an hour
             sweep.check_directory(sweep.Experiment.load(cfg))
-        for _, cfg in todo:
-            sweep.run(cfg, progress=progress)
+        if self.cfg.cluster is None:
+            for _, cfg in todo:
+                sweep.run(cfg, progress=progress)
+        else:
+            self._on_cluster([cfg for _, cfg in todo], progress)
         rows = read(self.root)  # only this study's sweeps, should the directory hold more splits
         wanted = {(variant, cfg.split) for variant, cfg in todo}
         return rows[[key in wanted for key in zip(rows.variant, rows.split)]].reset_index(drop=True)
+
+    def _on_cluster(self, configs: list[Config], progress: bool) -> None:
+        """Every sweep's directory held by this process, the one writer, while the cluster computes."""
+        runs.check(self.cfg.engine)  # source nets are trained here, by the engine
+        bar = tqdm(total=0, desc="study", unit="run", disable=not progress)
+        with cluster.connect(self.cfg.cluster) as pool, contextlib.ExitStack() as held:
+            for cfg in configs:
+                exp = sweep.open_experiment(cfg)
+                held.enter_context(store.writer(cfg.results_dir))
+                opened = sweep.Sweep(exp, progress=False, bar=bar)
+                pool.submit(opened.task, opened.todo, opened.save, exp.checksums)
+                pool.drain(block=False)  # write what has come back while the next source net trains
+            pool.drain()
+        bar.close()
 
 
 def feature_spread(cfg: Config) -> pd.DataFrame:

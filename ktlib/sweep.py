@@ -1,6 +1,7 @@
 """The experiment end to end: data and class split, the source net, then every run of the grid, resumably."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -14,7 +15,7 @@ import torch
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
 from . import data as D
-from . import engine, runs, store
+from . import cluster, engine, runs, store
 from .config import Config, Purpose, derive_seed
 from .model import build, state_hash, target_codes
 from .results import (COLUMNS, PREDICTIONS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, RunKey, differences,
@@ -33,13 +34,16 @@ class Experiment:
     checksums: dict
 
     @classmethod
-    def load(cls, cfg: Config) -> "Experiment":
-        path = D.resolve_data_dir(cfg.data_dir)
-        data = D.load(path)
+    def load(cls, cfg: Config, loaded: tuple[D.Emnist, dict] | None = None) -> "Experiment":
+        """From cfg.data_dir, or from its (data, checksums) already loaded."""
+        if loaded is None:
+            path = D.resolve_data_dir(cfg.data_dir)
+            loaded = D.load(path), D.checksums(path)
+        data, checksums = loaded
         split = D.split_classes(data, derive_seed(cfg.split_seed(), Purpose.SPLIT), cfg.n_classes,
                                 cfg.source_per_class, max(cfg.sizes), cfg.test_per_class, cfg.source_chars,
                                 cfg.target_chars)
-        return cls(cfg, data, split, D.checksums(path))
+        return cls(cfg, data, split, checksums)
 
     def chars(self, role: str) -> str:
         return "".join(self.data.mapping[c] for c in getattr(self.split, role))
@@ -242,12 +246,14 @@ def prepare(cfg: Config, progress: bool = True, wait: bool = False) -> tuple[Exp
 
 # ---------------------------------------------------------------- the sweep
 
-def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, **overrides) -> pd.DataFrame:
+def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, pool=None,
+        **overrides) -> pd.DataFrame:
     """Run (or resume) the whole sweep; returns the tidy results, one row per run.
 
     `run(cfg)`, `run(profile="smoke", results_dir=...)`, or `run(cfg, trials=1)` to change some fields.
     Everything that can be checked is checked before any work; the results directory has one writer at a
-    time (wait=True waits for another process writing there, instead of refusing)."""
+    time (wait=True waits for another process writing there, instead of refusing). With cfg.cluster the
+    groups run on Dask workers (`pool`: a `cluster.connect` already open, else one is opened here)."""
     if cfg is None:
         cfg = Config.for_profile(overrides.pop("profile", "paper"), **overrides)
     elif overrides:
@@ -255,56 +261,76 @@ def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, **
     runs.check(cfg.engine)
     exp = open_experiment(cfg, wait)
     with store.writer(cfg.results_dir, wait):
-        return _sweep(exp, progress)
+        sweep = Sweep(exp, progress)
+        try:
+            if cfg.cluster is None:
+                runs.train_runs(sweep.task, sweep.todo, sweep.save)
+            else:
+                with cluster.connect(cfg.cluster) if pool is None else contextlib.nullcontext(pool) as p:
+                    p.submit(sweep.task, sweep.todo, sweep.save, exp.checksums)
+                    p.drain()
+        except KeyboardInterrupt:
+            sweep.bar.close()
+            print(f"\ninterrupted: {len(sweep.records)} of {len(sweep.grid)} runs are saved in {sweep.path}; run "
+                  f"again to resume", file=sys.stderr)
+            raise
+        return sweep.finish()
 
 
-def _sweep(exp: Experiment, progress: bool) -> pd.DataFrame:
-    """The sweep itself, inside the results directory's writer lock."""
-    cfg = exp.cfg
-    found = check_directory(exp)
-    source, source_info = train_source(exp, progress)
-    meta = {**exp.record(), "source": {k: v for k, v in source_info.items() if k != "history"},
-            "versions": versions(), "git_commit": git_commit(),
-            "workers": None if cfg.engine == "plain" else cfg.worker_count()}
-    path = Path(cfg.results_dir) / RESULTS_FILE
-    records: list[dict] = []
-    predicted: dict[RunKey, object] = {}  # each run's test predictions, written before its row
-    labels = exp.test_set().y
-    done = set()
-    if found:
-        old_meta, rows, cut = found
-        if old_meta["source"]["state_sha256"] != source_info["state_sha256"]:
-            raise RuntimeError(f"{path} was made with another source net; choose another results_dir")
-        if cut:
-            print(f"{path}: its last row was cut short; that run is done again", file=sys.stderr)
-        meta["git_commit"] = old_meta["git_commit"]  # the commit that started it; rows carry their own
-        records, done = rows.to_dict("records"), keys(rows)
-        if (Path(cfg.results_dir) / PREDICTIONS_FILE).exists():
-            old_keys, old_predictions, _ = read_predictions(cfg.results_dir)
-            predicted = {key: p for key, p in zip(run_keys(old_keys), old_predictions) if key in done}
-        missing = done - set(predicted)
-        if missing:  # a record from before predictions were kept: those runs are done again
-            records = [r for r in records if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) not in missing]
-            done -= missing
-    grid = runs.grid(cfg)
-    todo = [key for key in grid if key not in done]
-    commit = git_commit()
-    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="run", disable=not progress)
+class Sweep:
+    """A sweep's results directory, opened by its one writer: the source net, the runs saved so far (kept on
+    resuming), the runs still to do, and `save` for each finished one."""
 
-    def save(result: dict) -> None:
-        predicted[RunKey(result["n"], result["k"], result["trial"], result["recipe"])] = result.pop("predictions")
-        write_predictions(cfg.results_dir, list(predicted), list(predicted.values()), labels)
-        records.append({**result, "git_commit": commit})
-        write_results(path, meta, pd.DataFrame(records, columns=COLUMNS))
-        bar.set_postfix(n=result["n"], k=result["k"], test=f"{result['test_accuracy']:.3f}", epochs=result["epochs"])
-        bar.update()
+    def __init__(self, exp: Experiment, progress: bool = True, bar: tqdm | None = None):
+        cfg = exp.cfg
+        found = check_directory(exp)
+        source, source_info = train_source(exp, progress)
+        self.meta = {**exp.record(), "source": {k: v for k, v in source_info.items() if k != "history"},
+                     "versions": versions(), "git_commit": git_commit(),
+                     "workers": None if cfg.engine == "plain" or cfg.cluster else cfg.worker_count(),
+                     **({"cluster": cfg.cluster} if cfg.cluster else {})}
+        self.cfg, self.path = cfg, Path(cfg.results_dir) / RESULTS_FILE
+        self.records: list[dict] = []
+        self.predicted: dict[RunKey, object] = {}  # each run's test predictions, written before its row
+        self.labels = exp.test_set().y
+        done = set()
+        if found:
+            old_meta, rows, cut = found
+            if old_meta["source"]["state_sha256"] != source_info["state_sha256"]:
+                raise RuntimeError(f"{self.path} was made with another source net; choose another results_dir")
+            if cut:
+                print(f"{self.path}: its last row was cut short; that run is done again", file=sys.stderr)
+            self.meta["git_commit"] = old_meta["git_commit"]  # the commit that started it; rows carry their own
+            self.records, done = rows.to_dict("records"), keys(rows)
+            if (Path(cfg.results_dir) / PREDICTIONS_FILE).exists():
+                old_keys, old_predictions, _ = read_predictions(cfg.results_dir)
+                self.predicted = {key: p for key, p in zip(run_keys(old_keys), old_predictions) if key in done}
+            missing = done - set(self.predicted)
+            if missing:  # a record from before predictions were kept: those runs are done again
+                self.records = [r for r in self.records
+                                if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) not in missing]
+                done -= missing
+        self.grid = runs.grid(cfg)
+        self.todo = [key for key in self.grid if key not in done]
+        self.task = exp.task(source)
+        self.commit = git_commit()
+        if bar is None:
+            bar = tqdm(total=len(self.grid), desc="sweep", unit="run", disable=not progress)
+        else:  # a bar shared by several sweeps
+            bar.total = (bar.total or 0) + len(self.grid)
+        bar.update(len(self.grid) - len(self.todo))
+        self.bar = bar
 
-    try:
-        runs.train_runs(exp.task(source), todo, save)
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"\ninterrupted: {len(records)} of {len(grid)} runs are saved in {path}; run again to resume",
-              file=sys.stderr)
-        raise
-    bar.close()
-    return read_results(path)[1].sort_values(["k", "trial", "n"], ignore_index=True)
+    def save(self, result: dict) -> None:
+        """Write one finished run: its predictions, then its row (the client is the files' only writer)."""
+        self.predicted[RunKey(result["n"], result["k"], result["trial"], result["recipe"])] = result.pop("predictions")
+        write_predictions(self.cfg.results_dir, list(self.predicted), list(self.predicted.values()), self.labels)
+        self.records.append({**result, "git_commit": self.commit})
+        write_results(self.path, self.meta, pd.DataFrame(self.records, columns=COLUMNS))
+        self.bar.set_postfix(n=result["n"], k=result["k"], test=f"{result['test_accuracy']:.3f}",
+                             epochs=result["epochs"])
+        self.bar.update()
+
+    def finish(self) -> pd.DataFrame:
+        self.bar.close()
+        return read_results(self.path)[1].sort_values(["k", "trial", "n"], ignore_index=True)

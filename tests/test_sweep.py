@@ -340,10 +340,12 @@ ktlib.run(ktlib.Config.for_profile("smoke", **json.loads(sys.argv[1])), progress
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, data_dir, sig):
-    """Kill a real sweep process part-way, check the file it left, finish it, compare with an unbroken run."""
-    cfg = small(tmp_path, data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3], max_epochs=60)
+@pytest.mark.parametrize("sig, where", [(signal.SIGKILL, None), (signal.SIGINT, None), (signal.SIGKILL, "local:2")],
+                         ids=["SIGKILL", "SIGINT", "SIGKILL-cluster"])
+def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, data_dir, sig, where):
+    """Kill a real sweep process part-way (on a cluster: the client, the files' one writer), check the file
+    it left, finish it, compare with an unbroken run in this process."""
+    cfg = small(tmp_path, data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3], max_epochs=60, cluster=where)
     args = {k: v for k, v in cfg.__dict__.items() if k != "profile"}
     csv = Path(cfg.results_dir) / results.RESULTS_FILE
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stderr=subprocess.PIPE, text=True)

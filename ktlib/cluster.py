@@ -1,0 +1,167 @@
+"""The engine's groups as Dask tasks: on a LocalCluster of N worker processes, or on a running scheduler."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections import OrderedDict
+
+import torch
+
+from . import data as D
+from . import engine, runs
+from .config import Config, cluster_target
+from .model import build, state_hash
+from .results import RunKey
+
+CONNECT_SECONDS = 30     # to reach a scheduler
+WORKER_SECONDS = 600     # for a first worker to join it (a batch queue may take a while to start one)
+TASKS_PER_WORKER = 8     # sweeps whose data, nets and test set a worker keeps (a study's sweeps interleave)
+FEATURES_PER_WORKER = 64  # image sets whose frozen-layer features a worker keeps (all levels of each)
+
+
+@contextlib.contextmanager
+def connect(spec: str):
+    """A `Pool` on the cluster `spec` ("local:N", or a scheduler's address); a local cluster is stopped on leaving."""
+    from distributed import Client, LocalCluster  # here: the in-process default needs no Dask
+
+    kind, target = cluster_target(spec)
+    with contextlib.ExitStack() as stack:
+        stack.callback(restore_environment, dict(os.environ))
+        if kind == "local":  # one thread per process: the engine's groups run on one core each
+            local = stack.enter_context(LocalCluster(n_workers=target, threads_per_worker=1, processes=True,
+                                                     host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                                     silence_logs=logging.ERROR))
+            client = stack.enter_context(Client(local))
+        else:
+            try:
+                client = stack.enter_context(Client(target, timeout=CONNECT_SECONDS))
+            except OSError as e:
+                raise RuntimeError(f"cluster={spec!r}: no Dask scheduler answered there ({e})") from None
+        if client.dashboard_link:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        yield Pool(client, spec)
+
+
+def restore_environment(saved: dict) -> None:
+    """Undo what Dask's nannies write into this process's environment for the workers they start
+    (OMP_NUM_THREADS=1 and others), which processes this one starts later would inherit."""
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    os.environ.update(saved)
+
+
+class Pool:
+    """Sweeps' groups of runs submitted to a cluster as they are ready; each group's rows come back here, to
+    the results files' only writer, as its task completes."""
+
+    def __init__(self, client, spec: str):
+        from distributed import as_completed
+
+        self.client, self.spec = client, spec
+        self.pending: dict = {}  # future -> (config, group, the runs wanted of it, where its rows go)
+        self.completed = as_completed()
+        self.checked: set[str] = set()
+
+    def check(self, engine_name: str) -> None:
+        """Fail before any work if a worker cannot run this engine (each builds or loads the native kernels
+        itself, in its own cache directory)."""
+        if engine_name in self.checked:
+            return
+        if not self.client.scheduler_info()["workers"]:
+            print(f"waiting for a worker to join {self.spec} ...", file=sys.stderr)
+        try:
+            self.client.wait_for_workers(1, timeout=WORKER_SECONDS)
+        except TimeoutError:
+            raise RuntimeError(f"cluster={self.spec!r}: no worker joined in {WORKER_SECONDS} s") from None
+        for worker, answer in self.client.run(runs.check, engine_name, on_error="return").items():
+            if isinstance(answer, Exception):
+                raise type(answer)(f"the Dask worker {worker}: {answer}") from None
+        self.checked.add(engine_name)
+
+    def submit(self, task: runs.Task, keys: list[RunKey], on_row, checksums: dict) -> None:
+        """One task per group holding these runs, longest first; on_row gets each wanted row in `drain`.
+
+        The data reach workers by path (cfg.data_dir, checked against `checksums`), and the source net as a
+        task's result: a worker that dies takes nothing with it that Dask cannot compute again."""
+        cfg = task.cfg
+        self.check(cfg.engine)
+        if not keys:
+            return
+        tag = uuid.uuid4().hex[:8]
+        state = {k: v.clone() for k, v in task.source.state_dict().items()}
+        source = (state_hash(task.source), self.client.submit(_value, state, key=f"source-net-split{cfg.split}-{tag}"))
+        wanted = set(keys)
+        for group in runs.groups(keys):
+            recipe, n, k = group
+            future = self.client.submit(train_group, cfg, checksums, *source, group,
+                                        key=f"{recipe}-n{n}-k{k}-split{cfg.split}-{tag}")
+            self.pending[future] = (cfg, group, wanted, on_row)
+            self.completed.add(future)
+
+    def drain(self, block: bool = True) -> None:
+        """Hand each finished group's rows to its sweep: until every group is done, or (block=False) only
+        those done already. A group that failed stops everything, as one error naming its runs."""
+        while self.pending and (block or self.completed.has_ready()):
+            for future in self.completed.next_batch(block=True):
+                cfg, group, wanted, on_row = self.pending.pop(future)
+                try:
+                    rows = future.result()
+                except Exception as e:  # the task's own error, or KilledWorker once Dask stops retrying
+                    self.client.cancel(list(self.pending))
+                    self.pending.clear()
+                    raise runs.failed(cfg, group, e, f" on the cluster {self.spec}") from e
+                for r in rows:
+                    if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) in wanted:
+                        on_row(r)
+
+
+def _value(x):
+    return x
+
+
+# ---------------------------------------------------------------- on a worker
+
+@functools.lru_cache(maxsize=2)
+def _data(data_dir: str) -> tuple[D.Emnist, dict]:
+    path = D.resolve_data_dir(data_dir)  # a clear error if this worker does not see it
+    return D.load(path), D.checksums(path)
+
+
+_tasks: OrderedDict = OrderedDict()
+_features = engine.FeatureCache(FEATURES_PER_WORKER)
+_lock = threading.Lock()  # a worker given several threads runs several tasks at once
+
+
+def worker_task(cfg: Config, checksums: dict, source_sha: str, state: dict) -> runs.Task:
+    """This worker's Task of a sweep: built from the data at cfg.data_dir, once, and kept for its next groups."""
+    from .sweep import Experiment  # sweep imports this module
+
+    key = json.dumps([cfg.experiment(), cfg.data_dir, source_sha], sort_keys=True)
+    if key not in _tasks:
+        data, found = _data(cfg.data_dir)
+        if found != checksums:
+            differ = sorted(f for f in set(found) | set(checksums) if found.get(f) != checksums.get(f))
+            raise RuntimeError(f"the data at {cfg.data_dir} on this worker are not the client's: "
+                               f"{', '.join(differ)} differ")
+        source = build(0, cfg.code_bits)
+        source.load_state_dict(state)
+        _tasks[key] = Experiment.load(cfg, (data, found)).task(source)
+        while len(_tasks) > TASKS_PER_WORKER:
+            _tasks.popitem(last=False)
+    _tasks.move_to_end(key)
+    return _tasks[key]
+
+
+def train_group(cfg: Config, checksums: dict, source_sha: str, state: dict, group: runs.Group) -> list[dict]:
+    """A Dask task: train one group on this worker and return its rows."""
+    torch.use_deterministic_algorithms(True)  # as the client's sweep does
+    with _lock:
+        task = worker_task(cfg, checksums, source_sha, state)
+        inputs = runs.group_inputs(task, _features, group)
+    return runs.train_group(task, group, inputs)

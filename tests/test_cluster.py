@@ -1,0 +1,167 @@
+"""The engine's groups on a real Dask cluster on loopback: the same numbers, faults survived, errors named."""
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster
+
+import ktlib
+from ktlib import cluster, config, native, results, runs, study
+from ktlib import data as D
+from ktlib.transfer import RECIPES
+from conftest import dry_run, ktlib_cli, run, write_emnist
+from test_sweep import NUMBERS, small
+
+ROWS = NUMBERS + ["recipe"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 6})
+
+
+@contextlib.contextmanager
+def loopback(workers: int, **env):
+    """A LocalCluster of worker processes (with these environment variables) on loopback; this process's
+    environment, which Dask's nannies write to, is put back afterwards."""
+    saved = dict(os.environ)
+    try:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0", env=env) as local:
+            yield local
+    finally:
+        cluster.restore_environment(saved)
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """A running cluster to join by its address, as on SLURM: two worker processes behind nannies."""
+    with loopback(2) as local, Client(local) as client:
+        yield local.scheduler_address, client
+
+
+def in_order(rows):
+    return rows[ROWS].sort_values(["recipe", "n", "k", "trial"], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- the choice
+
+def test_the_cluster_is_not_part_of_the_experiment_and_a_bad_one_is_refused_naming_the_field():
+    assert "cluster" not in ktlib.Config(cluster="local:2").experiment()
+    assert ktlib.Config(cluster="local:2").experiment() == ktlib.Config().experiment()
+    assert config.cluster_target("tcp://10.0.0.5:8786") == ("address", "tcp://10.0.0.5:8786")
+    for bad in ("local:0", "local:two", "10.0.0.5:8786", "tcp://host", 2):
+        with pytest.raises(ValueError, match="cluster must be None, 'local:N'"):
+            ktlib.Config(cluster=bad)
+    with pytest.raises(ValueError, match="engine='plain' runs one run at a time"):
+        ktlib.Config(cluster="local:2", engine="plain")
+
+
+@pytest.mark.parametrize("flag, value", [("--cluster", "tcp://127.0.0.1:8786"), ("--scheduler", "local:2")])
+def test_the_cli_refuses_a_cluster_flag_with_the_other_flags_value(tmp_path, data_dir, flag, value):
+    out = run(ktlib_cli(*dry_run(data_dir, tmp_path / "r", flag, value)))
+    assert out.returncode == 2 and f"{flag} takes" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- the same numbers
+
+def test_a_sweep_on_a_local_cluster_gives_the_in_process_numbers(tmp_path, data_dir):
+    here = ktlib.run(small(tmp_path / "here", data_dir, recipes=list(RECIPES)), progress=False)
+    there = ktlib.run(small(tmp_path / "there", data_dir, recipes=list(RECIPES), cluster="local:2"),
+                      progress=False)
+    assert len(there) == len(here) == 28 and in_order(there).equals(in_order(here))
+    meta, _ = results.read_results(tmp_path / "there" / "results" / results.RESULTS_FILE)
+    assert meta["cluster"] == "local:2" and meta["workers"] is None
+    assert "OMP_NUM_THREADS" not in os.environ  # what Dask set for its workers is undone here
+
+
+def test_the_cli_prints_the_dashboard_and_counts_the_study_runs_across_the_cluster(tmp_path, smoke_data):
+    out = run(ktlib_cli("study", "--dry-run", "--data-dir", str(smoke_data), "--results-dir", str(tmp_path),
+                        "--cluster", "local:2"))
+    assert out.returncode == 0, out.stderr
+    assert "Dask dashboard: http://127.0.0.1:" in out.stderr
+    total = len(study.read(tmp_path / study.STUDY_DIR))
+    assert "study: 100%" in out.stderr and f"| {total}/{total} " in out.stderr
+
+
+def test_a_study_on_a_cluster_writes_what_it_writes_in_process(tmp_path, data_dir, scheduler):
+    base = dict(data_dir=str(data_dir), source_per_class=10, test_per_class=5, sizes=[1, 2], trials=2)
+    here = study.Study.of(ktlib.Config.for_profile("smoke", results_dir=str(tmp_path / "here"), **base))
+    there = study.Study.of(ktlib.Config.for_profile("smoke", results_dir=str(tmp_path / "there"),
+                                                    cluster=scheduler[0], **base))
+    a, b = here.run(progress=False), there.run(progress=False)
+    key = ["variant", "split"]
+    assert a[key + ROWS].sort_values(key + ["recipe", "n", "k", "trial"], ignore_index=True).equals(
+        b[key + ROWS].sort_values(key + ["recipe", "n", "k", "trial"], ignore_index=True))
+    assert study.sources(here.root).state_sha256.tolist() == study.sources(there.root).state_sha256.tolist()
+
+
+# --------------------------------------------------------------------------- faults
+
+def test_a_worker_killed_in_the_middle_of_a_task_is_retried_and_the_results_equal_an_unbroken_run(
+        tmp_path, data_dir, scheduler):
+    address, client = scheduler
+    long = dict(levels=[0, 3], sizes=[1, 2], stopping="budget", max_epochs=1500)  # a few seconds per group
+    outcome = {}
+
+    def sweep():
+        try:
+            outcome["rows"] = ktlib.run(small(tmp_path / "killed", data_dir, cluster=address, **long), progress=False)
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    deadline, busy = time.monotonic() + 120, []
+    while not busy:
+        assert thread.is_alive() and time.monotonic() < deadline, outcome
+        busy = [w for w, tasks in client.processing().items() if any(str(t).startswith(("frozen", "fine", "random"))
+                                                                    for t in tasks)]
+        time.sleep(0.01)
+    pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+    in_hand = list(client.processing()[busy[0]])
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert "error" not in outcome, outcome.get("error")
+    assert in_hand and busy[0] not in client.scheduler_info()["workers"]  # it died holding a task
+    unbroken = ktlib.run(small(tmp_path / "unbroken", data_dir, **long), progress=False)
+    assert len(outcome["rows"]) == 8 and in_order(outcome["rows"]).equals(in_order(unbroken))
+
+
+def test_a_task_that_raises_is_one_error_naming_its_runs_and_the_saved_runs_stay(tmp_path, data_dir, scheduler):
+    """A worker that sees other data at the data path than the client does: every task raises."""
+    cfg = small(tmp_path, data_dir, cluster=scheduler[0], levels=[5], sizes=[2], trials=2)
+    exp, source, _ = ktlib.sweep.prepare(cfg, progress=False)
+    saved = []
+    with cluster.connect(cfg.cluster) as pool:
+        other = {**exp.checksums, D.MAPPING_FILE: "0" * 64}
+        pool.submit(exp.task(source), runs.grid(cfg), saved.append, other)
+        with pytest.raises(runs.GroupFailed) as e:
+            pool.drain()
+    message = str(e.value)
+    assert message.startswith("the runs RunKey(n=5, k=2, trial=0..1, recipe='frozen') failed on the cluster tcp://")
+    assert f"RuntimeError: the data at {data_dir} on this worker are not the client's: {D.MAPPING_FILE} differ" \
+        in message
+    assert not saved and not pool.pending
+
+
+def test_a_worker_without_a_compiler_is_the_native_engines_clear_error_before_any_work(tmp_path, data_dir):
+    nothing = tmp_path / "no-compilers"
+    nothing.mkdir()
+    with loopback(1, PATH=str(nothing), CC="", **{native.CACHE_ENV: str(tmp_path / "cache")}) as local:
+        cfg = small(tmp_path, data_dir, cluster=local.scheduler_address)
+        with pytest.raises(native.NativeUnavailable, match=r"the Dask worker tcp://127\.0\.0\.1:\d+: the native "
+                                                           r"engine needs a C compiler .* use engine='batched'"):
+            ktlib.run(cfg, progress=False)
+    assert not (Path(cfg.results_dir) / results.RESULTS_FILE).exists()
+
+
+def test_each_worker_builds_the_native_kernels_in_its_own_cache_directory(tmp_path, data_dir):
+    with loopback(1, **{native.CACHE_ENV: str(tmp_path / "worker-cache")}) as local:
+        ktlib.run(small(tmp_path, data_dir, cluster=local.scheduler_address), progress=False)
+    assert [p.suffix for p in (tmp_path / "worker-cache").iterdir()] == [".so"]

@@ -4,7 +4,8 @@
 # make test       - unit tests, then nbval re-executes the committed notebooks and compares their checks
 # make unit       - the unit tests alone (about a minute)
 # make html       - only the book build, from the notebooks as committed
-# make bench      - benchmarks/bench.py: the plain path against the engine, and the study's cost per recipe
+# make bench      - benchmarks/bench.py: the plain path against the engine, the study's cost per recipe, and
+#                   the study on a Dask cluster
 # make plain-record - the plain path's record of the grid, which the sweep notebook compares the engine with
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>, ENGINE=batched (no C compiler needed)
@@ -77,10 +78,12 @@ plain-record: install data
 	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain
 
 # The plain path against the engine on the paper's 150 runs (about 17 minutes; seconds, ratios, GFLOP/s), then
-# the study's cost per recipe and variant on one class split (about 5 minutes).
+# the study's cost per recipe and variant on one class split (about 5 minutes), then that split on a Dask
+# LocalCluster of 1 and 2 worker processes and the study projected onto 16 and 64 (about 13 minutes).
 bench: install data
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench.py --study
+	$(BIN)/python benchmarks/bench.py --cluster
 
 # The book from the notebooks as they are stored: warnings are errors, and so is a stored error output.
 html: install mathjax

@@ -129,6 +129,10 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
         exp, source, _ = sweep.prepare(cfg, progress=False)
     task, grid = exp.task(source), runs.grid(cfg)
     print(f"study slice: split 0, every recipe: {len(grid)} runs in {len(runs.groups(grid))} tasks")
+    start = time.perf_counter()
+    here = runs.train_runs(task, grid)
+    threads = time.perf_counter() - start
+    print(f"  in this process, {cfg.worker_count()} threads (the default): {threads:6.1f} s", flush=True)
     makespan, times, out = {}, {}, {}
     for workers in (1, 2):
         start = time.perf_counter()
@@ -149,10 +153,12 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
         out[workers] = sorted((r["recipe"], r["n"], r["k"], r["trial"], r["test_accuracy"], r["epochs"]) for r in rows)
         print(f"  {workers} worker(s): makespan {makespan[workers]:6.1f} s (cluster start and kernel check "
               f"{ready:.1f} s, not counted)", flush=True)
-    assert out[1] == out[2], "1 and 2 workers gave different runs"
+    assert out[1] == out[2] == sorted((r["recipe"], r["n"], r["k"], r["trial"], r["test_accuracy"], r["epochs"])
+                                     for r in here), "in this process, 1 and 2 workers gave different runs"
     overhead = statistics.median(gaps)
     longest = max(times[2], key=times[2].get)
-    print(f"\nthe same {len(out[2])} runs on 1 and 2 workers; speed-up {makespan[1] / makespan[2]:.2f}x (target 1.8)")
+    print(f"\nthe same {len(out[2])} runs in all three; 2 workers against 1: {makespan[1] / makespan[2]:.2f}x "
+          f"(target 1.8); 2 workers against this process's threads: {threads / makespan[2]:.2f}x")
     print(f"scheduling overhead per task: {1000 * overhead:.1f} ms (median of {len(gaps)} gaps between a worker's "
           f"tasks, 2 workers)")
     print(f"longest task {times[2][longest]:.1f} s {longest} against the makespan {makespan[2]:.1f} s "

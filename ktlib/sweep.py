@@ -314,11 +314,12 @@ class Sweep:
         self.todo = [key for key in self.grid if key not in done]
         self.task = exp.task(source)
         self.commit = git_commit()
+        saved = len(self.grid) - len(self.todo)
         if bar is None:
-            bar = tqdm(total=len(self.grid), desc="sweep", unit="run", disable=not progress)
-        else:  # a bar shared by several sweeps
-            bar.total = (bar.total or 0) + len(self.grid)
-        bar.update(len(self.grid) - len(self.todo))
+            bar = tqdm(total=len(self.grid), initial=saved, desc="sweep", unit="run", disable=not progress)
+        elif not bar.disable:  # a bar shared by several sweeps; saved runs are not progress (nor its rate)
+            bar.total, bar.initial, bar.n = bar.total + len(self.grid), bar.initial + saved, bar.n + saved
+            bar.refresh()
         self.bar = bar
 
     def save(self, result: dict) -> None:

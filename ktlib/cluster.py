@@ -117,7 +117,7 @@ class Pool:
                     self.pending.clear()
                     raise runs.failed(cfg, group, e, f" on the cluster {self.spec}") from e
                 for r in rows:
-                    if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) in wanted:
+                    if RunKey.of(r) in wanted:
                         on_row(r)
 
 

@@ -33,6 +33,11 @@ class RunKey(NamedTuple):
     trial: int
     recipe: str = BASELINE
 
+    @classmethod
+    def of(cls, row: dict) -> "RunKey":
+        """The key of a row (a dict with the key's fields, and others)."""
+        return cls(*(row[f] for f in cls._fields))
+
 
 KEY = list(RunKey._fields)
 # One row per run, in the order of the committed records' columns.

@@ -147,7 +147,7 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
             while True:
                 r = rows.get(timeout=0.1) if block else rows.get_nowait()
                 block = False
-                if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) in wanted:
+                if RunKey.of(r) in wanted:
                     on_row(r)
         except queue.Empty:
             pass

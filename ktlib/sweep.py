@@ -1,7 +1,6 @@
 """The experiment end to end: data and class split, the source net, then every run of the grid, resumably."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -246,14 +245,13 @@ def prepare(cfg: Config, progress: bool = True, wait: bool = False) -> tuple[Exp
 
 # ---------------------------------------------------------------- the sweep
 
-def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, pool=None,
-        **overrides) -> pd.DataFrame:
+def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, **overrides) -> pd.DataFrame:
     """Run (or resume) the whole sweep; returns the tidy results, one row per run.
 
     `run(cfg)`, `run(profile="smoke", results_dir=...)`, or `run(cfg, trials=1)` to change some fields.
     Everything that can be checked is checked before any work; the results directory has one writer at a
     time (wait=True waits for another process writing there, instead of refusing). With cfg.cluster the
-    groups run on Dask workers (`pool`: a `cluster.connect` already open, else one is opened here)."""
+    groups run on Dask workers, and their rows are written here as they come back."""
     if cfg is None:
         cfg = Config.for_profile(overrides.pop("profile", "paper"), **overrides)
     elif overrides:
@@ -266,9 +264,9 @@ def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, po
             if cfg.cluster is None:
                 runs.train_runs(sweep.task, sweep.todo, sweep.save)
             else:
-                with cluster.connect(cfg.cluster) if pool is None else contextlib.nullcontext(pool) as p:
-                    p.submit(sweep.task, sweep.todo, sweep.save, exp.checksums)
-                    p.drain()
+                with cluster.connect(cfg.cluster) as pool:
+                    pool.submit(sweep.task, sweep.todo, sweep.save, exp.checksums)
+                    pool.drain()
         except KeyboardInterrupt:
             sweep.bar.close()
             print(f"\ninterrupted: {len(sweep.records)} of {len(sweep.grid)} runs are saved in {sweep.path}; run "
@@ -308,7 +306,7 @@ class Sweep:
             missing = done - set(self.predicted)
             if missing:  # a record from before predictions were kept: those runs are done again
                 self.records = [r for r in self.records
-                                if RunKey(r["n"], r["k"], r["trial"], r["recipe"]) not in missing]
+                                if RunKey.of(r) not in missing]
                 done -= missing
         self.grid = runs.grid(cfg)
         self.todo = [key for key in self.grid if key not in done]
@@ -324,7 +322,7 @@ class Sweep:
 
     def save(self, result: dict) -> None:
         """Write one finished run: its predictions, then its row (the client is the files' only writer)."""
-        self.predicted[RunKey(result["n"], result["k"], result["trial"], result["recipe"])] = result.pop("predictions")
+        self.predicted[RunKey.of(result)] = result.pop("predictions")
         write_predictions(self.cfg.results_dir, list(self.predicted), list(self.predicted.values()), self.labels)
         self.records.append({**result, "git_commit": self.commit})
         write_results(self.path, self.meta, pd.DataFrame(self.records, columns=COLUMNS))

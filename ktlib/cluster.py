@@ -19,7 +19,7 @@ from .config import Config, cluster_target
 from .model import build, state_hash
 from .results import RunKey
 
-CONNECT_SECONDS = 30     # to reach a scheduler
+CONNECT_SECONDS = 10     # to reach a scheduler
 WORKER_SECONDS = 600     # for a first worker to join it (a batch queue may take a while to start one)
 TASKS_PER_WORKER = 8     # sweeps whose data, nets and test set a worker keeps (a study's sweeps interleave)
 FEATURES_PER_WORKER = 64  # image sets whose frozen-layer features a worker keeps (all levels of each)

@@ -83,6 +83,7 @@ class Study:
         runs.check(self.cfg.engine)  # source nets are trained here, by the engine
         bar = tqdm(total=0, desc="study", unit="run", disable=not progress)
         with cluster.connect(self.cfg.cluster) as pool, contextlib.ExitStack() as held:
+            pool.check(self.cfg.engine)  # before the first source net is trained
             for cfg in configs:
                 exp = sweep.open_experiment(cfg)
                 held.enter_context(store.writer(cfg.results_dir))

@@ -1,6 +1,7 @@
 """The experiment end to end: data and class split, the source net, then every run of the grid, resumably."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -258,15 +259,17 @@ def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, **
         cfg = dataclasses.replace(cfg, **overrides)  # re-validated by __post_init__
     runs.check(cfg.engine)
     exp = open_experiment(cfg, wait)
-    with store.writer(cfg.results_dir, wait):
+    with store.writer(cfg.results_dir, wait), \
+            (cluster.connect(cfg.cluster) if cfg.cluster else contextlib.nullcontext()) as pool:
+        if pool is not None:
+            pool.check(cfg.engine)  # the cluster answers and its workers can run the engine: before any work
         sweep = Sweep(exp, progress)
         try:
-            if cfg.cluster is None:
+            if pool is None:
                 runs.train_runs(sweep.task, sweep.todo, sweep.save)
             else:
-                with cluster.connect(cfg.cluster) as pool:
-                    pool.submit(sweep.task, sweep.todo, sweep.save, exp.checksums)
-                    pool.drain()
+                pool.submit(sweep.task, sweep.todo, sweep.save, exp.checksums)
+                pool.drain()
         except KeyboardInterrupt:
             sweep.bar.close()
             print(f"\ninterrupted: {len(sweep.records)} of {len(sweep.grid)} runs are saved in {sweep.path}; run "

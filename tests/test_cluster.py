@@ -10,7 +10,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import ktlib
-from ktlib import cluster, config, native, results, runs, study
+from ktlib import cluster, config, native, results, runs, store, study
 from ktlib import data as D
 from ktlib.transfer import RECIPES
 from conftest import dry_run, ktlib_cli, run, write_emnist
@@ -59,6 +59,13 @@ def test_the_cluster_is_not_part_of_the_experiment_and_a_bad_one_is_refused_nami
             ktlib.Config(cluster=bad)
     with pytest.raises(ValueError, match="engine='plain' runs one run at a time"):
         ktlib.Config(cluster="local:2", engine="plain")
+
+
+def test_a_scheduler_that_does_not_answer_is_one_error_before_the_source_net_is_trained(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir, cluster="tcp://127.0.0.1:1")
+    with pytest.raises(RuntimeError, match=r"cluster='tcp://127\.0\.0\.1:1': no Dask scheduler answered there"):
+        ktlib.run(cfg, progress=False)
+    assert [p.name for p in Path(cfg.results_dir).iterdir()] == [store.LOCK_FILE]  # no source net, no results
 
 
 @pytest.mark.parametrize("flag, value", [("--cluster", "tcp://127.0.0.1:8786"), ("--scheduler", "local:2")])

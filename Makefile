@@ -19,6 +19,7 @@ PROFILE ?= paper
 SEED ?= 0
 ENGINE ?= native
 CLUSTER ?=
+comma := ,
 # The notebooks, in the book's order: the table of contents is the one list of them.
 NOTEBOOKS := $(shell sed -n 's|^ *- file: notebooks/||p' _toc.yml)
 # EMNIST ByClass comes from $KTLIB_DATA_DIR; without it, it is downloaded into data/emnist. A relative path
@@ -59,7 +60,7 @@ $(MATHJAX)/tex-chtml.js: book/package.json book/package-lock.json
 notebooks: install data
 	rm -rf $(SCRATCH) && mkdir -p $(SCRATCH)
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== notebooks/$$nb.ipynb ($(PROFILE), $(ENGINE))"; \
+	  echo "== notebooks/$$nb.ipynb ($(PROFILE), $(ENGINE)$(if $(CLUSTER),$(comma) on $(CLUSTER)))"; \
 	  KTLIB_RESULTS_DIR=$(RUN_DIR) $(BIN)/papermill --cwd notebooks --log-output --no-progress-bar \
 	    notebooks/$$nb.ipynb $(SCRATCH)/$$nb.ipynb -p profile $(PROFILE) -p seed $(SEED) -p engine $(ENGINE) \
 	    $(if $(CLUSTER),-p cluster $(CLUSTER)) \

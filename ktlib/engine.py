@@ -201,10 +201,15 @@ def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = 512) -> list[t
     layout = slots(source, 0)
     p = views(stack([source], 0), layout)
     parts = []
-    with torch.no_grad():
-        for i in range(0, len(images), chunk):
-            ins, sig = forward(p, images[i:i + chunk][None], 0, stop=5)
-            parts.append([t[0] for t in ins[:5] + [_y(sig[4])]])  # F6's input is C5's output
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a group trains: on more threads, oneDNN's sums may round differently
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), chunk):
+                ins, sig = forward(p, images[i:i + chunk][None], 0, stop=5)
+                parts.append([t[0] for t in ins[:5] + [_y(sig[4])]])  # F6's input is C5's output
+    finally:
+        torch.set_num_threads(threads)
     return [torch.cat(level) for level in zip(*parts)]
 
 

@@ -210,3 +210,18 @@ def test_a_net_loaded_with_a_runs_weights_computes_what_the_run_did(source):
                              batch_size=8)
     net = engine.load(build(6), 0, run.weights)
     assert evaluate(net, xt, yt, codes)[0] == run.test_accuracy
+
+
+def test_frozen_inputs_do_not_depend_on_the_threads_the_process_has(source):
+    """On more threads oneDNN may sum in another order; the features are computed on one, as groups are."""
+    images = torch.randn(700, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = engine.frozen_inputs(source, images)
+        torch.set_num_threads(4)
+        four = engine.frozen_inputs(source, images)
+        assert torch.get_num_threads() == 4  # and it leaves the caller's setting alone
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, four))

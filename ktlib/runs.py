@@ -1,7 +1,6 @@
 """Train runs named by their keys and return one row each: by the plain path, or by the engine's groups."""
 from __future__ import annotations
 
-import functools
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -64,9 +63,8 @@ def row(key: RunKey, seed: int, history: list[Epoch], stopped_by: str, test_accu
 def plain(task: Task, keys: list[RunKey], on_row) -> None:
     """The plain path, the one to read: each run on its own, by train.train."""
     cfg = task.cfg
-    trial_set = functools.lru_cache(maxsize=1)(task.trial_set)  # keys come n fastest: a set serves every n
     for key in keys:
-        train_set, seed = trial_set(key.k, key.trial)
+        train_set, seed = task.trial_set(key.k, key.trial)
         net = transfer(task.copied_from(key.recipe), key.n, seed, key.recipe)
         fit = train(net, torch.from_numpy(train_set.x), torch.from_numpy(train_set.y), task.codes, seed=seed,
                     stop=stopping_rule(cfg), max_epochs=cfg.max_epochs, lr=cfg.lr, batch_size=cfg.batch_size)

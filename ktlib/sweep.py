@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -80,7 +81,9 @@ class Experiment:
     def task(self, source: torch.nn.Module) -> runs.Task:
         """What the runs of this experiment share, for a trainer."""
         test = self.test_set()
-        return runs.Task(self.cfg, source, self.trial_set, (torch.from_numpy(test.x), torch.from_numpy(test.y)),
+        # each (k, trial) set drawn once: every n and recipe, and every group holding it, trains on the same
+        sets = functools.lru_cache(maxsize=None)(self.trial_set)
+        return runs.Task(self.cfg, source, sets, (torch.from_numpy(test.x), torch.from_numpy(test.y)),
                          self.codes("target"), self.random_source())
 
     def source_config(self) -> dict:

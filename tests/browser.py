@@ -30,6 +30,16 @@ REPORT = """new Promise(done => {
 })"""
 
 
+def connect(url: str) -> websocket.WebSocket:
+    """A DevTools WebSocket to url, sent with no Origin header, as a client that is not a web page.
+
+    websocket-client sends `Origin: http://<host>` by default, and Chromium 150 refuses any Origin it was not
+    told to allow (403). Sending none changes only this client; `--remote-allow-origins` would instead widen
+    what the browser accepts, for every page, and needs the port before Chromium has chosen it.
+    """
+    return websocket.create_connection(url, timeout=30, suppress_origin=True)
+
+
 class Chromium:
     """One headless Chromium; `load(path)` opens a page and returns its report and every URL it requested."""
 
@@ -53,7 +63,7 @@ class Chromium:
     def load(self, path: Path) -> tuple[dict, list[str]]:
         req = urllib.request.Request(f"http://{self.host}/json/new?about:blank", method="PUT")
         target = json.load(urllib.request.urlopen(req, timeout=10))
-        ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=30)
+        ws = connect(target["webSocketDebuggerUrl"])
         try:
             ids = iter(range(1, 10**6))
             requested: list[str] = []

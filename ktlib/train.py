@@ -1,6 +1,7 @@
 """Training and evaluation: MSE to the class codes, Adam, and explicit stopping rules."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -49,6 +50,12 @@ class Converged:
     min_improvement: float
     loss_floor: float
 
+    @classmethod
+    def in_steps(cls, patience_steps: int, set_size: int, batch_size: int, min_improvement: float,
+                 loss_floor: float) -> "Converged":
+        """Patience counted in optimiser steps: as many epochs as take that many steps on this training set."""
+        return cls(math.ceil(patience_steps / math.ceil(set_size / batch_size)), min_improvement, loss_floor)
+
     def __call__(self, history: list[Epoch]) -> str | None:
         last = history[-1]
         if last.train_accuracy == 1.0 and last.train_loss < self.loss_floor:
@@ -92,14 +99,20 @@ def predictions(net: Net, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 
 
 def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, seed: int, stop,
-          max_epochs: int, lr: float = 1e-3, batch_size: int = 32, on_epoch=None) -> Fit:
-    """Train the net's unfrozen layers by minibatch Adam on MSE, until `stop` or max_epochs says so."""
+          max_epochs: int, lr: float | list[float] = 1e-3, batch_size: int = 32, on_epoch=None) -> Fit:
+    """Train the net's unfrozen layers by minibatch Adam on MSE, until `stop` or max_epochs says so.
+
+    lr: one learning rate, or one per trained layer from the lowest up (transfer.layer_lrs)."""
     params = trainable(net)
     if not params:
         raise ValueError("the net has no trainable parameters")
-    opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
     n = frozen_levels(net)
+    if isinstance(lr, list) and len(set(lr)) > 1:  # a group per layer: Adam's steps are per parameter anyway
+        opt = torch.optim.Adam([{"params": trainable(layer), "lr": rate}
+                                for layer, rate in zip(net.layers()[n:], lr, strict=True)])
+    else:
+        opt = torch.optim.Adam(params, lr=lr[0] if isinstance(lr, list) else lr)
+    gen = torch.Generator().manual_seed(seed)
     target = codes[y]
     history, start = [], time.perf_counter()
     while True:

@@ -26,9 +26,9 @@ STOPPING = ("converged", "budget")
 # how the source net is trained: by train.train (the paper sweep's record), or by the configured engine, which
 # computes the same steps to rounding, far faster (the study's many source nets); "plain" engines train plainly
 SOURCE_TRAINING = ("plain", "engine")
-# what the stopping rule's patience counts: optimiser steps (the same number at every k), or epochs, which at
-# k=1 are 1 step each and at k=40 are 25 (the rule of this study's first record, kept as a variant)
-PATIENCE_UNITS = ("steps", "epochs")
+# what the stopping rule's patience counts: epochs, which at k=1 are 1 optimiser step each and at k=40 are 25, or
+# optimiser steps, the same number at every k (a variant of the study)
+PATIENCE_UNITS = ("epochs", "steps")
 PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
 
 
@@ -80,8 +80,10 @@ class Config:
     max_epochs: int = 1000
     stopping: str = "converged"            # or "budget": every run trains max_epochs epochs
     recipes: list[str] = field(default_factory=lambda: ["frozen"])  # how layers 1..n are made (transfer.RECIPES)
-    patience: int = 500                    # in patience_unit
-    patience_unit: str = "steps"           # optimiser steps, so k=1 and k=40 get the same chance; or "epochs"
+    patience: int = 20                     # in patience_unit
+    patience_unit: str = "epochs"          # or "steps"
+    min_steps: int = 500                   # no plateau stop before this many optimiser steps: at every k, a run
+                                           # gets the same chance to begin learning
     min_improvement: float = 0.01
     loss_floor: float = 1e-3
     # optimiser
@@ -112,6 +114,7 @@ class Config:
         self.min_improvement = _number("min_improvement", self.min_improvement, 0, 1, "in [0, 1)", high_open=True)
         self.loss_floor = _number("loss_floor", self.loss_floor, 0, math.inf, ">= 0")
         self.lr = _number("lr", self.lr, 0, math.inf, "> 0", low_open=True)
+        self.min_steps = _integer("min_steps", self.min_steps, 0)
         for name in ("source_chars", "target_chars"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string of characters or None, got {getattr(self, name)!r}")

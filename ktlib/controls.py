@@ -84,7 +84,8 @@ def intervals(cube: Cube, which: dict[str, C.SweepClaim], draws: int, seed: int)
 
 
 NAMES = {"cell": ["recipe", "n", "k"], "gain": ["recipe", "n", "k"], "knowledge": ["control", "n", "k"],
-         "tuning": ["recipe", "n", "k"], "best-tuning": ["recipe", "k"], "claim": ["claim"], "forgetting": ["recipe", "n", "k"],
+         "tuning": ["recipe", "n", "k"], "best-tuning": ["recipe", "k"], "claim": ["claim"],
+         "forgetting": ["recipe", "n", "k"],
          "readout": ["readout", "recipe", "n", "k"], "readout-knowledge": ["readout", "control", "n", "k"]}
 
 
@@ -194,6 +195,20 @@ def direction(row: pd.Series) -> str:
     return "above zero" if row.low > 0 else "below zero" if row.high < 0 else "not distinguishable from zero"
 
 
+def capacity_sentence(table: pd.DataFrame, control: str, k: int) -> str:
+    """What freezing a control's layers does by itself at one size, against training from scratch (n=0), in a
+    sentence decided by the intervals."""
+    gain = part(table, "gain").xs((control, k), level=("recipe", "k"))
+    where = {}
+    for n, row in gain.iterrows():
+        where.setdefault(direction(row), []).append(int(n))
+    said = "; ".join(f"{d} at n in {levels}" for d, levels in where.items())
+    verdict = ("fewer free parameters, by themselves, never raise accuracy here" if "above zero" not in where
+               else "fewer free parameters raise accuracy by themselves where the change is above zero")
+    return (f"Frozen {control} layers change accuracy at k = {k}, against a net trained from scratch: {said}. "
+            f"So {verdict}.")
+
+
 def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[tuple[int, int]]) -> pd.DataFrame:
     """At each (n, k) of `cells` and for each control: frozen minus the control from trained runs, and the trained
     features' readout minus the control's, by each rule, as 'estimate [interval]'."""
@@ -262,14 +277,15 @@ def variants_sentence(changes: pd.DataFrame) -> str:
 
 def variant_changes(rows: pd.DataFrame, which: dict[str, C.SweepClaim]) -> pd.DataFrame:
     """Per protocol variant and claim: the verdicts on the variant's splits, next to the baseline's on the
-    same splits, and how many splits changed."""
+    same splits, how many splits changed, and which."""
     base = verdicts_by_split(rows[rows.variant == "baseline"], which)
     out = []
     for variant, runs in rows[rows.variant != "baseline"].groupby("variant", sort=False):
         mine = verdicts_by_split(runs, which)
         theirs = base.loc[mine.index]
         for key in which:
+            moved = mine.index[mine[key] != theirs[key]]
             out.append({"variant": variant, "claim": key, "splits": ", ".join(map(str, mine.index)),
                         "baseline": ", ".join(theirs[key]), "variant verdicts": ", ".join(mine[key]),
-                        "changed": int((mine[key] != theirs[key]).sum())})
+                        "changed": len(moved), "changed on": [int(s) for s in moved]})
     return pd.DataFrame(out)

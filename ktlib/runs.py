@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -58,25 +59,22 @@ def grid(cfg: Config) -> list[RunKey]:
 
 
 def stopping_rule(cfg: Config, set_size: int) -> Converged | Never:
-    """The configured rule for a training set of this many images (patience is counted in optimiser steps)."""
+    """The configured rule for a training set of this many images: its patience and its minimum, counted in
+    optimiser steps, become epochs of this set."""
     if cfg.stopping == "budget":
         return Never()
-    if cfg.patience_unit == "epochs":
-        return Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
-    return Converged.in_steps(cfg.patience, set_size, cfg.batch_size, cfg.min_improvement, cfg.loss_floor)
-
-
-# The patience, in epochs, of the stopping rule the study's first record used (patience_unit="epochs").
-EPOCH_RULE_PATIENCE = 20
+    steps = math.ceil(set_size / cfg.batch_size)  # per epoch
+    patience = cfg.patience if cfg.patience_unit == "epochs" else math.ceil(cfg.patience / steps)
+    return Converged(patience, cfg.min_improvement, cfg.loss_floor, math.ceil(cfg.min_steps / steps))
 
 
 def epoch_rule(cfg: Config, history: list[Epoch]) -> tuple[float, float]:
-    """Where the first record's rule (EPOCH_RULE_PATIENCE epochs of patience) would have stopped this run,
-    replayed on its own history: (that epoch, the training accuracy then); NaNs when it would not have stopped it
-    by its last epoch, or the run does not train to convergence."""
-    if cfg.stopping != "converged":
+    """Where the first record's rule (the configured patience in epochs, with no minimum) would have stopped this
+    run, replayed on its own history: (that epoch, the training accuracy then); NaNs when it would not have stopped
+    it by its last epoch, or the run does not train to convergence."""
+    if cfg.stopping != "converged" or cfg.patience_unit != "epochs":
         return float("nan"), float("nan")
-    rule = Converged(EPOCH_RULE_PATIENCE, cfg.min_improvement, cfg.loss_floor)
+    rule = Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
     for end in range(1, len(history) + 1):
         if rule(history[:end]):
             return end, history[end - 1].train_accuracy

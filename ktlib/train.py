@@ -1,7 +1,6 @@
 """Training and evaluation: MSE to the class codes, Adam, and explicit stopping rules."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -45,23 +44,19 @@ class Never:
 @dataclass(frozen=True)
 class Converged:
     """Stop on a fitted training set (100% accuracy and loss below `loss_floor`) or a loss plateau:
-    no relative improvement of `min_improvement` over the best loss for `patience` epochs."""
+    no relative improvement of `min_improvement` over the best loss for `patience` epochs, and not before
+    `min_epochs` epochs."""
     patience: int
     min_improvement: float
     loss_floor: float
-
-    @classmethod
-    def in_steps(cls, patience_steps: int, set_size: int, batch_size: int, min_improvement: float,
-                 loss_floor: float) -> "Converged":
-        """Patience counted in optimiser steps: as many epochs as take that many steps on this training set."""
-        return cls(math.ceil(patience_steps / math.ceil(set_size / batch_size)), min_improvement, loss_floor)
+    min_epochs: int = 0
 
     def __call__(self, history: list[Epoch]) -> str | None:
         last = history[-1]
         if last.train_accuracy == 1.0 and last.train_loss < self.loss_floor:
             return "fit"
         losses = np.array([h.train_loss for h in history])
-        if len(losses) <= self.patience:
+        if len(losses) <= self.patience or len(losses) < self.min_epochs:
             return None
         best_before = losses[: -self.patience].min()
         return "plateau" if losses[-self.patience:].min() > best_before * (1 - self.min_improvement) else None

@@ -67,8 +67,8 @@ def knowledge_rows(split_fails: int | None = None):
         base = {1: 0.3, 5: 0.5, 10: 0.6, 20: 0.65, 40: 0.7}[k] + 0.001 * t
         if s == split_fails:
             return base
-        bonus = {"frozen": 0.02, "random-matched": -0.02, "shuffled": 0, TUNED: 0.04}[recipe] * n * (1 if k == 1 else 0.3)
-        return base + bonus
+        per_level = {"frozen": 0.02, "random-matched": -0.02, "shuffled": 0, TUNED: 0.04}[recipe]
+        return base + per_level * n * (1 if k == 1 else 0.3)
     return study_rows(acc)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from .config import PAPER_SOURCE_ACCURACY
 from .intervals import Tables, curve
 from .model import LAYERS, PAPER_FREE_PARAMETERS
-from .results import KEY, experiment_differences, mean_table, read_results
+from .results import KEY, ResultsError, experiment_differences, mean_table, read_results
 from .transfer import TUNED
 
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
@@ -385,7 +385,10 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
     record = Path(record)
     if not record.exists():
         return {"comparable": False, "reason": f"no record at {record}"}
-    old_meta, old = read_results(record)
+    try:
+        old_meta, old = read_results(record)
+    except ResultsError as e:  # a record in an older format, or damaged: it says nothing about this build
+        return {"comparable": False, "reason": str(e)}
     diff = experiment_differences(old_meta, meta, ignore)
     if diff:
         return {"comparable": False, "reason": f"the record is another experiment: {'; '.join(diff)}"}

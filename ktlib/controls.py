@@ -209,11 +209,12 @@ def capacity_sentence(table: pd.DataFrame, control: str, k: int) -> str:
             f"So {verdict}.")
 
 
-def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[tuple[int, int]]) -> pd.DataFrame:
+def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[tuple[int, int]],
+                 fmt: str = "+.3f") -> pd.DataFrame:
     """At each (n, k) of `cells` and for each control: frozen minus the control from trained runs, and the trained
     features' readout minus the control's, by each rule, as 'estimate [interval]'."""
-    runs = as_text(part(table, "knowledge"))
-    read = as_text(part(readout_table, "readout-knowledge")).unstack("readout")
+    runs = as_text(part(table, "knowledge"), fmt)
+    read = as_text(part(readout_table, "readout-knowledge"), fmt).unstack("readout")
     out = read.assign(runs=runs).reset_index()
     out = out[[(n, k) in cells for n, k in zip(out.n, out.k)]]
     return out.set_index(["n", "k", "control"]).sort_index()[["runs", *read.columns]]

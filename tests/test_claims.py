@@ -159,6 +159,9 @@ def test_record_of_another_experiment_is_not_compared_and_the_fields_are_named(t
         "comparable": False,
         "reason": "the record is another experiment: config.seed (0 there, 1 now); target_classes ('cd' there, 'ce' now)"}
     assert not C.compare_with_record(grid(paper_like), META, tmp_path / "none.csv")["comparable"]
+    older = tmp_path / "older.csv"
+    older.write_text(path.read_text().replace("source_task_accuracy,", "lost,"))
+    assert "no column ['source_task_accuracy']" in C.compare_with_record(grid(paper_like), META, older)["reason"]
     assert C.compare_with_record(grid(paper_like, trials=4), META, path)["reason"] == \
         "the record has 150 runs, this sweep 120"
 

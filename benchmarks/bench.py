@@ -33,7 +33,7 @@ from ktlib import cluster, engine, readouts, runs, study, sweep
 from ktlib.results import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
 from ktlib.model import connections, forward_flops, training_flops
-from ktlib.transfer import first_trained
+from ktlib.transfer import BASELINE, RECIPES, first_trained
 
 
 def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
@@ -85,24 +85,26 @@ def study_cost(data_dir: str | None, workers: int | None) -> None:
             parts = {"n=0 (shared)": [g for g in grid if g.n == 0]}
             parts.update({r: [g for g in grid if g.n > 0 and g.recipe == r] for r in cfg.recipes})
             for part, keys in parts.items():
+                if not keys:  # the probes' n=0 runs are the baseline's
+                    continue
                 start = time.perf_counter()
                 rows = runs.train_runs(task, keys)
                 cost[(variant, part)] = time.perf_counter() - start
                 share[(variant, part)] = useful_flops(rows, cfg) / cost[(variant, part)] / 1e9 / peak
-                print(f"  {variant:9} {part:18} {len(keys):4} runs {cost[(variant, part)]:7.1f} s "
+                print(f"  {variant:14} {part:18} {len(keys):4} runs {cost[(variant, part)]:7.1f} s "
                       f"{100 * share[(variant, part)]:5.1f}% of the matmul peak", flush=True)
-    base = {p: s for (v, p), s in cost.items() if v == "baseline"}
-    every = sum(s for p, s in base.items() if p not in study.PROBES)
-    probes = sum(base[p] for p in study.PROBES)
-    variants = {v: sum(s for (w, _), s in cost.items() if w == v) for v in study.VARIANTS if v != "baseline"}
-    total = plan.splits * every + plan.variant_splits * (probes + sum(variants.values()))
-    print(f"\none split, the recipes run on every split: {every:.0f} s; the probe recipes: {probes:.0f} s; "
-          + ", ".join(f"the {v} variant {s:.0f} s" for v, s in variants.items()))
+    per_part = {part: sum(s for (v, _), s in cost.items() if v == part) for part in study.PARTS}
+    variants = {v: per_part[v] for v in study.VARIANTS}
+    total = plan.splits * per_part["baseline"] + plan.variant_splits * (per_part["probes"] + sum(variants.values()))
+    print(f"\none split: the baseline (the recipes run on every split) {per_part['baseline']:.0f} s; the probes "
+          f"{per_part['probes']:.0f} s; " + ", ".join(f"the {v} variant {s:.0f} s" for v, s in variants.items()))
     print(f"the study ({plan.splits} splits; probes and variants on {plan.variant_splits}), projected from split 0: "
           f"{total / 60:.1f} min on {plan.cfg.worker_count()} workers")
-    print("share of split 0's baseline sweep: " + ", ".join(f"{p} {100 * s / sum(base.values()):.0f}%"
-                                                            for p, s in base.items()))
-    low = [p for p in study.CORE + study.PROBES if share[("baseline", p)] < share[("baseline", "frozen")] / 2]
+    print("share of the projected study: " + ", ".join(
+        f"{v} {p} {100 * s * (plan.splits if v == 'baseline' else plan.variant_splits) / total:.0f}%"
+        for (v, p), s in cost.items() if v in ("baseline", "probes") and s > 0.5))
+    recipes = {p: share[(v, p)] for (v, p) in share if v in ("baseline", "probes") and p in RECIPES}
+    low = [r for r, x in recipes.items() if x < recipes[BASELINE] / 2]
     print(f"recipes below half of frozen's share of the peak: {', '.join(low) or 'none'}")
 
 

@@ -209,6 +209,16 @@ def capacity_sentence(table: pd.DataFrame, control: str, k: int) -> str:
             f"So {verdict}.")
 
 
+def baseline_sentence(table: pd.DataFrame, readout_table: pd.DataFrame, k: int) -> str:
+    """The net trained from scratch (n=0) against the nearest class mean on the pixels, at one size, in a sentence
+    decided by which is higher."""
+    scratch = part(table, "cell").loc[(BASELINE, 0, k)]
+    pixels = part(readout_table, "readout").loc[("nearest-mean", BASELINE, 0, k)]
+    than = "better than" if pixels.estimate > scratch.estimate else "no better than"
+    return (f"At k = {k}, the nearest class mean on the raw pixels classifies {interval_text(pixels, '.3f')} of the "
+            f"test images, {than} the net trained from scratch, {interval_text(scratch, '.3f')}.")
+
+
 def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[tuple[int, int]],
                  fmt: str = "+.3f") -> pd.DataFrame:
     """At each (n, k) of `cells` and for each control: frozen minus the control from trained runs, and the trained

@@ -100,12 +100,13 @@ unit: install
 # against it. The whole study would not fit in CI's time.
 NBVAL_RECOMPUTED := baseline budget one-of-n
 
+# --durations: CI's log says where its minutes go
 test: html
-	$(BIN)/python -m pytest -ra tests
+	$(BIN)/python -m pytest -ra --durations=10 tests
 	rm -rf $(NBVAL_DIR) && mkdir -p $(NBVAL_DIR)
 	cp -r results/paper/study $(NBVAL_DIR)/study
 	rm -rf $(foreach part,$(NBVAL_RECOMPUTED),$(NBVAL_DIR)/study/$(part)/split-0)
-	KTLIB_RESULTS_DIR=$(NBVAL_DIR) $(BIN)/python -m pytest -ra -p no:cacheprovider --nbval-lax \
+	KTLIB_RESULTS_DIR=$(NBVAL_DIR) $(BIN)/python -m pytest -ra --durations=10 -p no:cacheprovider --nbval-lax \
 	  --nbval-current-env --nbval-cell-timeout=3600 --nbval-sanitize-with notebooks/nbval-sanitize.cfg notebooks
 
 clean:

@@ -145,7 +145,7 @@ def test_each_recipe_runs_every_n_above_zero_and_the_n0_runs_are_shared():
         ktlib.Config(recipes=["thawed"])
 
 
-def test_a_record_made_before_recipes_and_splits_existed_is_the_same_experiment():
+def test_the_plain_record_is_todays_plain_experiment_and_another_with_more_recipes():
     meta, rows = ktlib.read_results(results.record_path("paper", "plain"))
     assert (rows.recipe == BASELINE).all()
     today = ktlib.Config(engine="plain").experiment()

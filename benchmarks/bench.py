@@ -29,11 +29,11 @@ import torch
 from distributed import get_task_stream
 
 import ktlib
-from ktlib import cluster, engine, runs, study, sweep
+from ktlib import cluster, engine, readouts, runs, study, sweep
 from ktlib.results import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
 from ktlib.model import connections, forward_flops, training_flops
-from ktlib.transfer import first_trained
+from ktlib.transfer import BASELINE, RECIPES, first_trained
 
 
 def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
@@ -64,9 +64,12 @@ def useful_flops(rows: list[dict], cfg: ktlib.Config) -> float:
 
 def study_cost(data_dir: str | None, workers: int | None) -> None:
     """The study's cost on one class split, part by part, with the native engine: each sweep of split 0 (a
-    fresh source net, then its runs by recipe), and from these the whole study's time."""
+    fresh source net, its training-free readouts, then its runs by recipe), each part's useful GFLOP/s as a share
+    of the matmul peak timed in this run, and from these the whole study's time."""
+    peak = matmul_peak()
+    print(f"matmul peak: {peak:.1f} GFLOP/s (4096x4096 fp32, {torch.get_num_threads()} threads)")
     plan = study.Study.of(ktlib.Config(data_dir=data_dir, workers=workers))
-    cost = {}
+    cost, share = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant, cfg in plan.configs():
             if cfg.split != 0:
@@ -76,23 +79,33 @@ def study_cost(data_dir: str | None, workers: int | None) -> None:
             exp, source, info = sweep.prepare(cfg, progress=False)
             cost[(variant, "source net")] = time.perf_counter() - start
             task, grid = exp.task(source), runs.grid(cfg)
+            start = time.perf_counter()
+            readouts.measure(task)
+            cost[(variant, "readouts")] = time.perf_counter() - start
             parts = {"n=0 (shared)": [g for g in grid if g.n == 0]}
             parts.update({r: [g for g in grid if g.n > 0 and g.recipe == r] for r in cfg.recipes})
             for part, keys in parts.items():
+                if not keys:  # the probes' n=0 runs are the baseline's
+                    continue
                 start = time.perf_counter()
-                runs.train_runs(task, keys)
+                rows = runs.train_runs(task, keys)
                 cost[(variant, part)] = time.perf_counter() - start
-                print(f"  {variant:9} {part:14} {len(keys):4} runs {cost[(variant, part)]:7.1f} s", flush=True)
-    per_split = {v: sum(s for (w, _), s in cost.items() if w == v) for v in study.VARIANTS}
-    total = plan.splits * per_split["baseline"] + plan.variant_splits * (per_split["budget"] + per_split["one-of-n"])
-    print(f"\none split, all recipes: {per_split['baseline']:.0f} s; the budget variant {per_split['budget']:.0f} s, "
-          f"one-of-N {per_split['one-of-n']:.0f} s")
-    print(f"the study ({plan.splits} splits, variants on {plan.variant_splits}), projected from split 0: "
+                share[(variant, part)] = useful_flops(rows, cfg) / cost[(variant, part)] / 1e9 / peak
+                print(f"  {variant:14} {part:18} {len(keys):4} runs {cost[(variant, part)]:7.1f} s "
+                      f"{100 * share[(variant, part)]:5.1f}% of the matmul peak", flush=True)
+    per_part = {part: sum(s for (v, _), s in cost.items() if v == part) for part in study.PARTS}
+    variants = {v: per_part[v] for v in study.VARIANTS}
+    total = plan.splits * per_part["baseline"] + plan.variant_splits * (per_part["probes"] + sum(variants.values()))
+    print(f"\none split: the baseline (the recipes run on every split) {per_part['baseline']:.0f} s; the probes "
+          f"{per_part['probes']:.0f} s; " + ", ".join(f"the {v} variant {s:.0f} s" for v, s in variants.items()))
+    print(f"the study ({plan.splits} splits; probes and variants on {plan.variant_splits}), projected from split 0: "
           f"{total / 60:.1f} min on {plan.cfg.worker_count()} workers")
-    shares = {part: sum(s for (v, p), s in cost.items() if p == part and v == "baseline") for part in
-              ["source net", "n=0 (shared)", *plan.cfg.recipes]}
-    print("share of a baseline split: " + ", ".join(f"{p} {100 * s / per_split['baseline']:.0f}%"
-                                                     for p, s in shares.items()))
+    print("share of the projected study: " + ", ".join(
+        f"{v} {p} {100 * s * (plan.splits if v == 'baseline' else plan.variant_splits) / total:.0f}%"
+        for (v, p), s in cost.items() if v in ("baseline", "probes") and s > 0.5))
+    recipes = {p: share[(v, p)] for (v, p) in share if v in ("baseline", "probes") and p in RECIPES}
+    low = [r for r, x in recipes.items() if x < recipes[BASELINE] / 2]
+    print(f"recipes below half of frozen's share of the peak: {', '.join(low) or 'none'}")
 
 
 def task_times(stream: list[dict]) -> dict[tuple, float]:

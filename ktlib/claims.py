@@ -12,7 +12,8 @@ import pandas as pd
 from .config import PAPER_SOURCE_ACCURACY
 from .intervals import Tables, curve
 from .model import LAYERS, PAPER_FREE_PARAMETERS
-from .results import KEY, experiment_differences, mean_table, read_results
+from .results import KEY, ResultsError, experiment_differences, mean_table, read_results
+from .transfer import TUNED
 
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
 PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}
@@ -38,9 +39,12 @@ THRESHOLDS = {
     "slight": Threshold(0.25, "'slight variance': median trial-to-trial std under this share of the k=1 "
                               "transfer gain"),
     "tolerance": Threshold(0.03, "a re-run reproduces the record when no cell mean moves by more than this"),
+    "dead": Threshold(2.0, "a run is dead when it stops with training accuracy at most this many times chance: "
+                           "it never began to learn"),
 }
-SOURCE_NEAR, RISES_RANK, CLEAR_GAIN, BARELY, SLIGHT, TOLERANCE = (
-    THRESHOLDS[name].value for name in ("source_near", "rises_rank", "clear_gain", "barely", "slight", "tolerance"))
+SOURCE_NEAR, RISES_RANK, CLEAR_GAIN, BARELY, SLIGHT, TOLERANCE, DEAD = (
+    THRESHOLDS[name].value for name in ("source_near", "rises_rank", "clear_gain", "barely", "slight", "tolerance",
+                                        "dead"))
 
 HOLDS, PARTLY, FAILS = "holds", "partly", "fails"
 
@@ -267,8 +271,8 @@ def best_transfer(test: pd.DataFrame) -> pd.Series:
 
 def claim_fine_tuning(rows: pd.DataFrame) -> Claim:
     """'Retraining the transferred maps would undoubtedly give better results': the best fine-tuned n
-    clearly beats the best frozen n, at each k."""
-    frozen, tuned = curve(rows, "frozen"), curve(rows, "fine-tuned")
+    clearly beats the best frozen n, at each k (fine-tuned at the study's chosen rate, transfer.TUNED)."""
+    frozen, tuned = curve(rows, "frozen"), curve(rows, TUNED)
     if not (tuned.n > 0).any():
         raise ValueError("fine-tuned runs")
     parts, clear = [], []
@@ -324,7 +328,7 @@ SWEEP_CLAIMS = {
 }
 # Claims that need more recipes than the paper's: judged by the study alone.
 STUDY_CLAIMS = {
-    "fine_tuning": SweepClaim(claim_fine_tuning, lambda t: float((best_transfer(t["fine-tuned"].test)
+    "fine_tuning": SweepClaim(claim_fine_tuning, lambda t: float((best_transfer(t[TUNED].test)
                                                                   - best_transfer(t["frozen"].test)).min()),
                               "the smallest margin of the best fine-tuned n over the best frozen n, over k",
                               frozen_only=False),
@@ -381,7 +385,10 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
     record = Path(record)
     if not record.exists():
         return {"comparable": False, "reason": f"no record at {record}"}
-    old_meta, old = read_results(record)
+    try:
+        old_meta, old = read_results(record)
+    except ResultsError as e:  # a record in an older format, or damaged: it says nothing about this build
+        return {"comparable": False, "reason": str(e)}
     diff = experiment_differences(old_meta, meta, ignore)
     if diff:
         return {"comparable": False, "reason": f"the record is another experiment: {'; '.join(diff)}"}

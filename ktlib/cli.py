@@ -9,14 +9,14 @@ from pathlib import Path
 
 from . import data as D
 from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config, cluster_target
-from .results import PREDICTIONS_FILE, RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
+from .results import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
 from .study import STUDY_DIR, Study, split_dirs
 from .sweep import run
 from .transfer import RECIPES
 
 
 def publish(results_dir: str, root: str | Path = ".") -> Path:
-    """Copy a finished build's results files, source records and predictions, its study's included, to the
+    """Copy a finished build's results files, source records, predictions and readouts, its study's included, to the
     record of its profile and engine in the checkout `root` (results.record_path: the one place that naming
     lives)."""
     source = Path(results_dir)
@@ -25,7 +25,7 @@ def publish(results_dir: str, root: str | Path = ".") -> Path:
     for where in [source] + [d for _, _, d in split_dirs(source / STUDY_DIR)]:
         target = dest / where.relative_to(source)
         target.mkdir(parents=True, exist_ok=True)
-        for name in (RESULTS_FILE, SOURCE_RECORD, PREDICTIONS_FILE):
+        for name in (RESULTS_FILE, SOURCE_RECORD, PREDICTIONS_FILE, READOUTS_FILE):
             if (where / name).exists():
                 shutil.copyfile(where / name, target / name)
     return dest
@@ -54,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--levels", type=int, nargs="+")
     s.add_argument("--sizes", type=int, nargs="+")
     s.add_argument("--trials", type=int)
-    s.add_argument("--recipes", nargs="+", choices=RECIPES, help="transfer recipes (default: frozen, the paper's)")
+    s.add_argument("--recipes", nargs="+", choices=list(RECIPES), help="transfer recipes (default: frozen, the "
+                                                                     "paper's)")
     s.add_argument("--split", type=int, help="class split (default 0, the seed's own)")
     s.add_argument("--wait", action="store_true",
                    help="if another process is writing to the results directory, wait for it instead of refusing")
-    st = sub.add_parser("study", parents=[common], help="the study beyond the paper: many class splits, three "
-                                                        "recipes, two protocol variants (resumable)")
+    st = sub.add_parser("study", parents=[common], help="the study beyond the paper: many class splits, the "
+                                                        "recipes and controls, protocol variants (resumable)")
     st.add_argument("--splits", type=int, help="class splits (default: the profile's)")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")
     d.add_argument("--dest", default=str(D.DEFAULT_DATA_DIR))
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--md5", default=D.EMNIST_MD5)
     d.add_argument("--keep-archive", action="store_true")
     r = sub.add_parser("publish", help="copy a build's results files (sweep.csv, source.json, predictions.npz, "
-                                       "and its study's) to the record of its profile and engine, "
+                                       "readouts.csv, and its study's) to the record of its profile and engine, "
                                        "results/<profile>[-<engine>]/ under the current directory")
     r.add_argument("results_dir")
     a = p.parse_args(argv)

@@ -26,6 +26,9 @@ STOPPING = ("converged", "budget")
 # how the source net is trained: by train.train (the paper sweep's record), or by the configured engine, which
 # computes the same steps to rounding, far faster (the study's many source nets); "plain" engines train plainly
 SOURCE_TRAINING = ("plain", "engine")
+# what the stopping rule's patience counts: epochs, which at k=1 are 1 optimiser step each and at k=40 are 25, or
+# optimiser steps, the same number at every k (a variant of the study)
+PATIENCE_UNITS = ("epochs", "steps")
 PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
 
 
@@ -39,9 +42,10 @@ class Purpose(IntEnum):
     TEST_DATA = 5
     TRIAL = 6
     SPLIT_SEED = 7     # the seed of class split s > 0, from which all of that split's seeds derive
-    RANDOM_SOURCE = 8  # the untrained net the random-frozen recipe copies from
+    RANDOM_SOURCE = 8  # the untrained nets the random recipes copy from
     SOURCE_TEST = 9    # held-out images of the source classes
     BOOTSTRAP = 10     # the resampling of the study's intervals
+    SHUFFLE = 11       # the permutations of the shuffled recipe's weights
 
 
 def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:
@@ -76,7 +80,10 @@ class Config:
     max_epochs: int = 1000
     stopping: str = "converged"            # or "budget": every run trains max_epochs epochs
     recipes: list[str] = field(default_factory=lambda: ["frozen"])  # how layers 1..n are made (transfer.RECIPES)
-    patience: int = 20
+    patience: int = 20                     # in patience_unit
+    patience_unit: str = "epochs"          # or "steps"
+    min_steps: int = 500                   # no plateau stop before this many optimiser steps: at every k, a run
+                                           # gets the same chance to begin learning
     min_improvement: float = 0.01
     loss_floor: float = 1e-3
     # optimiser
@@ -94,10 +101,11 @@ class Config:
         _choice("code_scheme", self.code_scheme, CODE_SCHEMES)
         _choice("stopping", self.stopping, STOPPING)
         _choice("source_training", self.source_training, SOURCE_TRAINING)
+        _choice("patience_unit", self.patience_unit, PATIENCE_UNITS)
         self.seed = _integer("seed", self.seed, 0)
         self.split = _integer("split", self.split, 0)
         if isinstance(self.recipes, str) or not self.recipes:
-            raise ValueError(f"recipes must be a non-empty list of {RECIPES}, got {self.recipes!r}")
+            raise ValueError(f"recipes must be a non-empty list of {tuple(RECIPES)}, got {self.recipes!r}")
         self.recipes = [r for r in RECIPES if r in {check_recipe(r) for r in self.recipes}]
         for name in ("n_classes", "code_bits", "source_per_class", "source_max_epochs", "trials", "test_per_class",
                      "max_epochs", "patience", "batch_size"):
@@ -106,6 +114,7 @@ class Config:
         self.min_improvement = _number("min_improvement", self.min_improvement, 0, 1, "in [0, 1)", high_open=True)
         self.loss_floor = _number("loss_floor", self.loss_floor, 0, math.inf, ">= 0")
         self.lr = _number("lr", self.lr, 0, math.inf, "> 0", low_open=True)
+        self.min_steps = _integer("min_steps", self.min_steps, 0)
         for name in ("source_chars", "target_chars"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string of characters or None, got {getattr(self, name)!r}")

@@ -1,4 +1,5 @@
-"""What the study measures: recipes against each other, the claims split by split, all with intervals."""
+"""What the study measures: recipes against each other, its controls as instruments, the readouts that need no
+training, forgetting, and the claims split by split, all with intervals."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,25 +9,41 @@ import pandas as pd
 
 from . import claims as C
 from .intervals import Cube, Tables, bootstrap, interval_text
-from .transfer import BASELINE
+from .transfer import BASELINE, RECIPES
 
 Statistic = Callable[[dict[str, Tables]], float]
 
 
-def _cell(recipe: str, n: int, k: int) -> Statistic:
-    return lambda t: float(t[recipe].test.loc[n, k])
+def controls(recipes) -> list[str]:
+    """Of these recipes, the controls: those that copy a net other than the trained one."""
+    return [r for r in recipes if RECIPES[r].copies != "trained"]
+
+
+def tuned(recipes) -> list[str]:
+    """Of these recipes, those that train the layers they copy."""
+    return [r for r in recipes if RECIPES[r].trains]
+
+
+def _cell(recipe: str, n: int, k: int, value: str = "test_accuracy") -> Statistic:
+    return lambda t: float(t[recipe].means[value].loc[n, k])
 
 
 def _difference(a: tuple[str, int], b: tuple[str, int], k: int) -> Statistic:
-    """Mean accuracy of (recipe, n) a minus that of b, at k: paired, as both come from the same draws."""
+    """Mean of (recipe, n) a minus that of b, at k: paired, as both come from the same draws."""
     return lambda t: float(t[a[0]].test.loc[a[1], k] - t[b[0]].test.loc[b[1], k])
+
+
+def _best_margin(recipe: str, k: int) -> Statistic:
+    """At k: the best mean over n >= 1 of a recipe that trains its copied layers, minus frozen's (claim 13)."""
+    return lambda t: float(C.best_transfer(t[recipe].test)[k] - C.best_transfer(t[BASELINE].test)[k])
 
 
 def statistics(cube: Cube, which: dict[str, C.SweepClaim]) -> dict[tuple, Statistic]:
     """Everything the study puts an interval on, by name:
     ("cell", recipe, n, k): a cell mean; ("gain", recipe, n, k): a cell minus n=0 at the same k;
-    ("knowledge", n, k): frozen minus random-frozen; ("tuning", n, k): fine-tuned minus frozen;
-    ("claim", key): a claim's key statistic."""
+    ("knowledge", control, n, k): frozen minus a control at the same n; ("tuning", recipe, n, k): a recipe that
+    trains its copied layers minus frozen; ("best-tuning", recipe, k): its best n's mean minus frozen's best
+    n's (claim 13, at each k); ("claim", key): a claim's key statistic."""
     out: dict[tuple, Statistic] = {}
     recipes = list(cube.arrays)
     for k in cube.sizes:
@@ -35,10 +52,12 @@ def statistics(cube: Cube, which: dict[str, C.SweepClaim]) -> dict[tuple, Statis
                 out[("cell", recipe, n, k)] = _cell(recipe, n, k)
                 if n > 0:
                     out[("gain", recipe, n, k)] = _difference((recipe, n), (BASELINE, 0), k)
-            if n > 0 and {"frozen", "random-frozen"} <= set(recipes):
-                out[("knowledge", n, k)] = _difference(("frozen", n), ("random-frozen", n), k)
-            if n > 0 and {"frozen", "fine-tuned"} <= set(recipes):
-                out[("tuning", n, k)] = _difference(("fine-tuned", n), ("frozen", n), k)
+            for control in controls(recipes) if n > 0 and BASELINE in recipes else []:
+                out[("knowledge", control, n, k)] = _difference((BASELINE, n), (control, n), k)
+            for recipe in tuned(recipes) if n > 0 and BASELINE in recipes else []:
+                out[("tuning", recipe, n, k)] = _difference((recipe, n), (BASELINE, n), k)
+        for recipe in tuned(recipes) if BASELINE in recipes else []:
+            out[("best-tuning", recipe, k)] = _best_margin(recipe, k)
     for key, claim in which.items():
         out[("claim", key)] = claim.statistic
     return out
@@ -54,18 +73,26 @@ def _measurable(statistic: Statistic) -> Statistic:
     return safe
 
 
+def _bootstrap(cube: Cube, stats: dict[tuple, Statistic], draws: int, seed: int) -> pd.DataFrame:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return bootstrap(cube, {name: _measurable(s) for name, s in stats.items()}, draws, seed)
+
+
 def intervals(cube: Cube, which: dict[str, C.SweepClaim], draws: int, seed: int) -> pd.DataFrame:
     """Every statistic's estimate and 95% interval, from one hierarchical bootstrap (ktlib.intervals)."""
-    stats = {name: _measurable(s) for name, s in statistics(cube, which).items()}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return bootstrap(cube, stats, draws, seed)
+    return _bootstrap(cube, statistics(cube, which), draws, seed)
+
+
+NAMES = {"cell": ["recipe", "n", "k"], "gain": ["recipe", "n", "k"], "knowledge": ["control", "n", "k"],
+         "tuning": ["recipe", "n", "k"], "best-tuning": ["recipe", "k"], "claim": ["claim"],
+         "forgetting": ["recipe", "n", "k"],
+         "readout": ["readout", "recipe", "n", "k"], "readout-knowledge": ["readout", "control", "n", "k"]}
 
 
 def part(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     """The rows of one kind of statistic, indexed by the rest of their names."""
     rows = table[[isinstance(i, tuple) and i[0] == kind for i in table.index]]
-    names = {"cell": ["recipe", "n", "k"], "gain": ["recipe", "n", "k"], "knowledge": ["n", "k"],
-             "tuning": ["n", "k"], "claim": ["claim"]}[kind]
+    names = NAMES[kind]
     if len(names) == 1:
         return rows.set_axis(pd.Index([i[1] for i in rows.index], name=names[0]))
     return rows.set_axis(pd.MultiIndex.from_tuples([i[1:] for i in rows.index], names=names))
@@ -76,24 +103,147 @@ def as_text(table: pd.DataFrame, fmt: str = "+.3f") -> pd.Series:
     return table.apply(lambda r: "not measured" if np.isnan(r.estimate) else interval_text(r, fmt), axis=1)
 
 
-KNOWLEDGE = "frozen - random-frozen (knowledge)"
+def knowledge_label(control: str) -> str:
+    return f"frozen - {control}"
 
 
 def gains_at(table: pd.DataFrame, k: int) -> pd.DataFrame:
-    """At one training-set size, by n: each recipe's gain over n=0 and the knowledge term, as text."""
+    """At one training-set size, by n: each recipe's gain over n=0, and frozen minus each control, as text."""
     gains = as_text(part(table, "gain")).unstack("recipe").xs(k, level="k")
-    return gains.assign(**{KNOWLEDGE: as_text(part(table, "knowledge")).xs(k, level="k")})
+    knowledge = as_text(part(table, "knowledge")).unstack("control").xs(k, level="k")
+    return gains.join(knowledge.rename(columns=knowledge_label))
 
 
-def capacity_sentence(table: pd.DataFrame, k: int) -> str:
-    """What the random-frozen control says at one size, in a sentence decided by its intervals."""
-    random = part(table, "gain").xs(("random-frozen", k), level=("recipe", "k"))
-    if (random.high < 0).all():
-        return ("Freezing random layers lowers accuracy at every n (every interval lies below zero): fewer free "
-                "parameters do not help by themselves, so the whole gain of the paper's recipe, and more, is what "
-                "the source net learned.")
-    helped = [int(n) for n in random.index if random.loc[n, "low"] > 0]
-    return f"Freezing random layers raises accuracy at n in {helped}: there, part of the gain may be capacity."
+# ---------------------------------------------------------------- the controls as instruments
+
+def dead(train_accuracy: pd.Series, classes: int) -> pd.Series:
+    """A run is dead when it stopped with training accuracy at most DEAD times chance: it never began to learn."""
+    return train_accuracy <= C.DEAD / classes
+
+
+def instruments(rows: pd.DataFrame, classes: int) -> pd.DataFrame:
+    """Per recipe, n and k: the runs, how many stopped dead, how many the epoch-counted rule of the first record
+    would have left dead (replayed on each run's history), how many hit the epoch cap, and the mean training
+    accuracy. A recipe is an instrument where its runs train: no dead runs, no unexplained cap hits."""
+    before = rows.epoch_rule_train_accuracy.where(rows.epoch_rule_train_accuracy.notna(), rows.train_accuracy)
+    frame = rows.assign(dead=dead(rows.train_accuracy, classes), dead_before=dead(before, classes),
+                        cap=rows.stopped_by == "cap")
+    out = frame.groupby(["recipe", "n", "k"]).agg(runs=("dead", "size"), dead=("dead", "sum"),
+                                                  dead_before=("dead_before", "sum"), cap=("cap", "sum"),
+                                                  train_accuracy=("train_accuracy", "mean"))
+    order = {r: i for i, r in enumerate(RECIPES)}
+    return out.sort_index(key=lambda i: i.map(order) if i.name == "recipe" else i)
+
+
+def dead_by_recipe(table: pd.DataFrame) -> pd.DataFrame:
+    """`instruments` summed over n and k, per recipe: runs, dead now, dead under the first record's rule, caps."""
+    return table.groupby("recipe", sort=False)[["runs", "dead", "dead_before", "cap"]].sum()
+
+
+def chosen_control(spreads: pd.DataFrame) -> str:
+    """Of the random controls, the one that best keeps the signal: the smallest mean, over splits and levels
+    1-5, of |log(its spread / the trained net's spread)| (ktlib.readouts.spread)."""
+    s = spreads[spreads.n > 0].pivot_table(index=["split", "n"], columns="recipe", values="spread")
+    randoms = [r for r in s.columns if RECIPES[r].copies.startswith("random-")]
+    distance = {r: float(np.abs(np.log(s[r] / s[BASELINE])).mean()) for r in randoms}
+    return min(distance, key=distance.get)
+
+
+def chosen_rate(rows: pd.DataFrame) -> str:
+    """Of the recipes that fine-tune, the one with the highest mean test accuracy over every n >= 1 and k."""
+    means = rows[rows.n > 0].groupby("recipe").test_accuracy.mean()
+    return str(means[tuned(means.index)].idxmax())
+
+
+# ---------------------------------------------------------------- readouts that need no training
+
+def readout_intervals(readouts: pd.DataFrame, draws: int, seed: int) -> pd.DataFrame:
+    """Per rule (nearest mean, nearest neighbour): each features' mean readout accuracy ("readout", rule, recipe,
+    n, k), and the trained features' minus each control's ("readout-knowledge", rule, control, n, k), with
+    intervals from the same draws of splits and trials as `intervals` (the same seed, the same shape)."""
+    frames = []
+    for rule, rows in readouts.groupby("readout", sort=False):
+        cube = Cube.of(rows, values=("test_accuracy",))
+        stats = {}
+        for k in cube.sizes:
+            for n in cube.levels:
+                for recipe in cube.arrays:
+                    stats[("readout", rule, recipe, n, k)] = _cell(recipe, n, k)
+                for control in controls(cube.arrays) if n > 0 else []:
+                    stats[("readout-knowledge", rule, control, n, k)] = _difference((BASELINE, n), (control, n), k)
+        frames.append(_bootstrap(cube, stats, draws, seed))
+    return pd.concat(frames)
+
+
+def agreement(table: pd.DataFrame, readout_table: pd.DataFrame) -> pd.DataFrame:
+    """Per control, n and k: the knowledge term from trained runs and from each readout, and whether each
+    readout's agrees in sign with the runs' (an interval that holds zero agrees with either sign)."""
+    runs = part(table, "knowledge")
+    read = part(readout_table, "readout-knowledge")
+    out = pd.DataFrame({"runs": runs.estimate})
+    for rule in read.index.get_level_values("readout").unique():
+        r = read.xs(rule, level="readout").reindex(runs.index)
+        out[rule] = r.estimate
+        runs_sign = np.sign(runs.estimate).where((runs.low > 0) | (runs.high < 0), 0)
+        read_sign = np.sign(r.estimate).where((r.low > 0) | (r.high < 0), 0)
+        out[f"{rule} agrees"] = (runs_sign == read_sign) | (runs_sign == 0) | (read_sign == 0)
+    return out
+
+
+def direction(row: pd.Series) -> str:
+    """Where an interval lies: 'above zero', 'below zero', or 'not distinguishable from zero'."""
+    return "above zero" if row.low > 0 else "below zero" if row.high < 0 else "not distinguishable from zero"
+
+
+def capacity_sentence(table: pd.DataFrame, control: str, k: int) -> str:
+    """What freezing a control's layers does by itself at one size, against training from scratch (n=0), in a
+    sentence decided by the intervals."""
+    gain = part(table, "gain").xs((control, k), level=("recipe", "k"))
+    where = {}
+    for n, row in gain.iterrows():
+        where.setdefault(direction(row), []).append(int(n))
+    said = "; ".join(f"{d} at n in {levels}" for d, levels in where.items())
+    verdict = ("fewer free parameters, by themselves, never raise accuracy here" if "above zero" not in where
+               else "fewer free parameters raise accuracy by themselves where the change is above zero")
+    return (f"Frozen {control} layers change accuracy at k = {k}, against a net trained from scratch: {said}. "
+            f"So {verdict}.")
+
+
+def baseline_sentence(table: pd.DataFrame, readout_table: pd.DataFrame, k: int) -> str:
+    """The net trained from scratch (n=0) against the nearest class mean on the pixels, at one size, in a sentence
+    decided by which is higher."""
+    scratch = part(table, "cell").loc[(BASELINE, 0, k)]
+    pixels = part(readout_table, "readout").loc[("nearest-mean", BASELINE, 0, k)]
+    than = "better than" if pixels.estimate > scratch.estimate else "no better than"
+    return (f"At k = {k}, the nearest class mean on the raw pixels classifies {interval_text(pixels, '.3f')} of the "
+            f"test images, {than} the net trained from scratch, {interval_text(scratch, '.3f')}.")
+
+
+def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[tuple[int, int]],
+                 fmt: str = "+.3f") -> pd.DataFrame:
+    """At each (n, k) of `cells` and for each control: frozen minus the control from trained runs, and the trained
+    features' readout minus the control's, by each rule, as 'estimate [interval]'."""
+    runs = as_text(part(table, "knowledge"), fmt)
+    read = as_text(part(readout_table, "readout-knowledge"), fmt).unstack("readout")
+    out = read.assign(runs=runs).reset_index()
+    out = out[[(n, k) in cells for n, k in zip(out.n, out.k)]]
+    return out.set_index(["n", "k", "control"]).sort_index()[["runs", *read.columns]]
+
+
+# ---------------------------------------------------------------- forgetting
+
+def forgetting_intervals(rows: pd.DataFrame, held_out: pd.Series, draws: int, seed: int) -> pd.DataFrame:
+    """Per recipe that trains its copied layers, n and k: how much of the source task it forgets, the source net's
+    held-out accuracy minus that of the source net with the run's copied layers ("forgetting", recipe, n, k).
+    held_out: each split's source net's held-out accuracy. The frozen recipe forgets nothing by construction, and
+    n=0 copies nothing: both are 0."""
+    recipes = tuned(rows.recipe.unique())
+    lost = held_out.reindex(rows.split).to_numpy() - rows.source_task_accuracy.to_numpy()
+    frame = rows.assign(forgetting=np.where(rows.n == 0, 0.0, lost))
+    cube = Cube.of(frame, recipes, values=("forgetting",))
+    stats = {("forgetting", recipe, n, k): _cell(recipe, n, k, "forgetting")
+             for recipe in recipes for n in cube.levels if n > 0 for k in cube.sizes}
+    return _bootstrap(cube, stats, draws, seed)
 
 
 # ---------------------------------------------------------------- the claims, split by split
@@ -138,14 +288,15 @@ def variants_sentence(changes: pd.DataFrame) -> str:
 
 def variant_changes(rows: pd.DataFrame, which: dict[str, C.SweepClaim]) -> pd.DataFrame:
     """Per protocol variant and claim: the verdicts on the variant's splits, next to the baseline's on the
-    same splits, and how many splits changed."""
+    same splits, how many splits changed, and which."""
     base = verdicts_by_split(rows[rows.variant == "baseline"], which)
     out = []
     for variant, runs in rows[rows.variant != "baseline"].groupby("variant", sort=False):
         mine = verdicts_by_split(runs, which)
         theirs = base.loc[mine.index]
         for key in which:
+            moved = mine.index[mine[key] != theirs[key]]
             out.append({"variant": variant, "claim": key, "splits": ", ".join(map(str, mine.index)),
                         "baseline": ", ".join(theirs[key]), "variant verdicts": ", ".join(mine[key]),
-                        "changed": int((mine[key] != theirs[key]).sum())})
+                        "changed": len(moved), "changed on": [int(s) for s in moved]})
     return pd.DataFrame(out)

@@ -244,23 +244,52 @@ class FeatureCache:
 
 class Adam:
     """torch.optim.Adam (its fused kernel: one pass) on the stacked (R, P) parameters. They are kept
-    scaled by 2S, so the learning rate is scaled by it and epsilon divided by it: the same steps."""
+    scaled by 2S, so the learning rate is scaled by it and epsilon divided by it: the same steps.
 
-    def __init__(self, theta: torch.Tensor, lr: float, eps: float = 1e-8):
-        self.theta = theta
-        self.opt = torch.optim.Adam([theta], lr=lr * ZS, eps=eps / ZS, fused=True)
+    segments: (columns, learning rate) of each run of parameters in P order. With more than one rate, each
+    segment is a parameter group of its own, updated in a copy and written back into theta after a step."""
+
+    def __init__(self, theta: torch.Tensor, segments: list[tuple[int, float]], eps: float = 1e-8):
+        self.theta, self.bounds = theta, []
+        merged: list[list] = []
+        for width, lr in segments:  # neighbouring layers at one rate are one group, as they would be in one
+            if merged and merged[-1][1] == lr:
+                merged[-1][0] += width
+            else:
+                merged.append([width, lr])
+        if len(merged) == 1:
+            self.params = [theta]
+        else:
+            start = 0
+            for width, _ in merged:
+                self.bounds.append((start, start + width))
+                start += width
+            self.params = [theta[:, a:b].clone() for a, b in self.bounds]
+        self.opt = torch.optim.Adam([{"params": [p], "lr": lr * ZS} for p, (_, lr) in zip(self.params, merged)],
+                                    eps=eps / ZS, fused=True)
 
     def step(self, grad: torch.Tensor) -> None:
-        self.theta.grad = grad
+        if not self.bounds:
+            self.theta.grad = grad
+            self.opt.step()
+            return
+        for p, (a, b) in zip(self.params, self.bounds):
+            p.grad = grad[:, a:b].contiguous()
         self.opt.step()
+        for p, (a, b) in zip(self.params, self.bounds):
+            self.theta[:, a:b] = p
 
     def keep(self, rows: torch.Tensor) -> torch.Tensor:
         """Drop the rows of runs that stopped; returns the new parameter tensor."""
-        old, self.theta = self.theta, self.theta[rows]
-        state = self.opt.state.pop(old)
-        self.opt.param_groups[0]["params"] = [self.theta]
-        self.opt.state[self.theta] = {"step": state["step"], "exp_avg": state["exp_avg"][rows],
-                                      "exp_avg_sq": state["exp_avg_sq"][rows]}
+        self.theta = self.theta[rows]
+        for group in self.opt.param_groups:
+            old = group["params"][0]
+            new = self.theta if not self.bounds else old[rows]
+            state = self.opt.state.pop(old)
+            group["params"] = [new]
+            self.opt.state[new] = {"step": state["step"], "exp_avg": state["exp_avg"][rows],
+                                   "exp_avg_sq": state["exp_avg_sq"][rows]}
+        self.params = [g["params"][0] for g in self.opt.param_groups]
         return self.theta
 
 
@@ -344,7 +373,7 @@ class Run:
 
 
 def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seeds: list[int],
-               stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float = 1e-3,
+               stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float | list[float] = 1e-3,
                batch_size: int = 32, on_run=None, cancel: threading.Event | None = None,
                kernels: str = "native") -> list[Run]:
     """Train R nets side by side from layer n up (below it they are fixed); each stops by its own rule.
@@ -352,14 +381,18 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
     test: the test set's layer-n inputs (M, ...) and labels (M,), shared by all runs. Shuffling is
     `train.train`'s (a generator per run, seeded with that run's seed). on_run(index, Run) is called as
-    each run stops; once `cancel` is set, Cancelled is raised at the next epoch.
-    kernels: "native" (C, see native.py) or "batched" (PyTorch)."""
+    each run stops; once `cancel` is set, Cancelled is raised at the next epoch. lr: one learning rate, or
+    one per trained layer from layer n up (transfer.layer_lrs). kernels: "native" (C, see native.py) or
+    "batched" (PyTorch)."""
     R, N = y.shape
     steps = KERNELS[kernels](nets[0], n)
     theta = stack(nets, n)
     if theta.shape[1] == 0:
         raise ValueError("the nets have no trainable parameters")
-    opt, grad = Adam(theta, lr), torch.empty_like(theta)
+    rates = lr if isinstance(lr, list) else [lr] * (len(LAYERS) - n)
+    widths = [sum(math.prod(s.shape) for s in slots(nets[0], n) if s.name.startswith(f"{layer}."))
+              for layer in LAYERS[n:]]
+    opt, grad = Adam(theta, list(zip(widths, rates, strict=True))), torch.empty_like(theta)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     active = list(range(R))            # which run each row of theta is
     histories: list[list[Epoch]] = [[] for _ in range(R)]

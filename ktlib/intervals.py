@@ -9,18 +9,28 @@ import pandas as pd
 
 from .transfer import BASELINE
 
-VALUES = ("test_accuracy", "train_accuracy", "epochs")
+VALUES = ("test_accuracy", "train_accuracy", "epochs")  # a run's values the claims read
 LEVEL = 0.95  # the intervals' coverage
 
 
 @dataclass
 class Tables:
-    """One recipe's cell means (rows n, columns k), over splits and trials; `std`: the spread of test accuracy
-    over the trials of a split, averaged over splits."""
-    test: pd.DataFrame
-    train: pd.DataFrame
-    epochs: pd.DataFrame
+    """One recipe's cell means (rows n, columns k) of each value, over splits and trials; `std`: the spread of
+    the first value (test accuracy) over the trials of a split, averaged over splits."""
+    means: dict[str, pd.DataFrame]
     std: pd.DataFrame
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.means["test_accuracy"]
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.means["train_accuracy"]
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        return self.means["epochs"]
 
 
 def curve(rows: pd.DataFrame, recipe: str) -> pd.DataFrame:
@@ -37,7 +47,9 @@ class Cube:
     sizes: list[int]
 
     @classmethod
-    def of(cls, rows: pd.DataFrame, recipes: list[str] | None = None) -> "Cube":
+    def of(cls, rows: pd.DataFrame, recipes: list[str] | None = None, values: tuple[str, ...] = VALUES) -> "Cube":
+        """The rows' recipes (by default every one with runs above n=0) and values as arrays; a recipe that
+        does not fill every split, trial, n and k is an error."""
         rows = rows if "split" in rows else rows.assign(split=0)
         recipes = recipes or [r for r in rows.recipe.unique() if (rows[rows.recipe == r].n > 0).any()]
         levels, sizes = sorted(rows.n.unique()), sorted(rows.k.unique())
@@ -46,10 +58,10 @@ class Cube:
         shape = (len(splits), len(trials), len(levels), len(sizes))
         arrays = {}
         for recipe in recipes:
-            table = curve(rows, recipe).set_index(["split", "trial", "n", "k"])[list(VALUES)].reindex(index)
+            table = curve(rows, recipe).set_index(["split", "trial", "n", "k"])[list(values)].reindex(index)
             if table.isna().any().any():
                 raise ValueError(f"the {recipe} runs do not fill every split, trial, n and k")
-            arrays[recipe] = {v: table[v].to_numpy(float).reshape(shape) for v in VALUES}
+            arrays[recipe] = {v: table[v].to_numpy(float).reshape(shape) for v in values}
         return cls(arrays, [int(n) for n in levels], [int(k) for k in sizes])
 
     def tables(self, splits: np.ndarray | None = None, trials: np.ndarray | None = None) -> dict[str, Tables]:
@@ -63,10 +75,10 @@ class Cube:
 
         out = {}
         for recipe, values in self.arrays.items():
-            test = pick(values["test_accuracy"])
-            std = test.std(1, ddof=1).mean(0) if test.shape[1] > 1 else np.full(test.shape[2:], np.nan)
-            out[recipe] = Tables(frame(test.mean((0, 1))), frame(pick(values["train_accuracy"]).mean((0, 1))),
-                                 frame(pick(values["epochs"]).mean((0, 1))), frame(std))
+            picked = {name: pick(a) for name, a in values.items()}
+            first = next(iter(picked.values()))
+            std = first.std(1, ddof=1).mean(0) if first.shape[1] > 1 else np.full(first.shape[2:], np.nan)
+            out[recipe] = Tables({name: frame(a.mean((0, 1))) for name, a in picked.items()}, frame(std))
         return out
 
 

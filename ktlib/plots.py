@@ -8,6 +8,7 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from .model import Net, free_parameters, layer_shapes
 from .results import mean_table, retained
+from .transfer import RECIPES
 
 
 def level_labels(levels) -> list[str]:
@@ -136,8 +137,12 @@ def architecture(net: Net, retained: int = 4):
 
 # ---------------------------------------------------------------- the study beyond the paper
 
-RECIPE_STYLE = {"frozen": dict(color="C0", marker="o"), "random-frozen": dict(color="C7", marker="s"),
-                "fine-tuned": dict(color="C2", marker="^")}
+def recipe_style(recipe: str) -> dict:
+    """One colour per recipe, in the order of transfer.RECIPES; a marker per kind: copied from the trained net and
+    frozen, trained further, or a control."""
+    r = RECIPES[recipe]
+    marker = "^" if r.trains else "o" if r.copies == "trained" else "s"
+    return dict(color=f"C{list(RECIPES).index(recipe)}", marker=marker)
 
 
 def figure2_intervals(cells: pd.DataFrame, rows: pd.DataFrame):
@@ -164,13 +169,12 @@ def figure2_intervals(cells: pd.DataFrame, rows: pd.DataFrame):
 
 
 def recipes(cells: pd.DataFrame):
-    """The three recipes against n, one panel per training-set size, each mean with its 95% interval."""
+    """The recipes against n, one panel per training-set size, each mean with its 95% interval."""
     sizes = sorted(cells.index.get_level_values("k").unique())
     fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.8), sharey=True, squeeze=False)
     for ax, k in zip(axes[0], sizes):
-        for recipe, style in RECIPE_STYLE.items():
-            if recipe not in cells.index.get_level_values("recipe"):
-                continue
+        for recipe in [r for r in RECIPES if r in cells.index.get_level_values("recipe")]:
+            style = recipe_style(recipe)
             c = cells.xs((recipe, k), level=("recipe", "k"))
             ax.fill_between(c.index, c.low, c.high, alpha=0.2, color=style["color"], lw=0)
             ax.plot(c.index, c.estimate, label=recipe, ms=4, **style)

@@ -22,6 +22,7 @@ RESULTS_FILE = "sweep.csv"
 PREDICTIONS_FILE = "predictions.npz"  # each run's class predictions on the test images, one byte each
 SOURCE_FILE = "source.pt"
 SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
+READOUTS_FILE = "readouts.csv"  # the training-free readouts of the grid (ktlib.readouts)
 REPO = Path(__file__).resolve().parents[1]  # the checkout ktlib is installed from (pip install -e .)
 
 
@@ -42,7 +43,13 @@ class RunKey(NamedTuple):
 KEY = list(RunKey._fields)
 # One row per run, in the order of the committed records' columns.
 COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
-           "stopped_by", "seconds", "trainable_parameters", "git_commit"]
+           "stopped_by", "seconds", "trainable_parameters", "source_task_accuracy", "epoch_rule_epochs",
+           "epoch_rule_train_accuracy", "git_commit"]
+# One row per training-free readout of a sweep's grid (ktlib.readouts).
+READOUT_COLUMNS = ["n", "recipe", "k", "trial", "readout", "test_accuracy"]
+# Empty where a run has none: the source task's accuracy is measured only for runs that train copied layers, and
+# where the first record's stopping rule would have stopped a run only if it would have stopped it sooner.
+OPTIONAL = ("source_task_accuracy", "epoch_rule_epochs", "epoch_rule_train_accuracy")
 
 
 class ResultsError(ValueError):
@@ -67,9 +74,10 @@ def record_path(profile: str, engine: str = "native", root: str | os.PathLike = 
 
 # ---------------------------------------------------------------- the sweep's file
 
-def parse_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, bool]:
-    """(metadata, rows, cut) of a results file; cut: its last row was cut short (the file does not end with
-    a newline, as every file ktlib writes does), and is left out of rows. Any other damage is an error."""
+def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tuple[dict, pd.DataFrame, bool]:
+    """(metadata, rows, cut) of a results file (or, with its columns, a readouts file); cut: its last row was
+    cut short (the file does not end with a newline, as every file ktlib writes does), and is left out of rows.
+    Any other damage is an error."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -90,10 +98,10 @@ def parse_results(path: str | os.PathLike) -> tuple[dict, pd.DataFrame, bool]:
     rows = pd.read_csv(io.StringIO(body))
     if "recipe" not in rows and "n" in rows:  # written before recipes existed: the paper's recipe
         rows.insert(int(rows.columns.get_loc("n")) + 2, "recipe", BASELINE)
-    missing = [c for c in COLUMNS if c not in rows]
+    missing = [c for c in columns if c not in rows]
     if missing:
         raise ResultsError(f"{path}: no column {missing}")
-    incomplete = rows[COLUMNS[:-1]].isna().any(axis=1)
+    incomplete = rows[[c for c in columns if c not in (*OPTIONAL, "git_commit")]].isna().any(axis=1)
     if incomplete.any():
         line = int(np.flatnonzero(incomplete)[0]) + 3  # the metadata line, the column names, then rows
         raise ResultsError(f"{path}:{line}: a row with missing values; the file is damaged")
@@ -106,6 +114,16 @@ def read_results(path: str | os.PathLike, cut_ok: bool = False) -> tuple[dict, p
     meta, rows, cut = parse_results(path)
     if cut and not cut_ok:
         raise ResultsError(f"{path}: its last row was cut short; run the sweep again to redo that run")
+    return meta, rows
+
+
+def read_readouts(results_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """(metadata, rows) of a sweep's training-free readouts (ktlib.readouts); the metadata holds each
+    recipe's feature spread per level under "spread"."""
+    meta, rows, cut = parse_results(Path(results_dir) / READOUTS_FILE, READOUT_COLUMNS)
+    if cut:
+        raise ResultsError(f"{Path(results_dir) / READOUTS_FILE}: its last row was cut short; delete the file to "
+                           f"measure the readouts again")
     return meta, rows
 
 
@@ -160,6 +178,8 @@ def recorded_sources(results_dir: str | os.PathLike) -> list[tuple[Path, str]]:
         out.append((where / RESULTS_FILE, read_results(where / RESULTS_FILE, cut_ok=True)[0]["source"]["state_sha256"]))
     if (where / SOURCE_RECORD).exists():
         out.append((where / SOURCE_RECORD, read_source_record(where)["state_sha256"]))
+    if (where / READOUTS_FILE).exists():
+        out.append((where / READOUTS_FILE, read_readouts(where)[0]["source"]["state_sha256"]))
     return out
 
 

@@ -1,6 +1,8 @@
 """Train runs named by their keys and return one row each: by the plain path, or by the engine's groups."""
 from __future__ import annotations
 
+import copy
+import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,10 +14,10 @@ import torch
 from . import engine
 from .config import Config
 from .data import Subset
-from .model import Net, connections, trainable_parameters, training_flops
+from .model import LAYERS, Net, connections, trainable_parameters, training_flops
 from .results import RunKey, retained
 from .train import Converged, Epoch, Never, evaluate, predictions, train
-from .transfer import BASELINE, first_trained, transfer
+from .transfer import BASELINE, RECIPES, first_trained, layer_lrs, transfer
 
 
 @dataclass
@@ -26,15 +28,27 @@ class Task:
     trial_set: Callable[[int, int], tuple[Subset, int]]  # (k, trial) -> that trial's training set and seed
     test: tuple[torch.Tensor, torch.Tensor]              # the test images and labels
     codes: torch.Tensor                                  # the target classes' codes
-    random_source: Net | None = None                     # the untrained net random-frozen runs copy from
+    copies: dict[str, Net]                               # the nets the recipes copy from (transfer.COPIES)
+    source_test: tuple[torch.Tensor, torch.Tensor]       # held-out images and labels of the source classes
+    source_codes: torch.Tensor                           # the source classes' codes
 
     def copied_from(self, recipe: str) -> Net:
         """The net whose bottom layers a run of this recipe copies."""
-        if recipe != "random-frozen":
-            return self.source
-        if self.random_source is None:
-            raise ValueError("a random-frozen run needs the task's random_source")
-        return self.random_source
+        kind = RECIPES[recipe].copies
+        if kind not in self.copies:
+            raise ValueError(f"a {recipe} run needs the task's {kind!r} net")
+        return self.copies[kind]
+
+    def source_task_accuracy(self, run_net: Net, key: RunKey) -> float:
+        """The source net's held-out accuracy with its bottom n layers taken from a trained run: how much of
+        the source task a run that trains its copied layers forgets. NaN for a run whose copied layers stay
+        as they were copied."""
+        if key.n == 0 or not RECIPES[key.recipe].trains:
+            return float("nan")
+        hybrid = copy.deepcopy(self.source)
+        for name in LAYERS[:key.n]:
+            setattr(hybrid, name, getattr(run_net, name))
+        return evaluate(hybrid, *self.source_test, self.source_codes)[0]
 
 
 def grid(cfg: Config) -> list[RunKey]:
@@ -44,12 +58,31 @@ def grid(cfg: Config) -> list[RunKey]:
             for r in (cfg.recipes if n > 0 else [BASELINE])]
 
 
-def stopping_rule(cfg: Config) -> Converged | Never:
-    return Never() if cfg.stopping == "budget" else Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
+def stopping_rule(cfg: Config, set_size: int) -> Converged | Never:
+    """The configured rule for a training set of this many images: its patience and its minimum, counted in
+    optimiser steps, become epochs of this set."""
+    if cfg.stopping == "budget":
+        return Never()
+    steps = math.ceil(set_size / cfg.batch_size)  # per epoch
+    patience = cfg.patience if cfg.patience_unit == "epochs" else math.ceil(cfg.patience / steps)
+    return Converged(patience, cfg.min_improvement, cfg.loss_floor, math.ceil(cfg.min_steps / steps))
+
+
+def epoch_rule(cfg: Config, history: list[Epoch]) -> tuple[float, float]:
+    """Where the first record's rule (the configured patience in epochs, with no minimum) would have stopped this
+    run, replayed on its own history: (that epoch, the training accuracy then); NaNs when it would not have stopped
+    it by its last epoch, or the run does not train to convergence."""
+    if cfg.stopping != "converged" or cfg.patience_unit != "epochs":
+        return float("nan"), float("nan")
+    rule = Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
+    for end in range(1, len(history) + 1):
+        if rule(history[:end]):
+            return end, history[end - 1].train_accuracy
+    return float("nan"), float("nan")
 
 
 def row(key: RunKey, seed: int, history: list[Epoch], stopped_by: str, test_accuracy: float,
-        predicted: torch.Tensor) -> dict:
+        predicted: torch.Tensor, source_task_accuracy: float, replayed: tuple[float, float]) -> dict:
     """A finished run's row of the results file (all but the commit, which the sweep adds), and its test
     predictions under "predictions" (kept apart from the file's columns)."""
     last = history[-1]
@@ -57,7 +90,8 @@ def row(key: RunKey, seed: int, history: list[Epoch], stopped_by: str, test_accu
             "train_accuracy": last.train_accuracy, "train_loss": last.train_loss, "epochs": len(history),
             "stopped_by": stopped_by, "seconds": last.seconds,
             "trainable_parameters": trainable_parameters(first_trained(key.recipe, key.n)),
-            "predictions": predicted.numpy().astype("uint8")}
+            "source_task_accuracy": source_task_accuracy, "epoch_rule_epochs": replayed[0],
+            "epoch_rule_train_accuracy": replayed[1], "predictions": predicted.numpy().astype("uint8")}
 
 
 def plain(task: Task, keys: list[RunKey], on_row) -> None:
@@ -67,9 +101,11 @@ def plain(task: Task, keys: list[RunKey], on_row) -> None:
         train_set, seed = task.trial_set(key.k, key.trial)
         net = transfer(task.copied_from(key.recipe), key.n, seed, key.recipe)
         fit = train(net, torch.from_numpy(train_set.x), torch.from_numpy(train_set.y), task.codes, seed=seed,
-                    stop=stopping_rule(cfg), max_epochs=cfg.max_epochs, lr=cfg.lr, batch_size=cfg.batch_size)
+                    stop=stopping_rule(cfg, len(train_set.y)), max_epochs=cfg.max_epochs,
+                    lr=layer_lrs(key.recipe, key.n, cfg.lr), batch_size=cfg.batch_size)
         on_row(row(key, seed, fit.history, fit.stopped_by, evaluate(net, *task.test, task.codes)[0],
-                   predictions(net, task.test[0], task.codes)))
+                   predictions(net, task.test[0], task.codes), task.source_task_accuracy(net, key),
+                   epoch_rule(cfg, fit.history)))
 
 
 def group_cost(recipe: str, n: int, k: int) -> float:
@@ -112,16 +148,20 @@ def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: th
     torch.set_num_threads(1)  # a worker per core; one thread also keeps the numbers machine-independent
     out = []
 
+    nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
+    start = first_trained(recipe, n)
+
     def done(t: int, run: engine.Run) -> None:
-        out.append(row(RunKey(n, k, t, recipe), seeds[t], run.history, run.stopped_by, run.test_accuracy,
-                       run.predictions))
+        key = RunKey(n, k, t, recipe)
+        trained = engine.load(copy.deepcopy(nets[t]), start, run.weights)
+        out.append(row(key, seeds[t], run.history, run.stopped_by, run.test_accuracy, run.predictions,
+                       task.source_task_accuracy(trained, key), epoch_rule(cfg, run.history)))
         if on_row:
             on_row(out[-1])
 
-    nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
-    engine.train_runs(nets, first_trained(recipe, n), x, y, task.codes, seeds, stopping_rule(cfg), cfg.max_epochs,
-                      (test_x, task.test[1]), cfg.lr, cfg.batch_size, on_run=done, cancel=cancel,
-                      kernels=cfg.engine)
+    engine.train_runs(nets, start, x, y, task.codes, seeds, stopping_rule(cfg, y.shape[1]), cfg.max_epochs,
+                      (test_x, task.test[1]), layer_lrs(recipe, n, cfg.lr), cfg.batch_size, on_run=done,
+                      cancel=cancel, kernels=cfg.engine)
     return out
 
 

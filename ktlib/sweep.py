@@ -16,14 +16,15 @@ import torch
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
 from . import data as D
-from . import cluster, engine, runs, store
+from . import cluster, engine, readouts, runs, store
 from .config import Config, Purpose, derive_seed
 from .model import build, state_hash, target_codes
-from .results import (COLUMNS, PREDICTIONS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, RunKey, differences,
-                      experiment_differences, git_commit, keys, parse_results, read_predictions, read_results,
-                      read_source_record, recorded_sources, run_keys, versions, write_predictions, write_results,
-                      write_source_record)
+from .results import (COLUMNS, PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, RunKey,
+                      differences, experiment_differences, git_commit, keys, parse_results, read_predictions,
+                      read_readouts, read_results, read_source_record, recorded_sources, run_keys, versions,
+                      write_predictions, write_results, write_source_record)
 from .train import Fit, ReachAccuracy, evaluate, train
+from .transfer import RECIPES, copy_source
 
 
 @dataclass
@@ -74,17 +75,21 @@ class Experiment:
         seed = self.seed(Purpose.TRIAL, k, trial)
         return D.draw(self.data.train, self.split.target, k, seed), seed
 
-    def random_source(self) -> torch.nn.Module:
-        """The untrained net random-frozen runs copy from: drawn as a fresh initialisation is."""
-        return build(self.seed(Purpose.RANDOM_SOURCE), self.cfg.code_bits)
+    def copies(self, source: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        """The nets this configuration's recipes copy from: the trained source net, and the controls drawn
+        from it and this split's seeds (the random ones all from one draw, so they differ only in scale)."""
+        kinds = {RECIPES[r].copies for r in self.cfg.recipes} | {"trained"}
+        return {kind: copy_source(kind, source, self.seed(Purpose.SHUFFLE if kind == "shuffled"
+                                                          else Purpose.RANDOM_SOURCE)) for kind in sorted(kinds)}
 
     def task(self, source: torch.nn.Module) -> runs.Task:
         """What the runs of this experiment share, for a trainer."""
-        test = self.test_set()
+        test, held = self.test_set(), self.source_test_set()
         # each (k, trial) set drawn once: every n and recipe, and every group holding it, trains on the same
         sets = functools.lru_cache(maxsize=None)(self.trial_set)
         return runs.Task(self.cfg, source, sets, (torch.from_numpy(test.x), torch.from_numpy(test.y)),
-                         self.codes("target"), self.random_source())
+                         self.codes("target"), self.copies(source), (torch.from_numpy(held.x),
+                         torch.from_numpy(held.y)), self.codes("source"))
 
     def source_config(self) -> dict:
         """Everything that determines the source net: its fields of the config, its classes, the data."""
@@ -119,6 +124,11 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
         diff = experiment_differences(found[0], exp.record())
         if diff:
             raise RuntimeError(f"{path} holds runs of another experiment: {'; '.join(diff)}. "
+                               f"Choose another results_dir, or delete it.")
+    if (where / READOUTS_FILE).exists():
+        diff = experiment_differences(read_readouts(where)[0], exp.record())
+        if diff:
+            raise RuntimeError(f"{where / READOUTS_FILE} holds readouts of another experiment: {'; '.join(diff)}. "
                                f"Choose another results_dir, or delete it.")
     record = where / SOURCE_RECORD
     if record.exists():
@@ -267,6 +277,7 @@ def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, **
         if pool is not None:
             pool.check(cfg.engine)  # the cluster answers and its workers can run the engine: before any work
         sweep = Sweep(exp, progress)
+        sweep.read_out()
         try:
             if pool is None:
                 runs.train_runs(sweep.task, sweep.todo, sweep.save)
@@ -325,6 +336,16 @@ class Sweep:
             bar.total, bar.initial, bar.n = bar.total + len(self.grid), bar.initial + saved, bar.n + saved
             bar.refresh()
         self.bar = bar
+
+    def read_out(self) -> None:
+        """Measure the grid's training-free readouts (a few seconds of forward passes) unless they are saved."""
+        where = Path(self.cfg.results_dir)
+        if (where / READOUTS_FILE).exists():
+            meta, _ = read_readouts(where)
+            if meta["source"]["state_sha256"] == self.meta["source"]["state_sha256"]:
+                return
+        rows, spreads = readouts.measure(self.task)
+        write_results(where / READOUTS_FILE, {**self.meta, "spread": spreads}, rows)
 
     def save(self, result: dict) -> None:
         """Write one finished run: its predictions, then its row (the client is the files' only writer)."""

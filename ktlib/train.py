@@ -44,17 +44,19 @@ class Never:
 @dataclass(frozen=True)
 class Converged:
     """Stop on a fitted training set (100% accuracy and loss below `loss_floor`) or a loss plateau:
-    no relative improvement of `min_improvement` over the best loss for `patience` epochs."""
+    no relative improvement of `min_improvement` over the best loss for `patience` epochs, and not before
+    `min_epochs` epochs."""
     patience: int
     min_improvement: float
     loss_floor: float
+    min_epochs: int = 0
 
     def __call__(self, history: list[Epoch]) -> str | None:
         last = history[-1]
         if last.train_accuracy == 1.0 and last.train_loss < self.loss_floor:
             return "fit"
         losses = np.array([h.train_loss for h in history])
-        if len(losses) <= self.patience:
+        if len(losses) <= self.patience or len(losses) < self.min_epochs:
             return None
         best_before = losses[: -self.patience].min()
         return "plateau" if losses[-self.patience:].min() > best_before * (1 - self.min_improvement) else None
@@ -92,14 +94,20 @@ def predictions(net: Net, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 
 
 def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, seed: int, stop,
-          max_epochs: int, lr: float = 1e-3, batch_size: int = 32, on_epoch=None) -> Fit:
-    """Train the net's unfrozen layers by minibatch Adam on MSE, until `stop` or max_epochs says so."""
+          max_epochs: int, lr: float | list[float] = 1e-3, batch_size: int = 32, on_epoch=None) -> Fit:
+    """Train the net's unfrozen layers by minibatch Adam on MSE, until `stop` or max_epochs says so.
+
+    lr: one learning rate, or one per trained layer from the lowest up (transfer.layer_lrs)."""
     params = trainable(net)
     if not params:
         raise ValueError("the net has no trainable parameters")
-    opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
     n = frozen_levels(net)
+    if isinstance(lr, list) and len(set(lr)) > 1:  # a group per layer: Adam's steps are per parameter anyway
+        opt = torch.optim.Adam([{"params": trainable(layer), "lr": rate}
+                                for layer, rate in zip(net.layers()[n:], lr, strict=True)])
+    else:
+        opt = torch.optim.Adam(params, lr=lr[0] if isinstance(lr, list) else lr)
+    gen = torch.Generator().manual_seed(seed)
     target = codes[y]
     history, start = [], time.perf_counter()
     while True:

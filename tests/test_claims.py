@@ -7,6 +7,7 @@ import pytest
 from ktlib import claims as C
 from ktlib.model import PAPER_FREE_PARAMETERS, build, free_parameters
 from ktlib.sweep import COLUMNS, write_results
+from ktlib.transfer import TUNED
 
 
 def grid(acc, epochs=lambda n, k, t: 100, sizes=(1, 5, 10, 20, 40), levels=range(6), trials=5,
@@ -90,7 +91,7 @@ def test_the_curves_lie_in_the_order_of_k_only_if_every_step_up_is_positive():
 def test_fine_tuning_is_better_only_if_clearly_so_at_each_size():
     frozen = grid(paper_like)
     tuned = grid(lambda n, k, t: paper_like(n, k, t) + (0.03 if k == 1 else 0.0)).query("n > 0")
-    rows = pd.concat([frozen, tuned.assign(recipe="fine-tuned")])
+    rows = pd.concat([frozen, tuned.assign(recipe=TUNED)])
     claim = C.claim_fine_tuning(rows)
     assert claim.verdict == "partly" and "clear at k in [1]" in claim.measured
     assert C.sweep_claims(frozen, C.STUDY_CLAIMS)[0].verdict == "not measured"  # no fine-tuned runs
@@ -122,7 +123,8 @@ def record(tmp_path, rows, meta):
     """rows as a whole results file: the columns a grid here leaves out get placeholder values."""
     path = tmp_path / "sweep.csv"
     filler = {"retained": "-", "seed": 0, "train_accuracy": 1.0, "train_loss": 0.0, "stopped_by": "fit",
-              "trainable_parameters": 0, "git_commit": "-"}
+              "trainable_parameters": 0, "source_task_accuracy": None, "epoch_rule_epochs": None,
+              "epoch_rule_train_accuracy": None, "git_commit": "-"}
     write_results(path, meta, rows.assign(**{c: v for c, v in filler.items() if c not in rows})[COLUMNS])
     return path
 
@@ -157,6 +159,9 @@ def test_record_of_another_experiment_is_not_compared_and_the_fields_are_named(t
         "comparable": False,
         "reason": "the record is another experiment: config.seed (0 there, 1 now); target_classes ('cd' there, 'ce' now)"}
     assert not C.compare_with_record(grid(paper_like), META, tmp_path / "none.csv")["comparable"]
+    older = tmp_path / "older.csv"
+    older.write_text(path.read_text().replace("source_task_accuracy,", "lost,"))
+    assert "no column ['source_task_accuracy']" in C.compare_with_record(grid(paper_like), META, older)["reason"]
     assert C.compare_with_record(grid(paper_like, trials=4), META, path)["reason"] == \
         "the record has 150 runs, this sweep 120"
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ktlib import engine
 from ktlib.model import LAYERS, build, target_codes
 from ktlib.train import ReachAccuracy, evaluate, train
-from ktlib.transfer import trainable, transfer
+from ktlib.transfer import RECIPES, layer_lrs, trainable, transfer
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +189,50 @@ def test_fine_tuning_follows_the_plain_path(source, n, kernels):
     diff = (run.weights - weights(plain)).abs()
     assert diff.max() < 0.25e-3 and diff.mean() < 1e-6
     assert run.test_accuracy == evaluate(plain, xt, yt, codes)[0]
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("recipe, n", [("fine-tuned-lr0.1", 2), ("fine-tuned-lr0.01", 5)])
+def test_fine_tuning_the_copied_layers_at_a_lower_rate_follows_the_plain_path(source, recipe, n, kernels):
+    """The copied layers at a share of the rate: a parameter group of their own in both paths."""
+    x, y, codes = toy()
+    xt, yt, _ = toy(seed=1)
+    never, lrs = ReachAccuracy(1.01), layer_lrs(recipe, n, 1e-3)
+    assert lrs[:n] == [pytest.approx(RECIPES[recipe].lr_factor * 1e-3)] * n and lrs[n:] == [1e-3] * (6 - n)
+    plain = transfer(source, n, 3, recipe)
+    history = train(plain, x, y, codes, seed=3, stop=never, max_epochs=3, lr=lrs, batch_size=8).history
+    run, = engine.train_runs([transfer(source, n, 3, recipe)], 0, x[None], y[None], codes, [3], never, 3,
+                             (xt, yt), lr=lrs, batch_size=8, kernels=kernels)
+    assert [h.train_loss for h in run.history] == pytest.approx([h.train_loss for h in history], rel=1e-5)
+    diff = (run.weights - weights(plain)).abs()
+    assert diff.max() < 0.25e-3 and diff.mean() < 1e-6
+    moved = (weights(plain) - weights(transfer(source, n, 3, recipe))).abs()
+    copied = sum(p.numel() for layer in LAYERS[:n] for p in getattr(plain, layer).parameters())
+    fast = transfer(source, n, 3, "fine-tuned")
+    train(fast, x, y, codes, seed=3, stop=never, max_epochs=3, batch_size=8)
+    assert moved[:copied].abs().max() < (weights(fast) - weights(transfer(source, n, 3, recipe)))[:copied].abs().max()
+
+
+def test_adam_with_a_slower_segment_drops_a_stopped_run_and_steps_the_rest_as_torch_does():
+    """The engine's Adam with two rates, one run dropped after a step, against torch's Adam on each run alone."""
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(2, 7, generator=g)
+    grads = [torch.randn(2, 7, generator=g) for _ in range(3)]
+    opt = engine.Adam(theta.clone(), [(3, 1e-4), (4, 1e-3)])
+    kept = opt.theta
+    for i, grad in enumerate(grads):
+        if i == 2:
+            kept = opt.keep(torch.tensor([1]))
+            grad = grad[1:]
+        opt.step(grad.clone())
+    alone = theta[1:].clone()
+    low, high = alone[:, :3].clone(), alone[:, 3:].clone()
+    ref = torch.optim.Adam([{"params": [low], "lr": 1e-4 * engine.ZS}, {"params": [high], "lr": 1e-3 * engine.ZS}],
+                           eps=1e-8 / engine.ZS, fused=True)
+    for grad in grads:
+        low.grad, high.grad = grad[1:, :3].clone(), grad[1:, 3:].clone()
+        ref.step()
+    assert torch.equal(kept, torch.cat([low, high], 1))
 
 
 def test_a_runs_predictions_are_its_test_accuracy(source):

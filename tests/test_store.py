@@ -18,9 +18,9 @@ import json, sys
 from ktlib import cli, sweep
 sys.stdin.readline()
 write = sweep.write_results
-def write_then_pause(*args):
-    write(*args)
-    if not write_then_pause.paused:
+def write_then_pause(path, *args):
+    write(path, *args)
+    if not write_then_pause.paused and path.name == "sweep.csv":  # not the readouts, written before any run
         write_then_pause.paused = True
         sys.stdin.readline()
 write_then_pause.paused = False

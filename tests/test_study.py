@@ -8,10 +8,13 @@ import pytest
 from ktlib import claims as C
 from ktlib import controls, errors
 from ktlib.intervals import Cube, bootstrap, curve
-from ktlib.transfer import BASELINE, RECIPES
+from ktlib.transfer import BASELINE, RECIPES, TUNED
 
 
-def study_rows(acc, splits=4, trials=5, levels=range(6), sizes=(1, 5, 10, 20, 40), recipes=RECIPES):
+CORE = ["frozen", TUNED, "random-matched", "shuffled"]
+
+
+def study_rows(acc, splits=4, trials=5, levels=range(6), sizes=(1, 5, 10, 20, 40), recipes=CORE):
     """Tidy study rows with test accuracy acc(recipe, n, k, split, trial); the n=0 runs once, as stored."""
     out = []
     for split, trial, n, k in itertools.product(range(splits), range(trials), levels, sizes):
@@ -25,7 +28,7 @@ def study_rows(acc, splits=4, trials=5, levels=range(6), sizes=(1, 5, 10, 20, 40
 
 def test_the_n0_runs_are_shared_by_every_recipes_curve():
     rows = study_rows(lambda r, n, k, s, t: 0.5, splits=1, levels=[0, 5], sizes=[1])
-    for recipe in RECIPES:
+    for recipe in CORE:
         c = curve(rows, recipe)
         assert set(c.recipe) == {recipe} and (c.n == 0).sum() == 5 and (c.n == 5).sum() == 5
 
@@ -58,24 +61,26 @@ def test_the_same_seed_gives_the_same_intervals():
 
 
 def knowledge_rows(split_fails: int | None = None):
-    """Frozen transfer helps at every n, random-frozen hurts, fine-tuning helps most; in one split (if
-    given) the curves are flat, so the claims fail there."""
+    """Frozen transfer helps at every n, the random control hurts, shuffled does nothing, fine-tuning helps most; in
+    one split (if given) the curves are flat, so the claims fail there."""
     def acc(recipe, n, k, s, t):
         base = {1: 0.3, 5: 0.5, 10: 0.6, 20: 0.65, 40: 0.7}[k] + 0.001 * t
         if s == split_fails:
             return base
-        bonus = {"frozen": 0.02, "random-frozen": -0.02, "fine-tuned": 0.04}[recipe] * n * (1 if k == 1 else 0.3)
-        return base + bonus
+        per_level = {"frozen": 0.02, "random-matched": -0.02, "shuffled": 0, TUNED: 0.04}[recipe]
+        return base + per_level * n * (1 if k == 1 else 0.3)
     return study_rows(acc)
 
 
 def test_the_controls_separate_knowledge_from_capacity():
     table = controls.intervals(Cube.of(knowledge_rows()), {}, 200, 0)
-    knowledge = controls.part(table, "knowledge").loc[(5, 1)]
-    assert knowledge.estimate == pytest.approx(0.2)  # frozen +0.10, random-frozen -0.10 at n=5, k=1
+    knowledge = controls.part(table, "knowledge")
+    assert knowledge.loc[("random-matched", 5, 1)].estimate == pytest.approx(0.2)  # frozen +0.10, control -0.10
+    assert knowledge.loc[("shuffled", 5, 1)].estimate == pytest.approx(0.1)
     gain = controls.part(table, "gain")
-    assert gain.loc[("random-frozen", 5, 1)].estimate == pytest.approx(-0.1)
-    assert controls.part(table, "tuning").loc[(5, 1)].estimate == pytest.approx(0.1)
+    assert gain.loc[("random-matched", 5, 1)].estimate == pytest.approx(-0.1)
+    assert controls.part(table, "tuning").loc[(TUNED, 5, 1)].estimate == pytest.approx(0.1)
+    assert controls.part(table, "best-tuning").loc[(TUNED, 1)].estimate == pytest.approx(0.1)
 
 
 def test_each_claim_is_judged_on_each_split_and_tallied():
@@ -127,13 +132,50 @@ def test_case_pairs_and_the_errors_that_swap_case():
     assert s["lost_to_case"] == pytest.approx(2 / 5) and s["other_accuracy"] == 1.0
 
 
-def test_the_capacity_sentence_follows_the_random_controls_intervals():
-    hurts = controls.intervals(Cube.of(knowledge_rows()), {}, 100, 0)
-    assert "lowers accuracy at every n" in controls.capacity_sentence(hurts, 1)
-    helps = study_rows(lambda r, n, k, s, t: 0.3 + 0.001 * t + (0.05 * n if r != "fine-tuned" else 0), levels=[0, 1],
-                       sizes=[1])
-    table = controls.intervals(Cube.of(helps), {}, 100, 0)
-    assert controls.capacity_sentence(table, 1).startswith("Freezing random layers raises accuracy at n in [1]")
+def test_a_run_is_dead_at_twice_chance_and_the_epoch_rule_replay_counts_before():
+    rows = pd.DataFrame({"recipe": ["frozen"] * 4, "n": [5] * 4, "k": [1] * 4,
+                         "train_accuracy": [0.1, 0.11, 1.0, 1.0], "stopped_by": ["plateau", "plateau", "fit", "cap"],
+                         "epoch_rule_train_accuracy": [0.05, 0.05, 0.05, float("nan")]})
+    table = controls.instruments(rows, classes=20).loc[("frozen", 5, 1)]
+    assert (table.runs, table.dead, table.dead_before, table.cap) == (4, 1, 3, 1)
+
+
+def test_the_chosen_control_is_the_random_one_whose_spread_is_nearest_the_trained_nets():
+    spreads = pd.DataFrame([{"split": 0, "n": n, "recipe": r, "spread": v * (n + 1)}
+                            for n in range(6) for r, v in [("frozen", 1.0), ("random-matched", 0.8),
+                                                           ("random-normal", 1.5), ("random-lecun", 0.01),
+                                                           ("shuffled", 1.0)]])
+    assert controls.chosen_control(spreads) == "random-matched"  # shuffled is not a random control
+    assert controls.chosen_control(spreads.assign(spread=lambda d: d.spread.where(d.recipe != "random-normal",
+                                                                                   0.9 * (d.n + 1)))) == "random-normal"
+
+
+def test_the_chosen_rate_is_the_fine_tuning_recipe_with_the_best_mean():
+    rows = study_rows(lambda r, n, k, s, t: {"fine-tuned": 0.5, "fine-tuned-lr0.01": 0.52}.get(r, 0.6),
+                      recipes=["frozen", "fine-tuned", "fine-tuned-lr0.01"], splits=1)
+    assert controls.chosen_rate(rows) == "fine-tuned-lr0.01"  # frozen is higher, but does not fine-tune
+
+
+def test_readouts_agree_in_direction_where_both_intervals_exclude_zero():
+    rows = knowledge_rows()
+    table = controls.intervals(Cube.of(rows), {}, 100, 0)
+    readouts = pd.concat([rows[rows.recipe != TUNED].assign(readout=rule) for rule in ("nearest-mean", "other")])
+    flipped = readouts.assign(test_accuracy=lambda d: d.test_accuracy.where(
+        (d.readout != "other") | (d.recipe != "random-matched"), d.test_accuracy + 0.5))
+    read = controls.readout_intervals(flipped, 100, 0)
+    agree = controls.agreement(table, read)
+    assert agree.loc[("random-matched", 5, 1), "nearest-mean agrees"]
+    assert not agree.loc[("random-matched", 5, 1), "other agrees"]  # the control now reads out better
+    assert agree.loc[("shuffled", 5, 1), "other agrees"]
+
+
+def test_forgetting_is_the_source_accuracy_lost_with_the_runs_copied_layers():
+    rows = knowledge_rows()
+    rows["source_task_accuracy"] = np.where(rows.recipe == TUNED, 0.9 - 0.01 * rows.n, np.nan)
+    table = controls.forgetting_intervals(rows, pd.Series(0.9, index=range(4)), 100, 0)
+    lost = controls.part(table, "forgetting")
+    assert lost.loc[(TUNED, 5, 1)].estimate == pytest.approx(0.05)
+    assert set(lost.index.get_level_values("recipe")) == {TUNED}
 
 
 def test_the_variants_sentence_counts_the_pairs_that_changed():

@@ -14,7 +14,7 @@ import pytest
 
 import ktlib
 from ktlib import cli, config, results, runs, study, sweep
-from ktlib.transfer import BASELINE, RECIPES
+from ktlib.transfer import BASELINE, RECIPES, TUNED, transfer
 from ktlib.config import Purpose, derive_seed
 from ktlib import data as D
 from ktlib.data import DATA_DIR_ENV
@@ -136,8 +136,8 @@ def test_split_zero_is_the_seeds_own_and_other_splits_draw_their_own(tmp_path, d
 
 
 def test_each_recipe_runs_every_n_above_zero_and_the_n0_runs_are_shared():
-    cfg = ktlib.Config(levels=[0, 2, 5], sizes=[1, 5], trials=2, recipes=["fine-tuned", "frozen", "random-frozen"])
-    assert cfg.recipes == list(RECIPES)  # in one order, whatever order they were given in
+    cfg = ktlib.Config(levels=[0, 2, 5], sizes=[1, 5], trials=2, recipes=["shuffled", "fine-tuned", "frozen"])
+    assert cfg.recipes == ["frozen", "fine-tuned", "shuffled"]  # in RECIPES' order, whatever order they were given in
     grid = runs.grid(cfg)
     assert len(grid) == len(set(grid)) == 2 * 2 * (1 + 2 * 3)
     assert {key.recipe for key in grid if key.n == 0} == {BASELINE}
@@ -145,7 +145,7 @@ def test_each_recipe_runs_every_n_above_zero_and_the_n0_runs_are_shared():
         ktlib.Config(recipes=["thawed"])
 
 
-def test_a_record_made_before_recipes_and_splits_existed_is_the_same_experiment():
+def test_the_plain_record_is_todays_plain_experiment_and_another_with_more_recipes():
     meta, rows = ktlib.read_results(results.record_path("paper", "plain"))
     assert (rows.recipe == BASELINE).all()
     today = ktlib.Config(engine="plain").experiment()
@@ -286,7 +286,7 @@ def test_a_results_file_whose_last_row_was_cut_is_detected_and_the_run_redone(tm
         ktlib.read_results(path)
     again = ktlib.run(cfg, progress=False)
     assert "its last row was cut short; that run is done again" in capfd.readouterr().err
-    assert again[NUMBERS].equals(whole[NUMBERS]) and not again.isna().any().any()
+    assert again[NUMBERS].equals(whole[NUMBERS]) and not again.drop(columns=list(results.OPTIONAL)).isna().any().any()
 
 
 def test_a_damaged_row_inside_a_results_file_is_an_error_naming_the_line(tmp_path, data_dir):
@@ -430,7 +430,7 @@ def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypat
 def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir, recipes=list(RECIPES), sizes=[1])
     rows = ktlib.run(cfg, progress=False)
-    assert set(rows.recipe) == set(RECIPES) and len(rows) == 2 * (1 + 2 * 3)
+    assert set(rows.recipe) == set(RECIPES) and len(rows) == 2 * (1 + 2 * len(RECIPES))
     keys, predicted, labels = results.read_predictions(cfg.results_dir)
     assert predicted.shape == (len(rows), 20 * cfg.test_per_class) and predicted.dtype == np.uint8
     accuracy = pd.DataFrame({**keys, "from_predictions": (predicted == labels).mean(1)})
@@ -439,11 +439,30 @@ def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(
     assert np.allclose(both.test_accuracy, both.from_predictions, atol=1e-6)
 
 
-def test_fine_tuned_runs_train_every_parameter_and_random_frozen_ones_the_frozen_count(tmp_path, data_dir):
+def test_fine_tuned_runs_train_every_parameter_and_the_controls_the_frozen_count(tmp_path, data_dir):
     rows = ktlib.run(small(tmp_path, data_dir, recipes=list(RECIPES), sizes=[1], trials=1), progress=False)
     count = rows.set_index(["recipe", "n"]).trainable_parameters
-    assert count["fine-tuned", 3] == count["fine-tuned", 5] == count[BASELINE, 0] == sum(PAPER_FREE_PARAMETERS.values())
-    assert count["random-frozen", 3] == count["frozen", 3] < count[BASELINE, 0]
+    total = sum(PAPER_FREE_PARAMETERS.values())
+    for recipe in RECIPES:
+        expected = total if RECIPES[recipe].trains else count["frozen", 3]
+        assert count[recipe, 3] == expected and count[BASELINE, 0] == total
+    assert count["frozen", 3] < total
+
+
+def test_only_runs_that_train_copied_layers_measure_the_source_task(tmp_path, data_dir):
+    rows = ktlib.run(small(tmp_path, data_dir, recipes=list(RECIPES), sizes=[1], trials=1), progress=False)
+    measured = rows.source_task_accuracy.notna()
+    assert (measured == rows.recipe.map(lambda r: RECIPES[r].trains) & (rows.n > 0)).all()
+    assert rows[measured].source_task_accuracy.between(0, 1).all()
+
+
+def test_copied_layers_that_have_not_trained_yet_forget_nothing_of_the_source_task(tmp_path, data_dir):
+    exp, source, info = sweep.prepare(small(tmp_path, data_dir, recipes=[TUNED]), progress=False)
+    task = exp.task(source)
+    for n in (1, 5):
+        untrained = transfer(source, n, seed=3, recipe=TUNED)
+        assert task.source_task_accuracy(untrained, results.RunKey(n, 1, 0, TUNED)) == info["held_out_accuracy"]
+    assert np.isnan(task.source_task_accuracy(transfer(source, 5, seed=3), results.RunKey(5, 1, 0, "frozen")))
 
 
 def test_the_engine_trains_the_source_net_as_the_plain_loop_does(tmp_path, data_dir):
@@ -459,9 +478,17 @@ def test_a_study_runs_every_split_recipe_and_variant_and_resumes_without_retrain
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path))
     plan = study.Study.of(cfg)
     rows = plan.run(progress=False)
-    assert rows.groupby("variant").split.nunique().to_dict() == {"baseline": 2, "budget": 1, "one-of-n": 1}
-    assert set(rows[rows.variant == "baseline"].recipe) == set(RECIPES)
-    assert set(rows[rows.variant != "baseline"].recipe) == {BASELINE}
+    assert rows.groupby("variant").split.nunique().to_dict() == {"baseline": 2, **{p: 1 for p in study.PARTS[1:]}}
+    assert set(rows[rows.variant == "baseline"].recipe) == set(study.CORE)
+    probes = rows[rows.variant == "probes"]
+    assert set(probes.recipe) == set(study.PROBES) and (probes.n > 0).all()  # their n=0 runs: the baseline's
+    assert set(study.with_probes(rows, plan.variant_splits).recipe) == set(RECIPES)
+    assert set(rows[rows.variant.isin(study.VARIANTS)].recipe) == {BASELINE}
+    readouts = study.readouts(plan.root)
+    assert set(readouts.readout) == {"nearest-mean", "nearest-neighbour"}
+    frozen_kinds = {r for r in RECIPES if not RECIPES[r].trains}  # the recipes whose features stay as copied
+    assert set(readouts[readouts.variant == "baseline"].recipe) == frozen_kinds & set(study.CORE)
+    assert set(study.with_probes(readouts, plan.variant_splits).recipe) == frozen_kinds
     budget = rows[rows.variant == "budget"]
     assert (budget.epochs == study.BUDGET_EPOCHS).all() and (budget.stopped_by == "cap").all()
     nets = study.sources(plan.root)

@@ -4,7 +4,7 @@ import torch
 
 from ktlib.model import LAYERS, build
 from ktlib.train import Converged, train
-from ktlib.transfer import frozen_levels, transfer, trainable
+from ktlib.transfer import copy_source, frozen_levels, transfer, trainable
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,56 @@ def test_fine_tuned_copies_the_bottom_layers_and_trains_them_with_the_rest(sourc
 def test_an_unknown_recipe_is_refused(source):
     with pytest.raises(ValueError, match="recipe must be one of"):
         transfer(source, 2, seed=0, recipe="thawed")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A net whose weights are not those of an initialisation: every tensor scaled and shifted by its own amount."""
+    net = build(7)
+    with torch.no_grad():
+        for i, p in enumerate(net.parameters()):
+            p.mul_(1.5 + 0.7 * i).add_(0.01 * i)
+        net.C3.weight.mul_(net.C3.mask)
+    return net
+
+
+def real(net, layer, name):
+    """A layer's tensor's real entries: C3's connection table leaves some of its weights out."""
+    t = getattr(net, layer).get_parameter(name).detach()
+    return t[net.C3.mask.bool()] if (layer, name) == ("C3", "weight") else t.flatten()
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_the_shuffled_control_holds_each_trained_tensors_values_exactly_in_other_places(trained, layer):
+    shuffled = copy_source("shuffled", trained, seed=5)
+    for name, _ in getattr(trained, layer).named_parameters():
+        mine, theirs = real(shuffled, layer, name), real(trained, layer, name)
+        assert torch.equal(mine.sort().values, theirs.sort().values)  # the same multiset
+        if mine.numel() > 10:
+            assert not torch.equal(mine, theirs)                      # in other places
+    assert torch.equal(shuffled.C3.weight * (1 - shuffled.C3.mask), torch.zeros_like(shuffled.C3.weight))
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_the_scale_matched_control_has_each_layers_spread_within_five_percent_of_the_trained_nets(trained, layer):
+    matched, lecun = copy_source("random-matched", trained, seed=5), copy_source("random-lecun", trained, seed=5)
+    for name, _ in getattr(trained, layer).named_parameters():
+        mine, theirs = real(matched, layer, name), real(trained, layer, name)
+        assert abs(mine.std() / theirs.std() - 1) < 0.05, name
+        ratio = mine / real(lecun, layer, name)  # the random-lecun draw, rescaled: only the scale is the trained net's
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio))
+
+
+def test_lecun_normal_weights_have_variance_one_over_the_fan_in_and_no_bias(trained):
+    net = copy_source("random-normal", trained, seed=5)
+    assert net.C5.weight.std().item() == pytest.approx((16 * 25) ** -0.5, rel=0.05)
+    assert net.C1.weight.std().item() == pytest.approx(25 ** -0.5, rel=0.15)
+    assert all(torch.equal(getattr(net, layer).bias, torch.zeros_like(getattr(net, layer).bias)) for layer in LAYERS)
+
+
+def test_the_lecun_scale_control_is_a_fresh_initialisation_and_trained_is_the_net_itself(trained):
+    assert all(torch.equal(a, b) for a, b in zip(copy_source("random-lecun", trained, 5).state_dict().values(),
+                                                 build(5).state_dict().values()))
+    assert copy_source("trained", trained, 5) is trained
+    with pytest.raises(ValueError, match="a recipe copies one of"):
+        copy_source("thawed", trained, 5)

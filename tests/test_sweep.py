@@ -334,8 +334,16 @@ def test_the_cli_refuses_bad_values_before_any_work(tmp_path, smoke_data, option
     assert not (tmp_path / "r").exists()
 
 
+# The child waits a second before each group of runs, so that the test's signal lands mid-sweep however busy
+# the machine is (on a loaded one, every run had finished before the signal, which then only stopped the saving).
 CHILD = """
-import json, sys, ktlib
+import json, sys, time, ktlib
+from ktlib import runs
+train_group = runs.train_group
+def slow_group(*args, **kwargs):
+    time.sleep(1.0)
+    return train_group(*args, **kwargs)
+runs.train_group = slow_group
 ktlib.run(ktlib.Config.for_profile("smoke", **json.loads(sys.argv[1])), progress=False)
 """
 

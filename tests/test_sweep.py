@@ -334,11 +334,13 @@ def test_the_cli_refuses_bad_values_before_any_work(tmp_path, smoke_data, option
     assert not (tmp_path / "r").exists()
 
 
-# The child waits a second before each group of runs, so that the test's signal lands mid-sweep however busy
-# the machine is (on a loaded one, every run had finished before the signal, which then only stopped the saving).
+# The child takes SIGINT as a terminal's Ctrl-C would, even when the tests run as a shell's background job, which
+# starts with SIGINT ignored (the test then failed: the child never saw the signal and finished with 0). It waits a
+# second before each group of runs, so that the signal lands mid-sweep however fast or busy the machine is.
 CHILD = """
-import json, sys, time, ktlib
+import json, signal, sys, time, ktlib
 from ktlib import runs
+signal.signal(signal.SIGINT, signal.default_int_handler)
 train_group = runs.train_group
 def slow_group(*args, **kwargs):
     time.sleep(1.0)

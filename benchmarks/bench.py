@@ -99,8 +99,8 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
                 rate[(recipe, n)] = flops[(recipe, n)] / seconds[(recipe, n)]
                 gflops = rate[(recipe, n)] / 1e9
                 print(f"  {recipe:18} n={n} {len(keys):3} runs x {epochs} epochs: training "
-                      f"{seconds[(recipe, n)]:6.1f} s {gflops:6.1f} GFLOP/s {100 * gflops / peak:5.1f}% of the peak; setup and test "
-                      f"{elapsed - seconds[(recipe, n)]:5.1f} s", flush=True)
+                      f"{seconds[(recipe, n)]:6.1f} s {gflops:6.1f} GFLOP/s {100 * gflops / peak:5.1f}% of the peak; "
+                      f"setup and test {elapsed - seconds[(recipe, n)]:5.1f} s", flush=True)
     share = {r: sum(f for (q, _), f in flops.items() if q == r) / sum(s for (q, _), s in seconds.items() if q == r)
              / 1e9 / peak for r in dict.fromkeys(q for q, _ in rate)}
     print("\nper recipe, all n: " + ", ".join(f"{r} {100 * x:.1f}%" for r, x in share.items()) + " of the peak")

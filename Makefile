@@ -79,8 +79,9 @@ plain-record: install data
 	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain
 
 # The plain path against the engine on the paper's 150 runs (about 17 minutes; seconds, ratios, GFLOP/s), then
-# the study's cost per recipe and variant on one class split (about 5 minutes), then that split on a Dask
-# LocalCluster of 1 and 2 worker processes and the study projected onto 16 and 64 (about 13 minutes).
+# each recipe's rate on one class split at a fixed number of epochs and the study projected from it (about 6
+# minutes), then that split on a Dask LocalCluster of 1 and 2 worker processes and the study projected onto 16
+# and 64 (the split three times over).
 bench: install data
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench.py --study

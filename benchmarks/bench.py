@@ -3,7 +3,7 @@
     python benchmarks/bench.py                    # the paper's 150 runs (the plain path takes ~15 min)
     python benchmarks/bench.py --sizes 1 5 10     # a slice: every n and trial, the three smallest k
     python benchmarks/bench.py --engines plain batched native   # also the engine without its C kernels
-    python benchmarks/bench.py --study            # the study's cost per recipe and variant, on one split
+    python benchmarks/bench.py --study            # each recipe's share of the peak; the study's time from them
     python benchmarks/bench.py --cluster          # one split's runs on a Dask LocalCluster of 1, then 2 workers
 
 Every path trains the same runs (same source net, data, seeds and stopping rule). Each runs n by n
@@ -50,62 +50,81 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def run_flops(r: dict, cfg: ktlib.Config, conn=None) -> float:
+    """One run's useful FLOPs: its training steps and per-epoch evaluations on its training set, and its final
+    test."""
+    conn = conn or connections()
+    start = first_trained(r["recipe"], r["n"])
+    return (r["epochs"] * r["k"] * cfg.n_classes * (training_flops(conn, start) + forward_flops(conn, start))
+            + cfg.n_classes * cfg.test_per_class * forward_flops(conn, start))
+
+
 def useful_flops(rows: list[dict], cfg: ktlib.Config) -> float:
-    """Training steps and per-epoch evaluations on each run's training set, and its final test."""
+    """The runs' useful FLOPs (run_flops), summed."""
     conn = connections()
-    total = 0.0
-    for r in rows:
-        images = r["k"] * cfg.n_classes
-        start = first_trained(r["recipe"], r["n"])
-        total += r["epochs"] * images * (training_flops(conn, start) + forward_flops(conn, start))
-        total += cfg.n_classes * cfg.test_per_class * forward_flops(conn, start)
-    return total
+    return sum(run_flops(r, cfg, conn) for r in rows)
 
 
-def study_cost(data_dir: str | None, workers: int | None) -> None:
-    """The study's cost on one class split, part by part, with the native engine: each sweep of split 0 (a
-    fresh source net, its training-free readouts, then its runs by recipe), each part's useful GFLOP/s as a share
-    of the matmul peak timed in this run, and from these the whole study's time."""
-    peak = matmul_peak()
-    print(f"matmul peak: {peak:.1f} GFLOP/s (4096x4096 fp32, {torch.get_num_threads()} threads)")
+def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs: int) -> None:
+    """Each recipe's useful GFLOP/s on one core, as a share of one core's part of the matmul peak timed in this
+    run, by n, from every run of split 0 trained for a fixed number of epochs; and from these rates and the
+    epochs each run of the committed study took, the study's time, part by part. A run's time is its FLOPs at
+    its recipe's rate at its n, plus its share of its group's setup (copying nets, features, the final test):
+    the stopping rule decides how many epochs, the kernels how fast each goes."""
+    peak = matmul_peak() / torch.get_num_threads()  # per core: the engine runs a group on one thread
+    print(f"matmul peak: {peak:.1f} GFLOP/s per core (4096x4096 fp32, {torch.get_num_threads()} threads)")
     plan = study.Study.of(ktlib.Config(data_dir=data_dir, workers=workers))
-    cost, share = {}, {}
+    rate, setup, fixed, flops, seconds = {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant, cfg in plan.configs():
-            if cfg.split != 0:
-                continue
-            cfg = dataclasses.replace(cfg, results_dir=f"{tmp}/{variant}")
+        for part in ("baseline", "probes"):  # between them, every recipe
+            cfg = next(c for p, c in plan.configs() if p == part and c.split == 0)
+            cfg = dataclasses.replace(cfg, results_dir=f"{tmp}/{part}", stopping="budget", max_epochs=epochs,
+                                      workers=1)
             start = time.perf_counter()
-            exp, source, info = sweep.prepare(cfg, progress=False)
-            cost[(variant, "source net")] = time.perf_counter() - start
+            exp, source, _ = sweep.prepare(cfg, progress=False)
+            fixed[(part, "source net")] = time.perf_counter() - start
             task, grid = exp.task(source), runs.grid(cfg)
             start = time.perf_counter()
             readouts.measure(task)
-            cost[(variant, "readouts")] = time.perf_counter() - start
-            parts = {"n=0 (shared)": [g for g in grid if g.n == 0]}
-            parts.update({r: [g for g in grid if g.n > 0 and g.recipe == r] for r in cfg.recipes})
-            for part, keys in parts.items():
-                if not keys:  # the probes' n=0 runs are the baseline's
-                    continue
+            fixed[(part, "readouts")] = time.perf_counter() - start
+            for recipe, n in sorted({(g.recipe, g.n) for g in grid}, key=lambda g: (list(RECIPES).index(g[0]), g[1])):
+                keys = [g for g in grid if (g.recipe, g.n) == (recipe, n)]
                 start = time.perf_counter()
                 rows = runs.train_runs(task, keys)
-                cost[(variant, part)] = time.perf_counter() - start
-                share[(variant, part)] = useful_flops(rows, cfg) / cost[(variant, part)] / 1e9 / peak
-                print(f"  {variant:14} {part:18} {len(keys):4} runs {cost[(variant, part)]:7.1f} s "
-                      f"{100 * share[(variant, part)]:5.1f}% of the matmul peak", flush=True)
-    per_part = {part: sum(s for (v, _), s in cost.items() if v == part) for part in study.PARTS}
-    variants = {v: per_part[v] for v in study.VARIANTS}
-    total = plan.splits * per_part["baseline"] + plan.variant_splits * (per_part["probes"] + sum(variants.values()))
-    print(f"\none split: the baseline (the recipes run on every split) {per_part['baseline']:.0f} s; the probes "
-          f"{per_part['probes']:.0f} s; " + ", ".join(f"the {v} variant {s:.0f} s" for v, s in variants.items()))
-    print(f"the study ({plan.splits} splits; probes and variants on {plan.variant_splits}), projected from split 0: "
-          f"{total / 60:.1f} min on {plan.cfg.worker_count()} workers")
-    print("share of the projected study: " + ", ".join(
-        f"{v} {p} {100 * s * (plan.splits if v == 'baseline' else plan.variant_splits) / total:.0f}%"
-        for (v, p), s in cost.items() if v in ("baseline", "probes") and s > 0.5))
-    recipes = {p: share[(v, p)] for (v, p) in share if v in ("baseline", "probes") and p in RECIPES}
-    low = [r for r, x in recipes.items() if x < recipes[BASELINE] / 2]
+                elapsed = time.perf_counter() - start
+                # one group per k, one after another on one worker; a run's seconds are its group's training loop's
+                seconds[(recipe, n)] = sum(max(r["seconds"] for r in rows if r["k"] == k) for k in cfg.sizes)
+                setup[(recipe, n)] = (elapsed - seconds[(recipe, n)]) / len(rows)
+                flops[(recipe, n)] = useful_flops(rows, cfg)
+                rate[(recipe, n)] = flops[(recipe, n)] / seconds[(recipe, n)]
+                gflops = rate[(recipe, n)] / 1e9
+                print(f"  {recipe:18} n={n} {len(keys):3} runs x {epochs} epochs: training "
+                      f"{seconds[(recipe, n)]:6.1f} s {gflops:6.1f} GFLOP/s {100 * gflops / peak:5.1f}% of the peak; "
+                      f"setup and test {elapsed - seconds[(recipe, n)]:5.1f} s", flush=True)
+    share = {r: sum(f for (q, _), f in flops.items() if q == r) / sum(s for (q, _), s in seconds.items() if q == r)
+             / 1e9 / peak for r in dict.fromkeys(q for q, _ in rate)}
+    print("\nper recipe, all n: " + ", ".join(f"{r} {100 * x:.1f}%" for r, x in share.items()) + " of the peak")
+    low = [r for r, x in share.items() if x < share[BASELINE] / 2]
     print(f"recipes below half of frozen's share of the peak: {', '.join(low) or 'none'}")
+
+    record = Path(committed) / study.STUDY_DIR
+    done = study.read(record)
+    cfg = plan.cfg
+    conn = connections()
+    done["seconds_here"] = [run_flops(r, cfg, conn) / rate[(r["recipe"], r["n"])] + setup[(r["recipe"], r["n"])]
+                            for r in done.to_dict("records")]
+    sweeps = done.groupby(["variant", "split"]).ngroups
+    per_sweep = sum(fixed.values()) / 2  # a source net and its readouts, the mean of the two timed here
+    by_part = done.groupby("variant").seconds_here.sum() / cfg.worker_count()
+    total = by_part.sum() + sweeps * per_sweep
+    print(f"\nthe committed study ({len(done)} runs, {sweeps} sweeps), its runs' epochs at the rates above, on "
+          f"{cfg.worker_count()} workers kept busy: {total / 60:.1f} min (of which source nets and readouts "
+          f"{sweeps * per_sweep / 60:.1f})")
+    print("  by part: " + ", ".join(f"{v} {s / 60:.1f} min" for v, s in by_part.items()))
+    recipes = done[done.variant.isin(["baseline", "probes"])].groupby("recipe").seconds_here.sum()
+    print("  baseline and probes by recipe: " + ", ".join(
+        f"{r} {s / cfg.worker_count() / 60:.1f} min ({100 * s / cfg.worker_count() / total:.0f}%)"
+        for r, s in recipes.sort_values(ascending=False).items()))
 
 
 def task_times(stream: list[dict]) -> dict[tuple, float]:
@@ -230,12 +249,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="engine threads (default: the usable cores)")
     p.add_argument("--engines", nargs="+", default=["plain", "native"], choices=ENGINES,
                    help="the paths to time; the first is the baseline of the ratios (default: plain native)")
-    p.add_argument("--study", action="store_true", help="the study's cost per recipe and variant, on one split")
+    p.add_argument("--study", action="store_true",
+                   help="each recipe's share of the peak, and the committed study's time at those rates")
+    p.add_argument("--epochs", type=int, default=20, help="--study: the epochs each timed run trains")
     p.add_argument("--cluster", action="store_true", help="one split on a Dask LocalCluster of 1, then 2 workers")
-    p.add_argument("--record", default="results/paper", help="the committed record --cluster projects from")
+    p.add_argument("--record", default="results/paper", help="the committed record --study and --cluster project from")
     a = p.parse_args()
     if a.study:
-        return study_cost(a.data_dir, a.workers)
+        return study_cost(a.data_dir, a.workers, a.record, a.epochs)
     if a.cluster:
         return on_cluster(a.data_dir, a.record)
 

@@ -203,18 +203,19 @@ def capacity_sentence(table: pd.DataFrame, control: str, k: int) -> str:
     for n, row in gain.iterrows():
         where.setdefault(direction(row), []).append(int(n))
     said = "; ".join(f"{d} at n in {levels}" for d, levels in where.items())
-    verdict = ("fewer free parameters, by themselves, never raise accuracy here" if "above zero" not in where
-               else "fewer free parameters raise accuracy by themselves where the change is above zero")
+    verdict = ("freezing these layers never helps here" if "above zero" not in where
+               else f"freezing these layers helps only at n in {where['above zero']}")
     return (f"Frozen {control} layers change accuracy at k = {k}, against a net trained from scratch: {said}. "
             f"So {verdict}.")
 
 
 def baseline_sentence(table: pd.DataFrame, readout_table: pd.DataFrame, k: int) -> str:
     """The net trained from scratch (n=0) against the nearest class mean on the pixels, at one size, in a sentence
-    decided by which is higher."""
+    decided by whether their intervals overlap."""
     scratch = part(table, "cell").loc[(BASELINE, 0, k)]
     pixels = part(readout_table, "readout").loc[("nearest-mean", BASELINE, 0, k)]
-    than = "better than" if pixels.estimate > scratch.estimate else "no better than"
+    than = ("more than" if pixels.low > scratch.high else "less than" if pixels.high < scratch.low
+            else "as much as, within the intervals,")
     return (f"At k = {k}, the nearest class mean on the raw pixels classifies {interval_text(pixels, '.3f')} of the "
             f"test images, {than} the net trained from scratch, {interval_text(scratch, '.3f')}.")
 

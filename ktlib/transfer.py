@@ -95,8 +95,8 @@ RECIPES = {
     "random-lecun": Recipe("random-lecun", about="random weights at LeCun's initial scale, frozen"),
 }
 BASELINE = "frozen"  # the recipe under which the shared n=0 runs are stored
-# The study's choices among them, each made on its probe splits by a rule set before it ran
-# (ktlib.controls.chosen_rate, chosen_control), which the controls notebook applies again to the record:
+# The study's choices among them, each made by a rule (ktlib.controls.chosen_rate, chosen_control) applied to a
+# trial run on splits 0 and 1 before the study ran; the controls notebook applies it again to the record:
 TUNED = "fine-tuned"                 # fine-tuning, at the copied layers' rate with the best mean accuracy
 MATCHED_CONTROL = "random-matched"    # the random control that keeps the signal's scale best
 

@@ -141,3 +141,18 @@ def test_nbval_fails_when_a_stored_check_is_altered(tmp_path, name, old, new):
     altered = nbval(altered_copy(name, tmp_path, old, new), RECORD)
     assert altered.returncode != 0
     assert new in altered.stdout  # nbval reports the stored text that no longer matches
+
+
+def test_nbval_recomputes_exactly_the_named_runs_and_refuses_an_unknown_sweep(tmp_path):
+    from nbval_results import prepare
+    from ktlib import study
+    where = tmp_path / study.STUDY_DIR / "baseline" / "split-0"
+    _, committed = results.read_results(RECORD / where.relative_to(tmp_path) / results.RESULTS_FILE)
+    prepare(tmp_path, ["baseline/split-0:1,40", "baseline/split-1"])
+    _, kept = results.read_results(where / results.RESULTS_FILE)
+    assert len(kept) == (~committed.k.isin([1, 40])).sum() and not kept.k.isin([1, 40]).any()
+    assert not (where / results.READOUTS_FILE).exists()  # measured again with the runs
+    assert not (where.parent / "split-1").exists()
+    assert (where.parent / "split-2" / results.RESULTS_FILE).exists()  # the rest is the record's
+    with pytest.raises(SystemExit, match="no sweep"):
+        prepare(tmp_path, ["baseline/split-99"])

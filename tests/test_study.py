@@ -7,6 +7,7 @@ import pytest
 
 from ktlib import claims as C
 from ktlib import controls, errors
+from ktlib.study import training_hours
 from ktlib.intervals import Cube, bootstrap, curve
 from ktlib.transfer import BASELINE, RECIPES, TUNED
 
@@ -108,6 +109,14 @@ def test_a_variant_that_changes_a_verdict_is_counted():
     variant = variant[(variant.split == 0) & (variant.recipe == BASELINE)].assign(variant="budget")
     changes = controls.variant_changes(pd.concat([rows, variant]), {"k1_rises": C.SWEEP_CLAIMS["k1_rises"]})
     assert changes.set_index("claim").loc["k1_rises", "changed"] == 1
+
+
+def test_a_group_of_trials_costs_its_slowest_run_once_and_plain_runs_add_up():
+    rows = study_rows(lambda r, n, k, s, t: 0.5, splits=1, trials=3, levels=[0], sizes=[1, 5])
+    rows = rows.sort_values(["k", "trial"]).reset_index(drop=True)  # k=1's three trials, then k=5's
+    rows["seconds"] = [3600.0, 7200.0, 1800.0, 360.0, 720.0, 180.0]
+    assert training_hours(rows, "native") == pytest.approx(2.0 + 0.2)
+    assert training_hours(rows, "plain") == pytest.approx(3.5 + 0.35)
 
 
 # ---------------------------------------------------------------- errors

@@ -10,7 +10,7 @@ Every path trains the same runs (same source net, data, seeds and stopping rule)
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
 whole grid at once, as the sweep does. FLOPs are the useful arithmetic of each run, counted from its epochs: LeCun's connections
 (one multiply-add each) of the layers it trains, for the training steps and for the per-epoch
-evaluation that the stopping rule needs (`ktlib.model.training_flops`, `forward_flops`). Neither the
+evaluation that the stopping rule needs (`ktlib.model.run_flops`). Neither the
 plain path's recomputation of frozen layers nor the engine's own extra arithmetic (C1's 6x6 kernels,
 C3's masked weights) counts. The peak is a large fp32 matmul timed here, with torch's default threads.
 """
@@ -29,10 +29,10 @@ import torch
 from distributed import get_task_stream
 
 import ktlib
-from ktlib import cluster, engine, readouts, runs, study, sweep
+from ktlib import cluster, engine, model, readouts, runs, study, sweep
 from ktlib.results import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
-from ktlib.model import connections, forward_flops, training_flops
+from ktlib.model import connections
 from ktlib.transfer import BASELINE, RECIPES, first_trained
 
 
@@ -52,11 +52,9 @@ def _timed(fn) -> float:
 
 def run_flops(r: dict, cfg: ktlib.Config, conn=None) -> float:
     """One run's useful FLOPs: its training steps and per-epoch evaluations on its training set, and its final
-    test."""
-    conn = conn or connections()
-    start = first_trained(r["recipe"], r["n"])
-    return (r["epochs"] * r["k"] * cfg.n_classes * (training_flops(conn, start) + forward_flops(conn, start))
-            + cfg.n_classes * cfg.test_per_class * forward_flops(conn, start))
+    test (ktlib.model.run_flops)."""
+    return model.run_flops(first_trained(r["recipe"], r["n"]), r["epochs"], r["k"] * cfg.n_classes,
+                           cfg.n_classes * cfg.test_per_class, conn)
 
 
 def useful_flops(rows: list[dict], cfg: ktlib.Config) -> float:

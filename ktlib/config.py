@@ -46,6 +46,7 @@ class Purpose(IntEnum):
     SOURCE_TEST = 9    # held-out images of the source classes
     BOOTSTRAP = 10     # the resampling of the study's intervals
     SHUFFLE = 11       # the permutations of the shuffled recipe's weights
+    COVERAGE = 12      # the simulation that chooses how intervals over splits are made
 
 
 def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:

@@ -1,5 +1,5 @@
 """What the study measures: recipes against each other, its controls as instruments, the readouts that need no
-training, forgetting, and the claims split by split, all with intervals."""
+training, and forgetting, all with intervals over splits (the claims are judged by ktlib.verdicts)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import claims as C
-from .intervals import Cube, Tables, bootstrap, interval_text
+from .intervals import Cube, Tables, estimate, interval_text
 from .transfer import BASELINE, RECIPES
 
 Statistic = Callable[[dict[str, Tables]], float]
@@ -33,17 +33,11 @@ def _difference(a: tuple[str, int], b: tuple[str, int], k: int) -> Statistic:
     return lambda t: float(t[a[0]].test.loc[a[1], k] - t[b[0]].test.loc[b[1], k])
 
 
-def _best_margin(recipe: str, k: int) -> Statistic:
-    """At k: the best mean over n >= 1 of a recipe that trains its copied layers, minus frozen's (claim 13)."""
-    return lambda t: float(C.best_transfer(t[recipe].test)[k] - C.best_transfer(t[BASELINE].test)[k])
-
-
-def statistics(cube: Cube, which: dict[str, C.SweepClaim]) -> dict[tuple, Statistic]:
+def statistics(cube: Cube) -> dict[tuple, Statistic]:
     """Everything the study puts an interval on, by name:
     ("cell", recipe, n, k): a cell mean; ("gain", recipe, n, k): a cell minus n=0 at the same k;
     ("knowledge", control, n, k): frozen minus a control at the same n; ("tuning", recipe, n, k): a recipe that
-    trains its copied layers minus frozen; ("best-tuning", recipe, k): its best n's mean minus frozen's best
-    n's (claim 13, at each k); ("claim", key): a claim's key statistic."""
+    trains its copied layers minus frozen. (The claims' contrasts are ktlib.claims's.)"""
     out: dict[tuple, Statistic] = {}
     recipes = list(cube.arrays)
     for k in cube.sizes:
@@ -56,10 +50,6 @@ def statistics(cube: Cube, which: dict[str, C.SweepClaim]) -> dict[tuple, Statis
                 out[("knowledge", control, n, k)] = _difference((BASELINE, n), (control, n), k)
             for recipe in tuned(recipes) if n > 0 and BASELINE in recipes else []:
                 out[("tuning", recipe, n, k)] = _difference((recipe, n), (BASELINE, n), k)
-        for recipe in tuned(recipes) if BASELINE in recipes else []:
-            out[("best-tuning", recipe, k)] = _best_margin(recipe, k)
-    for key, claim in which.items():
-        out[("claim", key)] = claim.statistic
     return out
 
 
@@ -73,18 +63,18 @@ def _measurable(statistic: Statistic) -> Statistic:
     return safe
 
 
-def _bootstrap(cube: Cube, stats: dict[tuple, Statistic], draws: int, seed: int) -> pd.DataFrame:
+def _intervals(cube: Cube, stats: dict[tuple, Statistic], method: str, draws: int, seed: int) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return bootstrap(cube, {name: _measurable(s) for name, s in stats.items()}, draws, seed)
+        return estimate(cube, {name: _measurable(s) for name, s in stats.items()}, method, draws, seed)
 
 
-def intervals(cube: Cube, which: dict[str, C.SweepClaim], draws: int, seed: int) -> pd.DataFrame:
-    """Every statistic's estimate and 95% interval, from one hierarchical bootstrap (ktlib.intervals)."""
-    return _bootstrap(cube, statistics(cube, which), draws, seed)
+def intervals(cube: Cube, method: str, draws: int, seed: int) -> pd.DataFrame:
+    """Every statistic's estimate and 95% interval over splits, by `method` (ktlib.intervals.METHODS)."""
+    return _intervals(cube, statistics(cube), method, draws, seed)
 
 
 NAMES = {"cell": ["recipe", "n", "k"], "gain": ["recipe", "n", "k"], "knowledge": ["control", "n", "k"],
-         "tuning": ["recipe", "n", "k"], "best-tuning": ["recipe", "k"], "claim": ["claim"],
+         "tuning": ["recipe", "n", "k"],
          "forgetting": ["recipe", "n", "k"],
          "readout": ["readout", "recipe", "n", "k"], "readout-knowledge": ["readout", "control", "n", "k"]}
 
@@ -157,10 +147,10 @@ def chosen_rate(rows: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------- readouts that need no training
 
-def readout_intervals(readouts: pd.DataFrame, draws: int, seed: int) -> pd.DataFrame:
+def readout_intervals(readouts: pd.DataFrame, method: str, draws: int, seed: int) -> pd.DataFrame:
     """Per rule (nearest mean, nearest neighbour): each features' mean readout accuracy ("readout", rule, recipe,
     n, k), and the trained features' minus each control's ("readout-knowledge", rule, control, n, k), with
-    intervals from the same draws of splits and trials as `intervals` (the same seed, the same shape)."""
+    intervals as `intervals` makes them (the same method; with the same seed, the same draws)."""
     frames = []
     for rule, rows in readouts.groupby("readout", sort=False):
         cube = Cube.of(rows, values=("test_accuracy",))
@@ -171,7 +161,7 @@ def readout_intervals(readouts: pd.DataFrame, draws: int, seed: int) -> pd.DataF
                     stats[("readout", rule, recipe, n, k)] = _cell(recipe, n, k)
                 for control in controls(cube.arrays) if n > 0 else []:
                     stats[("readout-knowledge", rule, control, n, k)] = _difference((BASELINE, n), (control, n), k)
-        frames.append(_bootstrap(cube, stats, draws, seed))
+        frames.append(_intervals(cube, stats, method, draws, seed))
     return pd.concat(frames)
 
 
@@ -233,7 +223,8 @@ def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[t
 
 # ---------------------------------------------------------------- forgetting
 
-def forgetting_intervals(rows: pd.DataFrame, held_out: pd.Series, draws: int, seed: int) -> pd.DataFrame:
+def forgetting_intervals(rows: pd.DataFrame, held_out: pd.Series, method: str, draws: int,
+                         seed: int) -> pd.DataFrame:
     """Per recipe that trains its copied layers, n and k: how much of the source task it forgets, the source net's
     held-out accuracy minus that of the source net with the run's copied layers ("forgetting", recipe, n, k).
     held_out: each split's source net's held-out accuracy. The frozen recipe forgets nothing by construction, and
@@ -244,60 +235,4 @@ def forgetting_intervals(rows: pd.DataFrame, held_out: pd.Series, draws: int, se
     cube = Cube.of(frame, recipes, values=("forgetting",))
     stats = {("forgetting", recipe, n, k): _cell(recipe, n, k, "forgetting")
              for recipe in recipes for n in cube.levels if n > 0 for k in cube.sizes}
-    return _bootstrap(cube, stats, draws, seed)
-
-
-# ---------------------------------------------------------------- the claims, split by split
-
-def verdicts_by_split(rows: pd.DataFrame, which: dict[str, C.SweepClaim]) -> pd.DataFrame:
-    """One row per split, one column per claim: the claim's verdict on that split's runs alone."""
-    return pd.DataFrame({split: C.verdicts(C.sweep_claims(part, which))
-                         for split, part in rows.groupby("split")}).T.rename_axis("split")
-
-
-def tally(verdicts: pd.Series) -> str:
-    """'holds in 9 of 10 splits (partly in 1)'."""
-    counts = verdicts.value_counts()
-    text = f"holds in {counts.get(C.HOLDS, 0)} of {len(verdicts)} split{'s' * (len(verdicts) != 1)}"
-    others = [f"{word} in {counts[v]}" for v, word in ((C.PARTLY, "partly"), (C.FAILS, "fails"),
-                                                        ("not measured", "not measured")) if v in counts]
-    return text + (f" ({', '.join(others)})" if others else "")
-
-
-def over_splits(rows: pd.DataFrame, table: pd.DataFrame, which: dict[str, C.SweepClaim]) -> pd.DataFrame:
-    """Per claim: its verdict on the paper's split (split 0), how it fares over all splits, and its key
-    statistic with its interval."""
-    by_split = verdicts_by_split(rows, which)
-    claims_table = part(table, "claim")
-    out = pd.DataFrame({
-        "paper's split": by_split.loc[0],
-        "over splits": by_split.apply(tally),
-        "key statistic": pd.Series({key: claim.about for key, claim in which.items()}),
-        "estimate [95% interval]": as_text(claims_table, ".3f"),
-    })
-    return out.rename_axis("claim")
-
-
-def variants_sentence(changes: pd.DataFrame) -> str:
-    """How many (variant, claim) pairs changed a verdict, in a sentence decided by the count."""
-    changed = int((changes.changed > 0).sum())
-    if not changed:
-        return "No verdict changed on any split: these verdicts do not hang on our protocol."
-    return (f"Of the {len(changes)} pairs of a variant and a claim, {changed} changed their verdict on at least one "
-            f"split: our protocol decides some verdicts, and those verdicts say as much about it as about the paper.")
-
-
-def variant_changes(rows: pd.DataFrame, which: dict[str, C.SweepClaim]) -> pd.DataFrame:
-    """Per protocol variant and claim: the verdicts on the variant's splits, next to the baseline's on the
-    same splits, how many splits changed, and which."""
-    base = verdicts_by_split(rows[rows.variant == "baseline"], which)
-    out = []
-    for variant, runs in rows[rows.variant != "baseline"].groupby("variant", sort=False):
-        mine = verdicts_by_split(runs, which)
-        theirs = base.loc[mine.index]
-        for key in which:
-            moved = mine.index[mine[key] != theirs[key]]
-            out.append({"variant": variant, "claim": key, "splits": ", ".join(map(str, mine.index)),
-                        "baseline": ", ".join(theirs[key]), "variant verdicts": ", ".join(mine[key]),
-                        "changed": len(moved), "changed on": [int(s) for s in moved]})
-    return pd.DataFrame(out)
+    return _intervals(cube, stats, method, draws, seed)

@@ -279,14 +279,21 @@ class ClassSplit:
     target: tuple[int, ...]
 
 
+def eligible(data: Emnist, source_per_class: int = 400, target_train_per_class: int = 40,
+             test_per_class: int = 50) -> tuple[list[int], list[int]]:
+    """The classes that have enough images to be a source class (training images for the source net) and to be a
+    target class (training images for the largest k, and test images)."""
+    train_n, test_n = data.counts("train"), data.counts("test")
+    source = [c for c in sorted(data.mapping) if train_n[c] >= source_per_class]
+    target = [c for c in sorted(data.mapping) if train_n[c] >= target_train_per_class and test_n[c] >= test_per_class]
+    return source, target
+
+
 def split_classes(data: Emnist, seed: int, n_classes: int = 20, source_per_class: int = 400,
                   target_train_per_class: int = 40, test_per_class: int = 50,
                   source_chars: str | None = None, target_chars: str | None = None) -> ClassSplit:
     """Choose disjoint source and target classes (explicitly or by seed) that have enough images."""
-    train_n, test_n = data.counts("train"), data.counts("test")
-    ok_source = [c for c in sorted(data.mapping) if train_n[c] >= source_per_class]
-    ok_target = [c for c in sorted(data.mapping)
-                 if train_n[c] >= target_train_per_class and test_n[c] >= test_per_class]
+    ok_source, ok_target = eligible(data, source_per_class, target_train_per_class, test_per_class)
 
     def explicit(chars: str, ok: list[int], role: str, need: str) -> list[int]:
         labels = [data.label_of(ch) for ch in chars]

@@ -1,4 +1,5 @@
-"""Where the errors are: per-class accuracy, confusions and case pairs, from runs' stored test predictions."""
+"""Where the errors are: per-class accuracy, confusions and case pairs, from runs' stored test predictions; and how
+much the draw of the classes adds to an interval."""
 from __future__ import annotations
 
 import numpy as np
@@ -59,3 +60,57 @@ def case_summary(predicted: np.ndarray, labels: np.ndarray, classes: str) -> dic
             "other_accuracy": float(right[:, ~in_pair].mean()),
             "errors_to_other_case": float(swapped.sum() / errors.sum()) if errors.any() else np.nan,
             "lost_to_case": float(swapped.mean())}
+
+
+# ---------------------------------------------------------------- the classes as a source of variation
+
+def class_differences(splits: dict, a: tuple[str, int], b: tuple[str, int], k: int) -> dict[int, pd.Series]:
+    """Per split (from study.predictions): each target class's test accuracy of (recipe, n) a minus b at k, mean
+    over the paired trials, indexed by the class's character."""
+    out = {}
+    for split, (keys, predictions, labels, classes) in splits.items():
+        runs = [runs_of(keys, predictions, r, n, k) for r, n in (a, b)]
+        right = [(p == labels).astype(float) for p in runs]  # (trials, images)
+        diff = (right[0] - right[1]).mean(0)
+        out[split] = pd.Series([diff[labels == c].mean() for c in range(len(classes))], index=list(classes))
+    return out
+
+
+def crossed_intervals(differences: dict[int, pd.Series], draws: int, seed: int) -> pd.DataFrame:
+    """A mean over splits of each split's mean class difference, with percentile intervals from two bootstraps:
+    splits alone, and splits crossed with classes (each draw also redraws the classes that splits draw from,
+    with replacement, and weights every split's classes by how often each was drawn: a hard class then weighs
+    on every split that holds it)."""
+    rng = np.random.default_rng(seed)
+    universe = sorted(set().union(*(d.index for d in differences.values())))
+    splits = list(differences)
+    values = np.full((len(splits), len(universe)), np.nan)
+    for i, s in enumerate(splits):
+        values[i, [universe.index(c) for c in differences[s].index]] = differences[s].to_numpy()
+    held = ~np.isnan(values)
+    filled = np.nan_to_num(values)
+    estimate = float(np.mean([differences[s].mean() for s in splits]))
+    alone, crossed = np.empty(draws), np.empty(draws)
+    for d in range(draws):
+        pick = rng.integers(0, len(splits), len(splits))
+        alone[d] = np.nanmean(values[pick], 1).mean()
+        weight = np.bincount(rng.integers(0, len(universe), len(universe)), minlength=len(universe))
+        total = (held[pick] * weight).sum(1)
+        per_split = (filled[pick] * weight).sum(1) / np.where(total > 0, total, np.nan)
+        crossed[d] = np.nanmean(per_split)
+    out = []
+    for name, drawn in (("splits", alone), ("splits and classes", crossed)):
+        low, high = np.quantile(drawn, [0.025, 0.975])
+        out.append({"resampled": name, "estimate": estimate, "low": low, "high": high, "width": high - low})
+    return pd.DataFrame(out).set_index("resampled")
+
+
+def class_draws(sources: pd.DataFrame) -> dict:
+    """How the splits' classes fall (study.sources' baseline rows): lowercase letters among the target and the
+    source classes (fewest, most), and how many target classes two splits share, on average over pairs."""
+    lower = lambda chars: sum(ch.islower() for ch in chars)
+    targets = [set(t) for t in sources.target]
+    shared = [len(a & b) for i, a in enumerate(targets) for b in targets[i + 1:]]
+    return {"target_lower": (min(map(lower, sources.target)), max(map(lower, sources.target))),
+            "source_lower": (min(map(lower, sources.source)), max(map(lower, sources.source))),
+            "shared_targets": float(np.mean(shared)) if shared else np.nan}

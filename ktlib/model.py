@@ -172,6 +172,14 @@ def training_flops(conn: dict[str, int], n: int) -> int:
     return 2 * forward_flops(conn, n) + forward_flops(conn, n + 1)
 
 
+def run_flops(start: int, epochs, images, test_images: int = 0, conn: dict[str, int] | None = None):
+    """A run's useful FLOPs, from its lowest trained layer `start` up: each epoch, one training step and one
+    evaluation (for the stopping rule) on each of its training images; then its test images, once."""
+    conn = conn or connections()
+    return (epochs * images * (training_flops(conn, start) + forward_flops(conn, start))
+            + test_images * forward_flops(conn, start))
+
+
 def state_hash(net: nn.Module) -> str:
     """sha256 of every tensor in the net's state: two nets with the same hash compute the same function."""
     buf = io.BytesIO()

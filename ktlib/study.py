@@ -149,7 +149,7 @@ def with_probes(rows: pd.DataFrame, splits: int) -> pd.DataFrame:
 
 
 def protocol(rows: pd.DataFrame) -> pd.DataFrame:
-    """The baseline's runs and those of the protocol variants (ktlib.controls.variant_changes compares them)."""
+    """The baseline's runs and those of the protocol variants (ktlib.verdicts.variant_changes compares them)."""
     return rows[rows.variant.isin(["baseline", *VARIANTS])]
 
 

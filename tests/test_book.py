@@ -33,10 +33,14 @@ def test_the_claims_page_has_a_row_for_every_claim_the_notebooks_judge():
             assert f"{notebook}.ipynb::{key}_verdict" in page and f"{notebook}.ipynb::{key}_measured" in page
 
 
-def test_the_claims_page_shows_every_sweep_claim_over_splits_with_its_interval():
+def test_the_claims_page_shows_every_claim_about_the_runs_with_its_contrasts_verdicts_chance_and_tally():
     page = (ROOT / "book/claims.md").read_text(encoding="utf-8")
     for key in {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}:
-        assert f"06_controls.ipynb::{key}_splits" in page and f"06_controls.ipynb::{key}_interval" in page
+        where = "06_controls" if key in claims.STUDY_CLAIMS else "03_variance"
+        for name in ("paper", "measured", "verdict", "chance"):  # the paper's split
+            assert f"{where}.ipynb::{key}_{name}:" in page
+        for name in ("over_measured", "over_verdict", "over_chance", "tally"):  # over splits
+            assert f"06_controls.ipynb::{key}_{name}:" in page
 
 
 def test_the_claims_page_states_every_threshold():
@@ -51,8 +55,9 @@ def test_book_has_a_page_for_every_chapter_and_no_unpasted_glue():
         assert "{glue" not in html, f"{page}: a glue role was not resolved"
     page = (HTML / "book/claims.html").read_text(encoding="utf-8")
     verdicts = re.findall(r'<strong><span class="pasted-text">([a-z ]+)</span>', page)
-    assert len(verdicts) == sum(map(len, claims.CLAIMS.values()))  # one pasted verdict per claim
-    assert set(verdicts) <= {"holds", "partly", "fails"}
+    about_runs = len(claims.SWEEP_CLAIMS) + len(claims.STUDY_CLAIMS)
+    assert len(verdicts) == sum(map(len, claims.CLAIMS.values())) + about_runs  # and again over splits
+    assert set(verdicts) <= {claims.HOLDS, claims.PARTLY, claims.FAILS, claims.UNDECIDED}
 
 
 def test_the_devtools_client_sends_no_origin_header():
@@ -132,6 +137,7 @@ def altered_copy(name: str, tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize("name, old, new", [
     ("04_parameters.ipynb", "48120", "48121"),   # a Table 1 count
     ("03_variance.ipynb", "partly", "holds"),    # a claim verdict
+    ("03_variance.ipynb", "0.02\n", "0.07\n"),     # a margin: clear_gain's, the checked output's one 0.02
     ("06_controls.ipynb", "holds", "fails"),     # a claim's verdict on one class split of the study
 ])
 def test_nbval_fails_when_a_stored_check_is_altered(tmp_path, name, old, new):

@@ -1,0 +1,83 @@
+"""How verdicts are made: interval methods and their coverage, the verdict rule, tallies, and the classes as a
+source of variation."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ktlib import errors, intervals, verdicts
+from ktlib.claims import FAILS, HOLDS, NOT_MEASURED, PARTLY, UNDECIDED
+
+
+def test_an_interval_beyond_short_of_or_holding_its_margin():
+    assert verdicts.outcome(0.03, 0.05, 0.02, above=True) == verdicts.BEYOND
+    assert verdicts.outcome(0.00, 0.01, 0.02, above=True) == verdicts.SHORT
+    assert verdicts.outcome(0.01, 0.03, 0.02, above=True) == verdicts.STRADDLES
+    assert verdicts.outcome(-0.2, -0.1, 0.0, above=False) == verdicts.BEYOND  # the claim puts it below
+    assert verdicts.outcome(0.1, 0.2, 0.0, above=False) == verdicts.SHORT
+
+
+def test_the_verdict_rule_holds_partly_fails_or_is_undecided():
+    B, S, X = verdicts.BEYOND, verdicts.SHORT, verdicts.STRADDLES
+    assert verdicts.verdict([B, B]) == HOLDS
+    assert verdicts.verdict([B, X, S]) == PARTLY
+    assert verdicts.verdict([S, S]) == FAILS
+    assert verdicts.verdict([S, X]) == UNDECIDED
+    assert verdicts.verdict([]) == NOT_MEASURED
+
+
+def test_a_tally_carries_its_exact_interval():
+    assert verdicts.tally(pd.Series(["holds"] * 3 + ["partly"] * 7)) == "holds in 3 of 10 splits [0.07, 0.65]; partly in 7"
+    assert intervals.clopper_pearson(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))
+    assert intervals.clopper_pearson(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
+
+
+def test_the_jackknife_t_interval_of_a_mean_is_the_t_interval():
+    x = np.array([0.1, 0.4, 0.2, 0.35, 0.15])
+    left_out = np.array([np.delete(x, j).mean() for j in range(5)])
+    assert np.allclose(intervals.jackknife_t(x.mean(), left_out), intervals.t_interval(x))
+    half = stats.t.ppf(0.975, 4) * x.std(ddof=1) / np.sqrt(5)
+    assert np.allclose(intervals.t_interval(x), (x.mean() - half, x.mean() + half))
+
+
+def test_bca_without_bias_or_skew_gives_the_percentile_interval():
+    draws = np.random.default_rng(0).normal(size=20001)
+    symmetric = np.linspace(-1, 1, 10)  # a jackknife with no skew: no acceleration
+    bca = intervals.bca_interval(np.median(draws), draws, symmetric)
+    assert np.allclose(bca, intervals.percentile_interval(draws), atol=0.02)
+
+
+def test_the_coverage_simulation_repeats_for_a_seed_and_t_covers_normal_data():
+    a = intervals.coverage(3, shapes=((10, 5),), reps=400, draws=200)
+    b = intervals.coverage(3, shapes=((10, 5),), reps=400, draws=200)
+    assert a.equals(b)
+    t = a.set_index(["scenario", "method"]).coverage.loc[("normal", "t")]
+    assert abs(t - 0.95) < 3 * np.sqrt(0.95 * 0.05 / 400)  # within Monte Carlo error of its nominal 95%
+
+
+def test_the_chosen_method_is_the_one_nearest_95_percent_in_its_worst_case():
+    table = pd.DataFrame({"splits": 10, "scenario": ["a", "a", "b", "b", "a"],
+                          "method": ["wide", "narrow", "wide", "narrow", "one split"],
+                          "coverage": [0.99, 0.94, 0.99, 0.90, 0.95]}).assign(
+        splits=lambda d: np.where(d.method == "one split", 1, 10))
+    assert intervals.chosen_method(table) == "wide"  # 0.04 from 95% at worst, against 0.05
+    assert intervals.chosen_method(table.assign(coverage=[0.99, 0.94, 0.99, 0.93, 0.95])) == "narrow"
+
+
+def test_a_class_hard_in_every_split_widens_the_crossed_interval():
+    rng = np.random.default_rng(1)
+    hard = {c: rng.normal(0, 0.05) for c in "ABCDEFGHIJKL"}  # each class's own effect, shared by every split
+    differences = {s: pd.Series({c: 0.1 + hard[c] + rng.normal(0, 0.005) for c in cs})
+                   for s, cs in enumerate(["ABCDEF", "CDEFGH", "EFGHIJ", "GHIJKL", "ABIJKL", "ACEGIK"])}
+    table = errors.crossed_intervals(differences, 2000, 0)
+    assert table.loc["splits", "estimate"] == table.loc["splits and classes", "estimate"]
+    assert table.loc["splits and classes", "width"] > 1.5 * table.loc["splits", "width"]
+
+
+def test_the_spearman_interval_holds_the_correlation_and_narrows_with_more_points():
+    x = np.arange(10.0)
+    y = x + np.random.default_rng(0).normal(0, 3, 10)
+    rho, low, high = intervals.spearman_interval(x, y)
+    assert -1 < low < rho < high < 1
+    rho40, low40, high40 = intervals.spearman_interval(np.arange(40.0), np.arange(40.0) + np.tile(y - x, 4))
+    assert high40 - low40 < high - low

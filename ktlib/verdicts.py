@@ -8,7 +8,7 @@ import pandas as pd
 from . import claims as C
 from .intervals import Cube, clopper_pearson, jackknife_t, over_splits
 
-BEYOND, SHORT, STRADDLES = "beyond the margin", "short of the margin", "holds the margin"
+BEYOND, SHORT, STRADDLES = "beyond the margin", "short of the margin", "across the margin"
 
 
 def outcome(low: float, high: float, margin: float, above: bool) -> str:
@@ -22,7 +22,7 @@ def outcome(low: float, high: float, margin: float, above: bool) -> str:
 
 def verdict(outcomes: list[str]) -> str:
     """holds: every deciding contrast's interval lies beyond its margin; partly: some do; fails: every one lies short
-    of it; undecided: none lies beyond, and some interval holds its margin."""
+    of it; undecided: none lies beyond, and some interval lies across its margin."""
     if not outcomes:
         return C.NOT_MEASURED
     if all(o == BEYOND for o in outcomes):
@@ -89,9 +89,8 @@ def within_splits(c: Cube, which: dict[str, C.SweepClaim], draws: int, seed: int
     return _table(rows), pd.DataFrame(verdicts, index=index), pd.DataFrame(chances, index=index)
 
 
-def across_splits(c: Cube, which: dict[str, C.SweepClaim], method: str, draws: int, seed: int) -> tuple[pd.DataFrame,
-                                                                                                      pd.Series,
-                                                                                                      pd.Series]:
+def across_splits(c: Cube, which: dict[str, C.SweepClaim], method: str, draws: int,
+                  seed: int) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """Each claim over all splits: every contrast's mean over splits with an interval by `method`
     (ktlib.intervals.METHODS); the verdict; and the chance of holding, the share of `draws` bootstrap draws (of
     splits, and of trials too for the nested method) in which every deciding contrast lies beyond its margin.

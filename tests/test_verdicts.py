@@ -27,7 +27,8 @@ def test_the_verdict_rule_holds_partly_fails_or_is_undecided():
 
 
 def test_a_tally_carries_its_exact_interval():
-    assert verdicts.tally(pd.Series(["holds"] * 3 + ["partly"] * 7)) == "holds in 3 of 10 splits [0.07, 0.65]; partly in 7"
+    tally = verdicts.tally(pd.Series(["holds"] * 3 + ["partly"] * 7))
+    assert tally == "holds in 3 of 10 splits [0.07, 0.65]; partly in 7"
     assert intervals.clopper_pearson(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))
     assert intervals.clopper_pearson(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
 

@@ -60,8 +60,10 @@ def within_splits(c: Cube, which: dict[str, C.SweepClaim], draws: int, seed: int
     share of `draws` redraws of each split's trials in which every deciding contrast lies beyond its margin.
     Returns (contrasts, verdicts split x claim, chances split x claim)."""
     S, T = c.shape
-    if T < 2:
-        raise ValueError("intervals over trials need at least two trials")
+    index = pd.Index(c.splits_of_rows(), name="split")
+    if T < 2:  # no interval over one trial: nothing is judged (the smoke profile has one)
+        return (_table([]), pd.DataFrame(C.NOT_MEASURED, index=index, columns=list(which)),
+                pd.DataFrame(np.nan, index=index, columns=list(which)))
     rng = np.random.default_rng(seed)
     redraws = [c.resampled(None, rng.integers(0, T, (S, T))) for _ in range(draws)]
     left_out = [c.resampled(None, np.tile(np.delete(np.arange(T), j), (S, 1))) for j in range(T)]
@@ -85,7 +87,6 @@ def within_splits(c: Cube, which: dict[str, C.SweepClaim], draws: int, seed: int
         decide = [o for o, con in zip(per_split, found) if con.decides]
         verdicts[key] = [verdict([o[s] for o in decide]) for s in range(S)]
         chances[key] = list(held.mean(0))
-    index = pd.Index(c.splits_of_rows(), name="split")
     return _table(rows), pd.DataFrame(verdicts, index=index), pd.DataFrame(chances, index=index)
 
 
@@ -182,6 +183,9 @@ def glue_claims(table: pd.DataFrame, verdicts: pd.Series, chances: pd.Series, su
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The contrasts as a table to read: claim, contrast, estimate [interval], margin, and where the interval lies."""
+    if table.empty:
+        return pd.DataFrame(columns=["claim", "contrast", "estimate [95% interval]", "margin", "interval"]
+                            ).set_index(["claim", "contrast"])
     return pd.DataFrame({"claim": table.claim, "contrast": table.contrast,
                          "estimate [95% interval]": table.apply(lambda r: f"{r.estimate:{r.fmt}} [{r.low:{r.fmt}}, "
                                                                           f"{r.high:{r.fmt}}]", axis=1),

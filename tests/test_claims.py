@@ -133,6 +133,12 @@ def test_a_grid_without_the_needed_cells_is_marked_not_measured():
     assert v["k1_rises"] == "not measured"  # it needs n=4 beside n=5
 
 
+def test_one_trial_leaves_every_claim_not_measured_rather_than_failing():
+    table, v, chance = verdicts.within_splits(C.cube(grid(paper_like, trials=1), 20), C.SWEEP_CLAIMS, 100, 0)
+    assert (v.iloc[0] == "not measured").all() and chance.isna().all().all() and table.empty
+    assert verdicts.shown(table).empty
+
+
 def test_an_argmax_gets_its_distribution_over_draws_not_an_interval():
     shares = C.best_level_shares(C.cube(grid(paper_like), 20), 40, 100, 0)
     assert shares.to_dict() == {4: 1.0}  # n=4 is best at k=40 in every draw: trial noise is shared by every n

@@ -7,6 +7,7 @@
 # make bench      - benchmarks/bench.py: the plain path against the engine, the study's cost per recipe, and
 #                   the study on a Dask cluster
 # make plain-record - the plain path's record of the grid, which the sweep notebook compares the engine with
+# make install    - the .venv alone (every target above makes it first)
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>, ENGINE=batched (no C compiler needed)
 #          or plain; CLUSTER=local:N or tcp://HOST:PORT (the runs on Dask workers; not part of the
@@ -33,7 +34,12 @@ NBVAL_DIR := $(CURDIR)/_build/nbval
 SCRATCH := $(CURDIR)/_build/executed
 MATHJAX := book/_static/mathjax
 
-.PHONY: install data mathjax notebooks html book test unit plain-record bench clean
+.PHONY: help install data mathjax notebooks html book test unit plain-record bench clean
+.DEFAULT_GOAL := help
+
+# `make` alone prints this file's header: the targets and options
+help:
+	@sed -n '1,/^$$/s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 install: $(VENV)/.installed
 

@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("study", parents=[common], help="the study beyond the paper: many class splits, the "
                                                         "recipes and controls, protocol variants (resumable)")
     st.add_argument("--splits", type=int, help="class splits (default: the profile's)")
-    d = sub.add_parser("download", help="fetch the official EMNIST archive and extract the ByClass files")
-    d.add_argument("--dest", default=str(D.DEFAULT_DATA_DIR))
+    d = sub.add_parser("download", help="fetch the official EMNIST archive and derive the record's subset from it "
+                                        f"(into {D.DEFAULT_DATA_DIR}), checking its published sha256 sums")
+    d.add_argument("--dest", default=None, help=f"default {D.DEFAULT_DATA_DIR}, or {D.FULL_DATA_DIR} with --full")
+    d.add_argument("--full", action="store_true",
+                   help="the official ByClass files as they are (about 700,000 training images): a different "
+                        "experiment from the record's, whose numbers will not match results/paper")
     d.add_argument("--url", default=D.EMNIST_URL)
     d.add_argument("--md5", default=D.EMNIST_MD5)
     d.add_argument("--keep-archive", action="store_true")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.command == "download":
-            dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive)
+            dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive, full=a.full)
             print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest.resolve()}")
             return 0
         if a.command == "publish":

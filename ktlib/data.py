@@ -212,10 +212,10 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex:
     return dest
 
 
-def extract_byclass(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Extract only the ByClass files (and mapping) from EMNIST's gzip.zip, each atomically."""
+def extract_byclass(archive: str | os.PathLike, dest: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
+    """Extract only the ByClass files (and mapping) from EMNIST's gzip.zip, or only `names` of them, atomically."""
     dest = Path(dest)
-    wanted = set(data_files())
+    wanted = set(names or data_files())
     out = []
     try:
         with zipfile.ZipFile(archive) as z:
@@ -233,18 +233,94 @@ def extract_byclass(archive: str | os.PathLike, dest: str | os.PathLike) -> list
     return out
 
 
-def download(dest: str | os.PathLike = DEFAULT_DATA_DIR, url: str = EMNIST_URL, md5: str | None = EMNIST_MD5,
-             sha256_hex: str | None = None, keep_archive: bool = False, progress: bool = True) -> Path:
-    """Fetch the official EMNIST archive, check it, and leave the ByClass files in dest."""
-    dest = Path(dest)
+FULL_DATA_DIR = Path("data/emnist-full")  # the official files as they are: another experiment than the record's
+
+
+def download(dest: str | os.PathLike | None = None, url: str = EMNIST_URL, md5: str | None = EMNIST_MD5,
+             sha256_hex: str | None = None, keep_archive: bool = False, progress: bool = True,
+             full: bool = False) -> Path:
+    """Fetch the official EMNIST archive, check it, and leave in dest the record's subset of its ByClass test split
+    (derive_subset; an error if the files differ from the published sums), or with `full` the official ByClass
+    files as they are, about 700,000 training images: a different experiment, whose numbers are not the record's."""
+    dest = Path(dest or (FULL_DATA_DIR if full else DEFAULT_DATA_DIR))
     archive = fetch(url, dest / "gzip.zip", md5=md5, sha256_hex=sha256_hex, progress=progress)
     try:
-        extract_byclass(archive, dest)
+        if full:
+            extract_byclass(archive, dest)
+        else:
+            official = dest / ".official"
+            try:
+                extract_byclass(archive, official, [MAPPING_FILE, image_file("test"), label_file("test")])
+                differ = derive_subset(official, dest)
+            finally:
+                shutil.rmtree(official, ignore_errors=True)
+            if differ:
+                raise DataError(f"{dest}: {', '.join(differ)} differ from the sha256 sums published with the record's "
+                                f"subset, so this is not the record's data: results made on it will not match "
+                                f"results/paper")
     finally:
         if not keep_archive:
             archive.unlink(missing_ok=True)
     read_mapping(dest)  # fail now, not at the first experiment, if the mapping is unusable
     return dest
+
+
+# ---------------------------------------------------------------- the record's subset of the official files
+
+# The record was made on a stratified subset of the official ByClass *test* split, drawn by this recipe (the
+# subset's own README): numpy.random.default_rng(SUBSET_SEED); for each class in label order, a permutation of its
+# images; the first SUBSET_TEST are the test images and the next up to SUBSET_TRAIN the training images; each set
+# sorted by its index in the official split. Files are gzip level 9 with mtime 0 and no file name.
+SUBSET_SEED, SUBSET_TEST, SUBSET_TRAIN = 0, 200, 1000
+SUBSET_SHA256 = {  # as published with the subset
+    "emnist-byclass-train-images-idx3-ubyte.gz": "b00641e9af495b185e8e65c82d626d6fab62771e72509c40765d5ecabd155412",
+    "emnist-byclass-train-labels-idx1-ubyte.gz": "ca8038b02ad445254a4c75788bffea6ab31d59bc066058e602f43a8c5f94cba3",
+    "emnist-byclass-test-images-idx3-ubyte.gz": "4ace59fdb601e865b6f80ee5dc040ecfbba0decced1e8dbf11bba74db7e377e9",
+    "emnist-byclass-test-labels-idx1-ubyte.gz": "759adb9bc01ebe0f20d8ee62dec46a0f207c09fcff4b1036167c8f3808a903b4",
+    "emnist-byclass-mapping.txt": "68fa9091ed325830418b5a8d732f32316e54a480b9f8994a161abb4eddd0d078",
+}
+
+
+def subset_indices(labels: np.ndarray, classes: int, seed: int = SUBSET_SEED, test: int = SUBSET_TEST,
+                   train: int = SUBSET_TRAIN) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices into the official test split, by the subset's recipe."""
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for c in range(classes):
+        perm = rng.permutation(np.flatnonzero(labels == c))
+        test_idx.append(perm[:test])
+        train_idx.append(perm[test:test + train])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """An idx file (images: n x 28 x 28 uint8, or labels: n uint8), gzip level 9 with mtime 0 and no file name,
+    so that the same arrays always give the same bytes; written atomically."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">I", IMAGE_MAGIC if array.ndim == 3 else LABEL_MAGIC) + b"".join(
+        struct.pack(">I", d) for d in array.shape)
+    with atomic_open(Path(path)) as f, gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=f,
+                                                      mtime=0) as z:
+        z.write(header + array.tobytes())
+
+
+def derive_subset(official: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """Write the record's subset into dest from the official ByClass files in `official` (their test split and
+    mapping), and return the files whose sha256 differs from the published one (empty: the record's data)."""
+    official, dest = Path(official), Path(dest)
+    classes = len(read_mapping(official))
+    images = _read_idx(official / image_file("test"), IMAGE_MAGIC, 3)  # as stored: EMNIST's transposed bytes
+    labels = _read_idx(official / label_file("test"), LABEL_MAGIC, 1)
+    if len(images) != len(labels):
+        raise DataError(f"{official / label_file('test')}: {len(labels)} labels for {len(images)} images")
+    train, test = subset_indices(labels, classes)
+    for name, idx in (("train", train), ("test", test)):
+        write_idx(dest / image_file(name), images[idx])
+        write_idx(dest / label_file(name), labels[idx])
+    if official != dest:
+        with atomic_open(dest / MAPPING_FILE) as f:
+            f.write((official / MAPPING_FILE).read_bytes())
+    return [name for name, digest in SUBSET_SHA256.items() if sha256(dest / name) != digest]
 
 
 # ---------------------------------------------------------------- the paper's subsets

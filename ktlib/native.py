@@ -11,6 +11,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import platformdirs
 import torch
 
 from .paths import from_env
@@ -36,8 +37,8 @@ def compiler() -> str | None:
 
 
 def cache_dir() -> Path:
-    """$KTLIB_CACHE_DIR, which must be writable; else ~/.cache/ktlib, or the temporary directory where that
-    cannot be written."""
+    """$KTLIB_CACHE_DIR, which must be writable; else the user's cache directory (platformdirs: ~/.cache/ktlib on
+    Linux), or the temporary directory where that cannot be written."""
     given = from_env(CACHE_ENV)
     if given is not None:
         try:
@@ -47,7 +48,7 @@ def cache_dir() -> Path:
                                     f"native kernels cannot be built there: {e.strerror or e}; point it at a "
                                     f"writable directory, or unset it") from None
         return given
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ktlib"
+    base = Path(platformdirs.user_cache_dir("ktlib"))  # ~/.cache/ktlib on Linux ($XDG_CACHE_HOME honoured)
     for candidate in (base, Path(tempfile.gettempdir()) / "ktlib"):
         try:
             probe(candidate)

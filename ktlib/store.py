@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import secrets
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+try:  # POSIX file locks; without them ktlib still imports, and only writing a results directory is refused
+    import fcntl
+except ImportError:
+    fcntl = None
 
 LOCK_FILE = ".lock"  # holds the writer's PID; the OS lock on it, not its presence, is what counts
 
@@ -71,8 +75,12 @@ def _holder(fd: int) -> str:
     return f"process {pid}" if pid.isdigit() else "another process"
 
 
-def _busy(directory: Path, fd: int, wait: bool, mode: int) -> None:
-    """Take the lock on fd in mode (shared or exclusive); if another process holds it, refuse or wait."""
+def _busy(directory: Path, fd: int, wait: bool, exclusive: bool) -> None:
+    """Take the lock on fd, shared or exclusive; if another process holds it, refuse or wait."""
+    if fcntl is None:
+        raise StoreError(f"results directory {directory}: this system has no POSIX file locks (fcntl), which ktlib "
+                         f"needs to keep one writer per results directory; run sweeps on Linux or macOS")
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
         return
@@ -98,7 +106,7 @@ def wait_until_free(directory: str | os.PathLike, wait: bool = False) -> None:
     except OSError:  # no lock file, so no writer yet (or one writer() will report clearly)
         return
     try:
-        _busy(directory, fd, wait, fcntl.LOCK_SH)
+        _busy(directory, fd, wait, exclusive=False)
     finally:
         os.close(fd)
 
@@ -135,7 +143,7 @@ def writer(directory: str | os.PathLike, wait: bool = False):
         return
     fd = _open_lock(directory)
     try:
-        _busy(directory, fd, wait, fcntl.LOCK_EX)
+        _busy(directory, fd, wait, exclusive=True)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:

@@ -184,17 +184,18 @@ def test_draw_more_than_available_is_a_clear_error(tiny_dir):
 # --------------------------------------------------------------------------- the shared subset
 
 
-SUBSET_SHA256 = {  # from ../shared/data/emnist-byclass-subset/README.md
-    "emnist-byclass-train-images-idx3-ubyte.gz": "b00641e9af495b185e8e65c82d626d6fab62771e72509c40765d5ecabd155412",
-    "emnist-byclass-test-labels-idx1-ubyte.gz": "759adb9bc01ebe0f20d8ee62dec46a0f207c09fcff4b1036167c8f3808a903b4",
-    "emnist-byclass-mapping.txt": "68fa9091ed325830418b5a8d732f32316e54a480b9f8994a161abb4eddd0d078",
-}
+
+
+def test_the_idx_writer_gives_the_published_subset_byte_for_byte(real_dir, tmp_path):
+    for split in D.SPLITS:
+        D.write_idx(tmp_path / D.image_file(split), D._read_idx(real_dir / D.image_file(split), D.IMAGE_MAGIC, 3))
+        D.write_idx(tmp_path / D.label_file(split), D._read_idx(real_dir / D.label_file(split), D.LABEL_MAGIC, 1))
+        for name in (D.image_file(split), D.label_file(split)):
+            assert D.sha256(tmp_path / name) == D.SUBSET_SHA256[name]
 
 
 def test_real_subset_loads_with_its_documented_counts(real_dir):
-    sums = D.checksums(real_dir)
-    for name, digest in SUBSET_SHA256.items():
-        assert sums[name] == digest
+    assert D.checksums(real_dir) == D.SUBSET_SHA256
     data = D.load(real_dir)
     assert len(data.train.labels) == 40287 and len(data.test.labels) == 12400
     assert data.counts("train")[data.label_of("j")] == 117 and (data.counts("test") == 200).all()
@@ -252,10 +253,10 @@ def served(tiny_dir, tmp_path):
         yield f"{base}/gzip.zip", archive
 
 
-def test_download_verifies_and_extracts_only_byclass(served, tiny_dir, tmp_path):
+def test_the_full_download_verifies_and_extracts_only_byclass(served, tiny_dir, tmp_path):
     url, archive = served
     dest = tmp_path / "out"
-    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
+    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False, full=True)
     assert sorted(p.name for p in dest.iterdir()) == sorted(D.data_files())
     for name in D.data_files():
         assert (dest / name).read_bytes() == (tiny_dir / name).read_bytes()
@@ -268,7 +269,7 @@ def test_a_download_killed_earlier_leaves_no_temporary_file_after_the_next(serve
     dest.mkdir()
     (dest / ".gzip.zip.4242.0badcafe.part").write_bytes(b"half an archive")
     (dest / f".{D.image_file('train')}.4242.0badcafe.part").write_bytes(b"half a file")
-    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
+    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False, full=True)
     assert sorted(p.name for p in dest.iterdir()) == sorted(D.data_files())
 
 
@@ -276,8 +277,56 @@ def test_download_from_a_file_url_with_sha256(tiny_dir, tmp_path):
     archive = tmp_path / "gzip.zip"
     archive.write_bytes(_official_like_archive(tiny_dir))
     dest = D.download(tmp_path / "out", url=archive.as_uri(), md5=None,
-                      sha256_hex=hashlib.sha256(archive.read_bytes()).hexdigest(), progress=False)
+                      sha256_hex=hashlib.sha256(archive.read_bytes()).hexdigest(), progress=False, full=True)
     assert D.checksums(dest) == D.checksums(tiny_dir)
+
+
+def test_the_default_download_derives_the_subset_and_names_the_files_unlike_the_records(served, tiny_dir,
+                                                                                        tmp_path):
+    url, archive = served
+    dest = tmp_path / "out"
+    with pytest.raises(D.DataError, match="differ from the sha256 sums published with the record's subset"):
+        D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(D.data_files())  # derived, then refused as the record
+    derived, tiny = D.load(dest), D.load(tiny_dir)
+    assert len(derived.test.labels) == len(tiny.test.labels) and len(derived.train.labels) == 0  # < 200 per class
+
+
+def official_split(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic official test split: 62 classes of 150 to 260 images, in random order, random pixels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(62), rng.integers(150, 260, 62))).astype(np.uint8)
+    return rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8), labels
+
+
+def write_official(where: Path, images: np.ndarray, labels: np.ndarray, mapping: Path) -> Path:
+    D.write_idx(where / D.image_file("test"), images)
+    D.write_idx(where / D.label_file("test"), labels)
+    shutil.copyfile(mapping, where / D.MAPPING_FILE)
+    return where
+
+
+def test_the_subset_is_the_same_bytes_from_the_same_split_and_a_changed_pixel_is_caught(tiny_dir, tmp_path,
+                                                                                       monkeypatch):
+    images, labels = official_split()
+    official = write_official(tmp_path / "official", images, labels, tiny_dir / D.MAPPING_FILE)
+    D.derive_subset(official, tmp_path / "a")
+    published = D.checksums(tmp_path / "a")
+    monkeypatch.setattr(D, "SUBSET_SHA256", published)  # as if these were the published sums
+    assert D.derive_subset(official, tmp_path / "b") == []
+    train, _ = D.subset_indices(labels, 62)
+    images[train[0], 3, 4] ^= 1  # one pixel of one training image
+    changed = write_official(tmp_path / "changed", images, labels, tiny_dir / D.MAPPING_FILE)
+    assert D.derive_subset(changed, tmp_path / "c") == [D.image_file("train")]
+
+
+def test_the_recipe_gives_the_subsets_documented_counts_per_class():
+    source = {"0": 5778, "A": 1062, "B": 648, "j": 317, "f": 400}  # from the subset's README
+    labels = np.repeat(np.arange(len(source)), list(source.values()))
+    train, test = D.subset_indices(labels, len(source))
+    assert np.bincount(labels[train]).tolist() == [1000, 862, 448, 117, 200]
+    assert np.bincount(labels[test]).tolist() == [200] * 5
+    assert not set(train) & set(test)
 
 
 def test_download_with_a_wrong_checksum_leaves_nothing_behind(served, tmp_path):

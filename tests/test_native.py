@@ -42,6 +42,12 @@ def test_without_a_cache_variable_an_unwritable_home_cache_falls_back_to_the_tem
     assert native.cache_dir() == Path(tempfile.gettempdir()) / "ktlib"
 
 
+def test_without_a_cache_variable_the_kernels_go_to_the_platforms_user_cache_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(native.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # platformdirs honours it on Linux
+    assert native.cache_dir() == tmp_path / "xdg" / "ktlib"
+
+
 def test_a_relative_cache_variable_is_taken_from_the_launch_directory(tmp_path, monkeypatch):
     (tmp_path / "launched-here").mkdir()
     (tmp_path / "kernel-runs-here").mkdir()

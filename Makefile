@@ -1,6 +1,8 @@
-# make book       - the main job: run the notebooks with papermill (source net, the 150-run sweep, variance
-#                   plots, Table 1, then the study beyond the paper: its runs, controls and errors), then
-#                   build the Jupyter Book into _build/html
+# make book       - the book from the committed record: the notebooks run with papermill on a copy of it in
+#                   _build/, computing only what it lacks, then the Jupyter Book into _build/html
+# make reproduce  - every run computed again from scratch into _build/ (hours on 2 cores), the book from it,
+#                   and a table per results file: runs equal to the record, within tolerance, or different
+# make record     - for maintainers: make reproduce, then its notebooks and results become the committed ones
 # make test       - unit tests, then nbval re-executes the committed notebooks and compares their checks
 # make unit       - the unit tests alone (about a minute)
 # make html       - only the book build, from the notebooks as committed
@@ -27,14 +29,18 @@ NOTEBOOKS := $(shell sed -n 's|^ *- file: notebooks/||p' _toc.yml)
 # is taken from this directory, where make was typed: ktlib reads it from the launch directory ($PWD), which
 # papermill and nbval pass on to kernels they start in notebooks/.
 export KTLIB_DATA_DIR := $(or $(KTLIB_DATA_DIR),data/emnist)
-# This build's own runs (resumable); `ktlib publish` copies the finished record into results/, committed.
+# This build's runs, under _build/ only: `make book` starts them from the committed record (ktlib seed) and
+# resumes, so it computes only what the record lacks; `make reproduce` computes every run again. Only
+# `make record` writes results/ and notebooks/, which are committed.
 RUN_DIR := $(CURDIR)/_build/results/$(PROFILE)-$(ENGINE)
+REPRODUCE_DIR := $(CURDIR)/_build/reproduce/$(PROFILE)-$(ENGINE)
 NBVAL_DIR := $(CURDIR)/_build/nbval
-# papermill writes here; the notebooks replace notebooks/*.ipynb only once all of them have run
+# the executed notebooks; and the book's sources with them, which jupyter-book builds
 SCRATCH := $(CURDIR)/_build/executed
+SITE := $(CURDIR)/_build/site
 MATHJAX := book/_static/mathjax
 
-.PHONY: help install data mathjax notebooks html book test unit plain-record bench clean
+.PHONY: help install data mathjax html book reproduce record test unit plain-record bench clean
 .DEFAULT_GOAL := help
 
 # `make` alone prints this file's header: the targets and options
@@ -63,19 +69,42 @@ $(MATHJAX)/tex-chtml.js: book/package.json book/package-lock.json
 	cp book/node_modules/mathjax/es5/tex-chtml.js $(MATHJAX)/
 	cp -r book/node_modules/mathjax/es5/output/chtml/fonts $(MATHJAX)/output/chtml/
 
-notebooks: install data
+# $(call execute,RESULTS_DIR): every notebook with papermill, on that results directory, into $(SCRATCH)
+define execute
 	rm -rf $(SCRATCH) && mkdir -p $(SCRATCH)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== notebooks/$$nb.ipynb ($(PROFILE), $(ENGINE)$(if $(CLUSTER),$(comma) on $(CLUSTER)))"; \
-	  KTLIB_RESULTS_DIR=$(RUN_DIR) $(BIN)/papermill --cwd notebooks --log-output --no-progress-bar \
+	  KTLIB_RESULTS_DIR=$(1) $(BIN)/papermill --cwd notebooks --log-output --no-progress-bar \
 	    notebooks/$$nb.ipynb $(SCRATCH)/$$nb.ipynb -p profile $(PROFILE) -p seed $(SEED) -p engine $(ENGINE) \
 	    $(if $(CLUSTER),-p cluster $(CLUSTER)) \
-	    || { echo "notebooks/$$nb.ipynb failed: its output is in $(SCRATCH)/$$nb.ipynb; notebooks/ is unchanged"; exit 1; }; \
+	    || { echo "notebooks/$$nb.ipynb failed: its output is in $(SCRATCH)/$$nb.ipynb"; exit 1; }; \
 	done
-	for nb in $(NOTEBOOKS); do mv $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
-	$(BIN)/ktlib publish $(RUN_DIR)
+	@! grep -l '"output_type": "error"' $(SCRATCH)/*.ipynb || { echo "a notebook above holds an error"; exit 1; }
+endef
 
-book: notebooks html
+# $(call site): the book from the executed notebooks, into _build/html (warnings are errors)
+define site
+	rm -rf $(SITE) && mkdir -p $(SITE)/book $(SITE)/notebooks
+	cp _config.yml _toc.yml $(SITE)/ && cp -r book/*.md book/references.bib book/_static $(SITE)/book/
+	cp $(SCRATCH)/*.ipynb $(SITE)/notebooks/
+	$(BIN)/jupyter-book build -W --keep-going $(SITE) --path-output $(CURDIR)
+	@echo "the book is in _build/html/index.html"
+endef
+
+book: install data mathjax
+	$(BIN)/ktlib seed $(RUN_DIR) --profile $(PROFILE) --engine $(ENGINE)
+	$(call execute,$(RUN_DIR))
+	$(call site)
+
+reproduce: install data mathjax
+	$(call execute,$(REPRODUCE_DIR))
+	$(call site)
+	$(BIN)/ktlib compare $(REPRODUCE_DIR)
+
+# For maintainers: a reproduced build becomes the committed notebooks and record.
+record: reproduce
+	for nb in $(NOTEBOOKS); do cp $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
+	$(BIN)/ktlib publish $(REPRODUCE_DIR)
 
 # The plain path's record of the same grid (about 15 minutes on 2 cores), which the sweep notebook compares
 # the engine with; committed as results/<profile>-plain/.

@@ -372,6 +372,16 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
             "largest_run_change": float(moved.max())}
 
 
+def run_agreement(rows: pd.DataFrame, record: pd.DataFrame, tolerance: float = TOLERANCE) -> dict[str, int]:
+    """Run by run against a record: equal (same epochs and test accuracy), within `tolerance` in test accuracy,
+    different by more, and runs that only one side has."""
+    both = rows.merge(record, on=KEY, suffixes=("", "_record"))
+    moved = (both.test_accuracy - both.test_accuracy_record).abs()
+    equal = (both.epochs == both.epochs_record) & (moved < 1e-6)
+    return {"runs": len(rows), "equal": int(equal.sum()), "within tolerance": int((~equal & (moved <= tolerance)).sum()),
+            "different": int((moved > tolerance).sum()), "unmatched": len(rows) + len(record) - 2 * len(both)}
+
+
 def comparison_text(check: dict, other: str) -> str:
     """How this sweep compares with `other`'s record (a `compare_with_record` result), in one or two sentences."""
     if not check["comparable"]:

@@ -7,27 +7,67 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from . import data as D
 from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config, cluster_target
-from .results import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_RECORD, mean_table, read_results, record_path
+from .results import (PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, mean_table,
+                      read_results, record_path)
+from .claims import run_agreement
 from .study import STUDY_DIR, Study, split_dirs
 from .sweep import run
 from .transfer import RECIPES
 
 
-def publish(results_dir: str, root: str | Path = ".") -> Path:
-    """Copy a finished build's results files, source records, predictions and readouts, its study's included, to the
-    record of its profile and engine in the checkout `root` (results.record_path: the one place that naming
-    lives)."""
-    source = Path(results_dir)
-    meta, _ = read_results(source / RESULTS_FILE)
-    dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
+RECORD_FILES = (RESULTS_FILE, SOURCE_RECORD, SOURCE_FILE, PREDICTIONS_FILE, READOUTS_FILE)  # what a record keeps
+
+
+def _copy_record(source: Path, dest: Path) -> None:
+    """Every record file of a results directory and its study's sweeps, from source to the same places in dest."""
     for where in [source] + [d for _, _, d in split_dirs(source / STUDY_DIR)]:
         target = dest / where.relative_to(source)
         target.mkdir(parents=True, exist_ok=True)
-        for name in (RESULTS_FILE, SOURCE_RECORD, PREDICTIONS_FILE, READOUTS_FILE):
+        for name in RECORD_FILES:
             if (where / name).exists():
                 shutil.copyfile(where / name, target / name)
+
+
+def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".") -> str:
+    """Start a build's results directory from the committed record of its profile and engine, so that its sweeps
+    resume from the record's runs (each checks that they are its own experiment) and train only what it lacks.
+    A directory that already holds results is left as it is."""
+    dest, record = Path(results_dir), record_path(profile, engine, root).parent
+    if (dest / RESULTS_FILE).exists():
+        return f"{dest} already holds results: resuming them"
+    if not (record / RESULTS_FILE).exists():
+        return f"no committed record at {record}: every run is computed"
+    _copy_record(record, dest)
+    return f"{dest} starts from the committed record {record}"
+
+
+def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
+    """Per results file of a build (its sweep and its study's): how many of its runs equal the committed record's
+    (same epochs and test accuracy), how many differ by no more than the tolerance, and how many by more."""
+    source = Path(results_dir)
+    meta, _ = read_results(source / RESULTS_FILE)
+    record = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
+    out = {}
+    for where in [source] + [d for _, _, d in split_dirs(source / STUDY_DIR)]:
+        name = str(where.relative_to(source)) if where != source else RESULTS_FILE
+        _, rows = read_results(where / RESULTS_FILE)
+        theirs = record / where.relative_to(source) / RESULTS_FILE
+        out[name] = run_agreement(rows, read_results(theirs)[1]) if theirs.exists() else {"runs": len(rows)}
+    return pd.DataFrame(out).T.fillna(0).astype(int).rename_axis("results file")
+
+
+def publish(results_dir: str, root: str | Path = ".") -> Path:
+    """Copy a finished build's record files (RECORD_FILES: results, source nets and their records, predictions,
+    readouts), its study's included, to the record of its profile and engine in the checkout `root`
+    (results.record_path: the one place that naming lives)."""
+    source = Path(results_dir)
+    meta, _ = read_results(source / RESULTS_FILE)
+    dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
+    _copy_record(source, dest)
     return dest
 
 
@@ -75,11 +115,25 @@ def main(argv: list[str] | None = None) -> int:
                                        "readouts.csv, and its study's) to the record of its profile and engine, "
                                        "results/<profile>[-<engine>]/ under the current directory")
     r.add_argument("results_dir")
+    cp = sub.add_parser("compare", help="a build's runs against the committed record: equal, within tolerance, "
+                                        "or different, per results file")
+    cp.add_argument("results_dir")
+    sd = sub.add_parser("seed", help="start a build's results directory from the committed record of its profile "
+                                     "and engine (nothing is copied into a directory that holds results)")
+    sd.add_argument("results_dir")
+    sd.add_argument("--profile", choices=PROFILES, default="paper")
+    sd.add_argument("--engine", choices=ENGINES, default="native")
     a = p.parse_args(argv)
     try:
         if a.command == "download":
             dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive, full=a.full)
             print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest.resolve()}")
+            return 0
+        if a.command == "compare":
+            print(compare(a.results_dir).to_string())
+            return 0
+        if a.command == "seed":
+            print(seed(a.results_dir, a.profile, a.engine))
             return 0
         if a.command == "publish":
             print(f"the record is in {publish(a.results_dir)}")

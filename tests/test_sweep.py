@@ -409,7 +409,7 @@ def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(t
     (tmp_path / "checkout").mkdir()
     monkeypatch.chdir(tmp_path / "checkout")
     assert cli.main(["publish", cfg.results_dir]) == 0
-    for name in (results.RESULTS_FILE, results.SOURCE_RECORD, results.PREDICTIONS_FILE):
+    for name in (results.RESULTS_FILE, results.SOURCE_RECORD, results.SOURCE_FILE, results.PREDICTIONS_FILE):
         published = tmp_path / "checkout" / "results" / record / name
         assert published.read_bytes() == (Path(cfg.results_dir) / name).read_bytes()
 
@@ -422,9 +422,27 @@ def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypat
     assert cli.main(["publish", cfg.results_dir]) == 0
     record = tmp_path / "results" / "smoke"
     built = sorted(p.relative_to(cfg.results_dir) for p in Path(cfg.results_dir).rglob("*")
-                   if p.suffix in (".csv", ".json", ".npz"))
+                   if p.suffix in (".csv", ".json", ".npz", ".pt") and not p.name.startswith("."))
     published = sorted(p.relative_to(record) for p in record.rglob("*") if p.is_file())
     assert built == published and Path("study/one-of-n/split-0/predictions.npz") in published
+
+
+def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, smoke_data, monkeypatch):
+    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "first"))
+    ktlib.run(cfg, progress=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["publish", cfg.results_dir]) == 0
+    assert cli.main(["seed", "second", "--profile", "smoke"]) == 0
+    again = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "second"))
+    for trainer in ("train", "train_by_engine"):  # however the profile trains its source net
+        monkeypatch.setattr(sweep, trainer, lambda *a, **k: pytest.fail("the source net was trained again"))
+    monkeypatch.setattr(runs, "train_group", lambda *a, **k: pytest.fail("a target net was trained again"))
+    monkeypatch.setattr(runs, "plain", lambda *a, **k: pytest.fail("a target net was trained again"))
+    rows = ktlib.run(again, progress=False)
+    first = ktlib.read_results(tmp_path / "first" / results.RESULTS_FILE)[1]
+    key = list(results.KEY)
+    assert rows.sort_values(key).test_accuracy.tolist() == first.sort_values(key).test_accuracy.tolist()
+    assert "already holds results" in cli.seed("second", "smoke", "native")  # never over a build's own runs
 
 
 def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(tmp_path, data_dir):

@@ -2,7 +2,7 @@
 #                   _build/, computing only what it lacks, then the Jupyter Book into _build/html
 # make reproduce  - every run computed again from scratch into _build/ (hours on 2 cores), the book from it,
 #                   and a table per results file: runs equal to the record, within tolerance, or different
-# make record     - for maintainers: make reproduce, then its notebooks and results become the committed ones
+# make record     - for maintainers: make book, then its notebooks and runs become the committed ones
 # make test       - unit tests, then nbval re-executes the committed notebooks and compares their checks
 # make unit       - the unit tests alone (about a minute)
 # make html       - only the book build, from the notebooks as committed
@@ -101,10 +101,11 @@ reproduce: install data mathjax
 	$(call site)
 	$(BIN)/ktlib compare $(REPRODUCE_DIR)
 
-# For maintainers: a reproduced build becomes the committed notebooks and record.
-record: reproduce
+# For maintainers: this build's notebooks and runs (make book's: the record, and whatever it lacked, computed
+# now) become the committed ones. For a record computed from scratch, RUN_DIR=$(REPRODUCE_DIR) after make reproduce.
+record: book
 	for nb in $(NOTEBOOKS); do cp $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
-	$(BIN)/ktlib publish $(REPRODUCE_DIR)
+	$(BIN)/ktlib publish $(RUN_DIR)
 
 # The plain path's record of the same grid (about 15 minutes on 2 cores), which the sweep notebook compares
 # the engine with; committed as results/<profile>-plain/.

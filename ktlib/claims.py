@@ -378,8 +378,9 @@ def run_agreement(rows: pd.DataFrame, record: pd.DataFrame, tolerance: float = T
     both = rows.merge(record, on=KEY, suffixes=("", "_record"))
     moved = (both.test_accuracy - both.test_accuracy_record).abs()
     equal = (both.epochs == both.epochs_record) & (moved < 1e-6)
-    return {"runs": len(rows), "equal": int(equal.sum()), "within tolerance": int((~equal & (moved <= tolerance)).sum()),
-            "different": int((moved > tolerance).sum()), "unmatched": len(rows) + len(record) - 2 * len(both)}
+    return {"runs": len(rows), "equal": int(equal.sum()),
+            "within tolerance": int((~equal & (moved <= tolerance)).sum()), "different": int((moved > tolerance).sum()),
+            "unmatched": len(rows) + len(record) - 2 * len(both)}
 
 
 def comparison_text(check: dict, other: str) -> str:

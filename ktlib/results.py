@@ -222,6 +222,28 @@ def retained(n: int) -> str:
     return "none" if n == 0 else f"{LAYERS[0]}-{LAYERS[n - 1]}" if n > 1 else LAYERS[0]
 
 
+def training_hours(rows: pd.DataFrame, engine: str) -> float:
+    """The runs' training time on one core, in hours, as they recorded it when they were computed: the engine
+    trains each group of trials side by side on one thread (ktlib.runs.groups), so a group takes its last run's
+    time; the plain path trains one run at a time."""
+    if engine == "plain":
+        return float(rows.seconds.sum()) / 3600
+    group = [c for c in ("variant", "split", "recipe", "n", "k") if c in rows]
+    return float(rows.groupby(group).seconds.max().sum()) / 3600
+
+
+def provenance(rows: pd.DataFrame, commit: str | None = None) -> str:
+    """Which of the runs this build computed (they carry its commit) and which it read from the committed record
+    (they carry the commit they were computed at), in a sentence."""
+    commit = commit or git_commit()
+    now = int((rows.git_commit == commit).sum())
+    if now == len(rows):
+        return f"all {len(rows):,} runs were computed in this build"
+    if now == 0:
+        return f"all {len(rows):,} runs were read from the committed record"
+    return f"{now:,} of the {len(rows):,} runs were computed in this build, the others read from the committed record"
+
+
 def git_commit() -> str:
     """HEAD of the checkout ktlib runs from, marked -dirty when the code that makes the numbers differs from it.
 

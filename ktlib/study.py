@@ -153,15 +153,6 @@ def protocol(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows.variant.isin(["baseline", *VARIANTS])]
 
 
-def training_hours(rows: pd.DataFrame, engine: str) -> float:
-    """The runs' training time on one core, in hours, as they recorded it when they were computed: the engine
-    trains each group of trials side by side on one thread (ktlib.runs.groups), so a group takes its last run's
-    time; the plain path trains one run at a time."""
-    if engine == "plain":
-        return float(rows.seconds.sum()) / 3600
-    return float(rows.groupby(["variant", "split", "recipe", "n", "k"]).seconds.max().sum()) / 3600
-
-
 def split_dirs(root: str | Path) -> list[tuple[str, int, Path]]:
     """(variant, split, directory) of every finished-or-started sweep under a study's root."""
     out = []

@@ -49,7 +49,8 @@ def stored(repo: Path) -> dict[str, bytes]:
 def checkout_files(repo: Path) -> dict[str, bytes]:
     """Every file of the copied checkout outside _build/ and .venv: what `git status` would see."""
     return {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*")
-            if p.is_file() and not {"_build", ".venv", "data", "node_modules", "mathjax"} & set(p.relative_to(repo).parts)}
+            if p.is_file() and not {"_build", ".venv", "data", "node_modules", "mathjax"}
+            & set(p.relative_to(repo).parts)}
 
 
 def executed_with(repo: Path, profile: str) -> None:

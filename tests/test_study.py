@@ -7,7 +7,7 @@ import pytest
 
 from ktlib import claims as C
 from ktlib import controls, errors, verdicts
-from ktlib.study import training_hours
+from ktlib.results import training_hours
 from ktlib.intervals import Cube, curve, estimate
 from ktlib.transfer import BASELINE, RECIPES, TUNED
 

@@ -92,7 +92,7 @@ define site
 endef
 
 book: install data mathjax
-	$(BIN)/ktlib seed $(RUN_DIR) --profile $(PROFILE) --engine $(ENGINE)
+	$(BIN)/ktlib seed $(RUN_DIR) --profile $(PROFILE) --engine $(ENGINE) --seed $(SEED)
 	$(call execute,$(RUN_DIR))
 	$(call site)
 

@@ -32,15 +32,25 @@ def _copy_record(source: Path, dest: Path) -> None:
                 shutil.copyfile(where / name, target / name)
 
 
-def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".") -> str:
+def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", seed_value: int = 0,
+         data_dir: str | None = None) -> str:
     """Start a build's results directory from the committed record of its profile and engine, so that its sweeps
     resume from the record's runs (each checks that they are its own experiment) and train only what it lacks.
-    A directory that already holds results is left as it is."""
+    A directory that already holds results is left as it is. A record made with another seed or other data is
+    refused, naming what differs, before anything is copied: the two are never mixed."""
     dest, record = Path(results_dir), record_path(profile, engine, root).parent
     if (dest / RESULTS_FILE).exists():
         return f"{dest} already holds results: resuming them"
     if not (record / RESULTS_FILE).exists():
         return f"no committed record at {record}: every run is computed"
+    meta, _ = read_results(record / RESULTS_FILE)
+    ours = D.checksums(D.resolve_data_dir(data_dir))
+    differ = [f"data file {name}" for name, digest in meta["data_checksums"].items() if ours.get(name) != digest]
+    if meta["config"]["seed"] != seed_value:
+        differ.append(f"seed ({meta['config']['seed']} there, {seed_value} here)")
+    if differ:
+        raise ValueError(f"the committed record {record} was made with another {', '.join(differ)}; make book builds "
+                         f"from it only for the same data and seed. `make reproduce` computes every run on yours.")
     _copy_record(record, dest)
     return f"{dest} starts from the committed record {record}"
 
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("results_dir")
     sd.add_argument("--profile", choices=PROFILES, default="paper")
     sd.add_argument("--engine", choices=ENGINES, default="native")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
     a = p.parse_args(argv)
     try:
         if a.command == "download":
@@ -133,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             print(compare(a.results_dir).to_string())
             return 0
         if a.command == "seed":
-            print(seed(a.results_dir, a.profile, a.engine))
+            print(seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
             return 0
         if a.command == "publish":
             print(f"the record is in {publish(a.results_dir)}")

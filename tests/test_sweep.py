@@ -1,6 +1,7 @@
 import inspect
 import json
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -432,7 +433,7 @@ def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, 
     ktlib.run(cfg, progress=False)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["publish", cfg.results_dir]) == 0
-    assert cli.main(["seed", "second", "--profile", "smoke"]) == 0
+    assert cli.main(["seed", "second", "--profile", "smoke", "--data-dir", str(smoke_data)]) == 0
     again = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "second"))
     for trainer in ("train", "train_by_engine"):  # however the profile trains its source net
         monkeypatch.setattr(sweep, trainer, lambda *a, **k: pytest.fail("the source net was trained again"))
@@ -442,7 +443,21 @@ def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, 
     first = ktlib.read_results(tmp_path / "first" / results.RESULTS_FILE)[1]
     key = list(results.KEY)
     assert rows.sort_values(key).test_accuracy.tolist() == first.sort_values(key).test_accuracy.tolist()
-    assert "already holds results" in cli.seed("second", "smoke", "native")  # never over a build's own runs
+    assert "already holds results" in cli.seed("second", "smoke", "native", data_dir=str(smoke_data))
+
+
+def test_a_record_made_with_other_data_or_seed_is_refused_before_anything_is_copied(tmp_path, smoke_data, monkeypatch):
+    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "first"))
+    ktlib.run(cfg, progress=False)
+    monkeypatch.chdir(tmp_path)
+    cli.publish(cfg.results_dir)
+    other = Path(shutil.copytree(smoke_data, tmp_path / "other"))
+    (other / D.MAPPING_FILE).write_bytes((other / D.MAPPING_FILE).read_bytes() + b"\n")
+    with pytest.raises(ValueError, match=f"another data file {D.MAPPING_FILE}; make book builds from it only"):
+        cli.seed("second", "smoke", "native", data_dir=str(other))
+    with pytest.raises(ValueError, match=r"another seed \(0 there, 1 here\).*make reproduce"):
+        cli.seed("second", "smoke", "native", seed_value=1, data_dir=str(smoke_data))
+    assert not (tmp_path / "second").exists()
 
 
 def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(tmp_path, data_dir):

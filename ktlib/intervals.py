@@ -95,21 +95,16 @@ class Cube:
             arrays[recipe] = {v: table[v].to_numpy(float).reshape(shape) for v in values}
         return cls(arrays, [int(n) for n in levels], [int(k) for k in sizes], [int(s) for s in splits])
 
-    def tables(self, splits: np.ndarray | None = None, trials: np.ndarray | None = None) -> dict[str, Tables]:
-        """Each recipe's Tables, over all splits and trials, or over the resampled ones: splits (S',) and, for
-        each of them, trials (S', T')."""
-        def pick(a: np.ndarray) -> np.ndarray:
-            return a if splits is None else a[splits[:, None], trials]
-
+    def tables(self) -> dict[str, Tables]:
+        """Each recipe's Tables over the cube's splits and trials (a resampled cube's: `resampled`)."""
         def frame(a: np.ndarray) -> pd.DataFrame:
             return pd.DataFrame(a, index=pd.Index(self.levels, name="n"), columns=pd.Index(self.sizes, name="k"))
 
         out = {}
         for recipe, values in self.arrays.items():
-            picked = {name: pick(a) for name, a in values.items()}
-            first = next(iter(picked.values()))
+            first = next(iter(values.values()))
             std = first.std(1, ddof=1).mean(0) if first.shape[1] > 1 else np.full(first.shape[2:], np.nan)
-            out[recipe] = Tables({name: frame(a.mean((0, 1))) for name, a in picked.items()}, frame(std))
+            out[recipe] = Tables({name: frame(a.mean((0, 1))) for name, a in values.items()}, frame(std))
         return out
 
 
@@ -285,7 +280,7 @@ def estimate(cube: Cube, statistics: dict[str, Callable[[dict[str, Tables]], flo
         drawn = per_split[:, picks].mean(-1)
         nested = None
         if method == "percentile, splits then trials":
-            tables = [cube.tables(p, rng.integers(0, T, (S, T))) for p in picks]
+            tables = [cube.resampled(p, rng.integers(0, T, (S, T))).tables() for p in picks]
             nested = np.array([[statistics[n](t) for t in tables] for n in names])
         with np.errstate(invalid="ignore"):
             low, high = over_splits(method, point, per_split, drawn, nested)

@@ -49,6 +49,13 @@ def contrasts(c: Cube, which: dict[str, C.SweepClaim]) -> dict[str, list[C.Contr
     return out
 
 
+def _row(split, key: str, con: C.Contrast, estimate: float, low: float, high: float, where: str) -> dict:
+    """One contrast's line of a judgement table."""
+    return {"split": split, "claim": key, "contrast": con.label, "estimate": estimate, "low": low, "high": high,
+            "margin": con.margin, "side": "above" if con.above else "below", "decides": con.decides,
+            "outcome": where, "fmt": con.fmt}
+
+
 def _table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "claim", "contrast", "estimate", "low", "high", "margin", "side",
                                        "decides", "outcome", "fmt"])
@@ -79,9 +86,8 @@ def within_splits(c: Cube, which: dict[str, C.SweepClaim], draws: int, seed: int
             estimate = con.per_split(c)
             low, high = jackknife_t(estimate, np.stack([con.per_split(x) for x in left_out], -1))
             per_split.append([outcome(lo, hi, con.margin, con.above) for lo, hi in zip(low, high)])
-            rows += [{"split": c.splits_of_rows()[s], "claim": key, "contrast": con.label, "estimate": estimate[s],
-                      "low": low[s], "high": high[s], "margin": con.margin, "side": "above" if con.above else "below",
-                      "decides": con.decides, "outcome": per_split[-1][s], "fmt": con.fmt} for s in range(S)]
+            rows += [_row(split, key, con, estimate[s], low[s], high[s], per_split[-1][s])
+                     for s, split in enumerate(index)]
             if con.decides:
                 held &= np.stack([_beyond(con.per_split(x), con) for x in redraws])
         decide = [o for o, con in zip(per_split, found) if con.decides]
@@ -114,9 +120,7 @@ def across_splits(c: Cube, which: dict[str, C.SweepClaim], method: str, draws: i
             deep = None if nested is None else np.array([con.per_split(x).mean() for x in nested])
             low, high = over_splits(method, estimate, per_split, drawn, deep)
             o = outcome(float(low), float(high), con.margin, con.above)
-            rows.append({"split": "all", "claim": key, "contrast": con.label, "estimate": estimate, "low": float(low),
-                         "high": float(high), "margin": con.margin, "side": "above" if con.above else "below",
-                         "decides": con.decides, "outcome": o, "fmt": con.fmt})
+            rows.append(_row("all", key, con, estimate, float(low), float(high), o))
             if con.decides:
                 outcomes.append(o)
                 held &= _beyond(drawn if deep is None else deep, con)

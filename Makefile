@@ -39,6 +39,8 @@ NBVAL_DIR := $(CURDIR)/_build/nbval
 SCRATCH := $(CURDIR)/_build/executed
 SITE := $(CURDIR)/_build/site
 MATHJAX := book/_static/mathjax
+# the README's figure: the sweep notebook's Figure 2, as make record committed it
+README_FIGURE := book/_static/fig2.png
 
 .PHONY: help install data mathjax html book reproduce record test unit plain-record bench clean
 .DEFAULT_GOAL := help
@@ -106,6 +108,8 @@ reproduce: install data mathjax
 record: book
 	for nb in $(NOTEBOOKS); do cp $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
 	$(BIN)/ktlib publish $(RUN_DIR)
+	$(BIN)/python -c "import sys, pathlib; from ktlib.plots import glued_png; \
+	  pathlib.Path(sys.argv[3]).write_bytes(glued_png(*sys.argv[1:3]))" notebooks/02_sweep.ipynb fig2 $(README_FIGURE)
 
 # The plain path's record of the same grid (about 15 minutes on 2 cores), which the sweep notebook compares
 # the engine with; committed as results/<profile>-plain/.

@@ -38,13 +38,15 @@ def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", se
     resume from the record's runs (each checks that they are its own experiment) and train only what it lacks.
     A directory that already holds results is left as it is. A record made with another seed or other data is
     refused, naming what differs, before anything is copied: the two are never mixed."""
-    dest, record = Path(results_dir), record_path(profile, engine, root).parent
+    dest, ours = Path(results_dir), D.checksums(D.resolve_data_dir(data_dir))
     if (dest / RESULTS_FILE).exists():
         return f"{dest} already holds results: resuming them"
-    if not (record / RESULTS_FILE).exists():
-        return f"no committed record at {record}: every run is computed"
+    # the record of this data if one was made (make record), else the subset's, which the checks below refuse
+    mine, subsets = (record_path(profile, engine, root, sums).parent for sums in (ours, None))
+    record = next((r for r in (mine, subsets) if (r / RESULTS_FILE).exists()), None)
+    if record is None:
+        return f"no committed record for {profile}-{engine}: every run is computed"
     meta, _ = read_results(record / RESULTS_FILE)
-    ours = D.checksums(D.resolve_data_dir(data_dir))
     differ = [f"data file {name}" for name, digest in meta["data_checksums"].items() if ours.get(name) != digest]
     if meta["config"]["seed"] != seed_value:
         differ.append(f"seed ({meta['config']['seed']} there, {seed_value} here)")
@@ -57,26 +59,29 @@ def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", se
 
 def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
     """Per results file of a build (its sweep and its study's): how many of its runs equal the committed record's
-    (same epochs and test accuracy), how many differ by no more than the tolerance, and how many by more."""
+    (same epochs and test accuracy), how many differ by no more than the tolerance, how many by more, and how many
+    only one side has (all of them when there is no record of this build's data)."""
     source = Path(results_dir)
     meta, _ = read_results(source / RESULTS_FILE)
-    record = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
+    record = record_path(meta["config"]["profile"], meta["config"]["engine"], root, meta["data_checksums"]).parent
     out = {}
     for where in [source] + [d for _, _, d in split_dirs(source / STUDY_DIR)]:
         name = str(where.relative_to(source)) if where != source else RESULTS_FILE
         _, rows = read_results(where / RESULTS_FILE)
         theirs = record / where.relative_to(source) / RESULTS_FILE
-        out[name] = run_agreement(rows, read_results(theirs)[1]) if theirs.exists() else {"runs": len(rows)}
-    return pd.DataFrame(out).T.fillna(0).astype(int).rename_axis("results file")
+        out[name] = run_agreement(rows, read_results(theirs)[1] if theirs.exists() else rows.iloc[:0])
+    table = pd.DataFrame(out).T.astype(int).rename_axis("results file")
+    table.attrs["record"] = str(record)
+    return table
 
 
 def publish(results_dir: str, root: str | Path = ".") -> Path:
     """Copy a finished build's record files (RECORD_FILES: results, source nets and their records, predictions,
     readouts), its study's included, to the record of its profile and engine in the checkout `root`
-    (results.record_path: the one place that naming lives)."""
+    (results.record_path: the one place that naming lives; data other than the record's subset gets its own)."""
     source = Path(results_dir)
     meta, _ = read_results(source / RESULTS_FILE)
-    dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root).parent
+    dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root, meta["data_checksums"]).parent
     _copy_record(source, dest)
     return dest
 
@@ -142,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest.resolve()}")
             return 0
         if a.command == "compare":
-            print(compare(a.results_dir).to_string())
+            table = compare(a.results_dir)
+            print(f"{a.results_dir} against the record in {table.attrs['record']}, run by run:\n{table.to_string()}")
             return 0
         if a.command == "seed":
             print(seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))

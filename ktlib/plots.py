@@ -1,6 +1,10 @@
 """The book's figures, drawn from results files, training records, the data and the model."""
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -198,3 +202,13 @@ def confusion(matrix: pd.DataFrame, title: str, ax=None):
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     return ax.figure
+
+
+def glued_png(notebook: str | Path, name: str) -> bytes:
+    """The PNG an executed notebook glued under `name`, as bytes (the README's figure is one)."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    for out in (o for c in cells for o in c.get("outputs", [])):
+        record = out.get("metadata", {}).get("scrapbook", {})
+        if record.get("name") == name:
+            return base64.b64decode(out["data"][record["mime_prefix"] + "image/png"])
+    raise KeyError(f"{notebook} glues no figure named {name!r}")

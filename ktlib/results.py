@@ -1,6 +1,7 @@
 """What a results directory holds, and what it says: the sweep's rows, the source net's record, their provenance."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import torch
 
 from . import store
 from .config import ADDED_FIELDS
+from . import data as D
 from .model import LAYERS
 from .transfer import BASELINE
 
@@ -66,10 +68,21 @@ def keys(rows: pd.DataFrame) -> set[RunKey]:
     return set(run_keys(rows))
 
 
-def record_path(profile: str, engine: str = "native", root: str | os.PathLike = REPO) -> Path:
-    """The committed results file of a profile's grid: results/<profile>/, results/<profile>-<engine>/ for
-    an engine other than the default, in the checkout `root` (by default the one ktlib runs from)."""
-    return Path(root) / "results" / (profile if engine == "native" else f"{profile}-{engine}") / RESULTS_FILE
+def data_tag(checksums: dict | None) -> str:
+    """How a record's name says which data made it: nothing for the record's subset (its published sums), else
+    "data-" and 8 hex digits of the data's sha256 sums, such as the full official set's: another experiment."""
+    if checksums is None or checksums == D.SUBSET_SHA256:
+        return ""
+    return "data-" + hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def record_path(profile: str, engine: str = "native", root: str | os.PathLike = REPO,
+                checksums: dict | None = None) -> Path:
+    """The committed results file of a profile's grid: results/<profile>/, with -<engine> for an engine other
+    than the default and -<data_tag> for data other than the record's subset (`checksums`: the data's sha256 sums),
+    in the checkout `root` (by default the one ktlib runs from)."""
+    name = "-".join([profile] + [engine] * (engine != "native") + [t for t in [data_tag(checksums)] if t])
+    return Path(root) / "results" / name / RESULTS_FILE
 
 
 # ---------------------------------------------------------------- the sweep's file

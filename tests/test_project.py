@@ -39,3 +39,10 @@ except store.StoreError as e:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "refused:" in out.stdout and "fcntl" in out.stdout
+
+
+def test_the_readme_figure_is_the_committed_sweep_notebooks_figure_2():
+    from ktlib.plots import glued_png
+
+    assert "book/_static/fig2.png" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert (ROOT / "book/_static/fig2.png").read_bytes() == glued_png(ROOT / "notebooks/02_sweep.ipynb", "fig2")

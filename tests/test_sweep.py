@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import ktlib
-from ktlib import cli, config, results, runs, study, sweep
+from ktlib import claims, cli, config, results, runs, study, sweep
 from ktlib.transfer import BASELINE, RECIPES, TUNED, transfer
 from ktlib.config import Purpose, derive_seed
 from ktlib import data as D
@@ -402,9 +402,15 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
     assert len(ktlib.read_results(tmp_path / results.RESULTS_FILE)[1]) == 2
 
 
+def as_the_records_data(monkeypatch, data_dir):
+    """Take this synthetic data for the record's subset, whose records carry no data tag in their names."""
+    monkeypatch.setattr(D, "SUBSET_SHA256", D.checksums(data_dir))
+
+
 @pytest.mark.parametrize("engine, record", [("native", "smoke"), ("batched", "smoke-batched")])
 def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(tmp_path, data_dir, monkeypatch,
                                                                                engine, record):
+    as_the_records_data(monkeypatch, data_dir)
     cfg = small(tmp_path, data_dir, sizes=[1], engine=engine)
     ktlib.run(cfg, progress=False)
     (tmp_path / "checkout").mkdir()
@@ -415,7 +421,41 @@ def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(t
         assert published.read_bytes() == (Path(cfg.results_dir) / name).read_bytes()
 
 
+def test_a_build_on_other_data_publishes_to_a_record_of_its_own_and_leaves_the_subsets_alone(tmp_path, data_dir,
+                                                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    subsets = results.record_path("smoke", root=tmp_path)
+    subsets.parent.mkdir(parents=True)
+    subsets.write_text("the record of the subset")
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    rows = ktlib.run(cfg, progress=False)
+    assert cli.main(["publish", cfg.results_dir]) == 0
+    tag = results.data_tag(D.checksums(data_dir))
+    assert tag.startswith("data-") and subsets.read_text() == "the record of the subset"
+    published = tmp_path / "results" / f"smoke-{tag}" / results.RESULTS_FILE
+    assert published.read_bytes() == (Path(cfg.results_dir) / results.RESULTS_FILE).read_bytes()
+    assert cli.compare(cfg.results_dir).loc[results.RESULTS_FILE, "equal"] == len(rows)
+
+
+def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_path, data_dir, monkeypatch):
+    as_the_records_data(monkeypatch, data_dir)
+    monkeypatch.chdir(tmp_path)
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    rows = ktlib.run(cfg, progress=False)
+    assert cli.compare(cfg.results_dir).loc[results.RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
+    record = cli.publish(cfg.results_dir) / results.RESULTS_FILE
+    meta, theirs = results.read_results(record)
+    theirs.loc[0, "test_accuracy"] += claims.TOLERANCE / 2
+    theirs.loc[1, "test_accuracy"] += 2 * claims.TOLERANCE
+    results.write_results(record, meta, theirs.drop(index=2))
+    table = cli.compare(cfg.results_dir)
+    assert table.loc[results.RESULTS_FILE].to_dict() == {
+        "runs": len(rows), "equal": len(rows) - 3, "within tolerance": 1, "different": 1, "unmatched": 1}
+    assert table.attrs["record"] == str(record.parent)
+
+
 def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypatch):
+    as_the_records_data(monkeypatch, smoke_data)
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "build"))
     ktlib.run(cfg, progress=False)
     study.Study.of(cfg, splits=1).run(progress=False)
@@ -429,6 +469,7 @@ def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypat
 
 
 def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, smoke_data, monkeypatch):
+    as_the_records_data(monkeypatch, smoke_data)
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "first"))
     ktlib.run(cfg, progress=False)
     monkeypatch.chdir(tmp_path)
@@ -447,6 +488,7 @@ def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, 
 
 
 def test_a_record_made_with_other_data_or_seed_is_refused_before_anything_is_copied(tmp_path, smoke_data, monkeypatch):
+    as_the_records_data(monkeypatch, smoke_data)
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "first"))
     ktlib.run(cfg, progress=False)
     monkeypatch.chdir(tmp_path)

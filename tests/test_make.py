@@ -1,6 +1,7 @@
 """The README's main command, and papermill by hand, as a new user types them: paths mean what they say from
 where they were typed, and a failed build leaves the committed notebooks as they were."""
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -63,9 +64,10 @@ def executed_with(repo: Path, profile: str) -> None:
 
 @needs_venv
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["default", "relative"])
-def test_make_book_finds_the_data_at_the_default_place_or_a_relative_one(real_dir, tmp_path, where):
-    """`make book` with the data in data/emnist and $KTLIB_DATA_DIR unset, and with a relative $KTLIB_DATA_DIR."""
+@pytest.mark.parametrize("where, target", [("default", "book"), ("relative", "reproduce")])
+def test_make_book_and_reproduce_find_the_data_and_leave_the_checkout_as_it_was(real_dir, tmp_path, where, target):
+    """`make book` with the data in data/emnist and $KTLIB_DATA_DIR unset, `make reproduce` with a relative
+    $KTLIB_DATA_DIR: each builds the book into _build/ and changes no file of the checkout."""
     repo = checkout(tmp_path / "repo")
     if where == "default":
         (repo / "data").mkdir()
@@ -77,14 +79,18 @@ def test_make_book_finds_the_data_at_the_default_place_or_a_relative_one(real_di
         env = {D.DATA_DIR_ENV: "../elsewhere/emnist"}
     ours = sorted((ROOT / "results").rglob("*"))
     before = checkout_files(repo)
-    out = make(repo, "book", "PROFILE=smoke", **env)
+    out = make(repo, target, "PROFILE=smoke", **env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert sorted((ROOT / "results").rglob("*")) == ours  # the copy's build wrote nothing into this checkout
     assert checkout_files(repo) == before  # nor into its own tracked files: everything went to _build/
     assert (repo / "_build/html/index.html").exists()
     executed_with(repo, "smoke")
-    meta, rows = results.read_results(repo / "_build/results/smoke-native" / results.RESULTS_FILE)
+    runs_dir = {"book": "_build/results", "reproduce": "_build/reproduce"}[target]
+    meta, rows = results.read_results(repo / runs_dir / "smoke-native" / results.RESULTS_FILE)
     assert len(rows) == 2 and meta["data_checksums"] == D.checksums(real_dir)
+    if target == "reproduce":  # no smoke record is committed: every run is unmatched
+        assert "against the record in results/smoke, run by run" in out.stdout
+        assert re.search(rf"^{results.RESULTS_FILE} +2 +0 +0 +0 +2$", out.stdout, re.M), out.stdout[-2000:]
 
 
 @needs_venv

@@ -15,6 +15,7 @@ from .results import (PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE
                       read_results, record_path)
 from .claims import run_agreement
 from .study import STUDY_DIR, Study, split_dirs
+from .runs import grid
 from .sweep import run
 from .transfer import RECIPES
 
@@ -75,15 +76,35 @@ def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
     return table
 
 
-def publish(results_dir: str, root: str | Path = ".") -> Path:
+def run_counts(results_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each results file of a results directory (its sweep and its study's): (runs it holds, runs of its grid)."""
+    out = {}
+    for where in [results_dir] + [d for _, _, d in split_dirs(results_dir / STUDY_DIR)]:
+        meta, rows = read_results(where / RESULTS_FILE)
+        name = str(where.relative_to(results_dir)) if where != results_dir else RESULTS_FILE
+        out[name] = (len(rows), len(grid(Config.of_experiment(meta["config"]))))
+    return out
+
+
+def publish(results_dir: str, root: str | Path = ".", partial: bool = False) -> tuple[Path, list[str]]:
     """Copy a finished build's record files (RECORD_FILES: results, source nets and their records, predictions,
     readouts), its study's included, to the record of its profile and engine in the checkout `root`
-    (results.record_path: the one place that naming lives; data other than the record's subset gets its own)."""
+    (results.record_path: the one place that naming lives; data other than the record's subset gets its own).
+    A build with fewer runs than its grids, or than the record it would replace, is refused before anything is
+    copied, unless `partial`; (the record, what is short) comes back, so that it can be said."""
     source = Path(results_dir)
     meta, _ = read_results(source / RESULTS_FILE)
     dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root, meta["data_checksums"]).parent
+    ours = run_counts(source)
+    theirs = run_counts(dest) if (dest / RESULTS_FILE).exists() else {}
+    short = [f"{name} holds {have} of its grid's {want} runs" for name, (have, want) in ours.items() if have < want]
+    short += [f"{name} holds {have} runs, the record {theirs[name][0]}" for name, (have, _) in ours.items()
+              if name in theirs and have < theirs[name][0]]
+    if short and not partial:
+        raise ValueError(f"{source} is not a finished build ({'; '.join(short)}): publishing it would leave the record "
+                         f"in {dest} with fewer runs. Finish it (the same command resumes), or pass --partial.")
     _copy_record(source, dest)
-    return dest
+    return dest, short
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--url", default=D.EMNIST_URL)
     d.add_argument("--md5", default=D.EMNIST_MD5)
     d.add_argument("--keep-archive", action="store_true")
-    r = sub.add_parser("publish", help="copy a build's results files (sweep.csv, source.json, predictions.npz, "
-                                       "readouts.csv, and its study's) to the record of its profile and engine, "
-                                       "results/<profile>[-<engine>]/ under the current directory")
+    r = sub.add_parser("publish", help="copy a finished build's results files (sweep.csv, source.json, source.pt, "
+                                       "predictions.npz, readouts.csv, and its study's) to the record of its "
+                                       "profile and engine, results/<profile>[-<engine>]/ under the current directory")
     r.add_argument("results_dir")
+    r.add_argument("--partial", action="store_true",
+                   help="publish a build with fewer runs than its grid or than the record (refused without it)")
     cp = sub.add_parser("compare", help="a build's runs against the committed record: equal, within tolerance, "
                                         "or different, per results file")
     cp.add_argument("results_dir")
@@ -154,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             print(seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
             return 0
         if a.command == "publish":
-            print(f"the record is in {publish(a.results_dir)}")
+            dest, short = publish(a.results_dir, partial=a.partial)
+            print(f"the record is in {dest}" + "".join(f"\n  partial, as asked: {s}" for s in short))
             return 0
         for flag, value, kind in (("--cluster", a.cluster, "local"), ("--scheduler", a.scheduler, "address")):
             if value is not None and cluster_target(value)[0] != kind:

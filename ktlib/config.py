@@ -169,9 +169,7 @@ class Config:
 
     def worker_count(self) -> int:
         """The engine's worker threads: `workers`, else the cores this process may use."""
-        if self.workers:
-            return self.workers
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.workers or cores()
 
     def experiment(self) -> dict:
         """The fields that determine the numbers (not where files live, nor which cores compute them)."""
@@ -180,6 +178,16 @@ class Config:
             d.pop(where)
         return d
 
+    @classmethod
+    def of_experiment(cls, fields: dict) -> "Config":
+        """The configuration a results file's header records (`experiment()`; a field added since at its old value)."""
+        return cls(**{**ADDED_FIELDS, **fields})
+
+
+def cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
 
 # Where the engine's groups run, besides this process's threads (ktlib.cluster): a Dask LocalCluster of N
 # worker processes started here, or the scheduler of a running cluster (dask-jobqueue's on SLURM, say).
@@ -187,8 +195,11 @@ def cluster_target(spec) -> tuple[str, int | str]:
     """("local", N) or ("address", the scheduler's address), from a `cluster` value; anything else is refused."""
     if isinstance(spec, str) and spec.startswith("local:"):
         count = spec.split(":", 1)[1]
-        if count.isdigit() and int(count) >= 1:
+        if count.isdigit() and 1 <= int(count) <= cores():
             return "local", int(count)
+        if count.isdigit() and int(count) > cores():  # N processes on this machine: more than its cores only queue
+            raise ValueError(f"cluster {spec!r} would start {count} worker processes here, where {cores()} cores "
+                             f"are available: use local:1 to local:{cores()}, or a scheduler's address")
     elif isinstance(spec, str) and spec.startswith(("tcp://", "tls://")) and spec.rsplit(":", 1)[-1].isdigit():
         return "address", spec
     raise ValueError(f"cluster must be None, 'local:N' (N >= 1 worker processes), or a running scheduler's "

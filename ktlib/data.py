@@ -122,6 +122,8 @@ def read_mapping(data_dir: Path) -> dict[int, str]:
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise DataError(f"{path}:{lineno}: expected 'label ascii_code', got {line!r}")
         label, code = map(int, parts)
+        if label > 255:  # an idx label file holds one byte per image
+            raise DataError(f"{path}:{lineno}: label {label} cannot be an EMNIST label, which is one byte (0-255)")
         if label in mapping:
             raise DataError(f"{path}:{lineno}: label {label} appears twice")
         if not 32 < code < 127:
@@ -399,7 +401,9 @@ def split_classes(data: Emnist, seed: int, n_classes: int = 20, source_per_class
     else:
         pool = [c for c in ok_target if c not in source]
         if len(pool) < n_classes:
-            raise DataError(f"only {len(pool)} classes are left for {n_classes} target classes")
+            raise DataError(f"only {len(pool)} classes besides the source classes have {target_train_per_class} "
+                            f"training and {test_per_class} test images; {n_classes} target classes were asked for "
+                            f"(sizes up to {target_train_per_class} images per class)")
         target = sorted(rng.choice(pool, n_classes, replace=False).tolist())
     return ClassSplit(tuple(source), tuple(target))
 

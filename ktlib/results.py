@@ -175,9 +175,16 @@ def read_source_record(results_dir: str | os.PathLike) -> dict:
     path = Path(results_dir) / SOURCE_RECORD
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
+            record = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path} is damaged ({e}); delete it") from None
+    fields = {"key": str, "state_sha256": str, "epochs": int, "history": list}
+    wrong = [name for name, kind in fields.items()
+             if not isinstance(record, dict) or not isinstance(record.get(name), kind)]
+    if wrong:
+        raise ResultsError(f"{path} is not a source net's record: {', '.join(wrong)} missing or of the wrong type "
+                           f"(it holds {type(record).__name__} {json.dumps(record)[:60]}); delete it")
+    return record
 
 
 def write_source_record(results_dir: str | os.PathLike, record: dict) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import sys
 import threading
@@ -14,7 +15,7 @@ try:  # POSIX file locks; without them ktlib still imports, and only writing a r
 except ImportError:
     fcntl = None
 
-LOCK_FILE = ".lock"  # holds the writer's PID; the OS lock on it, not its presence, is what counts
+LOCK_FILE = ".lock"  # names the writer's PID; the OS lock on the directory itself, not this file, is what counts
 
 
 class StoreError(RuntimeError):
@@ -26,14 +27,21 @@ class Busy(StoreError):
 
 
 def part_name(dest: Path) -> Path:
-    """The temporary file that dest is written through, beside it."""
+    """The temporary file that dest is written through, beside it: .<name>.<pid>.<8 hex digits>.part."""
     return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+
+
+def ktlib_parts(directory: Path, name: str | None = None) -> list[Path]:
+    """The temporary files in directory that part_name made (for `name` only, if given): nothing else, so a
+    user's own `.notes.part` is never taken for one."""
+    pattern = re.compile(rf"\.{re.escape(name) if name else '.+'}\.\d+\.[0-9a-f]{{8}}\.part")
+    return [p for p in directory.glob(".*.part") if pattern.fullmatch(p.name)]
 
 
 def remove_stale_parts(dest: str | os.PathLike) -> None:
     """Delete the temporary files that a process killed inside atomic_open(dest) left behind."""
     dest = Path(dest)
-    for stale in dest.parent.glob(f".{dest.name}.*.part"):
+    for stale in ktlib_parts(dest.parent, dest.name):
         stale.unlink(missing_ok=True)
 
 
@@ -69,10 +77,19 @@ _held: set[str] = set()  # the real paths of the results directories whose lock 
 _guard = threading.Lock()
 
 
-def _holder(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    pid = os.read(fd, 64).decode(errors="replace").strip()
-    return f"process {pid}" if pid.isdigit() else "another process"
+def _holder(directory: Path) -> str:
+    """Who holds the lock, as the PID file names it: that process if it is alive, else (a stale file, or a
+    process other than ktlib holding the lock) only "another process"."""
+    try:
+        pid = (directory / LOCK_FILE).read_text(errors="replace").strip()
+        if pid.isdigit() and int(pid) != os.getpid():
+            os.kill(int(pid), 0)
+            return f"process {pid}"
+    except PermissionError:  # alive, but another user's
+        return f"process {pid}"
+    except (OSError, ValueError, OverflowError):
+        pass
+    return "another process"
 
 
 def _busy(directory: Path, fd: int, wait: bool, exclusive: bool) -> None:
@@ -87,10 +104,10 @@ def _busy(directory: Path, fd: int, wait: bool, exclusive: bool) -> None:
     except OSError as e:
         if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
-    who = _holder(fd)
+    who = _holder(directory)
     if not wait:
-        raise Busy(f"results directory {directory} is in use by {who}, which holds {directory / LOCK_FILE}; "
-                   f"wait for it to finish (--wait, or wait=True), or choose another results directory")
+        raise Busy(f"results directory {directory} is in use by {who}, which holds its lock; wait for it to "
+                   f"finish (--wait, or wait=True), or choose another results directory")
     print(f"waiting for {who} to finish with {directory}", file=sys.stderr, flush=True)
     fcntl.flock(fd, mode)
 
@@ -102,8 +119,8 @@ def wait_until_free(directory: str | os.PathLike, wait: bool = False) -> None:
         if os.path.realpath(directory) in _held:
             return
     try:
-        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
-    except OSError:  # no lock file, so no writer yet (or one writer() will report clearly)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # no directory, so no writer yet (or one writer() will report clearly)
         return
     try:
         _busy(directory, fd, wait, exclusive=False)
@@ -112,19 +129,19 @@ def wait_until_free(directory: str | os.PathLike, wait: bool = False) -> None:
 
 
 def _open_lock(directory: Path) -> int:
+    """The directory itself, opened to be locked: a lock that no file deleted by hand can undo."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
         raise StoreError(f"results directory {directory} cannot be written: {e.strerror or e}") from None
-    return fd
 
 
 def probe(directory: Path) -> None:
     """Create the directory if need be, then a file in it, and remove the file: an OSError says why the
     directory cannot be written, before any work depends on it."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f".probe.{os.getpid()}.{secrets.token_hex(4)}.part"
+    path = part_name(directory / "probe")
     path.touch()
     path.unlink()
 
@@ -144,13 +161,12 @@ def writer(directory: str | os.PathLike, wait: bool = False):
     fd = _open_lock(directory)
     try:
         _busy(directory, fd, wait, exclusive=True)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
             probe(directory)
+            (directory / LOCK_FILE).write_text(f"{os.getpid()}\n")  # who holds it, for the messages of others
         except OSError as e:
             raise StoreError(f"results directory {directory} cannot be written: {e.strerror or e}") from None
-        for stale in directory.glob(".*.part"):  # only a writer makes these, and no other writer is running
+        for stale in ktlib_parts(directory):  # only a writer makes these, and no other writer is running
             stale.unlink(missing_ok=True)
         with _guard:
             _held.add(key)

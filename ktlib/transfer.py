@@ -19,8 +19,8 @@ def is_integer(value) -> bool:
 def check_levels(n: int) -> int:
     """n itself as a Python int, or a clear error when it is not a level count 0..5."""
     if not is_integer(n) or not 0 <= n <= len(LAYERS) - 1:
-        raise ValueError(f"n (retained levels) must be an integer in 0..{len(LAYERS) - 1}, got {n!r}; "
-                         f"n={len(LAYERS)} would leave nothing to train")
+        why = f"; n={len(LAYERS)} would leave nothing to train" if n == len(LAYERS) else ""
+        raise ValueError(f"n (retained levels) must be an integer in 0..{len(LAYERS) - 1}, got {n!r}{why}")
     return int(n)
 
 

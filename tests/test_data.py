@@ -156,7 +156,7 @@ def test_explicit_characters_are_honoured(uneven):
     (dict(source_chars="0123456789ABCDEFGHIJ", target_chars="ABCDEFGHIJabcdefghik"), "overlap in"),
     (dict(target_chars="abcdefghijklmnopqrst"), r"\['j'\] have too few images \(need 4 training"),
     (dict(source_per_class=29), "only 0 classes have 29 training images"),
-    (dict(n_classes=31), "only 30 classes are left for 31 target classes"),
+    (dict(n_classes=31), "only 30 classes besides the source classes have 4 training and 5 test images; 31 target"),
 ])
 def test_impossible_class_requests_are_clear_errors(uneven, kwargs, message):
     with pytest.raises(D.DataError, match=message):
@@ -371,6 +371,15 @@ def test_a_mapping_code_that_is_no_character_names_the_file_and_line(tiny_dir):
     (tiny_dir / D.MAPPING_FILE).write_text("0 48\n1 9999999\n")
     with pytest.raises(D.DataError, match=rf"{D.MAPPING_FILE}:2: 9999999 is not the code of a printable"):
         D.read_mapping(tiny_dir)
+
+
+@pytest.mark.parametrize("label", ["99999999999999999999", "1000000000000000", "256"])
+def test_a_mapping_label_beyond_a_byte_names_the_file_and_line_before_any_array_is_made(tiny_dir, label):
+    lines = (tiny_dir / D.MAPPING_FILE).read_text().splitlines()
+    lines[-1] = f"{label} {lines[-1].split()[1]}"
+    (tiny_dir / D.MAPPING_FILE).write_text("\n".join(lines) + "\n")
+    with pytest.raises(D.DataError, match=rf"{D.MAPPING_FILE}:{len(lines)}: label {label} cannot be an EMNIST label"):
+        D.load(tiny_dir)
 
 
 def test_a_mapping_that_gives_two_labels_one_character_is_refused(tiny_dir):

@@ -123,3 +123,43 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monke
     with pytest.raises(store.StoreError, match=f"cannot write {dest}: No space left on device"):
         store.write_bytes(dest, b"new")
     assert dest.read_bytes() == b"saved" and [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_a_writer_removes_only_the_temporary_files_ktlib_named(tmp_path):
+    stale = [store.part_name(tmp_path / results.RESULTS_FILE), store.part_name(tmp_path / "probe")]
+    mine = [tmp_path / ".my-notes.part", tmp_path / ".sweep.csv.part", tmp_path / ".sweep.csv.12.nothex!.part"]
+    for p in stale + mine:
+        p.write_text("x")
+    with store.writer(tmp_path):
+        pass
+    assert [p.exists() for p in stale] == [False, False] and all(p.exists() for p in mine)
+    store.remove_stale_parts(tmp_path / "other")
+    assert all(p.exists() for p in mine)
+
+
+def test_deleting_the_lock_file_mid_sweep_does_not_let_a_second_writer_in(smoke_data, tmp_path):
+    where = tmp_path / "results"
+    first, second = pausing(*sweep_args(smoke_data, where)), pausing(*sweep_args(smoke_data, where))
+    go(first)
+    holding(first, where)
+    (where / store.LOCK_FILE).unlink()  # by hand, as a user tidying up might
+    go(second)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2 and "is in use by another process" in err, err
+    go(first)
+    assert first.wait(timeout=300) == 0
+
+
+def test_a_lock_held_by_another_program_names_no_stale_pid(tmp_path):
+    import fcntl
+    import os
+
+    tmp_path.joinpath(store.LOCK_FILE).write_text("999999999\n")  # left by a writer long gone
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as `flock DIR cmd` or another tool would
+    try:
+        with pytest.raises(store.Busy, match=rf"{tmp_path} is in use by another process, which holds its lock"):
+            with store.writer(tmp_path):
+                pass
+    finally:
+        os.close(fd)

@@ -277,6 +277,18 @@ def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data
     assert fingerprint(where) == before
 
 
+@pytest.mark.parametrize("content", ["[]", '{"key": 3}'])
+def test_a_source_record_that_is_not_one_is_one_error_naming_it_and_nothing_changes(tmp_path, smoke_data, content):
+    where = tmp_path / "results"
+    assert run(ktlib_cli(*dry_run(smoke_data, where))).returncode == 0
+    (where / results.SOURCE_RECORD).write_text(content)
+    before = fingerprint(where)
+    out = run(ktlib_cli(*dry_run(smoke_data, where)))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"{where / results.SOURCE_RECORD} is not a source net's record" in out.stderr
+    assert fingerprint(where) == before
+
+
 def test_a_results_file_whose_last_row_was_cut_is_detected_and_the_run_redone(tmp_path, data_dir, capfd):
     cfg = small(tmp_path, data_dir)
     whole = ktlib.run(cfg, progress=False)
@@ -328,6 +340,9 @@ def test_an_unwritable_results_directory_is_refused_before_training(tmp_path, sm
 @pytest.mark.parametrize("option, message", [
     (["--trials", "0"], "trials must be an integer >= 1, got 0"),  # not the profile's default in its place
     (["--seed", "-3"], "seed must be an integer >= 0, got -3"),
+    (["--levels", "-1"], "n (retained levels) must be an integer in 0..5, got -1\n"),  # and says nothing of n=6
+    (["--sizes", "100000"], "have 100000 training and 10 test images; 20 target classes were asked for"),
+    (["--cluster", "local:100000"], "would start 100000 worker processes here"),
 ])
 def test_the_cli_refuses_bad_values_before_any_work(tmp_path, smoke_data, option, message):
     out = run(ktlib_cli(*dry_run(smoke_data, tmp_path / "r", *option)))
@@ -443,7 +458,7 @@ def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_
     cfg = small(tmp_path, data_dir, sizes=[1])
     rows = ktlib.run(cfg, progress=False)
     assert cli.compare(cfg.results_dir).loc[results.RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
-    record = cli.publish(cfg.results_dir) / results.RESULTS_FILE
+    record = cli.publish(cfg.results_dir)[0] / results.RESULTS_FILE
     meta, theirs = results.read_results(record)
     theirs.loc[0, "test_accuracy"] += claims.TOLERANCE / 2
     theirs.loc[1, "test_accuracy"] += 2 * claims.TOLERANCE
@@ -452,6 +467,25 @@ def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_
     assert table.loc[results.RESULTS_FILE].to_dict() == {
         "runs": len(rows), "equal": len(rows) - 3, "within tolerance": 1, "different": 1, "unmatched": 1}
     assert table.attrs["record"] == str(record.parent)
+
+
+def test_publish_refuses_a_build_with_fewer_runs_than_its_grid_or_the_record_unless_told(tmp_path, data_dir,
+                                                                                         monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    rows = ktlib.run(cfg, progress=False)
+    record, _ = cli.publish(cfg.results_dir)
+    saved = fingerprint(record)
+    path = Path(cfg.results_dir) / results.RESULTS_FILE
+    meta, _ = results.read_results(path)
+    results.write_results(path, meta, rows.iloc[:2])  # as if stopped after two runs
+    assert cli.main(["publish", cfg.results_dir]) == 2
+    err = capsys.readouterr().err
+    assert f"sweep.csv holds 2 of its grid's {len(rows)} runs; sweep.csv holds 2 runs, the record {len(rows)}" in err
+    assert "--partial" in err and fingerprint(record) == saved
+    assert cli.main(["publish", cfg.results_dir, "--partial"]) == 0
+    assert "partial, as asked: sweep.csv holds 2 of its grid's" in capsys.readouterr().out
+    assert len(results.read_results(record / results.RESULTS_FILE)[1]) == 2
 
 
 def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypatch):

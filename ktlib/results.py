@@ -6,7 +6,9 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,6 +51,9 @@ COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "tr
            "epoch_rule_train_accuracy", "git_commit"]
 # One row per training-free readout of a sweep's grid (ktlib.readouts).
 READOUT_COLUMNS = ["n", "recipe", "k", "trial", "readout", "test_accuracy"]
+# Columns of words; every other column holds numbers, these whole ones.
+TEXT_COLUMNS = ("retained", "recipe", "stopped_by", "git_commit", "readout")
+INTEGER_COLUMNS = ("n", "k", "trial", "seed", "epochs", "trainable_parameters", "epoch_rule_epochs")
 # Empty where a run has none: the source task's accuracy is measured only for runs that train copied layers, and
 # where the first record's stopping rule would have stopped a run only if it would have stopped it sooner.
 OPTIONAL = ("source_task_accuracy", "epoch_rule_epochs", "epoch_rule_train_accuracy")
@@ -108,7 +113,12 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
     cut = not body.endswith("\n") and "\n" in body
     if cut:
         body = body[:body.rindex("\n") + 1]
-    rows = pd.read_csv(io.StringIO(body))
+    try:
+        rows = pd.read_csv(io.StringIO(body))
+    except pd.errors.ParserError as e:  # a row with more fields than the column line: pandas counts body lines
+        found = re.search(r"line (\d+), saw (\d+)", str(e))
+        where = f":{int(found.group(1)) + 1}: a row of {found.group(2)} fields" if found else f": {e}"
+        raise ResultsError(f"{path}{where}; the file is damaged: {DAMAGED_ROW}") from None
     if "recipe" not in rows and "n" in rows:  # written before recipes existed: the paper's recipe
         rows.insert(int(rows.columns.get_loc("n")) + 2, "recipe", BASELINE)
     missing = [c for c in columns if c not in rows]
@@ -116,9 +126,31 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
         raise ResultsError(f"{path}: no column {missing}")
     incomplete = rows[[c for c in columns if c not in (*OPTIONAL, "git_commit")]].isna().any(axis=1)
     if incomplete.any():
-        line = int(np.flatnonzero(incomplete)[0]) + 3  # the metadata line, the column names, then rows
-        raise ResultsError(f"{path}:{line}: a row with missing values; the file is damaged")
+        raise ResultsError(f"{path}:{row_line(incomplete)}: a row with missing values; the file is damaged: "
+                           f"{DAMAGED_ROW}")
+    for c in (c for c in columns if c not in TEXT_COLUMNS):
+        values = pd.to_numeric(rows[c], errors="coerce")
+        bad = values.isna() & rows[c].notna()
+        if c in INTEGER_COLUMNS:
+            bad |= values.notna() & (values % 1 != 0)
+        if bad.any():
+            raise ResultsError(f"{path}:{row_line(bad)}: {c}={rows[c][bad].iloc[0]!r} is not "
+                               f"{'a whole number' if c in INTEGER_COLUMNS else 'a number'}; the file is damaged: "
+                               f"{DAMAGED_ROW}")
+        rows[c] = values.astype("int64") if c in INTEGER_COLUMNS and values.notna().all() else values
+    twice = rows.duplicated([c for c in (*KEY, "readout") if c in columns])
+    if twice.any():
+        raise ResultsError(f"{path}:{row_line(twice)}: a second row for the same run; the file is damaged: "
+                           f"{DAMAGED_ROW}")
     return meta, rows, cut
+
+
+DAMAGED_ROW = "delete that line (the run is done again) or restore the file from a copy"
+
+
+def row_line(bad: pd.Series) -> int:
+    """The file's line of the first flagged row: the metadata line, the column names, then rows."""
+    return int(np.flatnonzero(bad.to_numpy())[0]) + 3
 
 
 def read_results(path: str | os.PathLike, cut_ok: bool = False) -> tuple[dict, pd.DataFrame]:
@@ -147,16 +179,29 @@ def write_results(path: Path, meta: dict, rows: pd.DataFrame) -> None:
 
 # ---------------------------------------------------------------- the test predictions
 
-def read_predictions(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def read_predictions(results_dir: str | os.PathLike, images: int | None = None
+                     ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """(keys, predictions, labels): one row of keys and of predictions (runs, test images) per run, and the
-    test images' labels; indices into the target classes."""
+    test images' labels; indices into the target classes. A file of any other shape, or (given `images`) for
+    another number of test images, is an error."""
     path = Path(results_dir) / PREDICTIONS_FILE
+    way_out = "delete it, and the runs it held are done again"
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = pd.DataFrame({name: f[name] for name in KEY})
-            return keys, f["predictions"], f["labels"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ResultsError(f"{path}: cannot be read ({e})") from None
+            predicted, labels = f["predictions"], f["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        why = "not a predictions file ktlib wrote" if "allow_pickle" in str(e) else e  # object arrays, or no npz
+        raise ResultsError(f"{path}: cannot be read ({why}); {way_out}") from None
+    if not (predicted.ndim == 2 and labels.ndim == 1 and predicted.shape == (len(keys), len(labels))
+            and predicted.dtype == labels.dtype == np.uint8):
+        raise ResultsError(f"{path}: predictions of shape {predicted.shape} ({predicted.dtype}) for {len(keys)} runs "
+                           f"and {labels.shape} labels ({labels.dtype}); expected (runs, test images) of uint8; "
+                           f"{way_out}")
+    if images is not None and len(labels) != images:
+        raise ResultsError(f"{path}: predictions for {len(labels)} test images, this configuration has {images}; "
+                           f"{way_out}")
+    return keys, predicted, labels
 
 
 def write_predictions(results_dir: str | os.PathLike, keys: list[RunKey], predictions: list[np.ndarray],

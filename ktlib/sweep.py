@@ -19,10 +19,11 @@ from . import data as D
 from . import cluster, engine, readouts, runs, store
 from .config import Config, Purpose, derive_seed
 from .model import build, state_hash, target_codes
-from .results import (COLUMNS, PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, RunKey,
-                      differences, experiment_differences, git_commit, keys, parse_results, read_predictions,
-                      read_readouts, read_results, read_source_record, recorded_sources, run_keys, versions,
-                      write_predictions, write_results, write_source_record)
+from .results import (COLUMNS, DAMAGED_ROW, PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE,
+                      SOURCE_RECORD, ResultsError, RunKey, differences, experiment_differences, git_commit, keys,
+                      parse_results, read_predictions, read_readouts, read_results, read_source_record,
+                      recorded_sources, row_line, run_keys, versions, write_predictions, write_results,
+                      write_source_record)
 from .train import Fit, ReachAccuracy, evaluate, train
 from .transfer import RECIPES, copy_source
 
@@ -125,6 +126,13 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
         if diff:
             raise RuntimeError(f"{path} holds runs of another experiment: {'; '.join(diff)}. "
                                f"Choose another results_dir, or delete it.")
+        planned = set(runs.grid(exp.cfg))
+        outside = pd.Series([key not in planned for key in run_keys(found[1])], dtype=bool)
+        if outside.any():
+            raise ResultsError(f"{path}:{row_line(outside)}: a run outside this configuration's grid "
+                               f"({run_keys(found[1])[row_line(outside) - 3]}); the file is damaged: {DAMAGED_ROW}")
+    if (where / PREDICTIONS_FILE).exists():
+        read_predictions(where, exp.cfg.n_classes * exp.cfg.test_per_class)
     if (where / READOUTS_FILE).exists():
         diff = experiment_differences(read_readouts(where)[0], exp.record())
         if diff:

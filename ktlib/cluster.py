@@ -6,8 +6,11 @@ import functools
 import json
 import logging
 import os
+import socket
+import struct
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 
@@ -19,8 +22,43 @@ from .config import Config, cluster_target
 from .model import build, state_hash
 from .results import RunKey
 
-CONNECT_SECONDS = 10     # to reach a scheduler
-WORKER_SECONDS = 600     # for a first worker to join it (a batch queue may take a while to start one)
+CONNECT_SECONDS = 10     # to reach a scheduler, and for it to greet us as Dask schedulers do
+WORKER_SECONDS = 600     # the longest a cluster may have no worker (a batch queue may take a while to start one)
+WORKER_SECONDS_ENV = "KTLIB_WORKER_SECONDS"  # sets it
+HANDSHAKE_BYTES = 2**20  # a scheduler's greeting is a few hundred bytes; its first 8 bytes say how many
+
+
+def worker_seconds() -> float:
+    """How long a cluster may have no worker before the run stops: $KTLIB_WORKER_SECONDS, else WORKER_SECONDS."""
+    value = os.environ.get(WORKER_SECONDS_ENV)
+    if value is None:
+        return WORKER_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise ValueError(f"${WORKER_SECONDS_ENV} must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def greets_as_dask(address: str) -> None:
+    """Connect to a tcp:// scheduler address and read its greeting, within CONNECT_SECONDS: something that is not
+    a Dask scheduler (a dashboard, a web server) is refused here, before Dask waits on it or reads its bytes as
+    frame lengths. The scheduler takes the closed connection as a client that left."""
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS) as sock:
+            first = sock.recv(8)
+    except TimeoutError:
+        raise RuntimeError(f"cluster={address!r}: it accepted a connection but sent nothing in {CONNECT_SECONDS} s, "
+                           f"as a Dask scheduler does at once: not a scheduler (a dashboard's port?)") from None
+    except OSError as e:
+        raise RuntimeError(f"cluster={address!r}: no Dask scheduler answered there ({e.strerror or e})") from None
+    if len(first) < 8 or struct.unpack("<Q", first)[0] > HANDSHAKE_BYTES:
+        raise RuntimeError(f"cluster={address!r}: it does not speak Dask's protocol (it sent {first!r}); give a "
+                           f"scheduler's address, tcp://HOST:PORT") from None
+POLL_SECONDS = 0.5       # how often a waiting client looks at the cluster
 TASKS_PER_WORKER = 8     # sweeps whose data, nets and test set a worker keeps (a study's sweeps interleave)
 FEATURES_PER_WORKER = 64  # image sets whose frozen-layer features a worker keeps (all levels of each)
 
@@ -39,6 +77,8 @@ def connect(spec: str):
                                                      silence_logs=logging.ERROR))
             client = stack.enter_context(Client(local))
         else:
+            if target.startswith("tcp://"):
+                greets_as_dask(target)
             try:
                 client = stack.enter_context(Client(target, timeout=CONNECT_SECONDS))
             except OSError as e:
@@ -76,9 +116,9 @@ class Pool:
         if not self.client.scheduler_info()["workers"]:
             print(f"waiting for a worker to join {self.spec} ...", file=sys.stderr)
         try:
-            self.client.wait_for_workers(1, timeout=WORKER_SECONDS)
+            self.client.wait_for_workers(1, timeout=worker_seconds())
         except TimeoutError:
-            raise RuntimeError(f"cluster={self.spec!r}: no worker joined in {WORKER_SECONDS} s") from None
+            raise RuntimeError(f"cluster={self.spec!r}: no worker joined in {worker_seconds():g} s") from None
         for worker, answer in self.client.run(runs.check, engine_name, on_error="return").items():
             if isinstance(answer, Exception):
                 raise type(answer)(f"the Dask worker {worker}: {answer}") from None
@@ -107,8 +147,19 @@ class Pool:
     def drain(self, block: bool = True) -> None:
         """Hand each finished group's rows to its sweep: until every group is done, or (block=False) only
         those done already. A group that failed stops everything, as one error naming its runs."""
+        alone_since = None  # when the cluster last had no worker
         while self.pending and (block or self.completed.has_ready()):
-            for future in self.completed.next_batch(block=True):
+            batch = self.completed.next_batch(block=False)
+            if not batch:
+                if self.client.scheduler_info(n_workers=1)["workers"]:
+                    alone_since = None
+                elif alone_since is None:
+                    alone_since = time.monotonic()
+                elif time.monotonic() - alone_since > worker_seconds():
+                    self._stop(f"cluster={self.spec!r} has had no worker for {worker_seconds():g} s "
+                               f"(${WORKER_SECONDS_ENV})")
+                time.sleep(POLL_SECONDS)
+            for future in batch:
                 cfg, group, wanted, on_row = self.pending.pop(future)
                 try:
                     rows = future.result()
@@ -119,6 +170,15 @@ class Pool:
                 for r in rows:
                     if RunKey.of(r) in wanted:
                         on_row(r)
+
+    def _stop(self, why: str) -> None:
+        """Cancel every task still to do and raise one error naming them; the rows saved so far stay."""
+        left = [group for _, group, _, _ in self.pending.values()]
+        self.client.cancel(list(self.pending))
+        self.pending.clear()
+        shown = ", ".join(f"{recipe} n={n} k={k}" for recipe, n, k in left[:5]) + (", ..." if len(left) > 5 else "")
+        raise RuntimeError(f"{why}: {len(left)} groups of runs were still to do ({shown}); the runs saved so far "
+                           f"stay, and the same command resumes") from None
 
 
 def _value(x):

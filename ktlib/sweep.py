@@ -280,8 +280,9 @@ def run(cfg: Config | None = None, progress: bool = True, wait: bool = False, **
         cfg = dataclasses.replace(cfg, **overrides)  # re-validated by __post_init__
     runs.check(cfg.engine)
     exp = open_experiment(cfg, wait)
-    with store.writer(cfg.results_dir, wait), \
-            (cluster.connect(cfg.cluster) if cfg.cluster else contextlib.nullcontext()) as pool:
+    # the cluster first: an address that is not one is refused before the results directory is made
+    with (cluster.connect(cfg.cluster) if cfg.cluster else contextlib.nullcontext()) as pool, \
+            store.writer(cfg.results_dir, wait):
         if pool is not None:
             pool.check(cfg.engine)  # the cluster answers and its workers can run the engine: before any work
         sweep = Sweep(exp, progress)

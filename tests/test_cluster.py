@@ -1,7 +1,9 @@
 """The engine's groups on a real Dask cluster on loopback: the same numbers, faults survived, errors named."""
 import contextlib
 import os
+import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import ktlib
-from ktlib import cluster, config, native, results, runs, store, study
+from ktlib import cluster, config, native, results, runs, study
 from ktlib import data as D
 from ktlib.transfer import RECIPES
 from conftest import dry_run, ktlib_cli, run, write_emnist
@@ -65,7 +67,74 @@ def test_a_scheduler_that_does_not_answer_is_one_error_before_the_source_net_is_
     cfg = small(tmp_path, data_dir, cluster="tcp://127.0.0.1:1")
     with pytest.raises(RuntimeError, match=r"cluster='tcp://127\.0\.0\.1:1': no Dask scheduler answered there"):
         ktlib.run(cfg, progress=False)
-    assert [p.name for p in Path(cfg.results_dir).iterdir()] == [store.LOCK_FILE]  # no source net, no results
+    assert not Path(cfg.results_dir).exists()  # nothing is made before the cluster answers
+
+
+@contextlib.contextmanager
+def server(greeting: bytes | None):
+    """A TCP server on loopback that, to each connection, writes `greeting` (None: nothing) and then waits."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if greeting is not None:
+                conn.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("greeting, says", [
+    (None, "it accepted a connection but sent nothing in 1 s"),  # as a dashboard's HTTP port does
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "it does not speak Dask's protocol (it sent b'HTTP/1.1'"),
+])
+def test_an_address_that_is_not_a_dask_scheduler_is_one_error_and_nothing_is_made(tmp_path, data_dir, monkeypatch,
+                                                                                 greeting, says):
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)
+    with server(greeting) as address:
+        cfg = small(tmp_path, data_dir, cluster=address)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=re.escape(f"cluster={address!r}: {says}")):
+            ktlib.run(cfg, progress=False)
+    assert time.monotonic() - start < 30 and not Path(cfg.results_dir).exists()
+
+
+def test_a_real_schedulers_dashboard_port_is_refused_within_the_connect_timeout(tmp_path, data_dir, monkeypatch,
+                                                                               scheduler):
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)
+    port = scheduler[1].dashboard_link.split(":")[2].split("/")[0]
+    cfg = small(tmp_path, data_dir, cluster=f"tcp://127.0.0.1:{port}")
+    with pytest.raises(RuntimeError, match="sent nothing in 1 s, as a Dask scheduler does at once: not a scheduler"):
+        ktlib.run(cfg, progress=False)
+    assert not Path(cfg.results_dir).exists()
+
+
+def test_a_cluster_left_without_workers_stops_with_one_error_naming_the_runs_left(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv(cluster.WORKER_SECONDS_ENV, "2")
+    cfg = small(tmp_path, data_dir, levels=[5], sizes=[2], trials=2)
+    exp, source, _ = ktlib.sweep.prepare(cfg, progress=False)
+    with loopback(1) as local, cluster.connect(local.scheduler_address) as pool:
+        pool.check(cfg.engine)
+        local.scale(0)  # every worker gone, as when they are killed faster than their nannies restart them
+        while pool.client.scheduler_info()["workers"]:
+            time.sleep(0.1)
+        pool.submit(exp.task(source), runs.grid(cfg), lambda row: None, exp.checksums)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"has had no worker for 2 s \(\$KTLIB_WORKER_SECONDS\): 1 groups of "
+                                               r"runs were still to do \(frozen n=5 k=2\); the runs saved so far stay"):
+            pool.drain()
+        assert time.monotonic() - start < 30 and not pool.pending
 
 
 @pytest.mark.parametrize("flag, value", [("--cluster", "tcp://127.0.0.1:8786"), ("--scheduler", "local:2")])

@@ -12,7 +12,7 @@ import pandas as pd
 from . import data as D
 from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config, cluster_target
 from .results import (PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, mean_table,
-                      read_results, record_path)
+                      older_commit, read_results, record_path)
 from .claims import run_agreement
 from .study import STUDY_DIR, Study, split_dirs
 from .runs import grid
@@ -97,6 +97,7 @@ def publish(results_dir: str, root: str | Path = ".", partial: bool = False) -> 
     dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root, meta["data_checksums"]).parent
     ours = run_counts(source)
     theirs = run_counts(dest) if (dest / RESULTS_FILE).exists() else {}
+    older = theirs and older_commit(meta["git_commit"], read_results(dest / RESULTS_FILE)[0]["git_commit"], root)
     short = [f"{name} holds {have} of its grid's {want} runs" for name, (have, want) in ours.items() if have < want]
     short += [f"{name} holds {have} runs, the record {theirs[name][0]}" for name, (have, _) in ours.items()
               if name in theirs and have < theirs[name][0]]
@@ -104,6 +105,8 @@ def publish(results_dir: str, root: str | Path = ".", partial: bool = False) -> 
         raise ValueError(f"{source} is not a finished build ({'; '.join(short)}): publishing it would leave the record "
                          f"in {dest} with fewer runs. Finish it (the same command resumes), or pass --partial.")
     _copy_record(source, dest)
+    if older:  # allowed, and said: a maintainer may mean to go back
+        short.append(f"this build was made at {meta['git_commit'][:12]}, before the record it replaced")
     return dest, short
 
 
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.command == "publish":
             dest, short = publish(a.results_dir, partial=a.partial)
-            print(f"the record is in {dest}" + "".join(f"\n  partial, as asked: {s}" for s in short))
+            print(f"the record is in {dest}" + "".join(f"\n  note: {s}" for s in short))
             return 0
         for flag, value, kind in (("--cluster", a.cluster, "local"), ("--scheduler", a.scheduler, "address")):
             if value is not None and cluster_target(value)[0] != kind:

@@ -326,6 +326,19 @@ def git_commit() -> str:
         return "unknown"
 
 
+def older_commit(commit: str, than: str, root: str | os.PathLike = ".") -> bool:
+    """Whether `commit` comes strictly before `than` in the history of the checkout `root` (False when git
+    cannot tell, as for an unknown commit)."""
+    a, b = commit.removesuffix("-dirty"), than.removesuffix("-dirty")
+    if a == b:
+        return False
+    try:
+        found = subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=root, capture_output=True)
+        return found.returncode == 0
+    except OSError:
+        return False
+
+
 def versions() -> dict:
     """The versions of Python and the packages that compute the numbers."""
     from importlib.metadata import PackageNotFoundError, version

@@ -484,8 +484,28 @@ def test_publish_refuses_a_build_with_fewer_runs_than_its_grid_or_the_record_unl
     assert f"sweep.csv holds 2 of its grid's {len(rows)} runs; sweep.csv holds 2 runs, the record {len(rows)}" in err
     assert "--partial" in err and fingerprint(record) == saved
     assert cli.main(["publish", cfg.results_dir, "--partial"]) == 0
-    assert "partial, as asked: sweep.csv holds 2 of its grid's" in capsys.readouterr().out
+    assert "note: sweep.csv holds 2 of its grid's" in capsys.readouterr().out
     assert len(results.read_results(record / results.RESULTS_FILE)[1]) == 2
+
+
+def test_publish_says_when_the_build_is_older_than_the_record_it_replaces(tmp_path, data_dir, monkeypatch, capsys):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    commits = []
+    for message in ("old", "new"):
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+        commits.append(subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+    monkeypatch.chdir(tmp_path)
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    ktlib.run(cfg, progress=False)
+    path = Path(cfg.results_dir) / results.RESULTS_FILE
+    meta, rows = results.read_results(path)
+    results.write_results(path, {**meta, "git_commit": commits[1]}, rows)
+    record, notes = cli.publish(cfg.results_dir)
+    assert notes == []
+    results.write_results(path, {**meta, "git_commit": commits[0]}, rows)
+    assert cli.main(["publish", cfg.results_dir]) == 0
+    assert f"note: this build was made at {commits[0][:12]}, before the record it replaced" in capsys.readouterr().out
 
 
 def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypatch):

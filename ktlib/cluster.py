@@ -26,6 +26,9 @@ CONNECT_SECONDS = 10     # to reach a scheduler, and for it to greet us as Dask 
 WORKER_SECONDS = 600     # the longest a cluster may have no worker (a batch queue may take a while to start one)
 WORKER_SECONDS_ENV = "KTLIB_WORKER_SECONDS"  # sets it
 HANDSHAKE_BYTES = 2**20  # a scheduler's greeting is a few hundred bytes; its first 8 bytes say how many
+POLL_SECONDS = 0.5       # how often a waiting client looks at the cluster
+TASKS_PER_WORKER = 8     # sweeps whose data, nets and test set a worker keeps (a study's sweeps interleave)
+FEATURES_PER_WORKER = 64  # image sets whose frozen-layer features a worker keeps (all levels of each)
 
 
 def worker_seconds() -> float:
@@ -58,9 +61,6 @@ def greets_as_dask(address: str) -> None:
     if len(first) < 8 or struct.unpack("<Q", first)[0] > HANDSHAKE_BYTES:
         raise RuntimeError(f"cluster={address!r}: it does not speak Dask's protocol (it sent {first!r}); give a "
                            f"scheduler's address, tcp://HOST:PORT") from None
-POLL_SECONDS = 0.5       # how often a waiting client looks at the cluster
-TASKS_PER_WORKER = 8     # sweeps whose data, nets and test set a worker keeps (a study's sweeps interleave)
-FEATURES_PER_WORKER = 64  # image sets whose frozen-layer features a worker keeps (all levels of each)
 
 
 @contextlib.contextmanager

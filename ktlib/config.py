@@ -180,7 +180,7 @@ class Config:
 
     @classmethod
     def of_experiment(cls, fields: dict) -> "Config":
-        """The configuration a results file's header records (`experiment()`; a field added since at its old value)."""
+        """The configuration a results file's header records (`experiment()`; fields added since: old values)."""
         return cls(**{**ADDED_FIELDS, **fields})
 
 

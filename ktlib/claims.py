@@ -346,6 +346,14 @@ def glue_all(claims: list[Claim]) -> None:
 
 # ---------------------------------------------------------------- a re-run against the published record
 
+def _matched(rows: pd.DataFrame, record: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """The runs both have, each one's change in test accuracy, and whether it is the same run: the same epochs
+    and test accuracy (the file keeps 6 digits; an image is 1e-3)."""
+    both = rows.merge(record, on=KEY, suffixes=("", "_record"))
+    moved = (both.test_accuracy - both.test_accuracy_record).abs()
+    return both, moved, (both.epochs == both.epochs_record) & (moved < 1e-6)
+
+
 def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLike, tolerance: float = TOLERANCE,
                         ignore: tuple[str, ...] = ()) -> dict:
     """How far this sweep is from a results file of the same experiment (its cell means, run by run).
@@ -361,12 +369,10 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
     diff = experiment_differences(old_meta, meta, ignore)
     if diff:
         return {"comparable": False, "reason": f"the record is another experiment: {'; '.join(diff)}"}
-    both = rows.merge(old, on=KEY, suffixes=("", "_record"))
+    both, moved, same = _matched(rows, old)
     if len(both) != len(rows) or len(both) != len(old):
         return {"comparable": False, "reason": f"the record has {len(old)} runs, this sweep {len(rows)}"}
     largest = float((mean_table(rows) - mean_table(old)).abs().max().max())
-    moved = (both.test_accuracy - both.test_accuracy_record).abs()
-    same = (both.epochs == both.epochs_record) & (moved < 1e-6)  # the file keeps 6 digits; an image is 1e-3
     return {"comparable": True, "largest_change": largest, "tolerance": tolerance, "within": largest <= tolerance,
             "runs": len(both), "identical_runs": int(same.sum()),
             "largest_run_change": float(moved.max())}
@@ -375,9 +381,7 @@ def compare_with_record(rows: pd.DataFrame, meta: dict, record: str | os.PathLik
 def run_agreement(rows: pd.DataFrame, record: pd.DataFrame, tolerance: float = TOLERANCE) -> dict[str, int]:
     """Run by run against a record: equal (same epochs and test accuracy), within `tolerance` in test accuracy,
     different by more, and runs that only one side has."""
-    both = rows.merge(record, on=KEY, suffixes=("", "_record"))
-    moved = (both.test_accuracy - both.test_accuracy_record).abs()
-    equal = (both.epochs == both.epochs_record) & (moved < 1e-6)
+    both, moved, equal = _matched(rows, record)
     return {"runs": len(rows), "equal": int(equal.sum()),
             "within tolerance": int((~equal & (moved <= tolerance)).sum()), "different": int((moved > tolerance).sum()),
             "unmatched": len(rows) + len(record) - 2 * len(both)}

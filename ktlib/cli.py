@@ -23,9 +23,16 @@ from .transfer import RECIPES
 RECORD_FILES = (RESULTS_FILE, SOURCE_RECORD, SOURCE_FILE, PREDICTIONS_FILE, READOUTS_FILE)  # what a record keeps
 
 
+def _sweeps(results_dir: Path) -> list[tuple[str, Path]]:
+    """(name, directory) of each sweep of a results directory: its own, named by its results file, then its study's,
+    by their paths in it."""
+    return [(RESULTS_FILE, results_dir)] + [(str(d.relative_to(results_dir)), d)
+                                            for _, _, d in split_dirs(results_dir / STUDY_DIR)]
+
+
 def _copy_record(source: Path, dest: Path) -> None:
     """Every record file of a results directory and its study's sweeps, from source to the same places in dest."""
-    for where in [source] + [d for _, _, d in split_dirs(source / STUDY_DIR)]:
+    for _, where in _sweeps(source):
         target = dest / where.relative_to(source)
         target.mkdir(parents=True, exist_ok=True)
         for name in RECORD_FILES:
@@ -66,8 +73,7 @@ def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
     meta, _ = read_results(source / RESULTS_FILE)
     record = record_path(meta["config"]["profile"], meta["config"]["engine"], root, meta["data_checksums"]).parent
     out = {}
-    for where in [source] + [d for _, _, d in split_dirs(source / STUDY_DIR)]:
-        name = str(where.relative_to(source)) if where != source else RESULTS_FILE
+    for name, where in _sweeps(source):
         _, rows = read_results(where / RESULTS_FILE)
         theirs = record / where.relative_to(source) / RESULTS_FILE
         out[name] = run_agreement(rows, read_results(theirs)[1] if theirs.exists() else rows.iloc[:0])
@@ -79,9 +85,8 @@ def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
 def run_counts(results_dir: Path) -> dict[str, tuple[int, int]]:
     """Each results file of a results directory (its sweep and its study's): (runs it holds, runs of its grid)."""
     out = {}
-    for where in [results_dir] + [d for _, _, d in split_dirs(results_dir / STUDY_DIR)]:
+    for name, where in _sweeps(results_dir):
         meta, rows = read_results(where / RESULTS_FILE)
-        name = str(where.relative_to(results_dir)) if where != results_dir else RESULTS_FILE
         out[name] = (len(rows), len(grid(Config.of_experiment(meta["config"]))))
     return out
 

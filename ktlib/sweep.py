@@ -126,11 +126,11 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
         if diff:
             raise RuntimeError(f"{path} holds runs of another experiment: {'; '.join(diff)}. "
                                f"Choose another results_dir, or delete it.")
-        planned = set(runs.grid(exp.cfg))
-        outside = pd.Series([key not in planned for key in run_keys(found[1])], dtype=bool)
+        planned, found_keys = set(runs.grid(exp.cfg)), run_keys(found[1])
+        outside = pd.Series([key not in planned for key in found_keys], dtype=bool)
         if outside.any():
             raise ResultsError(f"{path}:{row_line(outside)}: a run outside this configuration's grid "
-                               f"({run_keys(found[1])[row_line(outside) - 3]}); the file is damaged: {DAMAGED_ROW}")
+                               f"({found_keys[int(outside.idxmax())]}); the file is damaged: {DAMAGED_ROW}")
     if (where / PREDICTIONS_FILE).exists():
         read_predictions(where, exp.cfg.n_classes * exp.cfg.test_per_class)
     if (where / READOUTS_FILE).exists():

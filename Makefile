@@ -6,8 +6,9 @@
 # make test       - unit tests, then nbval re-executes the committed notebooks and compares their checks
 # make unit       - the unit tests alone (about a minute)
 # make html       - only the book build, from the notebooks as committed
-# make bench      - benchmarks/bench.py: the plain path against the engine, the study's cost per recipe, and
-#                   the study on a Dask cluster
+# make bench      - benchmarks/bench.py: the plain path against the engine, the kernels layer by layer, the
+#                   study's cost per recipe, and the study on a Dask cluster; every % of peak is of the cores'
+#                   fused-multiply-add peak, measured in the same run
 # make plain-record - the plain path's record of the grid, which the sweep notebook compares the engine with
 # make install    - the .venv alone (every target above makes it first)
 # Each installs what it needs into .venv first, from requirements.lock.
@@ -118,12 +119,13 @@ plain-record: install data
 	  --results-dir $(CURDIR)/_build/results/$(PROFILE)-plain
 	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain
 
-# The plain path against the engine on the paper's 150 runs (about 17 minutes; seconds, ratios, GFLOP/s), then
-# each recipe's rate on one class split at a fixed number of epochs and the study projected from it (about 6
+# The plain path against the engine on the paper's 150 runs (about 17 minutes; seconds, ratios, GFLOP/s), the
+# native kernels' time layer by layer (under a minute), then each recipe's rate on one class split at a fixed number of epochs and the study projected from it (about 6
 # minutes), then that split on a Dask LocalCluster of 1 and 2 worker processes and the study projected onto 16
 # and 64 (the split three times over).
 bench: install data
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py --layers
 	$(BIN)/python benchmarks/bench.py --study
 	$(BIN)/python benchmarks/bench.py --cluster
 

@@ -12,36 +12,124 @@ whole grid at once, as the sweep does. FLOPs are the useful arithmetic of each r
 (one multiply-add each) of the layers it trains, for the training steps and for the per-epoch
 evaluation that the stopping rule needs (`ktlib.model.run_flops`). Neither the
 plain path's recomputation of frozen layers nor the engine's own extra arithmetic (C1's 6x6 kernels,
-C3's masked weights) counts. The peak is a large fp32 matmul timed here, with torch's default threads.
+C3's masked weights) counts. The peak is the cores' own: fused multiply-adds alone (peak.c), timed here on
+as many threads as the engine uses, with large blocked matmuls and a convolution printed beside it.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import heapq
+import math
+import platform
 import re
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from distributed import get_task_stream
 
 import ktlib
-from ktlib import cluster, engine, model, readouts, runs, study, sweep
+from ktlib import cluster, config, engine, model, native, readouts, runs, study, sweep
 from ktlib.results import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
 from ktlib.model import connections
 from ktlib.transfer import BASELINE, RECIPES, first_trained
 
 
+PEAK_SOURCE = Path(__file__).with_name("peak.c")
+WIDTHS = (512, 256, 128)
+
+
+def fma_peak(threads: int, seconds: float = 0.4) -> dict[int, float]:
+    """GFLOP/s of fused multiply-adds alone (peak.c) on `threads` cores at once, by vector width in bits: the
+    best of three runs of about `seconds` each. Built with the engine's compiler and flags."""
+    lib = ctypes.CDLL(str(native.build(PEAK_SOURCE)))
+    sink = ctypes.c_float()
+    out = {}
+    for width in WIDTHS:
+        f = getattr(lib, f"kt_fma_peak_{width}")
+        f.restype, f.argtypes = ctypes.c_double, [ctypes.c_long, ctypes.c_void_p]
+        iters = int(seconds * f(1_000_000, ctypes.byref(sink)) * 1e9 / (2 * width // 32 * 16))
+        rates = [0.0] * threads
+
+        def one(i: int) -> None:  # ctypes lets go of the GIL: the threads run on separate cores
+            rates[i] = f(iters, ctypes.byref(sink))
+        best = 0.0
+        for _ in range(3):
+            pool = [threading.Thread(target=one, args=(i,)) for i in range(threads)]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            best = max(best, sum(rates))
+        out[width] = best
+    return out
+
+
 def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
-    """Best GFLOP/s of a size x size fp32 matmul."""
+    """Best GFLOP/s of a size x size fp32 matmul by torch (MKL's sgemm), on torch's threads."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * size ** 3 / best / 1e9
+
+
+def openblas_peak(size: int = 4096, repeats: int = 5) -> float:
+    """Best GFLOP/s of a size x size fp32 matmul by numpy (OpenBLAS's sgemm), on its own threads."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((size, size), np.float32), rng.standard_normal((size, size), np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def conv_peak(repeats: int = 5) -> float:
+    """Best GFLOP/s of torch's (oneDNN's) fp32 conv2d: 32 images of 64 maps at 56x56, 3x3 kernels to 64 maps."""
+    x, w = torch.randn(32, 64, 56, 56), torch.randn(64, 64, 3, 3)
+    F.conv2d(x, w, padding=1)
+    best = min(_timed(lambda: F.conv2d(x, w, padding=1)) for _ in range(repeats))
+    return 2 * 32 * 64 * 56 * 56 * 64 * 9 / best / 1e9
+
+
+def cpu() -> str:
+    """The CPU as /proc/cpuinfo names it (a virtual machine may hide the model name; family and model remain)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    except OSError:
+        return platform.processor() or platform.machine()
+    get = {k.strip(): v.strip() for k, v in info.items()}.get
+    return f"{get('model name', '?')} (family {get('cpu family', '?')}, model {get('model', '?')}), {config.cores()} cores"
+
+
+def ceiling(threads: int) -> float:
+    """Print the cores' ceiling on `threads` threads, the FMA peak, with three blocked kernels beside it, and
+    return the FMA peak: the figure every % of peak in this script is of."""
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fma = fma_peak(threads)
+        blocked = {"MKL sgemm 4096x4096 (torch)": matmul_peak(),
+                   "oneDNN conv2d 64->64 maps, 3x3, 56x56, 32 images (torch)": conv_peak()}
+        if threads == config.cores():  # numpy's OpenBLAS runs on every core it finds
+            blocked["OpenBLAS sgemm 4096x4096 (numpy)"] = openblas_peak()
+    finally:
+        torch.set_num_threads(torch_threads)
+    peak = max(fma.values())
+    width = max(fma, key=fma.get)
+    print(f"CPU: {cpu()}")
+    print(f"the ceiling on {threads} thread(s), fp32 GFLOP/s: the FMA peak (benchmarks/peak.c, the engine's "
+          f"compiler and flags; {native.vectors()} kernels) "
+          + ", ".join(f"{w}-bit vectors {g:.1f}" for w, g in fma.items()) + f" -> {peak:.1f} ({width}-bit)")
+    for name, gflops in blocked.items():
+        print(f"  {name}: {gflops:.1f} ({100 * gflops / peak:.0f}% of the FMA peak)")
+    return peak
 
 
 def _timed(fn) -> float:
@@ -64,13 +152,13 @@ def useful_flops(rows: list[dict], cfg: ktlib.Config) -> float:
 
 
 def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs: int) -> None:
-    """Each recipe's useful GFLOP/s on one core, as a share of one core's part of the matmul peak timed in this
-    run, by n, from every run of split 0 trained for a fixed number of epochs; and from these rates and the
-    epochs each run of the committed study took, the study's time, part by part. A run's time is its FLOPs at
-    its recipe's rate at its n, plus its share of its group's setup (copying nets, features, the final test):
-    the stopping rule decides how many epochs, the kernels how fast each goes."""
-    peak = matmul_peak() / torch.get_num_threads()  # per core: the engine runs a group on one thread
-    print(f"matmul peak: {peak:.1f} GFLOP/s per core (4096x4096 fp32, {torch.get_num_threads()} threads)")
+    """Each recipe's useful GFLOP/s on one core, by n and k, as a share of one core's FMA peak measured in this
+    run, from every group of split 0 trained for a fixed number of epochs; the fixed cost of an epoch where
+    the arithmetic is small; and from these rates and the epochs each run of the committed study took, the
+    study's time, part by part. A run's time is its FLOPs at its group's rate, plus its share of its group's
+    setup (copying nets, features, the final test): the stopping rule decides how many epochs, the kernels how
+    fast each goes."""
+    peak = ceiling(1)  # per core: the engine runs a group on one thread
     plan = study.Study.of(ktlib.Config(data_dir=data_dir, workers=workers))
     rate, setup, fixed, flops, seconds = {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,44 +173,119 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
             start = time.perf_counter()
             readouts.measure(task)
             fixed[(part, "readouts")] = time.perf_counter() - start
-            for recipe, n in sorted({(g.recipe, g.n) for g in grid}, key=lambda g: (list(RECIPES).index(g[0]), g[1])):
-                keys = [g for g in grid if (g.recipe, g.n) == (recipe, n)]
+            for group in sorted({(g.recipe, g.n, g.k) for g in grid},
+                                key=lambda g: (list(RECIPES).index(g[0]), g[1], g[2])):
+                keys = [g for g in grid if (g.recipe, g.n, g.k) == group]
                 start = time.perf_counter()
                 rows = runs.train_runs(task, keys)
                 elapsed = time.perf_counter() - start
-                # one group per k, one after another on one worker; a run's seconds are its group's training loop's
-                seconds[(recipe, n)] = sum(max(r["seconds"] for r in rows if r["k"] == k) for k in cfg.sizes)
-                setup[(recipe, n)] = (elapsed - seconds[(recipe, n)]) / len(rows)
-                flops[(recipe, n)] = useful_flops(rows, cfg)
-                rate[(recipe, n)] = flops[(recipe, n)] / seconds[(recipe, n)]
-                gflops = rate[(recipe, n)] / 1e9
-                print(f"  {recipe:18} n={n} {len(keys):3} runs x {epochs} epochs: training "
-                      f"{seconds[(recipe, n)]:6.1f} s {gflops:6.1f} GFLOP/s {100 * gflops / peak:5.1f}% of the peak; "
-                      f"setup and test {elapsed - seconds[(recipe, n)]:5.1f} s", flush=True)
-    share = {r: sum(f for (q, _), f in flops.items() if q == r) / sum(s for (q, _), s in seconds.items() if q == r)
-             / 1e9 / peak for r in dict.fromkeys(q for q, _ in rate)}
-    print("\nper recipe, all n: " + ", ".join(f"{r} {100 * x:.1f}%" for r, x in share.items()) + " of the peak")
-    low = [r for r, x in share.items() if x < share[BASELINE] / 2]
-    print(f"recipes below half of frozen's share of the peak: {', '.join(low) or 'none'}")
+                seconds[group] = max(r["seconds"] for r in rows)  # the group's training loop, on one thread
+                setup[group] = (elapsed - seconds[group]) / len(rows)
+                flops[group] = useful_flops(rows, cfg)
+                rate[group] = flops[group] / seconds[group]
+
+    def share(groups) -> float:
+        """The groups' useful FLOPs over their training seconds, as a share of the FMA peak."""
+        groups = list(groups)
+        return sum(flops[g] for g in groups) / sum(seconds[g] for g in groups) / 1e9 / peak
+
+    print(f"\n{len(rate)} groups of {cfg.trials} runs x {epochs} epochs on one thread; % of one core's FMA peak "
+          f"({peak:.1f} GFLOP/s):")
+    print(f"  {'recipe':18} n  {'k >= 10':>16}  {'k <= 5':>16}   fixed cost where the arithmetic is small")
+    for recipe, n in dict.fromkeys((g[0], g[1]) for g in rate):
+        big = [g for g in rate if g[:2] == (recipe, n) and g[2] >= 10]
+        small = [g for g in rate if g[:2] == (recipe, n) and g[2] <= 5]
+        line = f"  {recipe:18} {n}  {share(big) * peak:6.1f} {100 * share(big):5.1f}%   " \
+               f"{share(small) * peak:6.1f} {100 * share(small):5.1f}%"
+        if n >= 4:  # per epoch of a group (its steps and its evaluation), against its arithmetic at the peak
+            line += "   " + ", ".join(f"k={g[2]} {1e6 * seconds[g] / epochs:.0f} us/epoch "
+                                      f"({1e6 * flops[g] / epochs / peak / 1e9:.0f} arithmetic)" for g in small)
+        print(line, flush=True)
+    full = [g for g in rate if first_trained(g[0], g[1]) == 0]
+    print(f"\nfull-network groups (every layer trained: n=0 and the fine-tuned recipes): k >= 10 "
+          f"{100 * share(g for g in full if g[2] >= 10):.1f}%, k <= 5 {100 * share(g for g in full if g[2] <= 5):.1f}% "
+          f"of the FMA peak")
+    by_recipe = {r: share(g for g in rate if g[0] == r) for r in dict.fromkeys(g[0] for g in rate)}
+    print("per recipe, all n and k: " + ", ".join(f"{r} {100 * x:.1f}%" for r, x in by_recipe.items()))
 
     record = Path(committed) / study.STUDY_DIR
     done = study.read(record)
     cfg = plan.cfg
     conn = connections()
-    done["seconds_here"] = [run_flops(r, cfg, conn) / rate[(r["recipe"], r["n"])] + setup[(r["recipe"], r["n"])]
-                            for r in done.to_dict("records")]
+    groups = [(r["recipe"], r["n"], r["k"]) for r in done.to_dict("records")]
+    done["flops"] = [run_flops(r, cfg, conn) for r in done.to_dict("records")]
+    done["seconds_here"] = [f / rate[g] + setup[g] for f, g in zip(done.flops, groups)]
     sweeps = done.groupby(["variant", "split"]).ngroups
     per_sweep = sum(fixed.values()) / 2  # a source net and its readouts, the mean of the two timed here
     by_part = done.groupby("variant").seconds_here.sum() / cfg.worker_count()
     total = by_part.sum() + sweeps * per_sweep
     print(f"\nthe committed study ({len(done)} runs, {sweeps} sweeps), its runs' epochs at the rates above, on "
           f"{cfg.worker_count()} workers kept busy: {total / 60:.1f} min (of which source nets and readouts "
-          f"{sweeps * per_sweep / 60:.1f})")
+          f"{sweeps * per_sweep / 60:.1f}); its runs' training at "
+          f"{100 * done.flops.sum() / sum(f / rate[g] for f, g in zip(done.flops, groups)) / 1e9 / peak:.1f}% "
+          f"of the FMA peak")
     print("  by part: " + ", ".join(f"{v} {s / 60:.1f} min" for v, s in by_part.items()))
     recipes = done[done.variant.isin(["baseline", "probes"])].groupby("recipe").seconds_here.sum()
     print("  baseline and probes by recipe: " + ", ".join(
         f"{r} {s / cfg.worker_count() / 60:.1f} min ({100 * s / cfg.worker_count() / total:.0f}%)"
         for r, s in recipes.sort_values(ascending=False).items()))
+
+    # on a Dask cluster: one task per group of a sweep, at the rates above (scheduling overhead not counted);
+    # each sweep's source net takes the seconds its record gives
+    sweeps = []
+    for variant, split, where in study.split_dirs(record):
+        part = done[(done.variant == variant) & (done.split == split)]
+        sweeps.append((sweep.read_source_record(where)["seconds"],
+                       part.groupby(["recipe", "n", "k"]).seconds_here.sum().tolist()))
+    print(f"on a Dask cluster ({sum(len(t) for _, t in sweeps)} tasks; the longest "
+          f"{max(max(t) for _, t in sweeps):.0f} s; source nets {sum(s for s, _ in sweeps):.0f} s in all):")
+    for workers in (2, 16, 64):
+        print(f"  {workers:2} workers: {simulate(sweeps, workers) / 60:5.1f} min with the source nets trained by the "
+              f"client one after another, {simulate_sources_as_tasks(sweeps, workers) / 60:5.1f} min with each a "
+              f"task of its own; work / workers {sum(sum(t) + s for s, t in sweeps) / workers / 60:5.1f} min")
+
+
+def layer_profile(trials: int = 5, images: int = 800, steps: int = 50) -> None:
+    """Where a training step and an evaluation pass of the native kernels spend their time, layer by layer, on
+    one thread: kt_gradients and kt_outputs timed with n = 0..5 frozen layers (a group of `trials` runs, batches
+    of 32, `images` per run: k=40), each layer's cost the difference between starting below and above it.
+    Weights and images are random: the time does not depend on their values."""
+    peak = ceiling(1)
+    torch.set_num_threads(1)
+    conn, net = connections(), model.build(0)
+    gen = torch.Generator().manual_seed(0)
+    feats = engine.frozen_inputs(net, torch.rand(images, 1, 32, 32, generator=gen))
+    step, evaluation = {6: 0.0}, {6: 0.0}
+    for n in range(6):
+        kernels = engine.NativeKernels(net, n)
+        theta = engine.stack([model.build(s) for s in range(trials)], n)
+        grad, x = torch.empty_like(theta), feats[n].expand(trials, *feats[n].shape).contiguous()
+        target = torch.rand(trials, images, native.CODE_BITS, generator=gen)
+        idx = torch.stack([torch.randperm(images, generator=gen)[:32] for _ in range(trials)])
+        kernels.gradients(theta, x, target, idx, grad)
+        step[n] = min(_timed(lambda: [kernels.gradients(theta, x, target, idx, grad) for _ in range(steps)])
+                      for _ in range(3)) / steps
+        evaluation[n] = min(_timed(lambda: kernels.outputs(theta, x)) for _ in range(3))
+    print(f"\nthe native kernels layer by layer, one thread, {trials} runs: a training step of 32 images each, "
+          f"and an evaluation pass over {images} images each; % of one core's FMA peak ({peak:.1f} GFLOP/s)")
+    print(f"  {'layer':6}{'step us':>9}{'share':>7}{'GFLOP/s':>9}{'% peak':>8}{'eval ms':>10}{'share':>7}"
+          f"{'GFLOP/s':>9}{'% peak':>8}")
+    for n, layer in enumerate(model.LAYERS):
+        ds, de = step[n] - step[n + 1], evaluation[n] - evaluation[n + 1]
+        fs = trials * 32 * (model.training_flops(conn, n) - model.training_flops(conn, n + 1))
+        fe = trials * images * 2 * conn[layer]
+        print(f"  {layer:6}{1e6 * ds:9.0f}{100 * ds / step[0]:6.0f}%{fs / ds / 1e9:9.1f}{100 * fs / ds / 1e9 / peak:7.1f}%"
+              f"{1e3 * de:10.2f}{100 * de / evaluation[0]:6.0f}%{fe / de / 1e9:9.1f}{100 * fe / de / 1e9 / peak:7.1f}%")
+    fs, fe = trials * 32 * model.training_flops(conn, 0), trials * images * model.forward_flops(conn, 0)
+    units = sum(math.prod(shape) for shape in model.layer_shapes(net).values())  # one activation each
+    z = torch.randn(16 * units, generator=gen) * 4  # one vector of images through every layer: in cache, as there
+    per_value = min(_timed(lambda: [native.sigmoid(z) for _ in range(100)]) for _ in range(5)) / 100 / z.numel()
+    print(f"  {'all':6}{1e6 * step[0]:9.0f}{'':7}{fs / step[0] / 1e9:9.1f}{100 * fs / step[0] / 1e9 / peak:7.1f}%"
+          f"{1e3 * evaluation[0]:10.2f}{'':7}{fe / evaluation[0] / 1e9:9.1f}"
+          f"{100 * fe / evaluation[0] / 1e9 / peak:7.1f}%")
+    print(f"  of which the activation (kt_sigmoid: an exp and a division per unit, {units:,} units per image): "
+          f"{16e9 * per_value:.1f} ns per vector of 16, {100 * per_value * units * 32 * trials / step[0]:.0f}% of "
+          f"the step, {100 * per_value * units * images * trials / evaluation[0]:.0f}% of the evaluation pass")
 
 
 def task_times(stream: list[dict]) -> dict[tuple, float]:
@@ -145,6 +308,22 @@ def simulate(sweeps: list[tuple[float, list[float]]], workers: int) -> float:
         ready += source_seconds
         for seconds in sorted(tasks, reverse=True):
             start = max(heapq.heappop(free), ready)
+            heapq.heappush(free, start + seconds)
+    return max(free)
+
+
+def simulate_sources_as_tasks(sweeps: list[tuple[float, list[float]]], workers: int) -> float:
+    """As `simulate`, but each source net is a task: they go out first, one to each free worker, and a sweep's
+    tasks become ready when its own source net is done."""
+    free = [0.0] * workers
+    ready = []
+    for source_seconds, _ in sweeps:
+        start = heapq.heappop(free)
+        heapq.heappush(free, start + source_seconds)
+        ready.append(start + source_seconds)
+    for at, (_, tasks) in sorted(zip(ready, sweeps), key=lambda pair: pair[0]):
+        for seconds in sorted(tasks, reverse=True):
+            start = max(heapq.heappop(free), at)
             heapq.heappush(free, start + seconds)
     return max(free)
 
@@ -251,19 +430,21 @@ def main() -> None:
                    help="each recipe's share of the peak, and the committed study's time at those rates")
     p.add_argument("--epochs", type=int, default=20, help="--study: the epochs each timed run trains")
     p.add_argument("--cluster", action="store_true", help="one split on a Dask LocalCluster of 1, then 2 workers")
+    p.add_argument("--layers", action="store_true", help="the native kernels' time layer by layer (no data needed)")
     p.add_argument("--record", default="results/paper", help="the committed record --study and --cluster project from")
     a = p.parse_args()
     if a.study:
         return study_cost(a.data_dir, a.workers, a.record, a.epochs)
     if a.cluster:
         return on_cluster(a.data_dir, a.record)
+    if a.layers:
+        return layer_profile()
 
-    peak = matmul_peak()
-    print(f"matmul peak: {peak:.1f} GFLOP/s (4096x4096 fp32, {torch.get_num_threads()} threads)")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ktlib.Config(data_dir=a.data_dir, results_dir=tmp, levels=a.levels, sizes=a.sizes, trials=a.trials,
                            workers=a.workers)
         exp, source, info = sweep.prepare(cfg, progress=False)
+    peak = ceiling(cfg.worker_count())  # the engine's groups run one per worker thread
     task, grid = exp.task(source), runs.grid(cfg)
     print(f"{len(grid)} runs: n in {cfg.levels}, k in {cfg.sizes}, {cfg.trials} trials; "
           f"engine workers: {cfg.worker_count()}")
@@ -285,7 +466,8 @@ def main() -> None:
     rows.append(("all at once", {e: timed(e, grid) for e in fast}))  # the sweep's own schedule
 
     base = a.engines[0]
-    print(f"\n{'':13}" + "".join(f"{e + ' s':>11}{'GFLOP/s':>9}{'% peak':>8}" for e in a.engines)
+    print(f"\n% peak: of the FMA peak on {cfg.worker_count()} cores, {peak:.1f} GFLOP/s")
+    print(f"{'':13}" + "".join(f"{e + ' s':>11}{'GFLOP/s':>9}{'% peak':>8}" for e in a.engines)
           + "".join(f"{base + '/' + e:>16}" for e in a.engines[1:]))
     for label, cells in rows:
         line = "".join(f"{cells[e][0]:11.1f}{cells[e][1] / cells[e][0] / 1e9:9.1f}"

@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define L 16  /* images per vector */
 typedef float vec __attribute__((vector_size(4 * L)));
@@ -44,14 +47,24 @@ static inline vec *field(Chunk *c, size_t off) { return (vec *)((char *)c + off)
 
 static inline vec splat(float a) { return (vec){0} + a; }
 
+/* a > b ? a : b, lane by lane, and a < b ? a : b: with AVX-512, the one instruction that is defined as exactly
+   that (vmaxps, vminps); elsewhere, as a mask and a select. */
 static inline vec vmax(vec a, float b) {
+#if defined(__AVX512F__)
+    return (vec)_mm512_max_ps((__m512)a, _mm512_set1_ps(b));
+#else
     ivec m = a > splat(b);
     return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
+#endif
 }
 
 static inline vec vmin(vec a, float b) {
+#if defined(__AVX512F__)
+    return (vec)_mm512_min_ps((__m512)a, _mm512_set1_ps(b));
+#else
     ivec m = a < splat(b);
     return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
+#endif
 }
 
 /* exp(x) by range reduction to [-ln2/2, ln2/2] and Cephes' expf polynomial (about 1 ulp). */
@@ -65,8 +78,12 @@ static inline vec vexp(vec x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    ivec e = (__builtin_convertvector(k, ivec) + 127) << 23;
+#if defined(__AVX512F__)
+    return (vec)_mm512_scalef_ps((__m512)p, (__m512)k);  /* p 2^k in one instruction: the same product */
+#else
+    ivec e = (__builtin_convertvector(k, ivec) + 127) << 23;  /* 2^k, built in the exponent bits */
     return p * (vec)e;
+#endif
 }
 
 static inline vec sigmoid(vec z) { return 1.0f / (1.0f + vexp(-z)); }
@@ -127,23 +144,41 @@ static void sub_forward(const float *coef, const float *bias, const vec *q, vec 
         }
 }
 
-/* C3: 6 maps of 14x14 -> 16 maps of 10x10; masked-out weights are zero */
+/* Which input maps each of C3's 16 output maps reads: those whose 5x5 kernel has a weight that is not 0. The
+   pairs C3's connection table leaves out have zero kernels, and a zero kernel's terms would add exact
+   zeros: skipping them changes no sum. Fills used[o] with output map o's inputs in order, and count[o]. */
+static void c3_inputs(const float *w, int used[16][6], int count[16]) {
+    for (int o = 0; o < 16; o++) {
+        count[o] = 0;
+        for (int c = 0; c < 6; c++) {
+            const float *k = w + o * 150 + c * 25;
+            int nonzero = 0;
+            for (int j = 0; j < 25; j++) nonzero |= k[j] != 0.0f;
+            if (nonzero) used[o][count[o]++] = c;
+        }
+    }
+}
+
+/* C3: 6 maps of 14x14 -> 16 maps of 10x10. Each output row's 10 sums side by side; each sum adds its terms
+   input map by input map, kernel row by row, column by column: the order the record's numbers were computed
+   in, so that they stay the same to the bit. */
 static void c3_forward(const Params *P, const vec *x, vec *s3) {
-    float wt[150][16];  /* [input map, row, column][output map]: the 16 weights one input value meets */
+    int used[16][6], count[16];
+    c3_inputs(P->c3w, used, count);
     for (int o = 0; o < 16; o++)
-        for (int i = 0; i < 150; i++) wt[i][o] = P->c3w[o * 150 + i];
-    for (int oy = 0; oy < 10; oy++)
-        for (int ox = 0; ox < 10; ox++) {
-            vec acc[16];
-            for (int o = 0; o < 16; o++) acc[o] = splat(P->c3b[o]);
-            for (int c = 0; c < 6; c++)
-                for (int p = 0; p < 5; p++)
-                    for (int q = 0; q < 5; q++) {
-                        vec xv = x[c * 196 + (oy + p) * 14 + ox + q];
-                        const float *w = wt[c * 25 + p * 5 + q];
-                        for (int o = 0; o < 16; o++) acc[o] += w[o] * xv;
-                    }
-            for (int o = 0; o < 16; o++) s3[o * 100 + oy * 10 + ox] = sigmoid(acc[o]);
+        for (int oy = 0; oy < 10; oy++) {
+            vec acc[10];
+            for (int j = 0; j < 10; j++) acc[j] = splat(P->c3b[o]);
+            for (int u = 0; u < count[o]; u++) {
+                int c = used[o][u];
+                const float *w = P->c3w + o * 150 + c * 25;
+                for (int p = 0; p < 5; p++) {
+                    const vec *xr = x + c * 196 + (oy + p) * 14;
+                    for (int q = 0; q < 5; q++)
+                        for (int j = 0; j < 10; j++) acc[j] += w[p * 5 + q] * xr[j + q];
+                }
+            }
+            for (int j = 0; j < 10; j++) s3[o * 100 + oy * 10 + j] = sigmoid(acc[j]);
         }
 }
 
@@ -307,38 +342,33 @@ static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const f
         }
     }
     if (!has_below) return;
-    /* dL/dy2: the gradients, zero-padded by 4, correlated with the kernels turned 180 degrees */
-    static _Thread_local vec pad[16 * 18 * 18];  /* its border stays 0 */
-    static _Thread_local int padded;
-    if (!padded) memset(pad, 0, sizeof pad), padded = 1;
-    float wt[400][6];  /* [output map, row, column of the turned kernel][input map] */
-    for (int o = 0; o < 16; o++)
-        for (int j = 0; j < 25; j++)
-            for (int c = 0; c < 6; c++) wt[o * 25 + j][c] = w[o * 150 + c * 25 + 24 - j];
+    /* dL/dy2: the gradients, zero-padded by 4, correlated with the kernels turned 180 degrees; computed as
+       each gradient row spread over the input row it reaches, a whole input row of 14 sums side by side. Each
+       sum still runs over the output maps in order, then the turned kernel's rows and columns, as the padded
+       correlation orders them; the padding's terms and a zero kernel's, exact zeros, are never formed, which
+       changes no sum. */
+    static _Thread_local vec dy[6 * 196];
+    int used[16][6], count[16];
+    c3_inputs(w, used, count);
     for (int k = 0; k < nch; k++) {
+        memset(dy, 0, sizeof dy);
         for (int o = 0; o < 16; o++)
-            for (int oy = 0; oy < 10; oy++) memcpy(&pad[o * 324 + (oy + 4) * 18 + 4], &ch[k].s3[o * 100 + oy * 10],
-                                                   10 * sizeof(vec));
-        for (int iy = 0; iy < 14; iy++)
-            for (int ix = 0; ix < 14; ix += 2) {
-                vec a0[6], a1[6];
-                for (int c = 0; c < 6; c++) a0[c] = a1[c] = splat(0.0f);
-                for (int o = 0; o < 16; o++)
-                    for (int p = 0; p < 5; p++)
-                        for (int q = 0; q < 5; q++) {
-                            const vec *gv = &pad[o * 324 + (iy + p) * 18 + ix + q];
-                            const float *wr = wt[o * 25 + p * 5 + q];
-                            for (int c = 0; c < 6; c++) {
-                                a0[c] += wr[c] * gv[0];
-                                a1[c] += wr[c] * gv[1];
-                            }
-                        }
-                for (int c = 0; c < 6; c++) {
-                    vec *s = &ch[k].s2[c * 196 + iy * 14 + ix];
-                    s[0] = a0[c] * (2 * A) * slope(s[0]);
-                    s[1] = a1[c] * (2 * A) * slope(s[1]);
+            for (int u = 0; u < count[o]; u++) {
+                int c = used[o][u];
+                const float *wc = w + o * 150 + c * 25;
+                for (int iy = 0; iy < 14; iy++) {
+                    vec a[14];
+                    for (int j = 0; j < 14; j++) a[j] = dy[c * 196 + iy * 14 + j];
+                    for (int p = 4; p >= 0; p--) {  /* the turned kernel's row 4 - p: the gradients' row iy - p */
+                        if (iy - p < 0 || iy - p > 9) continue;
+                        const vec *g = &ch[k].s3[o * 100 + (iy - p) * 10];
+                        for (int q = 4; q >= 0; q--)
+                            for (int ox = 0; ox < 10; ox++) a[ox + q] += wc[p * 5 + q] * g[ox];
+                    }
+                    for (int j = 0; j < 14; j++) dy[c * 196 + iy * 14 + j] = a[j];
                 }
             }
+        for (int i = 0; i < 6 * 196; i++) ch[k].s2[i] = dy[i] * (2 * A) * slope(ch[k].s2[i]);
     }
 }
 
@@ -386,6 +416,23 @@ int kt_max_batch(void) { return CHUNKS * L; }
 int kt_code_bits(void) { return 20; }
 float kt_tanh_a(void) { return A; }
 void kt_layer_sizes(int *out) { memcpy(out, LAYER_SIZE, sizeof LAYER_SIZE); }
+
+/* The widest vector instructions this build was allowed (the compiler's own macros): what `vec` became. */
+const char *kt_vectors(void) {
+#if defined(__AVX512F__)
+    return "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+    return "avx2";
+#elif defined(__AVX__)
+    return "avx";
+#elif defined(__SSE2__)
+    return "sse2";
+#elif defined(__ARM_NEON)
+    return "neon";
+#else
+    return "scalar";
+#endif
+}
 
 static Params params_of(const float *theta, int n) {
     static const int WEIGHTS[6] = {150, 6, 2400, 16, 48000, 2400};
@@ -440,6 +487,23 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
         backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep);
     }
     return 0;
+}
+
+/* The engine's sigmoid on `count` values, 16 at a time as the layers compute it: for the tests, which hold it
+   to the exact function, and the benchmark, which times it. */
+void kt_sigmoid(const float *x, float *out, int64_t count) {
+    int64_t i = 0;
+    for (vec v; i + L <= count; i += L) {  /* whole vectors: one load and one store each */
+        memcpy(&v, x + i, sizeof v);
+        v = sigmoid(v);
+        memcpy(out + i, &v, sizeof v);
+    }
+    if (i < count) {  /* the rest, in the low lanes of one more */
+        vec v = splat(0.0f);
+        memcpy(&v, x + i, (count - i) * sizeof(float));
+        v = sigmoid(v);
+        memcpy(out + i, &v, (count - i) * sizeof(float));
+    }
 }
 
 /* The outputs y (R x M x 20) of R runs on M layer-n inputs each: x holds R x M x F values, or one M x F

@@ -209,5 +209,5 @@ def target_codes(n_classes: int, bits: int = 20, seed: int = 0, scheme: str = "r
 
 
 def predict(outputs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest code (Euclidean) for each output row."""
-    return torch.cdist(outputs, codes).argmin(1)
+    """Index of the nearest code (Euclidean) for each output row; outputs (M, bits), or (R, M, bits) for R runs."""
+    return torch.cdist(outputs, codes.expand(*outputs.shape[:-2], -1, -1)).argmin(-1)

@@ -19,6 +19,7 @@ from .store import probe
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CACHE_ENV = "KTLIB_CACHE_DIR"
+TARGET_ENV = "KTLIB_NATIVE_TARGET"
 # What kernels.c is built for (checked against the library when it loads): batches of at most 32 images,
 # and F6 with 20 units. ktlib.Config refuses anything else for engine="native" before any work.
 MAX_BATCH, CODE_BITS = 32, 20
@@ -26,6 +27,11 @@ MAX_BATCH, CODE_BITS = 32, 20
 FLAG_SETS = (["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"],
              ["-O3", "-march=native", "-fno-math-errno"],
              ["-O3"])
+# What $KTLIB_NATIVE_TARGET can ask for: this CPU's widest vectors (the default); the code a CPU without
+# AVX-512 gets (x86 only); or no machine-specific instruction at all. The last two exist to be tested here.
+TARGETS = {"native": FLAG_SETS,
+           "no-avx512": (["-O3", "-march=native", "-mno-avx512f", "-fno-math-errno"],),
+           "portable": (["-O3"],)}
 
 
 class NativeUnavailable(RuntimeError):
@@ -68,8 +74,19 @@ def _machine() -> str:
         return platform.processor() + platform.machine()
 
 
-def build() -> Path:
-    """The compiled kernels for this source, compiler and CPU: from the cache, or compiled into it."""
+def target() -> str:
+    """$KTLIB_NATIVE_TARGET, else "native"; anything not in TARGETS is one clear error."""
+    name = os.environ.get(TARGET_ENV) or "native"
+    if name not in TARGETS:
+        raise NativeUnavailable(f"${TARGET_ENV}={name!r} is not one of {', '.join(TARGETS)}")
+    return name
+
+
+def build(source: Path | None = None, flag_sets=None) -> Path:
+    """The compiled library of a C source (the kernels by default) for this compiler and CPU, with the first
+    of flag_sets (default: those of `target()`) the compiler accepts: from the cache, or compiled into it."""
+    source = source or SOURCE
+    flag_sets = flag_sets or TARGETS[target()]
     cc = compiler()
     if cc is None:
         raise NativeUnavailable("the native engine needs a C compiler (cc, gcc or clang; $CC) and none was "
@@ -78,21 +95,21 @@ def build() -> Path:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"the C compiler {cc!r} does not run ({e}); use engine='batched'") from None
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, repr(FLAG_SETS), _machine()]).encode())
-    target = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    key = hashlib.sha256("\0".join([source.read_text(), cc, version, repr(flag_sets), _machine()]).encode())
+    built = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    if built.exists():
+        return built
+    tmp = built.with_name(f".{built.name}.{os.getpid()}.part")
     errors = []
-    for flags in FLAG_SETS:
-        out = subprocess.run([cc, *flags, "-shared", "-fPIC", str(SOURCE), "-o", str(tmp)],
+    for flags in flag_sets:
+        out = subprocess.run([cc, *flags, "-shared", "-fPIC", str(source), "-o", str(tmp)],
                              capture_output=True, text=True)
         if out.returncode == 0:
-            os.replace(tmp, target)  # atomic: another process may be building the same file
-            return target
+            os.replace(tmp, built)  # atomic: another process may be building the same file
+            return built
         errors.append(f"{cc} {' '.join(flags)}: {out.stderr.strip()[-500:]}")
     tmp.unlink(missing_ok=True)
-    raise NativeUnavailable("the native kernels did not compile; use engine='batched'.\n" + "\n".join(errors))
+    raise NativeUnavailable(f"{source.name} did not compile; use engine='batched'.\n" + "\n".join(errors))
 
 
 def check(lib: ctypes.CDLL) -> None:
@@ -111,15 +128,35 @@ def check(lib: ctypes.CDLL) -> None:
         raise NativeUnavailable("kernels.c does not match the net it computes: " + "; ".join(wrong))
 
 
-@lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(build()))
+    """The kernels for `target()`, built or loaded on first use, checked against the net."""
+    return _load(SOURCE, target())
+
+
+@lru_cache(maxsize=None)
+def _load(source: Path, name: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(build(source, TARGETS[name])))
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
     lib.kt_gradients.restype = lib.kt_outputs.restype = i
+    lib.kt_vectors.restype = ctypes.c_char_p
+    lib.kt_sigmoid.argtypes = [p, p, ctypes.c_int64]
     check(lib)
     return lib
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """The kernels' own sigmoid (their activation function, exp and a division) of x, value by value."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    library().kt_sigmoid(_ptr(x), _ptr(out), x.numel())
+    return out
+
+
+def vectors() -> str:
+    """The vector instructions the loaded kernels were compiled to (kt_vectors): avx512, avx2, sse2, neon."""
+    return library().kt_vectors().decode()
 
 
 def _ptr(t: torch.Tensor, dtype=torch.float32) -> int:

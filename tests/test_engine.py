@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ktlib import engine
+from ktlib import engine, native
 from ktlib.model import LAYERS, build, target_codes
 from ktlib.train import ReachAccuracy, evaluate, train
 from ktlib.transfer import RECIPES, layer_lrs, trainable, transfer
@@ -269,3 +269,70 @@ def test_frozen_inputs_do_not_depend_on_the_threads_the_process_has(source):
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(one, four))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        return {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()[2:]}
+    except OSError:
+        return set()
+
+
+# what each fallback must compile to on an x86 CPU: the build a CPU without AVX-512 gets, and a build with no
+# machine-specific instruction at all
+FALLBACKS = {"no-avx512": "avx2", "portable": "sse2"}
+
+
+@pytest.mark.skipif(not {"avx2", "fma"} <= _cpu_flags(), reason="the fallbacks are x86 builds")
+@pytest.mark.parametrize("target", FALLBACKS)
+@pytest.mark.parametrize("n", range(6))
+def test_the_kernels_built_without_avx512_give_autograds_gradients(source, n, target, monkeypatch):
+    monkeypatch.setenv(native.TARGET_ENV, target)
+    assert native.vectors() == FALLBACKS[target]  # the fallback is the library that computes below
+    test_gradients_equal_autograd_on_the_plain_net(source, n, "native")
+    test_outputs_equal_the_plain_nets(source, n, "native")
+
+
+@pytest.mark.skipif("avx512f" not in _cpu_flags(), reason="this CPU has no AVX-512")
+def test_on_a_cpu_with_avx512_the_kernels_use_it(monkeypatch):
+    monkeypatch.delenv(native.TARGET_ENV, raising=False)
+    assert native.vectors() == "avx512"
+
+
+def test_an_unknown_kernel_target_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(native.TARGET_ENV, "avx1024")
+    with pytest.raises(native.NativeUnavailable, match=r"\$KTLIB_NATIVE_TARGET='avx1024' is not one of native, "):
+        native.library()
+
+
+@pytest.fixture
+def one_thread():
+    """As a group trains (runs.train_group): on more threads, torch may split a long sum differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Given:
+    """Kernels whose outputs are given: evaluate's arithmetic alone."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def outputs(self, theta, x, shared=False):
+        return self.out
+
+
+@pytest.mark.parametrize("images", [20, 100, 200, 400, 800, 4000])  # the sets of k = 1..40, and the test set
+def test_evaluating_all_runs_at_once_gives_each_runs_own_numbers(images, one_thread):
+    g = torch.Generator().manual_seed(images)
+    codes = target_codes(20, 20, seed=0)
+    for runs in (1, 3, 5):
+        out = torch.tanh(torch.randn(runs, images, 20, generator=g) * 2) * 1.7159
+        y = torch.randint(0, 20, (runs, images), generator=g)
+        accs, losses, preds = engine.evaluate(_Given(out), torch.zeros(runs, 1), None, y, codes)
+        for r in range(runs):  # run by run, as the plain path computes them: equal, not close
+            assert losses[r] == F.mse_loss(out[r], codes[y[r]]).item()
+            assert torch.equal(preds[r], torch.cdist(out[r], codes).argmin(1))
+            assert accs[r] == (preds[r] == y[r]).sum().item() / images

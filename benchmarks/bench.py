@@ -40,7 +40,7 @@ from ktlib import cluster, config, engine, model, native, readouts, runs, study,
 from ktlib.results import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
 from ktlib.model import connections
-from ktlib.transfer import BASELINE, RECIPES, first_trained
+from ktlib.transfer import RECIPES, first_trained
 
 
 PEAK_SOURCE = Path(__file__).with_name("peak.c")
@@ -198,8 +198,9 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
         line = f"  {recipe:18} {n}  {share(big) * peak:6.1f} {100 * share(big):5.1f}%   " \
                f"{share(small) * peak:6.1f} {100 * share(small):5.1f}%"
         if n >= 4:  # per epoch of a group (its steps and its evaluation), against its arithmetic at the peak
-            line += "   " + ", ".join(f"k={g[2]} {1e6 * seconds[g] / epochs:.0f} us/epoch "
-                                      f"({1e6 * flops[g] / epochs / peak / 1e9:.0f} arithmetic)" for g in small)
+            line += "   " + ", ".join(f"k={g[2]} {1e6 * seconds[g] / epochs:.0f} us per epoch, "
+                                      f"{1e6 * flops[g] / epochs / peak / 1e9:.0f} of them arithmetic at the peak"
+                                      for g in small)
         print(line, flush=True)
     full = [g for g in rate if first_trained(g[0], g[1]) == 0]
     print(f"\nfull-network groups (every layer trained: n=0 and the fine-tuned recipes): k >= 10 "

@@ -9,7 +9,7 @@ from ktlib import claims as C
 from ktlib import controls, errors, verdicts
 from ktlib.results import training_hours
 from ktlib.intervals import Cube, curve, estimate
-from ktlib.transfer import BASELINE, RECIPES, TUNED
+from ktlib.transfer import BASELINE, TUNED
 
 
 CORE = ["frozen", TUNED, "random-matched", "shuffled"]

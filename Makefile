@@ -120,7 +120,8 @@ plain-record: install data
 	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain
 
 # The plain path against the engine on the paper's 150 runs (about 17 minutes; seconds, ratios, GFLOP/s), the
-# native kernels' time layer by layer (under a minute), then each recipe's rate on one class split at a fixed number of epochs and the study projected from it (about 6
+# native kernels' time layer by layer (under a minute), then each recipe's rate on one class split at a fixed
+# number of epochs and the study projected from it, on 2 threads and on 16 and 64 Dask workers (about 5
 # minutes), then that split on a Dask LocalCluster of 1 and 2 worker processes and the study projected onto 16
 # and 64 (the split three times over).
 bench: install data

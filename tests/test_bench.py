@@ -1,4 +1,4 @@
-"""The benchmark's ceiling: what it measures runs, and is the arithmetic it says (no timing is asserted)."""
+"""The benchmark's ceiling and its model of a Dask cluster: what they compute (no timing is asserted)."""
 import importlib.util
 import math
 from pathlib import Path
@@ -12,7 +12,6 @@ def test_the_fma_peak_is_measured_at_each_vector_width_on_each_thread():
     rates = bench.fma_peak(threads=2, seconds=0.01)
     assert list(rates) == list(bench.WIDTHS)
     assert all(math.isfinite(r) and r > 0 for r in rates.values())
-
 
 
 def test_a_source_net_as_a_task_lets_its_sweep_start_without_waiting_for_the_others():

@@ -324,7 +324,7 @@ class _Given:
         return self.out
 
 
-@pytest.mark.parametrize("images", [20, 100, 200, 400, 800, 4000])  # the sets of k = 1..40, and the test set
+@pytest.mark.parametrize("images", [20, 100, 200, 400, 800, 1000, 4000])  # k = 1..40, the test set, more
 def test_evaluating_all_runs_at_once_gives_each_runs_own_numbers(images, one_thread):
     g = torch.Generator().manual_seed(images)
     codes = target_codes(20, 20, seed=0)

@@ -29,6 +29,7 @@ static const int LAYER_SIZE[6] = {156, 12, 2416, 32, 48120, 2420};
 
 typedef struct {
     const float *c1w, *c1b, *s2c, *s2b, *c3w, *c3b, *s4c, *s4b, *c5w, *c5b, *f6w, *f6b;
+    int c3_used[16][6], c3_count[16];  /* C3's inputs per output map (c3_inputs), found once per run and call */
 } Params;
 
 /* One chunk of 16 images: each layer's activations (sigma) and its input; the backward pass overwrites
@@ -163,14 +164,12 @@ static void c3_inputs(const float *w, int used[16][6], int count[16]) {
    input map by input map, kernel row by row, column by column: the order the record's numbers were computed
    in, so that they stay the same to the bit. */
 static void c3_forward(const Params *P, const vec *x, vec *s3) {
-    int used[16][6], count[16];
-    c3_inputs(P->c3w, used, count);
     for (int o = 0; o < 16; o++)
         for (int oy = 0; oy < 10; oy++) {
             vec acc[10];
             for (int j = 0; j < 10; j++) acc[j] = splat(P->c3b[o]);
-            for (int u = 0; u < count[o]; u++) {
-                int c = used[o][u];
+            for (int u = 0; u < P->c3_count[o]; u++) {
+                int c = P->c3_used[o][u];
                 const float *w = P->c3w + o * 150 + c * 25;
                 for (int p = 0; p < 5; p++) {
                     const vec *xr = x + c * 196 + (oy + p) * 14;
@@ -325,7 +324,7 @@ static void kernel_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, int sid
 
 /* C3: weight and bias gradients from g over s3 and its input (at x_off); when has_below, dL/dz of S2.
    keep: 0 for the weights of the (output, input) map pairs that C3's connection table leaves out. */
-static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const float *w, const float *keep,
+static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const Params *P, const float *keep,
                         float *gw, float *gb) {
     for (int o = 0; o < 16; o++) {
         vec bs = splat(0.0f);
@@ -348,14 +347,12 @@ static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const f
        correlation orders them; the padding's terms and a zero kernel's, exact zeros, are never formed, which
        changes no sum. */
     static _Thread_local vec dy[6 * 196];
-    int used[16][6], count[16];
-    c3_inputs(w, used, count);
     for (int k = 0; k < nch; k++) {
         memset(dy, 0, sizeof dy);
         for (int o = 0; o < 16; o++)
-            for (int u = 0; u < count[o]; u++) {
-                int c = used[o][u];
-                const float *wc = w + o * 150 + c * 25;
+            for (int u = 0; u < P->c3_count[o]; u++) {
+                int c = P->c3_used[o][u];
+                const float *wc = P->c3w + o * 150 + c * 25;
                 for (int iy = 0; iy < 14; iy++) {
                     vec a[14];
                     for (int j = 0; j < 14; j++) a[j] = dy[c * 196 + iy * 14 + j];
@@ -400,7 +397,7 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
     if (n <= 3)
         sub_backward(ch, nch, OFF(s4), n == 3 ? OFF(in) : OFF(q3), OFF(s3), n <= 2, P->s4c, gp[3], gp[3] + 16,
                      16, 25);
-    if (n <= 2) c3_backward(ch, nch, n == 2 ? OFF(in) : OFF(y2), n <= 1, P->c3w, kp[2], gp[2], gp[2] + 2400);
+    if (n <= 2) c3_backward(ch, nch, n == 2 ? OFF(in) : OFF(y2), n <= 1, P, kp[2], gp[2], gp[2] + 2400);
     if (n <= 1)
         sub_backward(ch, nch, OFF(s2), n == 1 ? OFF(in) : OFF(q1), OFF(s1), n == 0, P->s2c, gp[1], gp[1] + 6, 6,
                      196);
@@ -444,6 +441,7 @@ static Params params_of(const float *theta, int n) {
         *field[l][1] = theta + WEIGHTS[l];
         theta += LAYER_SIZE[l];
     }
+    if (n <= 2) c3_inputs(P.c3w, P.c3_used, P.c3_count);
     return P;
 }
 

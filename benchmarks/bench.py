@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from distributed import get_task_stream
 
 import ktlib
-from ktlib import cluster, config, engine, model, native, readouts, runs, study, sweep
-from ktlib.results import RESULTS_FILE, read_results
+from ktlib import cluster, config, data, engine, executors, experiment, model, native, readouts, records, study, sweep
+from ktlib.records import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
 from ktlib.model import connections
-from ktlib.transfer import RECIPES, first_trained
+from ktlib.recipes import RECIPES, first_trained
 
 
 PEAK_SOURCE = Path(__file__).with_name("peak.c")
@@ -167,9 +167,9 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
             cfg = dataclasses.replace(cfg, results_dir=f"{tmp}/{part}", stopping="budget", max_epochs=epochs,
                                       workers=1)
             start = time.perf_counter()
-            exp, source, _ = sweep.prepare(cfg, progress=False)
+            exp, source, _ = sweep.train_or_load_source(cfg, progress=False)
             fixed[(part, "source net")] = time.perf_counter() - start
-            task, grid = exp.task(source), runs.grid(cfg)
+            task, grid = exp.task(source), experiment.grid(cfg)
             start = time.perf_counter()
             readouts.measure(task)
             fixed[(part, "readouts")] = time.perf_counter() - start
@@ -177,7 +177,7 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
                                 key=lambda g: (list(RECIPES).index(g[0]), g[1], g[2])):
                 keys = [g for g in grid if (g.recipe, g.n, g.k) == group]
                 start = time.perf_counter()
-                rows = runs.train_runs(task, keys)
+                rows = executors.compute(task, keys)
                 elapsed = time.perf_counter() - start
                 seconds[group] = max(r["seconds"] for r in rows)  # the group's training loop, on one thread
                 setup[group] = (elapsed - seconds[group]) / len(rows)
@@ -209,8 +209,8 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     by_recipe = {r: share(g for g in rate if g[0] == r) for r in dict.fromkeys(g[0] for g in rate)}
     print("per recipe, all n and k: " + ", ".join(f"{r} {100 * x:.1f}%" for r, x in by_recipe.items()))
 
-    record = Path(committed) / study.STUDY_DIR
-    done = study.read(record)
+    record = records.study_root(committed)
+    done = records.study_runs(record, study.PARTS)
     cfg = plan.cfg
     conn = connections()
     groups = [(r["recipe"], r["n"], r["k"]) for r in done.to_dict("records")]
@@ -234,9 +234,9 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     # on a Dask cluster: one task per group of a sweep, at the rates above (scheduling overhead not counted);
     # each sweep's source net takes the seconds its record gives
     sweeps = []
-    for variant, split, where in study.split_dirs(record):
+    for variant, split, where in records.study_sweeps(record, study.PARTS):
         part = done[(done.variant == variant) & (done.split == split)]
-        sweeps.append((sweep.read_source_record(where)["seconds"],
+        sweeps.append((records.read_source_record(where)["seconds"],
                        part.groupby(["recipe", "n", "k"]).seconds_here.sum().tolist()))
     print(f"on a Dask cluster ({sum(len(t) for _, t in sweeps)} tasks; the longest "
           f"{max(max(t) for _, t in sweeps):.0f} s; source nets {sum(s for s, _ in sweeps):.0f} s in all):")
@@ -336,22 +336,22 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
     plan = study.Study.of(ktlib.Config(data_dir=data_dir))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = dataclasses.replace(plan.configs()[0][1], results_dir=tmp)
-        exp, source, _ = sweep.prepare(cfg, progress=False)
-    task, grid = exp.task(source), runs.grid(cfg)
-    print(f"study slice: split 0, every recipe: {len(grid)} runs in {len(runs.groups(grid))} tasks")
+        exp, source, _ = sweep.train_or_load_source(cfg, progress=False)
+    task, grid = exp.task(source), experiment.grid(cfg)
+    print(f"study slice: split 0, every recipe: {len(grid)} runs in {len(executors.groups(grid))} tasks")
     start = time.perf_counter()
-    here = runs.train_runs(task, grid)
+    here = executors.compute(task, grid)
     threads = time.perf_counter() - start
     print(f"  in this process, {cfg.worker_count()} threads (the default): {threads:6.1f} s", flush=True)
     makespan, times, out = {}, {}, {}
     for workers in (1, 2):
         start = time.perf_counter()
-        with cluster.connect(f"local:{workers}") as pool:
+        with cluster.connect(dataclasses.replace(cfg, cluster=f"local:{workers}")) as pool:
             pool.check(cfg.engine)  # workers started, kernels loaded: not part of the makespan
             ready = time.perf_counter() - start
             with get_task_stream(pool.client) as stream:
                 start, rows = time.perf_counter(), []
-                pool.submit(task, grid, rows.append, exp.checksums)
+                pool.submit(task, grid, rows.append)
                 pool.drain()
                 makespan[workers] = time.perf_counter() - start
             times[workers] = task_times(stream.data)
@@ -378,15 +378,14 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
     # data to workers: by path (each worker reads the files once, then draws sets and computes features
     # per task) or by scatter (the client computes each task's inputs and sends them)
     start = time.perf_counter()
-    cluster._data.cache_clear()
-    cluster._data(cfg.data_dir)
+    data.load(cfg.data_dir), data.checksums(cfg.data_dir)
     load = time.perf_counter() - start
-    groups = runs.groups(grid)
+    groups = executors.groups(grid)
     start = time.perf_counter()
-    inputs = [runs.group_inputs(task, engine.FeatureCache(), g) for g in groups]
+    inputs = [executors.group_inputs(task, engine.FeatureCache(), g) for g in groups]
     prep = (time.perf_counter() - start) / len(groups)
     size = statistics.mean(sum(t.numel() * t.element_size() for t in (x, y, tx)) for x, y, _, tx in inputs)
-    with cluster.connect("local:1") as pool:
+    with cluster.connect(dataclasses.replace(cfg, cluster="local:1")) as pool:
         pool.client.wait_for_workers(1)
         start = time.perf_counter()
         for x, y, _, tx in inputs:
@@ -404,9 +403,9 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
         epochs[(r["recipe"], r["n"], r["k"])] = epochs.get((r["recipe"], r["n"], r["k"]), 0) + r["epochs"]
     per_epoch = {g: times[2][g] / epochs[g] for g in times[2]}
     sweeps = []
-    for variant, split, where in study.split_dirs(Path(committed) / study.STUDY_DIR):
+    for variant, split, where in records.study_sweeps(records.study_root(committed), study.PARTS):
         done = read_results(where / RESULTS_FILE)[1].groupby(["recipe", "n", "k"]).epochs.sum()
-        sweeps.append((sweep.read_source_record(where)["seconds"],
+        sweeps.append((records.read_source_record(where)["seconds"],
                        [per_epoch[g] * e + overhead for g, e in done.items()]))
     work = sum(sum(t) for _, t in sweeps)
     print(f"\nthe whole study ({sum(len(t) for _, t in sweeps)} tasks in {len(sweeps)} sweeps): {work / 60:.0f} "
@@ -444,16 +443,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ktlib.Config(data_dir=a.data_dir, results_dir=tmp, levels=a.levels, sizes=a.sizes, trials=a.trials,
                            workers=a.workers)
-        exp, source, info = sweep.prepare(cfg, progress=False)
+        exp, source, info = sweep.train_or_load_source(cfg, progress=False)
     peak = ceiling(cfg.worker_count())  # the engine's groups run one per worker thread
-    task, grid = exp.task(source), runs.grid(cfg)
+    task, grid = exp.task(source), experiment.grid(cfg)
     print(f"{len(grid)} runs: n in {cfg.levels}, k in {cfg.sizes}, {cfg.trials} trials; "
           f"engine workers: {cfg.worker_count()}")
 
     def timed(engine: str, keys: list) -> tuple[float, float]:
         """(seconds, useful FLOPs) of these runs by this path."""
         start = time.perf_counter()
-        rows = runs.train_runs(dataclasses.replace(task, cfg=dataclasses.replace(cfg, engine=engine)), keys)
+        rows = executors.compute(dataclasses.replace(task, cfg=dataclasses.replace(cfg, engine=engine)), keys)
         return time.perf_counter() - start, useful_flops(rows, cfg)
 
     per_n = {e: {} for e in a.engines}

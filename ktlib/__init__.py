@@ -1,6 +1,7 @@
 """ktlib: Gutstein, Fuentes & Freudenthal (2007), knowledge transfer in deep convolutional nets, reproduced."""
 from .config import Config
-from .results import mean_table, read_results
+from .records import read_results
+from .tables import mean_table
 from .study import Study
 from .sweep import run
 

@@ -14,8 +14,10 @@ import pandas as pd
 from .config import PAPER_SOURCE_ACCURACY
 from .intervals import Cube
 from .model import LAYERS, PAPER_FREE_PARAMETERS, connections, run_flops
-from .results import KEY, ResultsError, experiment_differences, mean_table, read_results
-from .transfer import BASELINE, TUNED, first_trained
+from .experiment import KEY
+from .recipes import BASELINE, TUNED, first_trained
+from .records import ResultsError, experiment_differences, read_results
+from .tables import mean_table
 
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
 PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}

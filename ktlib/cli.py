@@ -10,24 +10,22 @@ from pathlib import Path
 import pandas as pd
 
 from . import data as D
-from .config import ENGINES, PROFILES, RESULTS_DIR_ENV, Config, cluster_target
-from .results import (PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, mean_table,
-                      older_commit, read_results, record_path)
+from . import paths
 from .claims import run_agreement
-from .study import STUDY_DIR, Study, split_dirs
-from .runs import grid
+from .config import ENGINES, PROFILES, Config
+from .experiment import grid
+from .recipes import RECIPES
+from .records import RECORD_FILES, RESULTS_FILE, older_commit, read_results, record_path, study_root, study_sweeps
+from .study import Study
 from .sweep import run
-from .transfer import RECIPES
-
-
-RECORD_FILES = (RESULTS_FILE, SOURCE_RECORD, SOURCE_FILE, PREDICTIONS_FILE, READOUTS_FILE)  # what a record keeps
+from .tables import mean_table
 
 
 def _sweeps(results_dir: Path) -> list[tuple[str, Path]]:
     """(name, directory) of each sweep of a results directory: its own, named by its results file, then its study's,
     by their paths in it."""
     return [(RESULTS_FILE, results_dir)] + [(str(d.relative_to(results_dir)), d)
-                                            for _, _, d in split_dirs(results_dir / STUDY_DIR)]
+                                            for _, _, d in study_sweeps(study_root(results_dir))]
 
 
 def _copy_record(source: Path, dest: Path) -> None:
@@ -46,7 +44,7 @@ def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", se
     resume from the record's runs (each checks that they are its own experiment) and train only what it lacks.
     A directory that already holds results is left as it is. A record made with another seed or other data is
     refused, naming what differs, before anything is copied: the two are never mixed."""
-    dest, ours = Path(results_dir), D.checksums(D.resolve_data_dir(data_dir))
+    dest, ours = Path(results_dir), D.opened(paths.data_dir(data_dir))[1]
     if (dest / RESULTS_FILE).exists():
         return f"{dest} already holds results: resuming them"
     # the record of this data if one was made (make record), else the subset's, which the checks below refuse
@@ -119,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ktlib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", choices=PROFILES, default="paper")
+    common.add_argument("--profile", choices=list(PROFILES), default="paper")
     common.add_argument("--dry-run", action="store_true", help="same as --profile smoke: the pipeline in seconds")
     common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
-    common.add_argument("--results-dir", default=None, help=f"default ${RESULTS_DIR_ENV}, then results/<profile>")
+    common.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${paths.DATA_DIR_ENV})")
+    common.add_argument("--results-dir", default=None, help=f"default ${paths.RESULTS_DIR_ENV}, then results/<profile>")
     common.add_argument("--engine", choices=ENGINES, default="native",
                         help="batched: the engine without its C kernels; plain: the reference loop, one run at a time")
     common.add_argument("--workers", type=int, help="engine threads in this process (default: the usable cores)")
@@ -147,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                                                         "recipes and controls, protocol variants (resumable)")
     st.add_argument("--splits", type=int, help="class splits (default: the profile's)")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and derive the record's subset from it "
-                                        f"(into {D.DEFAULT_DATA_DIR}), checking its published sha256 sums")
-    d.add_argument("--dest", default=None, help=f"default {D.DEFAULT_DATA_DIR}, or {D.FULL_DATA_DIR} with --full")
+                                        f"(into {paths.DEFAULT_DATA_DIR}), checking its published sha256 sums")
+    d.add_argument("--dest", default=None, help=f"default {paths.DEFAULT_DATA_DIR}, or {D.FULL_DATA_DIR} with --full")
     d.add_argument("--full", action="store_true",
                    help="the official ByClass files as they are (about 700,000 training images): a different "
                         "experiment from the record's, whose numbers will not match results/paper")
@@ -167,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     sd = sub.add_parser("seed", help="start a build's results directory from the committed record of its profile "
                                      "and engine (nothing is copied into a directory that holds results)")
     sd.add_argument("results_dir")
-    sd.add_argument("--profile", choices=PROFILES, default="paper")
+    sd.add_argument("--profile", choices=list(PROFILES), default="paper")
     sd.add_argument("--engine", choices=ENGINES, default="native")
     sd.add_argument("--seed", type=int, default=0)
-    sd.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${D.DATA_DIR_ENV})")
+    sd.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${paths.DATA_DIR_ENV})")
     a = p.parse_args(argv)
     try:
         if a.command == "download":
             dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive, full=a.full)
-            print(f"EMNIST ByClass files are in {dest}; set {D.DATA_DIR_ENV}={dest.resolve()}")
+            print(f"EMNIST ByClass files are in {dest}; set {paths.DATA_DIR_ENV}={dest.resolve()}")
             return 0
         if a.command == "compare":
             table = compare(a.results_dir)
@@ -188,14 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             dest, short = publish(a.results_dir, partial=a.partial)
             print(f"the record is in {dest}" + "".join(f"\n  note: {s}" for s in short))
             return 0
-        for flag, value, kind in (("--cluster", a.cluster, "local"), ("--scheduler", a.scheduler, "address")):
-            if value is not None and cluster_target(value)[0] != kind:
-                raise ValueError(f"{flag} takes {'local:N' if kind == 'local' else 'tcp://HOST:PORT'}, got {value!r}")
         overrides = {k: v for k, v in vars(a).items()
                      if k in ("levels", "sizes", "trials", "recipes", "split") and v is not None}
         cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
                                  results_dir=a.results_dir, engine=a.engine, workers=a.workers,
                                  cluster=a.cluster or a.scheduler, **overrides)
+        for flag, value, kind in (("--cluster", a.cluster, "local"), ("--scheduler", a.scheduler, "address")):
+            if value is not None and cfg.where[0] != kind:
+                raise ValueError(f"{flag} takes {'local:N' if kind == 'local' else 'tcp://HOST:PORT'}, got {value!r}")
         start = time.perf_counter()
         if a.command == "study":
             plan = Study.of(cfg, a.splits)

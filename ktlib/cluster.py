@@ -1,8 +1,8 @@
-"""The engine's groups as Dask tasks: on a LocalCluster of N worker processes, or on a running scheduler."""
+"""The executor on Dask: the engine's groups as tasks, on a LocalCluster of N worker processes or a running
+scheduler."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -14,13 +14,11 @@ import time
 import uuid
 from collections import OrderedDict
 
-import torch
-
-from . import data as D
-from . import engine, runs
-from .config import Config, cluster_target
+from . import engine, train
+from .config import Config
+from .executors import Group, check, failed, group_inputs, groups, train_group
+from .experiment import Experiment, RunKey, Task
 from .model import build, state_hash
-from .results import RunKey
 
 CONNECT_SECONDS = 10     # to reach a scheduler, and for it to greet us as Dask schedulers do
 WORKER_SECONDS = 600     # the longest a cluster may have no worker (a batch queue may take a while to start one)
@@ -64,11 +62,12 @@ def greets_as_dask(address: str) -> None:
 
 
 @contextlib.contextmanager
-def connect(spec: str):
-    """A `Pool` on the cluster `spec` ("local:N", or a scheduler's address); a local cluster is stopped on leaving."""
+def connect(cfg: Config):
+    """A `Dask` executor on the configuration's cluster (cfg.where: a LocalCluster of N processes, stopped on
+    leaving, or a scheduler's address)."""
     from distributed import Client, LocalCluster  # here: the in-process default needs no Dask
 
-    kind, target = cluster_target(spec)
+    spec, (kind, target) = cfg.cluster, cfg.where
     with contextlib.ExitStack() as stack:
         stack.callback(restore_environment, dict(os.environ))
         if kind == "local":  # one thread per process: the engine's groups run on one core each
@@ -85,7 +84,7 @@ def connect(spec: str):
                 raise RuntimeError(f"cluster={spec!r}: no Dask scheduler answered there ({e})") from None
         if client.dashboard_link:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-        yield Pool(client, spec)
+        yield Dask(client, spec)
 
 
 def restore_environment(saved: dict) -> None:
@@ -96,9 +95,10 @@ def restore_environment(saved: dict) -> None:
     os.environ.update(saved)
 
 
-class Pool:
+class Dask:
     """Sweeps' groups of runs submitted to a cluster as they are ready; each group's rows come back here, to
     the results files' only writer, as its task completes."""
+    remote = True  # its work takes the cluster's cores, not this process's
 
     def __init__(self, client, spec: str):
         from distributed import as_completed
@@ -119,16 +119,16 @@ class Pool:
             self.client.wait_for_workers(1, timeout=worker_seconds())
         except TimeoutError:
             raise RuntimeError(f"cluster={self.spec!r}: no worker joined in {worker_seconds():g} s") from None
-        for worker, answer in self.client.run(runs.check, engine_name, on_error="return").items():
+        for worker, answer in self.client.run(check, engine_name, on_error="return").items():
             if isinstance(answer, Exception):
                 raise type(answer)(f"the Dask worker {worker}: {answer}") from None
         self.checked.add(engine_name)
 
-    def submit(self, task: runs.Task, keys: list[RunKey], on_row, checksums: dict) -> None:
+    def submit(self, task: Task, keys: list[RunKey], on_row) -> None:
         """One task per group holding these runs, longest first; on_row gets each wanted row in `drain`.
 
-        The data reach workers by path (cfg.data_dir, checked against `checksums`), and the source net as a
-        task's result: a worker that dies takes nothing with it that Dask cannot compute again."""
+        The data reach workers by path (cfg.data_dir, checked against the task's checksums), and the source net as
+        a task's result: a worker that dies takes nothing with it that Dask cannot compute again."""
         cfg = task.cfg
         self.check(cfg.engine)
         if not keys:
@@ -137,9 +137,9 @@ class Pool:
         state = {k: v.clone() for k, v in task.source.state_dict().items()}
         source = (state_hash(task.source), self.client.submit(_value, state, key=f"source-net-split{cfg.split}-{tag}"))
         wanted = set(keys)
-        for group in runs.groups(keys):
+        for group in groups(keys):
             recipe, n, k = group
-            future = self.client.submit(train_group, cfg, checksums, *source, group,
+            future = self.client.submit(worker_group, cfg, task.checksums, *source, group,
                                         key=f"{recipe}-n{n}-k{k}-split{cfg.split}-{tag}")
             self.pending[future] = (cfg, group, wanted, on_row)
             self.completed.add(future)
@@ -166,7 +166,7 @@ class Pool:
                 except Exception as e:  # the task's own error, or KilledWorker once Dask stops retrying
                     self.client.cancel(list(self.pending))
                     self.pending.clear()
-                    raise runs.failed(cfg, group, e, f" on the cluster {self.spec}") from e
+                    raise failed(cfg, group, e, f" on the cluster {self.spec}") from e
                 for r in rows:
                     if RunKey.of(r) in wanted:
                         on_row(r)
@@ -187,41 +187,33 @@ def _value(x):
 
 # ---------------------------------------------------------------- on a worker
 
-@functools.lru_cache(maxsize=2)
-def _data(data_dir: str) -> tuple[D.Emnist, dict]:
-    path = D.resolve_data_dir(data_dir)  # a clear error if this worker does not see it
-    return D.load(path), D.checksums(path)
-
-
 _tasks: OrderedDict = OrderedDict()
 _features = engine.FeatureCache(FEATURES_PER_WORKER)
 _lock = threading.Lock()  # a worker given several threads runs several tasks at once
 
 
-def worker_task(cfg: Config, checksums: dict, source_sha: str, state: dict) -> runs.Task:
+def worker_task(cfg: Config, checksums: dict, source_sha: str, state: dict) -> Task:
     """This worker's Task of a sweep: built from the data at cfg.data_dir, once, and kept for its next groups."""
-    from .sweep import Experiment  # sweep imports this module
-
     key = json.dumps([cfg.experiment(), cfg.data_dir, source_sha], sort_keys=True)
     if key not in _tasks:
-        data, found = _data(cfg.data_dir)
-        if found != checksums:
-            differ = sorted(f for f in set(found) | set(checksums) if found.get(f) != checksums.get(f))
+        exp = Experiment.load(cfg)  # a clear error if this worker does not see the data
+        if exp.checksums != checksums:
+            differ = sorted(f for f in set(exp.checksums) | set(checksums) if exp.checksums.get(f) != checksums.get(f))
             raise RuntimeError(f"the data at {cfg.data_dir} on this worker are not the client's: "
                                f"{', '.join(differ)} differ")
         source = build(0, cfg.code_bits)
         source.load_state_dict(state)
-        _tasks[key] = Experiment.load(cfg, (data, found)).task(source)
+        _tasks[key] = exp.task(source)
         while len(_tasks) > TASKS_PER_WORKER:
             _tasks.popitem(last=False)
     _tasks.move_to_end(key)
     return _tasks[key]
 
 
-def train_group(cfg: Config, checksums: dict, source_sha: str, state: dict, group: runs.Group) -> list[dict]:
+def worker_group(cfg: Config, checksums: dict, source_sha: str, state: dict, group: Group) -> list[dict]:
     """A Dask task: train one group on this worker and return its rows."""
-    torch.use_deterministic_algorithms(True)  # as the client's sweep does
+    train.deterministic()  # as the client's sweep is
     with _lock:
         task = worker_task(cfg, checksums, source_sha, state)
-        inputs = runs.group_inputs(task, _features, group)
-    return runs.train_group(task, group, inputs)
+        inputs = group_inputs(task, _features, group)
+    return train_group(task, group, inputs)

@@ -6,17 +6,29 @@ import math
 import os
 from dataclasses import dataclass, field
 from enum import IntEnum
-from pathlib import Path
+from numbers import Integral
 
 import numpy as np
 
-from . import native
-from .data import DATA_DIR_ENV, DEFAULT_DATA_DIR, data_dir_path
-from .paths import choose, launch_dir
-from .transfer import RECIPES, check_levels, check_recipe, is_integer
+from . import paths
+from .model import LAYERS
+from .recipes import RECIPES, check_recipe
 
-RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"
-PROFILES = ("paper", "smoke")
+
+@dataclass(frozen=True)
+class Profile:
+    """A named size of the whole pipeline: the fields it changes, and the study's class splits, the splits its
+    probes and variants run on, and its bootstrap draws."""
+    changes: dict
+    splits: int
+    variant_splits: int
+    draws: int
+
+
+# paper: the paper's protocol; smoke: the same pipeline shrunk to seconds
+PROFILES = {"paper": Profile({}, 10, 3, 2000),
+            "smoke": Profile(dict(source_per_class=40, source_max_epochs=2, levels=[0, 5], sizes=[1], trials=1,
+                                  test_per_class=10, max_epochs=30), 2, 1, 200)}
 # ktlib.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
 ENGINES = ("native", "batched", "plain")
 CODE_SCHEMES = ("random", "one-of-n")
@@ -30,6 +42,7 @@ SOURCE_TRAINING = ("plain", "engine")
 # optimiser steps, the same number at every k (a variant of the study)
 PATIENCE_UNITS = ("epochs", "steps")
 PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
+NATIVE_MAX_BATCH, NATIVE_CODE_BITS = 32, 20  # what ktlib/kernels.c is built for (ktlib.native)
 
 
 class Purpose(IntEnum):
@@ -59,7 +72,7 @@ class Config:
     """Every knob of the experiment; field names are the notebooks' papermill parameters."""
     seed: int = 0
     split: int = 0                         # which class split: 0 is the seed's own (the paper's), others derive
-    data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist (see ktlib.paths)
+    data_dir: str | None = None            # None: $KTLIB_DATA_DIR, then ./data/emnist (ktlib.paths)
     results_dir: str | None = None         # None: $KTLIB_RESULTS_DIR, then ./results/<profile>
     profile: str = "paper"
     # classes and codes
@@ -80,7 +93,7 @@ class Config:
     test_per_class: int = 50
     max_epochs: int = 1000
     stopping: str = "converged"            # or "budget": every run trains max_epochs epochs
-    recipes: list[str] = field(default_factory=lambda: ["frozen"])  # how layers 1..n are made (transfer.RECIPES)
+    recipes: list[str] = field(default_factory=lambda: ["frozen"])  # how layers 1..n are made (recipes.RECIPES)
     patience: int = 20                     # in patience_unit
     patience_unit: str = "epochs"          # or "steps"
     min_steps: int = 500                   # no plateau stop before this many optimiser steps: at every k, a run
@@ -97,7 +110,7 @@ class Config:
 
     def __post_init__(self):
         """Refuse, before any work, anything that could fail later; make every path absolute."""
-        _choice("profile", self.profile, PROFILES)
+        _choice("profile", self.profile, tuple(PROFILES))
         _choice("engine", self.engine, ENGINES)
         _choice("code_scheme", self.code_scheme, CODE_SCHEMES)
         _choice("stopping", self.stopping, STOPPING)
@@ -125,8 +138,8 @@ class Config:
         self.sizes = sorted({int(k) for k in self.sizes})
         if self.workers is not None:
             self.workers = _integer("workers", self.workers, 1)
+        self._where = None if self.cluster is None else cluster_target(self.cluster)
         if self.cluster is not None:
-            cluster_target(self.cluster)
             if self.engine == "plain":
                 raise ValueError(f"cluster={self.cluster!r} runs the engine's groups; engine='plain' runs one run "
                                  f"at a time in this process: use engine='native' or 'batched', or no cluster")
@@ -135,37 +148,41 @@ class Config:
         if self.code_scheme == "random" and self.n_classes > 2 ** self.code_bits:
             raise ValueError(f"code_bits={self.code_bits} cannot give {self.n_classes} distinct codes")
         if self.engine == "native":  # what kernels.c is built for
-            if self.batch_size > native.MAX_BATCH:
+            if self.batch_size > NATIVE_MAX_BATCH:
                 raise ValueError(f"batch_size={self.batch_size}: the native engine takes batches of at most "
-                                 f"{native.MAX_BATCH}; use engine='batched' or 'plain'")
-            if self.code_bits != native.CODE_BITS:
-                raise ValueError(f"code_bits={self.code_bits}: the native engine is built for {native.CODE_BITS} "
+                                 f"{NATIVE_MAX_BATCH}; use engine='batched' or 'plain'")
+            if self.code_bits != NATIVE_CODE_BITS:
+                raise ValueError(f"code_bits={self.code_bits}: the native engine is built for {NATIVE_CODE_BITS} "
                                  f"code bits; use engine='batched' or 'plain'")
-        self.data_dir = str(data_dir_path(self.data_dir))
-        self.results_dir = str(choose(self.results_dir, RESULTS_DIR_ENV, Path("results") / self.profile))
+        self.data_dir = str(paths.data_dir(self.data_dir))
+        self.results_dir = str(paths.results_dir(self.results_dir, self.profile))
 
     @classmethod
     def for_profile(cls, profile: str = "paper", **overrides) -> "Config":
-        """The paper's protocol, or `smoke`: the same pipeline shrunk to seconds."""
-        base = {"smoke": dict(source_per_class=40, source_max_epochs=2, levels=[0, 5], sizes=[1],
-                              trials=1, test_per_class=10, max_epochs=30)}.get(profile, {})
-        return cls(profile=profile, **{**base, **overrides})
+        """The paper's protocol, or `smoke`: the same pipeline shrunk to seconds (PROFILES)."""
+        _choice("profile", profile, tuple(PROFILES))
+        return cls(profile=profile, **{**PROFILES[profile].changes, **overrides})
 
     @classmethod
     def for_notebook(cls, profile: str, seed: int, data_dir: str | None, results_dir: str | None,
                      engine: str, cluster: str | None) -> "Config":
         """A notebook's papermill parameters as a Config. Their paths, and the defaults, are taken from the
         directory papermill or Jupyter was started in, not from the kernel's working directory (ktlib.paths)."""
-        _choice("profile", profile, PROFILES)
-        base = launch_dir()
+        _choice("profile", profile, tuple(PROFILES))
+        base = paths.launch_dir()
         return cls.for_profile(profile, seed=seed, engine=engine, cluster=cluster or None,
-                               data_dir=str(choose(data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR, base)),
-                               results_dir=str(choose(results_dir, RESULTS_DIR_ENV, Path("results") / profile, base)))
+                               data_dir=str(paths.data_dir(data_dir, base)),
+                               results_dir=str(paths.results_dir(results_dir, profile, base)))
 
     def split_seed(self) -> int:
         """The seed every seed of this class split derives from: the config's own for split 0 (so split 0 is
         the paper's sweep, unchanged), an independent one for each other split."""
         return self.seed if self.split == 0 else derive_seed(self.seed, Purpose.SPLIT_SEED, self.split)
+
+    @property
+    def where(self) -> tuple[str, int | str] | None:
+        """Where the engine's groups run: None (this process's threads), ("local", N) or ("address", scheduler)."""
+        return self._where
 
     def worker_count(self) -> int:
         """The engine's worker threads: `workers`, else the cores this process may use."""
@@ -180,8 +197,8 @@ class Config:
 
     @classmethod
     def of_experiment(cls, fields: dict) -> "Config":
-        """The configuration a results file's header records (`experiment()`; fields added since: old values)."""
-        return cls(**{**ADDED_FIELDS, **fields})
+        """The configuration a results file's header records (`experiment()`)."""
+        return cls(**fields)
 
 
 def cores() -> int:
@@ -206,8 +223,17 @@ def cluster_target(spec) -> tuple[str, int | str]:
                      f"address, 'tcp://HOST:PORT' (or tls://); got {spec!r}")
 
 
-# Fields added after records were written: a results header without one was made with this value.
-ADDED_FIELDS = {"split": 0, "stopping": "converged", "recipes": ["frozen"], "source_training": "plain"}
+def is_integer(value) -> bool:
+    """True for Python and numpy integers (a DataFrame's n is numpy's), False for bools and floats."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def check_levels(n: int) -> int:
+    """n itself as a Python int, or a clear error when it is not a level count 0..5."""
+    if not is_integer(n) or not 0 <= n <= len(LAYERS) - 1:
+        why = f"; n={len(LAYERS)} would leave nothing to train" if n == len(LAYERS) else ""
+        raise ValueError(f"n (retained levels) must be an integer in 0..{len(LAYERS) - 1}, got {n!r}{why}")
+    return int(n)
 
 
 def _choice(name: str, value, allowed: tuple) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from . import claims as C
 from .intervals import Cube, Tables, estimate, interval_text
-from .transfer import BASELINE, RECIPES
+from .recipes import BASELINE, RECIPES
 
 Statistic = Callable[[dict[str, Tables]], float]
 

@@ -1,6 +1,7 @@
 """EMNIST ByClass: read and validate the gzip idx files, download them, draw the paper's subsets."""
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import http.client
@@ -17,11 +18,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .paths import choose
+from . import paths
+from .paths import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from .store import atomic_open, remove_stale_parts
 
-DATA_DIR_ENV = "KTLIB_DATA_DIR"
-DEFAULT_DATA_DIR = Path("data/emnist")
 SPLITS = ("train", "test")
 MAPPING_FILE = "emnist-byclass-mapping.txt"
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
@@ -52,14 +52,13 @@ def data_files() -> list[str]:
     return [MAPPING_FILE] + [f(s) for s in SPLITS for f in (image_file, label_file)]
 
 
-def data_dir_path(data_dir: str | os.PathLike | None = None) -> Path:
-    """The directory meant: the explicit one, else $KTLIB_DATA_DIR, else ./data/emnist (see ktlib.paths)."""
-    return choose(data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR)
-
-
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The directory meant (see data_dir_path); it must exist and be readable."""
-    path = data_dir_path(data_dir)
+    """The directory meant (ktlib.paths.data_dir); it must exist and be readable."""
+    return readable(paths.data_dir(data_dir))
+
+
+def readable(path: Path) -> Path:
+    """path, when it is a directory that can be read; else one DataError that says how to get the data."""
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
         raise DataError(
@@ -94,7 +93,7 @@ def _read_gzip(path: Path) -> bytes:
         raise DataError(f"{path}: not a readable gzip file ({e})") from None
 
 
-def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+def read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     raw = _read_gzip(path)
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -151,8 +150,8 @@ def read_split(data_dir: str | os.PathLike, split: str, mapping: dict[int, str] 
     data_dir = Path(data_dir)
     mapping = mapping if mapping is not None else read_mapping(data_dir)
     ipath, lpath = data_dir / image_file(split), data_dir / label_file(split)
-    images = _read_idx(ipath, IMAGE_MAGIC, 3)
-    labels = _read_idx(lpath, LABEL_MAGIC, 1)
+    images = read_idx(ipath, IMAGE_MAGIC, 3)
+    labels = read_idx(lpath, LABEL_MAGIC, 1)
     if images.shape[1:] != (28, 28):
         raise DataError(f"{ipath}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
     if len(images) != len(labels):
@@ -311,8 +310,8 @@ def derive_subset(official: str | os.PathLike, dest: str | os.PathLike) -> list[
     mapping), and return the files whose sha256 differs from the published one (empty: the record's data)."""
     official, dest = Path(official), Path(dest)
     classes = len(read_mapping(official))
-    images = _read_idx(official / image_file("test"), IMAGE_MAGIC, 3)  # as stored: EMNIST's transposed bytes
-    labels = _read_idx(official / label_file("test"), LABEL_MAGIC, 1)
+    images = read_idx(official / image_file("test"), IMAGE_MAGIC, 3)  # as stored: EMNIST's transposed bytes
+    labels = read_idx(official / label_file("test"), LABEL_MAGIC, 1)
     if len(images) != len(labels):
         raise DataError(f"{official / label_file('test')}: {len(labels)} labels for {len(images)} images")
     train, test = subset_indices(labels, classes)
@@ -346,9 +345,33 @@ class Emnist:
 
 
 def load(data_dir: str | os.PathLike | None = None) -> Emnist:
-    path = resolve_data_dir(data_dir)
+    return _read(resolve_data_dir(data_dir))
+
+
+def _read(path: Path) -> Emnist:
     mapping = read_mapping(path)
     return Emnist(read_split(path, "train", mapping), read_split(path, "test", mapping), mapping)
+
+
+def opened(data_dir: str | os.PathLike) -> tuple[Emnist, dict[str, str]]:
+    """The data in a directory already resolved (as Config.data_dir is) and their sha256 sums, read once per
+    process and directory (and again if a file changed)."""
+    path = readable(Path(data_dir))
+    data, sums = _opened(str(path), tuple(_stamp(path / name) for name in data_files()))
+    return data, dict(sums)
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        s = path.stat()
+        return s.st_mtime_ns, s.st_size, s.st_ino
+    except OSError:
+        return None  # load() names the file
+
+
+@functools.lru_cache(maxsize=2)
+def _opened(path: str, stamps: tuple) -> tuple[Emnist, dict[str, str]]:
+    return _read(Path(path)), checksums(path)
 
 
 @dataclass(frozen=True)

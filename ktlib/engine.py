@@ -5,6 +5,7 @@ book's method chapter (book/method.md, "How the runs are computed"); the comment
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import threading
@@ -357,6 +358,22 @@ def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cod
     preds = predict(out, codes)
     accs = [hits / y.shape[1] for hits in (preds == y).sum(1).tolist()]
     return accs, losses, list(preds)
+
+
+def one_thread() -> None:
+    """The engine's rule: every run computes on one thread. torch splits a long sum by its thread count, so a run
+    computed on one thread gives the same numbers on any machine, and a worker per core keeps them all busy."""
+    torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def threads_kept():
+    """Whatever the code inside sets (one_thread), the process's thread count afterwards is what it was."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Cancelled(Exception):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .transfer import BASELINE
+from .recipes import BASELINE
+from .tables import recipe_runs
 
 VALUES = ("test_accuracy", "train_accuracy", "epochs")  # a run's values the study's tables read
 LEVEL = 0.95  # the intervals' coverage
@@ -33,11 +34,6 @@ class Tables:
     @property
     def epochs(self) -> pd.DataFrame:
         return self.means["epochs"]
-
-
-def curve(rows: pd.DataFrame, recipe: str) -> pd.DataFrame:
-    """A recipe's runs with the shared n=0 runs, which are stored once, under the baseline recipe."""
-    return rows[(rows.recipe == recipe) | ((rows.n == 0) & (rows.recipe == BASELINE))].assign(recipe=recipe)
 
 
 @dataclass
@@ -89,7 +85,7 @@ class Cube:
         shape = (len(splits), len(trials), len(levels), len(sizes))
         arrays = {}
         for recipe in recipes:
-            table = curve(rows, recipe).set_index(["split", "trial", "n", "k"])[list(values)].reindex(index)
+            table = recipe_runs(rows, recipe).set_index(["split", "trial", "n", "k"])[list(values)].reindex(index)
             if table.isna().any().any():
                 raise ValueError(f"the {recipe} runs do not fill every split, trial, n and k")
             arrays[recipe] = {v: table[v].to_numpy(float).reshape(shape) for v in values}

@@ -14,15 +14,16 @@ from pathlib import Path
 import platformdirs
 import torch
 
+from .config import NATIVE_CODE_BITS as CODE_BITS
+from .config import NATIVE_MAX_BATCH as MAX_BATCH
 from .paths import from_env
 from .store import probe
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CACHE_ENV = "KTLIB_CACHE_DIR"
 TARGET_ENV = "KTLIB_NATIVE_TARGET"
-# What kernels.c is built for (checked against the library when it loads): batches of at most 32 images,
-# and F6 with 20 units. ktlib.Config refuses anything else for engine="native" before any work.
-MAX_BATCH, CODE_BITS = 32, 20
+# What kernels.c is built for, MAX_BATCH images a batch and CODE_BITS units in F6, is ktlib.config's, which refuses
+# anything else for engine="native" before any work; the library is checked against them when it loads.
 # Tried in turn: the first set the compiler accepts is used (not every compiler knows every flag).
 FLAG_SETS = (["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"],
              ["-O3", "-march=native", "-fno-math-errno"],

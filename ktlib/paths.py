@@ -1,4 +1,5 @@
-"""What a path a user gave means: a relative path is taken from where the user typed it.
+"""Where the data and results are, and what a path a user gave means: a relative path is taken from where the user
+typed it.
 
 * A path passed in code (`Config(data_dir=...)`) or on the command line is taken from the working directory.
 * A path from the environment (`$KTLIB_DATA_DIR`, `$KTLIB_RESULTS_DIR`, `$KTLIB_CACHE_DIR`) or a notebook
@@ -10,6 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+DATA_DIR_ENV = "KTLIB_DATA_DIR"
+DEFAULT_DATA_DIR = Path("data/emnist")
+RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"  # default: results/<profile>
 
 
 def launch_dir() -> Path:
@@ -39,3 +44,13 @@ def choose(given: str | os.PathLike | None, env: str, default: str | os.PathLike
     if given is not None and str(given) != "":
         return resolve(given, base)
     return from_env(env) or resolve(default, base)
+
+
+def data_dir(given: str | os.PathLike | None = None, base: str | os.PathLike | None = None) -> Path:
+    """The EMNIST directory meant: the given one, else $KTLIB_DATA_DIR, else ./data/emnist."""
+    return choose(given, DATA_DIR_ENV, DEFAULT_DATA_DIR, base)
+
+
+def results_dir(given: str | os.PathLike | None, profile: str, base: str | os.PathLike | None = None) -> Path:
+    """The results directory meant: the given one, else $KTLIB_RESULTS_DIR, else ./results/<profile>."""
+    return choose(given, RESULTS_DIR_ENV, Path("results") / profile, base)

@@ -11,8 +11,9 @@ import pandas as pd
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from .model import Net, free_parameters, layer_shapes
-from .results import mean_table, retained
-from .transfer import RECIPES
+from .experiment import retained
+from .recipes import RECIPES
+from .tables import mean_table
 
 
 def level_labels(levels) -> list[str]:
@@ -142,7 +143,7 @@ def architecture(net: Net, retained: int = 4):
 # ---------------------------------------------------------------- the study beyond the paper
 
 def recipe_style(recipe: str) -> dict:
-    """One colour per recipe, in the order of transfer.RECIPES; a marker per kind: copied from the trained net and
+    """One colour per recipe, in the order of recipes.RECIPES; a marker per kind: copied from the trained net and
     frozen, trained further, or a control."""
     r = RECIPES[recipe]
     marker = "^" if r.trains else "o" if r.copies == "trained" else "s"

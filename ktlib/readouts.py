@@ -5,8 +5,8 @@ import pandas as pd
 import torch
 
 from .engine import frozen_inputs
-from .results import READOUT_COLUMNS
-from .transfer import BASELINE, RECIPES
+from .recipes import BASELINE, RECIPES
+from .records import READOUT_COLUMNS
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:

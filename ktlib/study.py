@@ -1,27 +1,16 @@
 """The study beyond the paper: many class splits, the recipes and their controls, and variants of our protocol."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
-from . import cluster, runs, store, sweep
-from .config import Config
-from .model import LAYERS
-from .results import (PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, read_predictions, read_readouts, read_results,
-                      read_source_record)
-from .transfer import BASELINE, MATCHED_CONTROL, RECIPES, TUNED
+from . import claims, data, records, sweep
+from .config import PROFILES, Config, Purpose, derive_seed
+from .recipes import BASELINE, CORE, PROBES, RECIPES
 
-STUDY_DIR = "study"  # under a profile's results directory
-# The recipes run on every class split: the paper's, fine-tuning at the copied layers' chosen rate, and the two
-# controls that keep the trained net's scale without its knowledge. The others, the probes, run on the first few
-# splits: the alternatives the every-split recipes were chosen from, and LeCun-scale random weights.
-CORE = [BASELINE, TUNED, MATCHED_CONTROL, "shuffled"]
-PROBES = [r for r in RECIPES if r not in CORE]
 BUDGET_EPOCHS = 100  # the fixed budget of the stopping-rule variant, set before any study run
 PATIENCE_STEPS = 500  # the patience-in-steps variant's: 20 epochs at k=40, as the baseline's is there
 # The protocol's own choices, each changed alone on the paper's recipe: do any verdicts move?
@@ -30,11 +19,10 @@ VARIANTS = {
     "one-of-n": dict(code_scheme="one-of-n", recipes=[BASELINE]),
     "patience-steps": dict(patience=PATIENCE_STEPS, patience_unit="steps", recipes=[BASELINE]),
 }
-# The study's sweeps, one directory per part and split: the baseline (every split), the probes (their n=0 runs
-# are the baseline's of the same split, so they have none) and each variant (the first few splits).
+# The study's sweeps, one directory per part and split (ktlib.records.sweep_dir): the baseline (every split, the
+# recipes of CORE), the probes (the others; their n=0 runs are the baseline's of the same split, so they have none)
+# and each variant (the first few splits).
 PARTS = ["baseline", "probes", *VARIANTS]
-# profile -> (class splits, splits the variants run on, bootstrap draws)
-SIZES = {"paper": (10, 3, 2000), "smoke": (2, 1, 200)}
 
 
 @dataclass
@@ -48,18 +36,18 @@ class Study:
 
     @classmethod
     def of(cls, cfg: Config, splits: int | None = None) -> "Study":
-        default, variant_splits, draws = SIZES[cfg.profile]
-        splits = default if splits is None else splits
+        profile = PROFILES[cfg.profile]
+        splits = profile.splits if splits is None else splits
         if not isinstance(splits, int) or isinstance(splits, bool) or splits < 1:
             raise ValueError(f"splits must be an integer >= 1, got {splits!r}")
         # source nets by the engine: the same steps as train.train to rounding, ~17x faster (the paper's
         # sweep keeps its plainly trained one, so the study's split 0 is that sweep but for its source net)
         return cls(dataclasses.replace(cfg, recipes=CORE, source_training="engine"), splits,
-                   min(variant_splits, splits), draws)
+                   min(profile.variant_splits, splits), profile.draws)
 
     @property
     def root(self) -> Path:
-        return Path(self.cfg.results_dir) / STUDY_DIR
+        return records.study_root(self.cfg.results_dir)
 
     def changes(self, part: str) -> dict:
         """How a part's sweeps differ from the baseline's configuration."""
@@ -73,40 +61,62 @@ class Study:
         for part in PARTS:
             for split in range(self.splits if part == "baseline" else self.variant_splits):
                 out.append((part, dataclasses.replace(self.cfg, split=split, results_dir=str(
-                    self.root / part / f"split-{split}"), **self.changes(part))))
+                    records.sweep_dir(self.root, part, split)), **self.changes(part))))
         return out
 
     def run(self, progress: bool = True) -> pd.DataFrame:
-        """Run (or resume) every sweep of the study; every config is checked before the first one starts.
-        In this process the sweeps run one after another; on a cluster, each sweep's groups are submitted
-        as soon as its source net is ready, and the rows of all of them are written as they come back."""
-        todo = self.configs()
-        for _, cfg in todo:  # a bad directory is refused now, not after an hour
-            sweep.check_directory(sweep.Experiment.load(cfg))
-        if self.cfg.cluster is None:
-            for _, cfg in todo:
-                sweep.run(cfg, progress=progress)
-        else:
-            self._on_cluster([cfg for _, cfg in todo], progress)
-        rows = read(self.root)  # only this study's sweeps, should the directory hold more splits
-        wanted = {(variant, cfg.split) for variant, cfg in todo}
-        return rows[[key in wanted for key in zip(rows.variant, rows.split)]].reset_index(drop=True)
+        """Run (or resume) every sweep of the study on one executor (ktlib.sweep.run_sweeps); its runs, tidy."""
+        sweep.run_sweeps([cfg for _, cfg in self.configs()], progress, name="study")
+        return self.runs()
 
-    def _on_cluster(self, configs: list[Config], progress: bool) -> None:
-        """Every sweep's directory held by this process, the one writer, while the cluster computes."""
-        runs.check(self.cfg.engine)  # source nets are trained here, by the engine
-        bar = tqdm(total=0, desc="study", unit="run", disable=not progress)
-        with cluster.connect(self.cfg.cluster) as pool, contextlib.ExitStack() as held:
-            pool.check(self.cfg.engine)  # before the first source net is trained
-            for cfg in configs:
-                exp = sweep.open_experiment(cfg)
-                held.enter_context(store.writer(cfg.results_dir))
-                opened = sweep.Sweep(exp, progress=False, bar=bar)
-                pool.submit(opened.task, opened.todo, opened.save, exp.checksums)
-                opened.read_out()  # here, while the cluster trains
-                pool.drain(block=False)  # write what has come back while the next source net trains
-            pool.drain()
-        bar.close()
+    def _mine(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Only this study's sweeps, should the directory hold more splits."""
+        wanted = {(part, cfg.split) for part, cfg in self.configs()}
+        return table[[key in wanted for key in zip(table.variant, table.split)]].reset_index(drop=True)
+
+    def seed(self, purpose: Purpose) -> int:
+        """The seed of one of the analysis's purposes (the bootstrap, the coverage simulation): one seed, so every
+        table resamples the same splits and trials."""
+        return derive_seed(self.cfg.seed, purpose)
+
+    def against_record(self) -> dict[str, dict]:
+        """Per sweep: how far its runs are from the committed record's of the same data (claims.compare_with_record;
+        the engine may differ, as in the sweep notebook's check)."""
+        record = records.study_root(records.record_path(self.cfg.profile, checksums=data.opened(self.cfg.data_dir)[1])
+                                    .parent)
+        checks = {}
+        for _, cfg in self.configs():
+            where = Path(cfg.results_dir)
+            meta, rows = records.read_results(where / records.RESULTS_FILE)
+            relative = where.relative_to(self.root)
+            checks[str(relative)] = claims.compare_with_record(rows, meta, record / relative / records.RESULTS_FILE,
+                                                               ignore=("engine",))
+        return checks
+
+    def runs(self) -> pd.DataFrame:
+        """Every run of the study, tidy: one row per run, with its part (`variant`) and split."""
+        return self._mine(records.study_runs(self.root, PARTS))
+
+    def readouts(self) -> pd.DataFrame:
+        """Every training-free readout of the study, tidy, with its part (`variant`) and split."""
+        return self._mine(records.study_readouts(self.root, PARTS))
+
+    def sources(self) -> pd.DataFrame:
+        """Each sweep's source net: classes, epochs, training and held-out accuracy."""
+        return self._mine(records.study_sources(self.root, PARTS))
+
+    def spreads(self) -> pd.DataFrame:
+        """Each level's spread per split and recipe, in the baseline's and the probes' sweeps: a level whose output
+        barely varies passes little of the image on to the layers that train."""
+        return records.study_spreads(self.root, ["baseline", "probes"])
+
+    def predictions(self, part: str = "baseline") -> dict[int, tuple[pd.DataFrame, object, object, str]]:
+        """Per split of a part: (keys, predictions, labels, target classes) of its runs' test predictions."""
+        return records.study_predictions(self.root, part)
+
+    def provenance(self) -> pd.DataFrame:
+        """Per sweep: the commit, split, classes, protocol, source net and versions that made it."""
+        return records.study_provenance(self.root, PARTS)
 
 
 def recipes(plan: Study) -> pd.DataFrame:
@@ -116,28 +126,6 @@ def recipes(plan: Study) -> pd.DataFrame:
                   "runs on": f"all {plan.splits} splits" if name in CORE else f"splits 0-{plan.variant_splits - 1}",
                   "what it is": r.about} for name, r in RECIPES.items()}
     return pd.DataFrame(out).T.rename_axis("recipe")
-
-
-def readouts(root: str | Path) -> pd.DataFrame:
-    """Every training-free readout of the study, tidy, with its variant and split."""
-    frames = [read_readouts(where)[1].assign(variant=variant, split=split)
-              for variant, split, where in split_dirs(root) if (where / READOUTS_FILE).exists()]
-    if not frames:
-        raise FileNotFoundError(f"{root} holds no readouts")
-    return pd.concat(frames, ignore_index=True)
-
-
-def spreads(root: str | Path) -> pd.DataFrame:
-    """How much each level's output varies from image to image, per split and recipe (ktlib.readouts.spread), in
-    the baseline's and the probes' sweeps: a level whose output barely varies passes little of the image on to
-    the layers that train."""
-    out = []
-    for part, split, where in split_dirs(root):
-        if part in ("baseline", "probes") and (where / READOUTS_FILE).exists():
-            for recipe, values in read_readouts(where)[0]["spread"].items():
-                out += [{"split": split, "recipe": recipe, "n": n, "level": "pixels" if n == 0 else LAYERS[n - 1],
-                         "spread": value} for n, value in enumerate(values)]
-    return pd.DataFrame(out).drop_duplicates(["split", "recipe", "n"], ignore_index=True)
 
 
 def with_probes(rows: pd.DataFrame, splits: int) -> pd.DataFrame:
@@ -153,42 +141,3 @@ def protocol(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows.variant.isin(["baseline", *VARIANTS])]
 
 
-def split_dirs(root: str | Path) -> list[tuple[str, int, Path]]:
-    """(variant, split, directory) of every finished-or-started sweep under a study's root."""
-    out = []
-    for path in sorted(Path(root).glob(f"*/split-*/{RESULTS_FILE}")):
-        out.append((path.parent.parent.name, int(path.parent.name.split("-")[1]), path.parent))
-    return sorted(out, key=lambda v: (PARTS.index(v[0]) if v[0] in PARTS else len(PARTS), v[1]))
-
-
-def read(root: str | Path) -> pd.DataFrame:
-    """Every run of the study, tidy: one row per run, with its variant and split."""
-    frames = []
-    for variant, split, where in split_dirs(root):
-        _, rows = read_results(where / RESULTS_FILE)
-        frames.append(rows.assign(variant=variant, split=split))
-    if not frames:
-        raise FileNotFoundError(f"{root} holds no study results")
-    return pd.concat(frames, ignore_index=True)
-
-
-def sources(root: str | Path) -> pd.DataFrame:
-    """Each split's source net: classes, epochs, training and held-out accuracy."""
-    out = []
-    for variant, split, where in split_dirs(root):
-        r = read_source_record(where)
-        meta, _ = read_results(where / RESULTS_FILE)
-        out.append({"variant": variant, "split": split, "source": r["classes"], "target": meta["target_classes"],
-                    "epochs": r["epochs"], "train_accuracy": r["train_accuracy"],
-                    "held_out_accuracy": r["held_out_accuracy"], "state_sha256": r["state_sha256"]})
-    return pd.DataFrame(out)
-
-
-def predictions(root: str | Path, variant: str = "baseline") -> dict[int, tuple[pd.DataFrame, object, object, str]]:
-    """Per split: (keys, predictions, labels, target classes) of its runs' test predictions."""
-    out = {}
-    for v, split, where in split_dirs(root):
-        if v == variant and (where / PREDICTIONS_FILE).exists():
-            meta, _ = read_results(where / RESULTS_FILE)
-            out[split] = (*read_predictions(where), meta["target_classes"])
-    return out

@@ -87,6 +87,11 @@ def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor) ->
     return (predict(out, codes) == y).sum().item() / len(y), F.mse_loss(out, codes[y]).item()
 
 
+def deterministic() -> None:
+    """torch's deterministic kernels wherever it has them: the same seed and configuration, the same numbers."""
+    torch.use_deterministic_algorithms(True)
+
+
 @torch.no_grad()
 def predictions(net: Net, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """The class of the nearest code, per image."""

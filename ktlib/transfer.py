@@ -1,38 +1,17 @@
-"""Knowledge transfer: the recipes that make a target net's bottom n layers, and the nets they copy from."""
+"""Knowledge transfer: the nets a recipe copies from, and a target net made from one (ktlib.recipes says how)."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from numbers import Integral
 
 import torch
 from torch import nn
 
+from .config import check_levels
 from .model import LAYERS, Net, build
-
-
-def is_integer(value) -> bool:
-    """True for Python and numpy integers (a DataFrame's n is numpy's), False for bools and floats."""
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def check_levels(n: int) -> int:
-    """n itself as a Python int, or a clear error when it is not a level count 0..5."""
-    if not is_integer(n) or not 0 <= n <= len(LAYERS) - 1:
-        why = f"; n={len(LAYERS)} would leave nothing to train" if n == len(LAYERS) else ""
-        raise ValueError(f"n (retained levels) must be an integer in 0..{len(LAYERS) - 1}, got {n!r}{why}")
-    return int(n)
+from .recipes import BASELINE, COPIES, RECIPES, check_recipe, first_trained
 
 
 # ---------------------------------------------------------------- the nets a recipe copies from
-
-# trained: the source net. The others keep its architecture and take the knowledge out:
-# random-lecun: a fresh initialisation at LeCun's scale, U(-2.4/F, 2.4/F); it shrinks the signal layer by layer;
-# random-normal: LeCun-normal, N(0, 1/F) weights and zero biases, which keeps the signal's variance;
-# random-matched: the random-lecun draw, each tensor rescaled to the trained tensor's standard deviation;
-# shuffled: the trained net's values, permuted within each tensor (C3's within its connection table).
-COPIES = ("trained", "random-lecun", "random-normal", "random-matched", "shuffled")
-
 
 def _real(layer: nn.Module, name: str, t: torch.Tensor) -> torch.Tensor:
     """Where a tensor's entries are real parameters: C3's connection table removes some of its weights."""
@@ -70,54 +49,14 @@ def copy_source(kind: str, trained: Net, seed: int) -> Net:
     return net
 
 
-# ---------------------------------------------------------------- the recipes
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a target net's bottom n layers are made: copied from which net, and whether they train (and at what
-    share of the configured learning rate)."""
-    copies: str
-    trains: bool = False
-    lr_factor: float = 1.0
-    about: str = ""
-
-
-# Every recipe the study knows, in the order of its tables. n=0 copies nothing: its runs are stored once,
-# under BASELINE, and serve every recipe.
-RECIPES = {
-    "frozen": Recipe("trained", about="copied from the trained source net and frozen: the paper's recipe"),
-    "fine-tuned": Recipe("trained", True, 1.0, "copied from the trained source net, then trained with the rest"),
-    "fine-tuned-lr0.1": Recipe("trained", True, 0.1, "as fine-tuned, the copied layers at a tenth of the rate"),
-    "fine-tuned-lr0.01": Recipe("trained", True, 0.01, "as fine-tuned, the copied layers at a hundredth"),
-    "random-matched": Recipe("random-matched", about="random weights at the trained net's scale, frozen"),
-    "random-normal": Recipe("random-normal", about="LeCun-normal random weights, frozen"),
-    "shuffled": Recipe("shuffled", about="the trained weights shuffled within each layer, frozen"),
-    "random-lecun": Recipe("random-lecun", about="random weights at LeCun's initial scale, frozen"),
-}
-BASELINE = "frozen"  # the recipe under which the shared n=0 runs are stored
-# The study's choices among them, each made by a rule (ktlib.controls.chosen_rate, chosen_control) applied to a
-# trial run on splits 0 and 1 before the study ran; the controls notebook applies it again to the record:
-TUNED = "fine-tuned"                 # fine-tuning, at the copied layers' rate with the best mean accuracy
-MATCHED_CONTROL = "random-matched"    # the random control that keeps the signal's scale best
-
-
-def check_recipe(recipe: str) -> str:
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
-    return recipe
-
-
-def first_trained(recipe: str, n: int) -> int:
-    """The lowest layer a run of this recipe trains: n when the copied layers are frozen, else 0."""
-    return 0 if RECIPES[check_recipe(recipe)].trains else n
-
+# ---------------------------------------------------------------- the target net
 
 def freeze(module: nn.Module) -> None:
     for p in module.parameters():
         p.requires_grad_(False)
 
 
-def transfer(source: Net, n: int, seed: int, recipe: str = "frozen") -> Net:
+def transfer(source: Net, n: int, seed: int, recipe: str = BASELINE) -> Net:
     """A new net: layers C1.. up to the n-th copied from source (the net the recipe copies, `copy_source`),
     frozen unless the recipe trains them; the rest initialised from seed, alike in every recipe."""
     n = check_levels(n)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ktlib import data as D
+from ktlib import paths
 
 CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def smoke_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
     """The shared EMNIST subset; CI must have it, a developer without it skips these tests."""
-    path = os.environ.get(D.DATA_DIR_ENV) and D.data_dir_path()  # a relative one is taken from where pytest started
+    path = os.environ.get(D.DATA_DIR_ENV) and paths.data_dir()  # a relative one is taken from where pytest started
     if path and Path(path, D.MAPPING_FILE).exists():
         return Path(path)
     if os.environ.get("CI"):

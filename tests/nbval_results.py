@@ -1,10 +1,11 @@
 """The results directory nbval re-executes the notebooks on: the committed study, with the runs to recompute
 taken out of it, so that the study notebook trains them again and the checks compare them with the record.
 
-    python tests/nbval_results.py DEST baseline/split-0:1,5 budget/split-0
+    python tests/nbval_results.py DEST baseline:0:1,5 budget:0
 
-Each argument names one sweep of the study (part/split-s); after a colon, the training-set sizes k whose runs are
-taken out (without, the whole sweep). Its training-free readouts are taken out too: they are measured again.
+Each argument names one sweep of the study by its part and split (ktlib.records.sweep_dir says where it is); after
+a second colon, the training-set sizes k whose runs are taken out (without, the whole sweep). Its training-free
+readouts are taken out too: they are measured again.
 """
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ import shutil
 import sys
 from pathlib import Path
 
-from ktlib import study
-from ktlib.results import READOUTS_FILE, RESULTS_FILE, read_results, record_path, write_results
+from ktlib.records import READOUTS_FILE, RESULTS_FILE, read_results, record_path, study_root, sweep_dir, write_results
 
 
 def prepare(dest: Path, recomputed: list[str]) -> None:
-    """dest/study: a copy of the committed study without the runs named in `recomputed`."""
-    record = record_path("paper").parent / study.STUDY_DIR
+    """dest's study: a copy of the committed study without the runs named in `recomputed`."""
+    record = study_root(record_path("paper").parent)
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(record, dest / study.STUDY_DIR)
+    shutil.copytree(record, study_root(dest))
     for item in recomputed:
-        name, _, sizes = item.partition(":")
-        where = dest / study.STUDY_DIR / name
+        part, split, sizes = (item.split(":") + [""])[:3]
+        if not split.isdigit():
+            raise SystemExit(f"{item}: name a sweep as PART:SPLIT[:K,K...], such as baseline:0:1,40")
+        where = sweep_dir(study_root(dest), part, int(split))
         if not (where / RESULTS_FILE).exists():
-            raise SystemExit(f"{item}: the committed study has no sweep {record / name}")
+            raise SystemExit(f"{item}: the committed study has no sweep {sweep_dir(record, part, int(split))}")
         if not sizes:
             shutil.rmtree(where)
             continue

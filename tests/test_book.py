@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ktlib import claims, results
+from ktlib import claims, records
 from conftest import ROOT, toc_pages
 
 HTML = ROOT / "_build" / "html"
 NOTEBOOKS = ROOT / "notebooks"
-RECORD = results.record_path("paper").parent
+RECORD = records.record_path("paper").parent
 PAGES = toc_pages()
 
 needs_book = pytest.mark.skipif(not (HTML / "index.html").exists(), reason="no built book: run `make html` first")
@@ -151,14 +151,16 @@ def test_nbval_fails_when_a_stored_check_is_altered(tmp_path, name, old, new):
 
 def test_nbval_recomputes_exactly_the_named_runs_and_refuses_an_unknown_sweep(tmp_path):
     from nbval_results import prepare
-    from ktlib import study
-    where = tmp_path / study.STUDY_DIR / "baseline" / "split-0"
-    _, committed = results.read_results(RECORD / where.relative_to(tmp_path) / results.RESULTS_FILE)
-    prepare(tmp_path, ["baseline/split-0:1,40", "baseline/split-1"])
-    _, kept = results.read_results(where / results.RESULTS_FILE)
+    root = records.study_root(tmp_path)
+    where = records.sweep_dir(root, "baseline", 0)
+    _, committed = records.read_results(RECORD / where.relative_to(tmp_path) / records.RESULTS_FILE)
+    prepare(tmp_path, ["baseline:0:1,40", "baseline:1"])
+    _, kept = records.read_results(where / records.RESULTS_FILE)
     assert len(kept) == (~committed.k.isin([1, 40])).sum() and not kept.k.isin([1, 40]).any()
-    assert not (where / results.READOUTS_FILE).exists()  # measured again with the runs
-    assert not (where.parent / "split-1").exists()
-    assert (where.parent / "split-2" / results.RESULTS_FILE).exists()  # the rest is the record's
+    assert not (where / records.READOUTS_FILE).exists()  # measured again with the runs
+    assert not records.sweep_dir(root, "baseline", 1).exists()
+    assert (records.sweep_dir(root, "baseline", 2) / records.RESULTS_FILE).exists()  # the rest is the record's
     with pytest.raises(SystemExit, match="no sweep"):
-        prepare(tmp_path, ["baseline/split-99"])
+        prepare(tmp_path, ["baseline:99"])
+    with pytest.raises(SystemExit, match="PART:SPLIT"):
+        prepare(tmp_path, ["baseline/split-0"])

@@ -6,9 +6,10 @@ import pytest
 
 from ktlib import claims as C
 from ktlib import verdicts
-from ktlib.model import PAPER_FREE_PARAMETERS, build, free_parameters
-from ktlib.sweep import COLUMNS, write_results
-from ktlib.transfer import TUNED
+from ktlib.model import build, free_parameters
+from ktlib.experiment import COLUMNS
+from ktlib.recipes import TUNED
+from ktlib.records import write_results
 
 
 def grid(acc, epochs=lambda n, k, t: 100, sizes=(1, 5, 10, 20, 40), levels=range(6), trials=5,
@@ -149,7 +150,9 @@ def test_table1_and_the_derived_shares_hold_for_our_net():
     assert C.claim_table1(counts).verdict == C.claim_shares(counts).verdict == "holds"
     wrong = {**counts, "C5": counts["C5"] + 1}
     assert C.claim_table1(wrong).verdict == "fails"
-    assert C.parameter_table(counts).loc["total", "paper"] == sum(PAPER_FREE_PARAMETERS.values())
+    table = C.parameter_table(wrong)
+    assert table.loc["total", "ours"] == 52257 and table.loc["total", "paper"] == 52256  # the paper's printed total
+    assert table.match.tolist() == [True] * 4 + [False, True, False]  # C5 and the total differ
 
 
 def test_source_claim_allows_one_point_either_side_and_reports_the_held_out_accuracy():

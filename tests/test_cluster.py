@@ -1,5 +1,6 @@
 """The engine's groups on a real Dask cluster on loopback: the same numbers, faults survived, errors named."""
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -12,9 +13,9 @@ import pytest
 from distributed import Client, LocalCluster
 
 import ktlib
-from ktlib import cluster, config, native, results, runs, study
+from ktlib import cluster, config, executors, experiment, native, records, study
 from ktlib import data as D
-from ktlib.transfer import RECIPES
+from ktlib.recipes import RECIPES
 from conftest import dry_run, ktlib_cli, run, write_emnist
 from test_sweep import NUMBERS, small
 
@@ -123,13 +124,13 @@ def test_a_real_schedulers_dashboard_port_is_refused_within_the_connect_timeout(
 def test_a_cluster_left_without_workers_stops_with_one_error_naming_the_runs_left(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv(cluster.WORKER_SECONDS_ENV, "2")
     cfg = small(tmp_path, data_dir, levels=[5], sizes=[2], trials=2)
-    exp, source, _ = ktlib.sweep.prepare(cfg, progress=False)
-    with loopback(1) as local, cluster.connect(local.scheduler_address) as pool:
+    exp, source, _ = ktlib.sweep.train_or_load_source(cfg, progress=False)
+    with loopback(1) as local, cluster.connect(dataclasses.replace(cfg, cluster=local.scheduler_address)) as pool:
         pool.check(cfg.engine)
         local.scale(0)  # every worker gone, as when they are killed faster than their nannies restart them
         while pool.client.scheduler_info()["workers"]:
             time.sleep(0.1)
-        pool.submit(exp.task(source), runs.grid(cfg), lambda row: None, exp.checksums)
+        pool.submit(exp.task(source), experiment.grid(cfg), lambda row: None)
         start = time.monotonic()
         with pytest.raises(RuntimeError, match=r"has had no worker for 2 s \(\$KTLIB_WORKER_SECONDS\): 1 groups of "
                                                r"runs were still to do \(frozen n=5 k=2\); the runs saved so far stay"):
@@ -152,7 +153,7 @@ def test_a_sweep_on_a_local_cluster_gives_the_in_process_numbers(tmp_path, data_
     there = ktlib.run(small(tmp_path / "there", data_dir, recipes=list(RECIPES), cluster="local:2"),
                       progress=False)
     assert len(there) == len(here) == 2 * 2 * (1 + 2 * len(RECIPES)) and in_order(there).equals(in_order(here))
-    meta, _ = results.read_results(tmp_path / "there" / "results" / results.RESULTS_FILE)
+    meta, _ = records.read_results(tmp_path / "there" / "results" / records.RESULTS_FILE)
     assert meta["cluster"] == "local:2" and meta["workers"] is None
     assert dict(os.environ) == environment  # what Dask's nannies set for their workers is undone here
 
@@ -162,7 +163,7 @@ def test_the_cli_prints_the_dashboard_and_counts_the_study_runs_across_the_clust
                         "--cluster", "local:2"))
     assert out.returncode == 0, out.stderr
     assert "Dask dashboard: http://127.0.0.1:" in out.stderr
-    total = len(study.read(tmp_path / study.STUDY_DIR))
+    total = len(records.study_runs(records.study_root(tmp_path)))
     assert "study: 100%" in out.stderr and f"| {total}/{total} " in out.stderr
 
 
@@ -175,7 +176,7 @@ def test_a_study_on_a_cluster_writes_what_it_writes_in_process(tmp_path, data_di
     key = ["variant", "split"]
     assert a[key + ROWS].sort_values(key + ["recipe", "n", "k", "trial"], ignore_index=True).equals(
         b[key + ROWS].sort_values(key + ["recipe", "n", "k", "trial"], ignore_index=True))
-    assert study.sources(here.root).state_sha256.tolist() == study.sources(there.root).state_sha256.tolist()
+    assert here.sources().state_sha256.tolist() == there.sources().state_sha256.tolist()
 
 
 # --------------------------------------------------------------------------- faults
@@ -213,12 +214,12 @@ def test_a_worker_killed_in_the_middle_of_a_task_is_retried_and_the_results_equa
 def test_a_task_that_raises_is_one_error_naming_its_runs_and_the_saved_runs_stay(tmp_path, data_dir, scheduler):
     """A worker that sees other data at the data path than the client does: every task raises."""
     cfg = small(tmp_path, data_dir, cluster=scheduler[0], levels=[5], sizes=[2], trials=2)
-    exp, source, _ = ktlib.sweep.prepare(cfg, progress=False)
+    exp, source, _ = ktlib.sweep.train_or_load_source(cfg, progress=False)
     saved = []
-    with cluster.connect(cfg.cluster) as pool:
+    with cluster.connect(cfg) as pool:
         other = {**exp.checksums, D.MAPPING_FILE: "0" * 64}
-        pool.submit(exp.task(source), runs.grid(cfg), saved.append, other)
-        with pytest.raises(runs.GroupFailed) as e:
+        pool.submit(dataclasses.replace(exp.task(source), checksums=other), experiment.grid(cfg), saved.append)
+        with pytest.raises(executors.GroupFailed) as e:
             pool.drain()
     message = str(e.value)
     assert message.startswith("the runs RunKey(n=5, k=2, trial=0..1, recipe='frozen') failed on the cluster tcp://")
@@ -235,7 +236,7 @@ def test_a_worker_without_a_compiler_is_the_native_engines_clear_error_before_an
         with pytest.raises(native.NativeUnavailable, match=r"the Dask worker tcp://127\.0\.0\.1:\d+: the native "
                                                            r"engine needs a C compiler .* use engine='batched'"):
             ktlib.run(cfg, progress=False)
-    assert not (Path(cfg.results_dir) / results.RESULTS_FILE).exists()
+    assert not (Path(cfg.results_dir) / records.RESULTS_FILE).exists()
 
 
 def test_each_worker_builds_the_native_kernels_in_its_own_cache_directory(tmp_path, data_dir):

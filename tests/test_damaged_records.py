@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ktlib import cli, results
+from ktlib import cli, records
 from conftest import dry_run, fingerprint
 
 
@@ -34,7 +34,7 @@ def damaged(finished: Path, tmp_path: Path, name: str, change) -> Path:
 def cell(line: str, column: str, value: str) -> str:
     """line with `column`'s field set to value (a line of sweep.csv, whose column order is COLUMNS)."""
     fields = line.rstrip("\n").split(",")
-    fields[results.COLUMNS.index(column)] = value
+    fields[records.COLUMNS.index(column)] = value
     return ",".join(fields) + "\n"
 
 
@@ -52,18 +52,18 @@ ROWS = {  # the change to sweep.csv, and what the error says after "sweep.csv:<l
     "k outside the grid": (lambda ls: ls[:3] + [cell(ls[3], "k", "99")], 4,
                            "a run outside this configuration's grid (RunKey(n="),
     "an extra field": (lambda ls: ls[:3] + [ls[3].rstrip("\n") + ",extra\n"], 4,
-                       f"a row of {len(results.COLUMNS) + 1} fields"),
+                       f"a row of {len(records.COLUMNS) + 1} fields"),
 }
 
 
 @pytest.mark.parametrize("case", ROWS)
 def test_a_damaged_row_is_refused_naming_its_line_before_any_work(finished, tmp_path, capsys, smoke_data, case):
     change, line, says = ROWS[case]
-    where = damaged(finished, tmp_path, results.RESULTS_FILE, change)
+    where = damaged(finished, tmp_path, records.RESULTS_FILE, change)
     before = fingerprint(where)
     assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"{where / results.RESULTS_FILE}:{line}: {says}" in err, err
+    assert f"{where / records.RESULTS_FILE}:{line}: {says}" in err, err
     assert "delete that line (the run is done again)" in err and (case != "k outside the grid" or "k=99" in err)
     assert fingerprint(where) == before
 
@@ -82,16 +82,16 @@ PREDICTIONS = {
 def test_damaged_predictions_are_refused_naming_the_file_before_any_work(finished, tmp_path, capsys, smoke_data,
                                                                           case):
     change, says = PREDICTIONS[case]
-    where = damaged(finished, tmp_path, results.PREDICTIONS_FILE, change)
+    where = damaged(finished, tmp_path, records.PREDICTIONS_FILE, change)
     before = fingerprint(where)
     assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"{where / results.PREDICTIONS_FILE}: {says}" in err and "delete it, and the runs it held" in err, err
+    assert f"{where / records.PREDICTIONS_FILE}: {says}" in err and "delete it, and the runs it held" in err, err
     assert fingerprint(where) == before
 
 
 def test_predictions_for_another_number_of_test_images_are_refused(finished, tmp_path, capsys, smoke_data):
-    where = damaged(finished, tmp_path, results.PREDICTIONS_FILE, lambda b: npz(**{
+    where = damaged(finished, tmp_path, records.PREDICTIONS_FILE, lambda b: npz(**{
         **dict(np.load(io.BytesIO(b))), "predictions": np.zeros((2, 7), np.uint8), "labels": np.zeros(7, np.uint8)}))
     assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
     assert "predictions for 7 test images, this configuration has 200" in capsys.readouterr().err

@@ -188,8 +188,8 @@ def test_draw_more_than_available_is_a_clear_error(tiny_dir):
 
 def test_the_idx_writer_gives_the_published_subset_byte_for_byte(real_dir, tmp_path):
     for split in D.SPLITS:
-        D.write_idx(tmp_path / D.image_file(split), D._read_idx(real_dir / D.image_file(split), D.IMAGE_MAGIC, 3))
-        D.write_idx(tmp_path / D.label_file(split), D._read_idx(real_dir / D.label_file(split), D.LABEL_MAGIC, 1))
+        D.write_idx(tmp_path / D.image_file(split), D.read_idx(real_dir / D.image_file(split), D.IMAGE_MAGIC, 3))
+        D.write_idx(tmp_path / D.label_file(split), D.read_idx(real_dir / D.label_file(split), D.LABEL_MAGIC, 1))
         for name in (D.image_file(split), D.label_file(split)):
             assert D.sha256(tmp_path / name) == D.SUBSET_SHA256[name]
 

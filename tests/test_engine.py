@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from ktlib import engine, native
 from ktlib.model import LAYERS, build, target_codes
 from ktlib.train import ReachAccuracy, evaluate, train
-from ktlib.transfer import RECIPES, layer_lrs, trainable, transfer
+from ktlib.recipes import RECIPES
+from ktlib.transfer import layer_lrs, trainable, transfer
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +308,7 @@ def test_an_unknown_kernel_target_is_one_clear_error(monkeypatch):
 
 @pytest.fixture
 def one_thread():
-    """As a group trains (runs.train_group): on more threads, torch may split a long sum differently."""
+    """As a group trains (executors.train_group): on more threads, torch may split a long sum differently."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -8,8 +8,8 @@ from ktlib.model import (C3_TABLE, PAPER_FREE_PARAMETERS, build, connections, fo
 
 def test_free_parameters_match_table_1_layer_by_layer():
     counts = free_parameters(build(0))
-    assert counts == PAPER_FREE_PARAMETERS == {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 2420}
-    assert sum(counts.values()) == 52256
+    assert counts == PAPER_FREE_PARAMETERS
+    assert sum(counts.values()) == 52256  # the total the paper prints, a check on our copy of its rows
 
 
 def test_free_parameters_are_all_tensor_entries_except_masked_c3_weights():

@@ -1,4 +1,4 @@
-"""The study's analysis on synthetic runs whose answer is known: intervals, controls, claims by split, errors."""
+"""The study's analysis on synthetic runs whose answer is known: intervals, controls, claims by split, confusions."""
 import itertools
 
 import numpy as np
@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from ktlib import claims as C
-from ktlib import controls, errors, verdicts
-from ktlib.results import training_hours
-from ktlib.intervals import Cube, curve, estimate
-from ktlib.transfer import BASELINE, TUNED
+from ktlib import confusions, controls, verdicts
+from ktlib.intervals import Cube, estimate
+from ktlib.recipes import BASELINE, TUNED
+from ktlib.tables import recipe_runs, training_hours
 
 
 CORE = ["frozen", TUNED, "random-matched", "shuffled"]
@@ -30,7 +30,7 @@ def study_rows(acc, splits=4, trials=5, levels=range(6), sizes=(1, 5, 10, 20, 40
 def test_the_n0_runs_are_shared_by_every_recipes_curve():
     rows = study_rows(lambda r, n, k, s, t: 0.5, splits=1, levels=[0, 5], sizes=[1])
     for recipe in CORE:
-        c = curve(rows, recipe)
+        c = recipe_runs(rows, recipe)
         assert set(c.recipe) == {recipe} and (c.n == 0).sum() == 5 and (c.n == 5).sum() == 5
 
 
@@ -128,18 +128,18 @@ def test_a_group_of_trials_costs_its_slowest_run_once_and_plain_runs_add_up():
 def test_the_confusion_matrix_rows_are_shares_of_each_true_class():
     labels = np.array([0, 0, 1, 1, 2, 2])
     predicted = np.array([[0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2]])
-    m = errors.confusion(predicted, labels, "abc")
+    m = confusions.confusion(predicted, labels, "abc")
     assert np.allclose(m.sum(axis=1), 1)
     assert m.loc["a", "b"] == 0.25 and m.loc["c", "c"] == 0.75
-    assert errors.per_class(predicted, labels, "abc").to_dict() == {"a": 0.75, "b": 1.0, "c": 0.75}
+    assert confusions.per_class(predicted, labels, "abc").to_dict() == {"a": 0.75, "b": 1.0, "c": 0.75}
 
 
 def test_case_pairs_and_the_errors_that_swap_case():
     classes = "IKikw"
-    assert errors.case_pairs(classes) == [("I", "i"), ("K", "k")]
+    assert confusions.case_pairs(classes) == [("I", "i"), ("K", "k")]
     labels = np.array([0, 1, 2, 3, 4])                 # I K i k w
     predicted = np.array([[2, 1, 0, 4, 4]])            # I->i, i->I swapped; k->w a plain error
-    s = errors.case_summary(predicted, labels, classes)
+    s = confusions.case_summary(predicted, labels, classes)
     assert s["pairs"] == 2 and s["pair_classes"] == 4
     assert s["errors_to_other_case"] == pytest.approx(2 / 3)
     assert s["lost_to_case"] == pytest.approx(2 / 5) and s["other_accuracy"] == 1.0

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import nbformat
@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 
 import ktlib
-from ktlib import claims, cli, config, results, runs, study, sweep
-from ktlib.transfer import BASELINE, RECIPES, TUNED, transfer
+from ktlib import claims, cli, executors, experiment, paths, records, study, sweep, tables
+from ktlib.recipes import BASELINE, CORE, PROBES, RECIPES, TUNED
+from ktlib.transfer import transfer
 from ktlib.config import Purpose, derive_seed
 from ktlib import data as D
-from ktlib.data import DATA_DIR_ENV
+from ktlib.paths import DATA_DIR_ENV
 from ktlib.model import PAPER_FREE_PARAMETERS
 from conftest import ROOT, as_ordinary_user, dry_run, fingerprint, ktlib_cli, run, toc_notebooks, write_emnist
 
@@ -85,10 +86,10 @@ def test_bad_configs_are_clear_errors(overrides, message):
 
 
 def test_results_dir_comes_from_the_argument_then_the_environment_then_the_profile(monkeypatch):
-    monkeypatch.delenv(config.RESULTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(paths.RESULTS_DIR_ENV, raising=False)
     assert ktlib.Config().results_dir == str(Path.cwd() / "results" / "paper")
     assert ktlib.Config.for_profile("smoke").results_dir == str(Path.cwd() / "results" / "smoke")
-    monkeypatch.setenv(config.RESULTS_DIR_ENV, "/tmp/elsewhere")
+    monkeypatch.setenv(paths.RESULTS_DIR_ENV, "/tmp/elsewhere")
     assert ktlib.Config().results_dir == "/tmp/elsewhere"
     assert ktlib.Config(results_dir="given").results_dir == str(Path.cwd() / "given")
 
@@ -117,13 +118,18 @@ def test_numpy_integers_are_accepted_and_stored_as_ints():
 
 
 def test_seed_purposes_keep_their_values_and_give_independent_seeds():
-    assert [int(p) for p in Purpose] == list(range(len(Purpose)))  # values are fixed; a new purpose takes the next
+    # the committed record's seeds were derived with these values: none may move, and a new purpose takes a new one
+    recorded = {"SPLIT": 0, "SOURCE_DATA": 1, "SOURCE_INIT": 2, "SOURCE_CODES": 3, "TARGET_CODES": 4, "TEST_DATA": 5,
+                "TRIAL": 6, "SPLIT_SEED": 7, "RANDOM_SOURCE": 8, "SOURCE_TEST": 9, "BOOTSTRAP": 10, "SHUFFLE": 11,
+                "COVERAGE": 12}
+    assert {p.name: int(p) for p in Purpose if p.name in recorded} == recorded
+    assert len({int(p) for p in Purpose}) == len(Purpose)
     trials = {derive_seed(0, Purpose.TRIAL, k, t) for k in (1, 5) for t in (0, 1)}
     assert len({derive_seed(0, p) for p in Purpose} | trials) == len(Purpose) + len(trials)
 
 
 def test_the_committed_record_was_made_with_the_seeds_derived_today():
-    meta, rows = ktlib.read_results(results.record_path("paper"))
+    meta, rows = ktlib.read_results(records.record_path("paper"))
     seed = meta["config"]["seed"]
     for (k, trial), s in rows.groupby(["k", "trial"]).seed.first().items():
         assert s == derive_seed(seed, Purpose.TRIAL, k, trial)
@@ -132,14 +138,14 @@ def test_the_committed_record_was_made_with_the_seeds_derived_today():
 def test_split_zero_is_the_seeds_own_and_other_splits_draw_their_own(tmp_path, data_dir):
     assert ktlib.Config(seed=3).split_seed() == ktlib.Config(seed=3, split=0).split_seed() == 3
     assert len({ktlib.Config(seed=3, split=s).split_seed() for s in range(5)}) == 5
-    splits = [sweep.Experiment.load(small(tmp_path, data_dir, split=s)).split for s in range(3)]
+    splits = [experiment.Experiment.load(small(tmp_path, data_dir, split=s)).split for s in range(3)]
     assert len(set(splits)) == 3
 
 
 def test_each_recipe_runs_every_n_above_zero_and_the_n0_runs_are_shared():
     cfg = ktlib.Config(levels=[0, 2, 5], sizes=[1, 5], trials=2, recipes=["shuffled", "fine-tuned", "frozen"])
     assert cfg.recipes == ["frozen", "fine-tuned", "shuffled"]  # in RECIPES' order, whatever order they were given in
-    grid = runs.grid(cfg)
+    grid = experiment.grid(cfg)
     assert len(grid) == len(set(grid)) == 2 * 2 * (1 + 2 * 3)
     assert {key.recipe for key in grid if key.n == 0} == {BASELINE}
     with pytest.raises(ValueError, match="recipe must be one of"):
@@ -147,11 +153,11 @@ def test_each_recipe_runs_every_n_above_zero_and_the_n0_runs_are_shared():
 
 
 def test_the_plain_record_is_todays_plain_experiment_and_another_with_more_recipes():
-    meta, rows = ktlib.read_results(results.record_path("paper", "plain"))
+    meta, rows = ktlib.read_results(records.record_path("paper", "plain"))
     assert (rows.recipe == BASELINE).all()
     today = ktlib.Config(engine="plain").experiment()
-    assert not results.experiment_differences(meta, {**meta, "config": today})
-    assert results.experiment_differences(meta, {**meta, "config": {**today, "recipes": list(RECIPES)}})
+    assert not records.experiment_differences(meta, {**meta, "config": today})
+    assert records.experiment_differences(meta, {**meta, "config": {**today, "recipes": list(RECIPES)}})
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -161,27 +167,27 @@ def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir)
     rows = ktlib.run(cfg, progress=False)
     assert len(rows) == 3 * 2 * 2 and not rows.duplicated(["n", "k", "trial"]).any()
-    assert list(rows.columns) == results.COLUMNS
+    assert list(rows.columns) == records.COLUMNS
     assert rows["test_accuracy"].between(0, 1).all() and (rows["epochs"] >= 1).all()
     assert set(rows["stopped_by"]) <= {"fit", "plateau", "cap"}
     assert (rows.groupby(["k", "trial"])["seed"].nunique() == 1).all()  # a trial's seed is shared by every n
     expected = {n: sum(list(PAPER_FREE_PARAMETERS.values())[n:]) for n in (0, 3, 5)}
     assert rows.set_index("n")["trainable_parameters"].to_dict() == expected
-    meta, on_disk = ktlib.read_results(Path(cfg.results_dir) / results.RESULTS_FILE)
+    meta, on_disk = ktlib.read_results(Path(cfg.results_dir) / records.RESULTS_FILE)
     assert len(on_disk) == 12
     assert meta["config"] == cfg.experiment() and meta["config"]["seed"] == cfg.seed
     assert set(meta["data_checksums"]) == set(D.data_files())
     assert {"torch", "numpy", "python", "ktlib"} <= set(meta["versions"])
     assert meta["git_commit"] and len(meta["source_classes"]) == len(meta["target_classes"]) == 20
     assert {"train_accuracy", "epochs", "seconds", "state_sha256", "seed"} <= set(meta["source"])
-    assert results.mean_table(rows).shape == (3, 2)
-    record = results.read_source_record(cfg.results_dir)  # the source net's curve, readable without torch
+    assert tables.mean_table(rows).shape == (3, 2)
+    record = records.read_source_record(cfg.results_dir)  # the source net's curve, readable without torch
     assert len(record["history"]) == record["epochs"] == meta["source"]["epochs"]
     assert record["state_sha256"] == meta["source"]["state_sha256"]
 
 
 def test_training_test_and_source_sets_are_disjoint_and_from_the_right_split(tmp_path, data_dir):
-    exp = sweep.Experiment.load(small(tmp_path, data_dir, sizes=[1, 4]))
+    exp = experiment.Experiment.load(small(tmp_path, data_dir, sizes=[1, 4]))
     assert not set(exp.split.source) & set(exp.split.target)
     source = exp.source_set()
     assert set(exp.data.train.labels[source.index]) == set(exp.split.source)
@@ -230,7 +236,7 @@ def test_same_seed_and_config_give_the_same_numbers(tmp_path, data_dir):
 def test_a_rerun_reuses_the_source_net_and_the_finished_runs(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir)
     first = ktlib.run(cfg, progress=False)
-    csv, source = (Path(cfg.results_dir) / f for f in (results.RESULTS_FILE, results.SOURCE_FILE))
+    csv, source = (Path(cfg.results_dir) / f for f in (records.RESULTS_FILE, records.SOURCE_FILE))
     stamps = csv.stat().st_mtime_ns, source.stat().st_mtime_ns
     again = ktlib.run(cfg, progress=False)
     assert (csv.stat().st_mtime_ns, source.stat().st_mtime_ns) == stamps  # nothing was redone
@@ -259,7 +265,7 @@ def test_a_refused_config_changes_nothing_in_the_directory(tmp_path, data_dir, k
     with pytest.raises(RuntimeError, match=r"seed \(0 there, 1 now\)|trained under another configuration"):
         ktlib.run(small(tmp_path, data_dir, sizes=[1], seed=1), progress=False)
     with pytest.raises(RuntimeError, match=r"seed \(0 there, 1 now\)|trained under another configuration"):
-        sweep.prepare(small(tmp_path, data_dir, sizes=[1], seed=1), progress=False)  # the source notebook's call
+        sweep.train_or_load_source(small(tmp_path, data_dir, sizes=[1], seed=1), progress=False)  # the source notebook's call
     assert fingerprint(where) == before
 
 
@@ -267,13 +273,13 @@ def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
     where = Path(cfg.results_dir)
-    (where / results.SOURCE_FILE).unlink()
-    record = json.loads((where / results.SOURCE_RECORD).read_text())
+    (where / records.SOURCE_FILE).unlink()
+    record = json.loads((where / records.SOURCE_RECORD).read_text())
     record["state_sha256"] = "0" * 64  # as if another machine had trained it
-    (where / results.SOURCE_RECORD).write_text(json.dumps(record))
+    (where / records.SOURCE_RECORD).write_text(json.dumps(record))
     before = fingerprint(where)
     with pytest.raises(RuntimeError, match="is not the one .*source.json was made with.*nothing was written"):
-        sweep.prepare(cfg, progress=False)
+        sweep.train_or_load_source(cfg, progress=False)
     assert fingerprint(where) == before
 
 
@@ -281,35 +287,35 @@ def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data
 def test_a_source_record_that_is_not_one_is_one_error_naming_it_and_nothing_changes(tmp_path, smoke_data, content):
     where = tmp_path / "results"
     assert run(ktlib_cli(*dry_run(smoke_data, where))).returncode == 0
-    (where / results.SOURCE_RECORD).write_text(content)
+    (where / records.SOURCE_RECORD).write_text(content)
     before = fingerprint(where)
     out = run(ktlib_cli(*dry_run(smoke_data, where)))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert f"{where / results.SOURCE_RECORD} is not a source net's record" in out.stderr
+    assert f"{where / records.SOURCE_RECORD} is not a source net's record" in out.stderr
     assert fingerprint(where) == before
 
 
 def test_a_results_file_whose_last_row_was_cut_is_detected_and_the_run_redone(tmp_path, data_dir, capfd):
     cfg = small(tmp_path, data_dir)
     whole = ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / results.RESULTS_FILE
+    path = Path(cfg.results_dir) / records.RESULTS_FILE
     text = path.read_text()
     path.write_text(text[:text.rstrip("\n").rindex(",")])  # cut inside the last row, as a failing copy would
-    with pytest.raises(results.ResultsError, match="its last row was cut short"):
+    with pytest.raises(records.ResultsError, match="its last row was cut short"):
         ktlib.read_results(path)
     again = ktlib.run(cfg, progress=False)
     assert "its last row was cut short; that run is done again" in capfd.readouterr().err
-    assert again[NUMBERS].equals(whole[NUMBERS]) and not again.drop(columns=list(results.OPTIONAL)).isna().any().any()
+    assert again[NUMBERS].equals(whole[NUMBERS]) and not again.drop(columns=list(records.OPTIONAL)).isna().any().any()
 
 
 def test_a_damaged_row_inside_a_results_file_is_an_error_naming_the_line(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / results.RESULTS_FILE
+    path = Path(cfg.results_dir) / records.RESULTS_FILE
     lines = path.read_text().splitlines(keepends=True)
     lines[3] = lines[3].split(",", 3)[0] + "\n"
     path.write_text("".join(lines))
-    with pytest.raises(results.ResultsError, match=r"sweep.csv:4: a row with missing values"):
+    with pytest.raises(records.ResultsError, match=r"sweep.csv:4: a row with missing values"):
         ktlib.run(cfg, progress=False)
 
 
@@ -355,13 +361,13 @@ def test_the_cli_refuses_bad_values_before_any_work(tmp_path, smoke_data, option
 # second before each group of runs, so that the signal lands mid-sweep however fast or busy the machine is.
 CHILD = """
 import json, signal, sys, time, ktlib
-from ktlib import runs
+from ktlib import executors
 signal.signal(signal.SIGINT, signal.default_int_handler)
-train_group = runs.train_group
+train_group = executors.train_group
 def slow_group(*args, **kwargs):
     time.sleep(1.0)
     return train_group(*args, **kwargs)
-runs.train_group = slow_group
+executors.train_group = slow_group
 ktlib.run(ktlib.Config.for_profile("smoke", **json.loads(sys.argv[1])), progress=False)
 """
 
@@ -372,8 +378,8 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, data_dir, si
     """Kill a real sweep process part-way (on a cluster: the client, the files' one writer), check the file
     it left, finish it, compare with an unbroken run in this process."""
     cfg = small(tmp_path, data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3], max_epochs=60, cluster=where)
-    args = {k: v for k, v in cfg.__dict__.items() if k != "profile"}
-    csv = Path(cfg.results_dir) / results.RESULTS_FILE
+    args = {k: v for k, v in asdict(cfg).items() if k != "profile"}
+    csv = Path(cfg.results_dir) / records.RESULTS_FILE
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (csv.exists() and len(ktlib.read_results(csv)[1]) >= 3):
@@ -414,7 +420,7 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
                           str(real_dir), "--results-dir", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "2 runs in" in out.stdout and "mean test accuracy" in out.stdout
-    assert len(ktlib.read_results(tmp_path / results.RESULTS_FILE)[1]) == 2
+    assert len(ktlib.read_results(tmp_path / records.RESULTS_FILE)[1]) == 2
 
 
 def as_the_records_data(monkeypatch, data_dir):
@@ -431,7 +437,7 @@ def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(t
     (tmp_path / "checkout").mkdir()
     monkeypatch.chdir(tmp_path / "checkout")
     assert cli.main(["publish", cfg.results_dir]) == 0
-    for name in (results.RESULTS_FILE, results.SOURCE_RECORD, results.SOURCE_FILE, results.PREDICTIONS_FILE):
+    for name in (records.RESULTS_FILE, records.SOURCE_RECORD, records.SOURCE_FILE, records.PREDICTIONS_FILE):
         published = tmp_path / "checkout" / "results" / record / name
         assert published.read_bytes() == (Path(cfg.results_dir) / name).read_bytes()
 
@@ -439,17 +445,17 @@ def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(t
 def test_a_build_on_other_data_publishes_to_a_record_of_its_own_and_leaves_the_subsets_alone(tmp_path, data_dir,
                                                                                               monkeypatch):
     monkeypatch.chdir(tmp_path)
-    subsets = results.record_path("smoke", root=tmp_path)
+    subsets = records.record_path("smoke", root=tmp_path)
     subsets.parent.mkdir(parents=True)
     subsets.write_text("the record of the subset")
     cfg = small(tmp_path, data_dir, sizes=[1])
     rows = ktlib.run(cfg, progress=False)
     assert cli.main(["publish", cfg.results_dir]) == 0
-    tag = results.data_tag(D.checksums(data_dir))
+    tag = records.data_tag(D.checksums(data_dir))
     assert tag.startswith("data-") and subsets.read_text() == "the record of the subset"
-    published = tmp_path / "results" / f"smoke-{tag}" / results.RESULTS_FILE
-    assert published.read_bytes() == (Path(cfg.results_dir) / results.RESULTS_FILE).read_bytes()
-    assert cli.compare(cfg.results_dir).loc[results.RESULTS_FILE, "equal"] == len(rows)
+    published = tmp_path / "results" / f"smoke-{tag}" / records.RESULTS_FILE
+    assert published.read_bytes() == (Path(cfg.results_dir) / records.RESULTS_FILE).read_bytes()
+    assert cli.compare(cfg.results_dir).loc[records.RESULTS_FILE, "equal"] == len(rows)
 
 
 def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_path, data_dir, monkeypatch):
@@ -457,14 +463,14 @@ def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_
     monkeypatch.chdir(tmp_path)
     cfg = small(tmp_path, data_dir, sizes=[1])
     rows = ktlib.run(cfg, progress=False)
-    assert cli.compare(cfg.results_dir).loc[results.RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
-    record = cli.publish(cfg.results_dir)[0] / results.RESULTS_FILE
-    meta, theirs = results.read_results(record)
+    assert cli.compare(cfg.results_dir).loc[records.RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
+    record = cli.publish(cfg.results_dir)[0] / records.RESULTS_FILE
+    meta, theirs = records.read_results(record)
     theirs.loc[0, "test_accuracy"] += claims.TOLERANCE / 2
     theirs.loc[1, "test_accuracy"] += 2 * claims.TOLERANCE
-    results.write_results(record, meta, theirs.drop(index=2))
+    records.write_results(record, meta, theirs.drop(index=2))
     table = cli.compare(cfg.results_dir)
-    assert table.loc[results.RESULTS_FILE].to_dict() == {
+    assert table.loc[records.RESULTS_FILE].to_dict() == {
         "runs": len(rows), "equal": len(rows) - 3, "within tolerance": 1, "different": 1, "unmatched": 1}
     assert table.attrs["record"] == str(record.parent)
 
@@ -476,16 +482,16 @@ def test_publish_refuses_a_build_with_fewer_runs_than_its_grid_or_the_record_unl
     rows = ktlib.run(cfg, progress=False)
     record, _ = cli.publish(cfg.results_dir)
     saved = fingerprint(record)
-    path = Path(cfg.results_dir) / results.RESULTS_FILE
-    meta, _ = results.read_results(path)
-    results.write_results(path, meta, rows.iloc[:2])  # as if stopped after two runs
+    path = Path(cfg.results_dir) / records.RESULTS_FILE
+    meta, _ = records.read_results(path)
+    records.write_results(path, meta, rows.iloc[:2])  # as if stopped after two runs
     assert cli.main(["publish", cfg.results_dir]) == 2
     err = capsys.readouterr().err
     assert f"sweep.csv holds 2 of its grid's {len(rows)} runs; sweep.csv holds 2 runs, the record {len(rows)}" in err
     assert "--partial" in err and fingerprint(record) == saved
     assert cli.main(["publish", cfg.results_dir, "--partial"]) == 0
     assert "note: sweep.csv holds 2 of its grid's" in capsys.readouterr().out
-    assert len(results.read_results(record / results.RESULTS_FILE)[1]) == 2
+    assert len(records.read_results(record / records.RESULTS_FILE)[1]) == 2
 
 
 def test_publish_says_when_the_build_is_older_than_the_record_it_replaces(tmp_path, data_dir, monkeypatch, capsys):
@@ -498,12 +504,12 @@ def test_publish_says_when_the_build_is_older_than_the_record_it_replaces(tmp_pa
     monkeypatch.chdir(tmp_path)
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / results.RESULTS_FILE
-    meta, rows = results.read_results(path)
-    results.write_results(path, {**meta, "git_commit": commits[1]}, rows)
+    path = Path(cfg.results_dir) / records.RESULTS_FILE
+    meta, rows = records.read_results(path)
+    records.write_results(path, {**meta, "git_commit": commits[1]}, rows)
     record, notes = cli.publish(cfg.results_dir)
     assert notes == []
-    results.write_results(path, {**meta, "git_commit": commits[0]}, rows)
+    records.write_results(path, {**meta, "git_commit": commits[0]}, rows)
     assert cli.main(["publish", cfg.results_dir]) == 0
     assert f"note: this build was made at {commits[0][:12]}, before the record it replaced" in capsys.readouterr().out
 
@@ -519,7 +525,8 @@ def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypat
     built = sorted(p.relative_to(cfg.results_dir) for p in Path(cfg.results_dir).rglob("*")
                    if p.suffix in (".csv", ".json", ".npz", ".pt") and not p.name.startswith("."))
     published = sorted(p.relative_to(record) for p in record.rglob("*") if p.is_file())
-    assert built == published and Path("study/one-of-n/split-0/predictions.npz") in published
+    one_of_n = records.sweep_dir(records.study_root(cfg.results_dir), "one-of-n", 0) / records.PREDICTIONS_FILE
+    assert built == published and one_of_n.relative_to(cfg.results_dir) in published
 
 
 def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, smoke_data, monkeypatch):
@@ -530,13 +537,12 @@ def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, 
     assert cli.main(["publish", cfg.results_dir]) == 0
     assert cli.main(["seed", "second", "--profile", "smoke", "--data-dir", str(smoke_data)]) == 0
     again = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "second"))
-    for trainer in ("train", "train_by_engine"):  # however the profile trains its source net
-        monkeypatch.setattr(sweep, trainer, lambda *a, **k: pytest.fail("the source net was trained again"))
-    monkeypatch.setattr(runs, "train_group", lambda *a, **k: pytest.fail("a target net was trained again"))
-    monkeypatch.setattr(runs, "plain", lambda *a, **k: pytest.fail("a target net was trained again"))
+    monkeypatch.setattr(sweep, "train_source", lambda *a, **k: pytest.fail("the source net was trained again"))
+    monkeypatch.setattr(executors, "train_group", lambda *a, **k: pytest.fail("a target net was trained again"))
+    monkeypatch.setattr(executors, "plain", lambda *a, **k: pytest.fail("a target net was trained again"))
     rows = ktlib.run(again, progress=False)
-    first = ktlib.read_results(tmp_path / "first" / results.RESULTS_FILE)[1]
-    key = list(results.KEY)
+    first = ktlib.read_results(tmp_path / "first" / records.RESULTS_FILE)[1]
+    key = list(records.KEY)
     assert rows.sort_values(key).test_accuracy.tolist() == first.sort_values(key).test_accuracy.tolist()
     assert "already holds results" in cli.seed("second", "smoke", "native", data_dir=str(smoke_data))
 
@@ -560,10 +566,10 @@ def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(
     cfg = small(tmp_path, data_dir, recipes=list(RECIPES), sizes=[1])
     rows = ktlib.run(cfg, progress=False)
     assert set(rows.recipe) == set(RECIPES) and len(rows) == 2 * (1 + 2 * len(RECIPES))
-    keys, predicted, labels = results.read_predictions(cfg.results_dir)
+    keys, predicted, labels = records.read_predictions(cfg.results_dir)
     assert predicted.shape == (len(rows), 20 * cfg.test_per_class) and predicted.dtype == np.uint8
     accuracy = pd.DataFrame({**keys, "from_predictions": (predicted == labels).mean(1)})
-    both = rows.merge(accuracy, on=results.KEY)
+    both = rows.merge(accuracy, on=records.KEY)
     assert len(both) == len(rows)
     assert np.allclose(both.test_accuracy, both.from_predictions, atol=1e-6)
 
@@ -586,16 +592,16 @@ def test_only_runs_that_train_copied_layers_measure_the_source_task(tmp_path, da
 
 
 def test_copied_layers_that_have_not_trained_yet_forget_nothing_of_the_source_task(tmp_path, data_dir):
-    exp, source, info = sweep.prepare(small(tmp_path, data_dir, recipes=[TUNED]), progress=False)
+    exp, source, info = sweep.train_or_load_source(small(tmp_path, data_dir, recipes=[TUNED]), progress=False)
     task = exp.task(source)
     for n in (1, 5):
         untrained = transfer(source, n, seed=3, recipe=TUNED)
-        assert task.source_task_accuracy(untrained, results.RunKey(n, 1, 0, TUNED)) == info["held_out_accuracy"]
-    assert np.isnan(task.source_task_accuracy(transfer(source, 5, seed=3), results.RunKey(5, 1, 0, "frozen")))
+        assert task.source_task_accuracy(untrained, records.RunKey(n, 1, 0, TUNED)) == info["held_out_accuracy"]
+    assert np.isnan(task.source_task_accuracy(transfer(source, 5, seed=3), records.RunKey(5, 1, 0, "frozen")))
 
 
 def test_the_engine_trains_the_source_net_as_the_plain_loop_does(tmp_path, data_dir):
-    infos = [sweep.prepare(small(tmp_path / how, data_dir, source_training=how, source_max_epochs=3),
+    infos = [sweep.train_or_load_source(small(tmp_path / how, data_dir, source_training=how, source_max_epochs=3),
                            progress=False)[2] for how in ("plain", "engine")]
     plain, fast = ([h["train_loss"] for h in info["history"]] for info in infos)
     assert fast == pytest.approx(plain, rel=1e-5)
@@ -608,19 +614,19 @@ def test_a_study_runs_every_split_recipe_and_variant_and_resumes_without_retrain
     plan = study.Study.of(cfg)
     rows = plan.run(progress=False)
     assert rows.groupby("variant").split.nunique().to_dict() == {"baseline": 2, **{p: 1 for p in study.PARTS[1:]}}
-    assert set(rows[rows.variant == "baseline"].recipe) == set(study.CORE)
+    assert set(rows[rows.variant == "baseline"].recipe) == set(CORE)
     probes = rows[rows.variant == "probes"]
-    assert set(probes.recipe) == set(study.PROBES) and (probes.n > 0).all()  # their n=0 runs: the baseline's
+    assert set(probes.recipe) == set(PROBES) and (probes.n > 0).all()  # their n=0 runs: the baseline's
     assert set(study.with_probes(rows, plan.variant_splits).recipe) == set(RECIPES)
     assert set(rows[rows.variant.isin(study.VARIANTS)].recipe) == {BASELINE}
-    readouts = study.readouts(plan.root)
+    readouts = plan.readouts()
     assert set(readouts.readout) == {"nearest-mean", "nearest-neighbour"}
     frozen_kinds = {r for r in RECIPES if not RECIPES[r].trains}  # the recipes whose features stay as copied
-    assert set(readouts[readouts.variant == "baseline"].recipe) == frozen_kinds & set(study.CORE)
+    assert set(readouts[readouts.variant == "baseline"].recipe) == frozen_kinds & set(CORE)
     assert set(study.with_probes(readouts, plan.variant_splits).recipe) == frozen_kinds
     budget = rows[rows.variant == "budget"]
     assert (budget.epochs == study.BUDGET_EPOCHS).all() and (budget.stopped_by == "cap").all()
-    nets = study.sources(plan.root)
+    nets = plan.sources()
     assert nets.groupby("variant").source.nunique()["baseline"] == 2  # each split its own classes and net
     again = plan.run(progress=False)
     assert again.equals(rows)  # nothing was trained again: even the seconds are those saved
@@ -642,7 +648,7 @@ def test_frozen_c1_to_c5_beats_no_transfer_with_one_sample_per_class(real_dir, t
     """End to end on real EMNIST: the paper's source net, then n in {0, 5} at k = 1, one trial."""
     cfg = ktlib.Config(data_dir=str(real_dir), results_dir=str(tmp_path), levels=[0, 5], sizes=[1], trials=1)
     rows = ktlib.run(cfg, progress=False).set_index("n")
-    meta, _ = ktlib.read_results(tmp_path / results.RESULTS_FILE)
+    meta, _ = ktlib.read_results(tmp_path / records.RESULTS_FILE)
     assert meta["source"]["reached_target"] and meta["source"]["train_accuracy"] >= cfg.source_accuracy
     assert (rows["train_accuracy"] == 1.0).all()  # both trained to fit their 20 images
     assert rows.loc[5, "test_accuracy"] > rows.loc[0, "test_accuracy"] + 0.05
@@ -653,5 +659,5 @@ def test_a_smaller_study_in_a_directory_that_holds_more_splits_returns_only_its_
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path))
     study.Study.of(cfg, splits=2).run(progress=False)
     rows = study.Study.of(cfg, splits=1).run(progress=False)
-    on_disk = study.read(tmp_path / study.STUDY_DIR)
+    on_disk = records.study_runs(records.study_root(tmp_path))
     assert set(rows.split) == {0} and set(on_disk[on_disk.variant == "baseline"].split) == {0, 1}

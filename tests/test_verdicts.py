@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ktlib import errors, intervals, verdicts
+from ktlib import confusions, intervals, verdicts
 from ktlib.claims import FAILS, HOLDS, NOT_MEASURED, PARTLY, UNDECIDED
 
 
@@ -70,7 +70,7 @@ def test_a_class_hard_in_every_split_widens_the_crossed_interval():
     hard = {c: rng.normal(0, 0.05) for c in "ABCDEFGHIJKL"}  # each class's own effect, shared by every split
     differences = {s: pd.Series({c: 0.1 + hard[c] + rng.normal(0, 0.005) for c in cs})
                    for s, cs in enumerate(["ABCDEF", "CDEFGH", "EFGHIJ", "GHIJKL", "ABIJKL", "ACEGIK"])}
-    table = errors.crossed_intervals(differences, 2000, 0)
+    table = confusions.crossed_intervals(differences, 2000, 0)
     assert table.loc["splits", "estimate"] == table.loc["splits and classes", "estimate"]
     assert table.loc["splits and classes", "width"] > 1.5 * table.loc["splits", "width"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .intervals import curve
+from .tables import recipe_runs
 
 
 def runs_of(keys: pd.DataFrame, predictions: np.ndarray, recipe: str, n: int, k: int) -> np.ndarray:
     """The predictions (runs, images) of every trial of one recipe, n and k."""
-    chosen = curve(keys, recipe)
+    chosen = recipe_runs(keys, recipe)
     chosen = chosen[(chosen.n == n) & (chosen.k == k)]
     return predictions[chosen.index.to_numpy()]
 

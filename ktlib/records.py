@@ -1,4 +1,5 @@
-"""What a results directory holds, and what it says: the sweep's rows, the source net's record, their provenance."""
+"""The results files: every path and file name of a sweep's directory and of a study, how each file is read and
+written, and whether a directory holds this experiment's runs."""
 from __future__ import annotations
 
 import hashlib
@@ -10,45 +11,24 @@ import re
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import store
-from .config import ADDED_FIELDS
 from . import data as D
-from .model import LAYERS
-from .transfer import BASELINE
+from . import store
+from .experiment import COLUMNS, KEY, Experiment, RunKey, grid
+from .model import LAYERS, Net, build
 
 RESULTS_FILE = "sweep.csv"
 PREDICTIONS_FILE = "predictions.npz"  # each run's class predictions on the test images, one byte each
 SOURCE_FILE = "source.pt"
 SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
 READOUTS_FILE = "readouts.csv"  # the training-free readouts of the grid (ktlib.readouts)
+RECORD_FILES = (RESULTS_FILE, SOURCE_RECORD, SOURCE_FILE, PREDICTIONS_FILE, READOUTS_FILE)  # what a record keeps
+STUDY_DIR = "study"  # a study's sweeps, under its profile's results directory: study/<part>/split-<s>/
 REPO = Path(__file__).resolve().parents[1]  # the checkout ktlib is installed from (pip install -e .)
-
-
-class RunKey(NamedTuple):
-    """Which run a row is: the retained levels n, the images per class k, the trial, and the transfer recipe
-    (ktlib.transfer.RECIPES; the n=0 runs, shared by all, are stored under the baseline's)."""
-    n: int
-    k: int
-    trial: int
-    recipe: str = BASELINE
-
-    @classmethod
-    def of(cls, row: dict) -> "RunKey":
-        """The key of a row (a dict with the key's fields, and others)."""
-        return cls(*(row[f] for f in cls._fields))
-
-
-KEY = list(RunKey._fields)
-# One row per run, in the order of the committed records' columns.
-COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
-           "stopped_by", "seconds", "trainable_parameters", "source_task_accuracy", "epoch_rule_epochs",
-           "epoch_rule_train_accuracy", "git_commit"]
 # One row per training-free readout of a sweep's grid (ktlib.readouts).
 READOUT_COLUMNS = ["n", "recipe", "k", "trial", "readout", "test_accuracy"]
 # Columns of words; every other column holds numbers, these whole ones.
@@ -119,8 +99,6 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
         found = re.search(r"line (\d+), saw (\d+)", str(e))
         where = f":{int(found.group(1)) + 1}: a row of {found.group(2)} fields" if found else f": {e}"
         raise ResultsError(f"{path}{where}; the file is damaged: {DAMAGED_ROW}") from None
-    if "recipe" not in rows and "n" in rows:  # written before recipes existed: the paper's recipe
-        rows.insert(int(rows.columns.get_loc("n")) + 2, "recipe", BASELINE)
     missing = [c for c in columns if c not in rows]
     if missing:
         raise ResultsError(f"{path}: no column {missing}")
@@ -236,6 +214,43 @@ def write_source_record(results_dir: str | os.PathLike, record: dict) -> None:
     store.write_bytes(Path(results_dir) / SOURCE_RECORD, json.dumps(record, indent=1).encode("utf-8"))
 
 
+def load_source(path: Path) -> dict:
+    """A saved source net's file: its key, state dict and record."""
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # torch raises several kinds for a damaged file
+        raise RuntimeError(f"{path} cannot be read ({e}); delete it to train the source net again") from None
+
+
+def saved_source(exp: Experiment) -> tuple[Net, dict] | None:
+    """The source net results_dir holds (check_directory has found it to be this configuration's), and its record
+    with the held-out accuracy left for the caller to measure; None when there is none."""
+    path = Path(exp.cfg.results_dir) / SOURCE_FILE
+    if not path.exists():
+        return None
+    saved = load_source(path)
+    net = build(0, exp.cfg.code_bits)
+    net.load_state_dict(saved["state_dict"])
+    return net, saved["info"]
+
+
+def save_source(exp: Experiment, net: Net, info: dict, written: bool) -> None:
+    """Write the source net's record, and (unless `written`: it was loaded from there) the net itself, which must be
+    the one every file of the directory was made with."""
+    where = Path(exp.cfg.results_dir)
+    if not written:
+        for record, sha in recorded_sources(where):
+            if sha != info["state_sha256"]:
+                raise RuntimeError(f"the source net trained now (sha256 {info['state_sha256'][:12]}) is not the one "
+                                   f"{record} was made with ({sha[:12]}), although the configuration is the same "
+                                   f"(another machine rounds differently?); nothing was written. Choose another "
+                                   f"results_dir.")
+        buffer = io.BytesIO()
+        torch.save({"key": exp.source_key(), "state_dict": net.state_dict(), "info": info}, buffer)
+        store.write_bytes(where / SOURCE_FILE, buffer.getvalue())  # in memory first: torch.save hides a full disk's error
+    write_source_record(where, {"key": exp.source_key(), "source_config": exp.source_config(), **info})
+
+
 def recorded_sources(results_dir: str | os.PathLike) -> list[tuple[Path, str]]:
     """Each file in results_dir that names the source net its contents were made with, and that net's sha256."""
     where, out = Path(results_dir), []
@@ -269,45 +284,140 @@ def experiment_differences(theirs: dict, mine: dict, ignore: tuple[str, ...] = (
     """What makes two results files' headers different experiments; `ignore`: config fields allowed to differ."""
     def part(meta: dict) -> dict:
         out = {key: meta.get(key) for key in EXPERIMENT}
-        config = {**ADDED_FIELDS, **(out["config"] or {})}  # a header older than a field has its default
-        out["config"] = {k: v for k, v in config.items() if k not in ignore}
+        out["config"] = {k: v for k, v in (out["config"] or {}).items() if k not in ignore}
         return out
     return differences(part(theirs), part(mine))
 
 
-# ---------------------------------------------------------------- tables, labels and provenance
+def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
+    """Refuse a results directory that holds another experiment's files, naming the fields that differ.
 
-def mean_table(rows: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
-    """Mean over trials: one row per n, one column per k."""
-    return rows.pivot_table(index="n", columns="k", values=value, aggfunc="mean")
+    Reads only: a refused run leaves the directory as it was. Returns the results file's (metadata, rows,
+    whether its last row was cut short), or None when there is none yet."""
+    where, images = Path(exp.cfg.results_dir), exp.cfg.n_classes * exp.cfg.test_per_class
+    mine, planned, source_config, source_key = exp.record(), set(grid(exp.cfg)), exp.source_config(), exp.source_key()
+    found = None
+    path = where / RESULTS_FILE
+    if path.exists():
+        found = parse_results(path)
+        diff = experiment_differences(found[0], mine)
+        if diff:
+            raise RuntimeError(f"{path} holds runs of another experiment: {'; '.join(diff)}. "
+                               f"Choose another results_dir, or delete it.")
+        found_keys = run_keys(found[1])
+        outside = pd.Series([key not in planned for key in found_keys], dtype=bool)
+        if outside.any():
+            raise ResultsError(f"{path}:{row_line(outside)}: a run outside this configuration's grid "
+                               f"({found_keys[int(outside.idxmax())]}); the file is damaged: {DAMAGED_ROW}")
+    if (where / PREDICTIONS_FILE).exists():
+        read_predictions(where, images)
+    if (where / READOUTS_FILE).exists():
+        diff = experiment_differences(read_readouts(where)[0], mine)
+        if diff:
+            raise RuntimeError(f"{where / READOUTS_FILE} holds readouts of another experiment: {'; '.join(diff)}. "
+                               f"Choose another results_dir, or delete it.")
+    record = where / SOURCE_RECORD
+    if record.exists():
+        diff = differences(read_source_record(where).get("source_config") or {}, source_config)
+        if diff:
+            raise RuntimeError(f"{record} is the record of a source net trained under another configuration: "
+                               f"{'; '.join(diff)}. Choose another results_dir, or delete it.")
+    net = where / SOURCE_FILE
+    if net.exists() and load_source(net).get("key") != source_key:
+        raise RuntimeError(f"{net} was trained under another configuration or data; "
+                           f"choose another results_dir, or delete it")
+    return found
 
 
-def retained(n: int) -> str:
-    """Which layers n retained levels are: 'none', 'C1', 'C1-S2', ..."""
-    return "none" if n == 0 else f"{LAYERS[0]}-{LAYERS[n - 1]}" if n > 1 else LAYERS[0]
+# ---------------------------------------------------------------- a study's sweeps
+
+def study_root(results_dir: str | os.PathLike) -> Path:
+    """Where a profile's study keeps its sweeps, in the results directory of its paper sweep."""
+    return Path(results_dir) / STUDY_DIR
 
 
-def training_hours(rows: pd.DataFrame, engine: str) -> float:
-    """The runs' training time on one core, in hours, as they recorded it when they were computed: the engine
-    trains each group of trials side by side on one thread (ktlib.runs.groups), so a group takes its last run's
-    time; the plain path trains one run at a time."""
-    if engine == "plain":
-        return float(rows.seconds.sum()) / 3600
-    group = [c for c in ("variant", "split", "recipe", "n", "k") if c in rows]
-    return float(rows.groupby(group).seconds.max().sum()) / 3600
+def sweep_dir(root: str | os.PathLike, part: str, split: int) -> Path:
+    """The directory of one sweep of a study: <root>/<part>/split-<split>."""
+    return Path(root) / part / f"split-{split}"
 
 
-def provenance(rows: pd.DataFrame, commit: str | None = None) -> str:
-    """Which of the runs this build computed (they carry its commit) and which it read from the committed record
-    (they carry the commit they were computed at), in a sentence."""
-    commit = commit or git_commit()
-    now = int((rows.git_commit == commit).sum())
-    if now == len(rows):
-        return f"all {len(rows):,} runs were computed in this build"
-    if now == 0:
-        return f"all {len(rows):,} runs were read from the committed record"
-    return f"{now:,} of the {len(rows):,} runs were computed in this build, the others read from the committed record"
+def study_sweeps(root: str | os.PathLike, parts: list[str] = ()) -> list[tuple[str, int, Path]]:
+    """(part, split, directory) of every finished-or-started sweep under a study's root, in the order of `parts`
+    (others after them), then by split."""
+    out = []
+    for path in sorted(Path(root).glob(f"*/split-*/{RESULTS_FILE}")):
+        out.append((path.parent.parent.name, int(path.parent.name.split("-")[1]), path.parent))
+    order = list(parts)
+    return sorted(out, key=lambda v: (order.index(v[0]) if v[0] in order else len(order), v[1]))
 
+
+def study_runs(root: str | os.PathLike, parts: list[str] = ()) -> pd.DataFrame:
+    """Every run of a study, tidy: one row per run, with its part (`variant`) and split."""
+    frames = [read_results(where / RESULTS_FILE)[1].assign(variant=part, split=split)
+              for part, split, where in study_sweeps(root, parts)]
+    if not frames:
+        raise FileNotFoundError(f"{root} holds no study results")
+    return pd.concat(frames, ignore_index=True)
+
+
+def study_readouts(root: str | os.PathLike, parts: list[str] = ()) -> pd.DataFrame:
+    """Every training-free readout of a study, tidy, with its part (`variant`) and split."""
+    frames = [read_readouts(where)[1].assign(variant=part, split=split)
+              for part, split, where in study_sweeps(root, parts) if (where / READOUTS_FILE).exists()]
+    if not frames:
+        raise FileNotFoundError(f"{root} holds no readouts")
+    return pd.concat(frames, ignore_index=True)
+
+
+def study_spreads(root: str | os.PathLike, parts: list[str]) -> pd.DataFrame:
+    """How much each level's output varies from image to image (ktlib.readouts.spread), per split and recipe, in
+    the sweeps of these parts."""
+    out = []
+    for part, split, where in study_sweeps(root, parts):
+        if part in parts and (where / READOUTS_FILE).exists():
+            for recipe, values in read_readouts(where)[0]["spread"].items():
+                out += [{"split": split, "recipe": recipe, "n": n, "level": "pixels" if n == 0 else LAYERS[n - 1],
+                         "spread": value} for n, value in enumerate(values)]
+    return pd.DataFrame(out).drop_duplicates(["split", "recipe", "n"], ignore_index=True)
+
+
+def study_sources(root: str | os.PathLike, parts: list[str] = ()) -> pd.DataFrame:
+    """Each sweep's source net: classes, epochs, training and held-out accuracy."""
+    out = []
+    for part, split, where in study_sweeps(root, parts):
+        r = read_source_record(where)
+        meta, _ = read_results(where / RESULTS_FILE)
+        out.append({"variant": part, "split": split, "source": r["classes"], "target": meta["target_classes"],
+                    "epochs": r["epochs"], "train_accuracy": r["train_accuracy"],
+                    "held_out_accuracy": r["held_out_accuracy"], "state_sha256": r["state_sha256"]})
+    return pd.DataFrame(out)
+
+
+def study_predictions(root: str | os.PathLike, part: str) -> dict[int, tuple[pd.DataFrame, object, object, str]]:
+    """Per split of a part: (keys, predictions, labels, target classes) of its runs' test predictions."""
+    out = {}
+    for p, split, where in study_sweeps(root, [part]):
+        if p == part and (where / PREDICTIONS_FILE).exists():
+            meta, _ = read_results(where / RESULTS_FILE)
+            out[split] = (*read_predictions(where), meta["target_classes"])
+    return out
+
+
+def study_provenance(root: str | os.PathLike, parts: list[str] = ()) -> pd.DataFrame:
+    """Per sweep of a study: the commit, split, classes, protocol, source net and versions that made it."""
+    out = {}
+    for part, split, where in study_sweeps(root, parts):
+        meta, _ = read_results(where / RESULTS_FILE)
+        out[str(where.relative_to(root))] = {
+            "git commit": meta["git_commit"], "split": meta["config"]["split"],
+            "source classes": meta["source_classes"], "target classes": meta["target_classes"],
+            "code scheme": meta["config"]["code_scheme"], "stopping": meta["config"]["stopping"],
+            "source net sha256": meta["source"]["state_sha256"][:16] + "...",
+            "torch": meta["versions"]["torch"], "engine": meta["config"]["engine"]}
+    return pd.DataFrame(out).T
+
+
+# ---------------------------------------------------------------- provenance
 
 def git_commit() -> str:
     """HEAD of the checkout ktlib runs from, marked -dirty when the code that makes the numbers differs from it.

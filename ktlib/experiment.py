@@ -1,0 +1,205 @@
+"""What a configuration fixes before anything trains: the class split, the seeds, the image sets, the codes, the grid
+of runs, and the row each run leaves."""
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+from . import data as D
+from .config import Config, Purpose, derive_seed
+from .model import LAYERS, Net, target_codes, trainable_parameters
+from .recipes import BASELINE, RECIPES, first_trained
+from .train import Converged, Epoch, Never, evaluate
+from .transfer import copy_source
+
+
+class RunKey(NamedTuple):
+    """Which run a row is: the retained levels n, the images per class k, the trial, and the transfer recipe
+    (ktlib.recipes; the n=0 runs, shared by all, are stored under the baseline's)."""
+    n: int
+    k: int
+    trial: int
+    recipe: str = BASELINE
+
+    @classmethod
+    def of(cls, row: dict) -> "RunKey":
+        """The key of a row (a dict with the key's fields, and others)."""
+        return cls(*(row[f] for f in cls._fields))
+
+
+KEY = list(RunKey._fields)
+# A run's row, in the order of the results file's columns; `row` fills them, all but the commit (ktlib.sweep's).
+COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
+           "stopped_by", "seconds", "trainable_parameters", "source_task_accuracy", "epoch_rule_epochs",
+           "epoch_rule_train_accuracy", "git_commit"]
+
+
+def grid(cfg: Config) -> list[RunKey]:
+    """Every run of the configuration's grid, n and recipe varying fastest (so a trial's set is drawn once in
+    a row); the n=0 run, which copies nothing, once per trial, under the baseline recipe."""
+    return [RunKey(n, k, t, r) for k in cfg.sizes for t in range(cfg.trials) for n in cfg.levels
+            for r in (cfg.recipes if n > 0 else [BASELINE])]
+
+
+def retained(n: int) -> str:
+    """Which layers n retained levels are: 'none', 'C1', 'C1-S2', ..."""
+    return "none" if n == 0 else f"{LAYERS[0]}-{LAYERS[n - 1]}" if n > 1 else LAYERS[0]
+
+
+def source_trainer(cfg: Config) -> str:
+    """What trains the source net: "plain" (train.train), or the engine's kernels, "native" or "batched"."""
+    return cfg.engine if cfg.source_training == "engine" and cfg.engine != "plain" else "plain"
+
+
+@dataclass
+class Experiment:
+    """Data and class split fixed by a config: everything the runs share."""
+    cfg: Config
+    data: D.Emnist
+    split: D.ClassSplit
+    checksums: dict
+
+    @classmethod
+    def load(cls, cfg: Config) -> "Experiment":
+        """The data at cfg.data_dir (read once per process) and the config's class split."""
+        data, checksums = D.opened(cfg.data_dir)
+        split = D.split_classes(data, derive_seed(cfg.split_seed(), Purpose.SPLIT), cfg.n_classes,
+                                cfg.source_per_class, max(cfg.sizes), cfg.test_per_class, cfg.source_chars,
+                                cfg.target_chars)
+        return cls(cfg, data, split, checksums)
+
+    def chars(self, role: str) -> str:
+        return "".join(self.data.mapping[c] for c in getattr(self.split, role))
+
+    def codes(self, role: str) -> torch.Tensor:
+        purpose = Purpose.SOURCE_CODES if role == "source" else Purpose.TARGET_CODES
+        return target_codes(self.cfg.n_classes, self.cfg.code_bits, self.seed(purpose), self.cfg.code_scheme)
+
+    def seed(self, purpose: Purpose, *keys: int) -> int:
+        """The seed of one purpose in this class split."""
+        return derive_seed(self.cfg.split_seed(), purpose, *keys)
+
+    def source_set(self) -> D.Subset:
+        return D.draw(self.data.train, self.split.source, self.cfg.source_per_class, self.seed(Purpose.SOURCE_DATA))
+
+    def source_test_set(self) -> D.Subset:
+        """Held-out images of the source classes, from the test file (as many as test_per_class, or all a
+        class has when fewer)."""
+        per_class = min([self.cfg.test_per_class] + [self.data.counts("test")[c] for c in self.split.source])
+        return D.draw(self.data.test, self.split.source, per_class, self.seed(Purpose.SOURCE_TEST))
+
+    def test_set(self) -> D.Subset:
+        return D.draw(self.data.test, self.split.target, self.cfg.test_per_class, self.seed(Purpose.TEST_DATA))
+
+    def trial_set(self, k: int, trial: int) -> tuple[D.Subset, int]:
+        """The k-per-class training set of one trial and that trial's seed (shared by every n and recipe)."""
+        seed = self.seed(Purpose.TRIAL, k, trial)
+        return D.draw(self.data.train, self.split.target, k, seed), seed
+
+    def copies(self, source: Net) -> dict[str, Net]:
+        """The nets this configuration's recipes copy from: the trained source net, and the controls drawn
+        from it and this split's seeds (the random ones all from one draw, so they differ only in scale)."""
+        kinds = {RECIPES[r].copies for r in self.cfg.recipes} | {"trained"}
+        return {kind: copy_source(kind, source, self.seed(Purpose.SHUFFLE if kind == "shuffled"
+                                                          else Purpose.RANDOM_SOURCE)) for kind in sorted(kinds)}
+
+    def task(self, source: Net) -> "Task":
+        """What the runs of this experiment share, for an executor."""
+        test, held = self.test_set(), self.source_test_set()
+        # each (k, trial) set drawn once: every n and recipe, and every group holding it, trains on the same
+        sets = functools.lru_cache(maxsize=None)(self.trial_set)
+        return Task(self.cfg, source, sets, (torch.from_numpy(test.x), torch.from_numpy(test.y)),
+                    self.codes("target"), self.copies(source), (torch.from_numpy(held.x), torch.from_numpy(held.y)),
+                    self.codes("source"), self.checksums)
+
+    def source_config(self) -> dict:
+        """Everything that determines the source net: its fields of the config, its classes, the data."""
+        c = self.cfg
+        trainer = {} if source_trainer(c) == "plain" else {"source_trainer": source_trainer(c)}
+        return dict(seed=c.split_seed(), n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
+                    source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
+                    source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,
+                    source=self.chars("source"), checksums=self.checksums, **trainer)
+
+    def source_key(self) -> str:
+        return hashlib.sha256(json.dumps(self.source_config(), sort_keys=True).encode()).hexdigest()
+
+    def record(self) -> dict:
+        """What a results file's header says about the experiment, for the same-experiment check."""
+        return {"config": self.cfg.experiment(), "data_checksums": self.checksums,
+                "source_classes": self.chars("source"), "target_classes": self.chars("target")}
+
+
+@dataclass
+class Task:
+    """What every run of a sweep shares: the configuration, the source net, the data, the codes."""
+    cfg: Config
+    source: Net
+    trial_set: Callable[[int, int], tuple[D.Subset, int]]  # (k, trial) -> that trial's training set and seed
+    test: tuple[torch.Tensor, torch.Tensor]                # the test images and labels
+    codes: torch.Tensor                                    # the target classes' codes
+    copies: dict[str, Net]                                 # the nets the recipes copy from (recipes.COPIES)
+    source_test: tuple[torch.Tensor, torch.Tensor]         # held-out images and labels of the source classes
+    source_codes: torch.Tensor                             # the source classes' codes
+    checksums: dict                                        # the data's sha256 sums, for a worker that reads them
+
+    def copied_from(self, recipe: str) -> Net:
+        """The net whose bottom layers a run of this recipe copies."""
+        kind = RECIPES[recipe].copies
+        if kind not in self.copies:
+            raise ValueError(f"a {recipe} run needs the task's {kind!r} net")
+        return self.copies[kind]
+
+    def source_task_accuracy(self, run_net: Net, key: RunKey) -> float:
+        """The source net's held-out accuracy with its bottom n layers taken from a trained run: how much of
+        the source task a run that trains its copied layers forgets. NaN for a run whose copied layers stay
+        as they were copied."""
+        if key.n == 0 or not RECIPES[key.recipe].trains:
+            return float("nan")
+        hybrid = copy.deepcopy(self.source)
+        for name in LAYERS[:key.n]:
+            setattr(hybrid, name, getattr(run_net, name))
+        return evaluate(hybrid, *self.source_test, self.source_codes)[0]
+
+
+def stopping_rule(cfg: Config, set_size: int) -> Converged | Never:
+    """The configured rule for a training set of this many images: its patience and its minimum, counted in
+    optimiser steps, become epochs of this set."""
+    if cfg.stopping == "budget":
+        return Never()
+    steps = math.ceil(set_size / cfg.batch_size)  # per epoch
+    patience = cfg.patience if cfg.patience_unit == "epochs" else math.ceil(cfg.patience / steps)
+    return Converged(patience, cfg.min_improvement, cfg.loss_floor, math.ceil(cfg.min_steps / steps))
+
+
+def epoch_rule(cfg: Config, history: list[Epoch]) -> tuple[float, float]:
+    """Where the first record's rule (the configured patience in epochs, with no minimum) would have stopped this
+    run, replayed on its own history: (that epoch, the training accuracy then); NaNs when it would not have stopped
+    it by its last epoch, or the run does not train to convergence."""
+    if cfg.stopping != "converged" or cfg.patience_unit != "epochs":
+        return float("nan"), float("nan")
+    rule = Converged(cfg.patience, cfg.min_improvement, cfg.loss_floor)
+    for end in range(1, len(history) + 1):
+        if rule(history[:end]):
+            return end, history[end - 1].train_accuracy
+    return float("nan"), float("nan")
+
+
+def row(key: RunKey, seed: int, history: list[Epoch], stopped_by: str, test_accuracy: float,
+        predicted: torch.Tensor, source_task_accuracy: float, replayed: tuple[float, float]) -> dict:
+    """A finished run's row of COLUMNS (all but the commit, which the sweep adds), and its test predictions under
+    "predictions" (kept apart from the file's columns)."""
+    last = history[-1]
+    return {**key._asdict(), "retained": retained(key.n), "seed": seed, "test_accuracy": test_accuracy,
+            "train_accuracy": last.train_accuracy, "train_loss": last.train_loss, "epochs": len(history),
+            "stopped_by": stopped_by, "seconds": last.seconds,
+            "trainable_parameters": trainable_parameters(first_trained(key.recipe, key.n)),
+            "source_task_accuracy": source_task_accuracy, "epoch_rule_epochs": replayed[0],
+            "epoch_rule_train_accuracy": replayed[1], "predictions": predicted.numpy().astype("uint8")}

@@ -130,7 +130,8 @@ def run_sweeps(configs: list[Config], progress: bool = True, wait: bool = False,
         try:
             for exp in experiments:
                 held.enter_context(store.writer(exp.cfg.results_dir, wait))
-                sweep = Sweep(exp, *source_net(exp, progress), records.check_directory(exp), bar)
+                found = records.check_directory(exp)  # again: another writer may have written there meanwhile
+                sweep = Sweep(exp, *source_net(exp, progress), found, bar)
                 opened.append(sweep)
                 pool.submit(sweep.task, sweep.todo, sweep.save)
                 sweep.read_out()  # here, while a cluster trains

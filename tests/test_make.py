@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from ktlib import data as D
-from ktlib import results
+from ktlib import records
 from conftest import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,11 +86,11 @@ def test_make_book_and_reproduce_find_the_data_and_leave_the_checkout_as_it_was(
     assert (repo / "_build/html/index.html").exists()
     executed_with(repo, "smoke")
     runs_dir = {"book": "_build/results", "reproduce": "_build/reproduce"}[target]
-    meta, rows = results.read_results(repo / runs_dir / "smoke-native" / results.RESULTS_FILE)
+    meta, rows = records.read_results(repo / runs_dir / "smoke-native" / records.RESULTS_FILE)
     assert len(rows) == 2 and meta["data_checksums"] == D.checksums(real_dir)
     if target == "reproduce":  # no smoke record is committed: every run is unmatched
         assert "against the record in results/smoke, run by run" in out.stdout
-        assert re.search(rf"^{results.RESULTS_FILE} +2 +0 +0 +0 +2$", out.stdout, re.M), out.stdout[-2000:]
+        assert re.search(rf"^{records.RESULTS_FILE} +2 +0 +0 +0 +2$", out.stdout, re.M), out.stdout[-2000:]
 
 
 @needs_venv
@@ -119,7 +119,7 @@ def test_papermill_parameters_and_environment_paths_are_taken_from_where_it_was_
     out = subprocess.run([*papermill, "out.ipynb", "-p", "profile", "smoke", "-p", "results_dir", "mine"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / "mine" / results.SOURCE_RECORD).exists()
+    assert (tmp_path / "mine" / records.SOURCE_RECORD).exists()
 
     bad = subprocess.run([*papermill, "bad.ipynb", "-p", "profile", "smoke", "-p", "seed", "abc"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -44,7 +44,7 @@ def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", se
     resume from the record's runs (each checks that they are its own experiment) and train only what it lacks.
     A directory that already holds results is left as it is. A record made with another seed or other data is
     refused, naming what differs, before anything is copied: the two are never mixed."""
-    dest, ours = Path(results_dir), D.opened(paths.data_dir(data_dir))[1]
+    dest, ours = Path(results_dir), D.checksums(D.resolve_data_dir(data_dir))  # sums only: no image is parsed
     if (dest / RESULTS_FILE).exists():
         return f"{dest} already holds results: resuming them"
     # the record of this data if one was made (make record), else the subset's, which the checks below refuse

@@ -22,7 +22,7 @@ def prepare(dest: Path, recomputed: list[str]) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(record, study_root(dest))
     for item in recomputed:
-        part, split, sizes = (item.split(":") + [""])[:3]
+        part, split, sizes = (item.split(":") + ["", ""])[:3]
         if not split.isdigit():
             raise SystemExit(f"{item}: name a sweep as PART:SPLIT[:K,K...], such as baseline:0:1,40")
         where = sweep_dir(study_root(dest), part, int(split))

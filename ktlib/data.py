@@ -366,7 +366,7 @@ def _stamp(path: Path) -> tuple | None:
         s = path.stat()
         return s.st_mtime_ns, s.st_size, s.st_ino
     except OSError:
-        return None  # load() names the file
+        return None  # _read names the missing file
 
 
 @functools.lru_cache(maxsize=2)

@@ -85,10 +85,12 @@ define execute
 	@! grep -l '"output_type": "error"' $(SCRATCH)/*.ipynb || { echo "a notebook above holds an error"; exit 1; }
 endef
 
-# $(call site): the book from the executed notebooks, into _build/html (warnings are errors)
+# $(call site): the book from the executed notebooks, into _build/html, the Claims page's tables written from the
+# claims registry (ktlib.claims; warnings are errors)
 define site
 	rm -rf $(SITE) && mkdir -p $(SITE)/book $(SITE)/notebooks
 	cp _config.yml _toc.yml $(SITE)/ && cp -r book/*.md book/references.bib book/_static $(SITE)/book/
+	$(BIN)/python -m ktlib.claims $(SITE)/book/_generated
 	cp $(SCRATCH)/*.ipynb $(SITE)/notebooks/
 	$(BIN)/jupyter-book build -W --keep-going $(SITE) --path-output $(CURDIR)
 	@echo "the book is in _build/html/index.html"

@@ -4,6 +4,7 @@ them)."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -127,11 +128,15 @@ class Contrast:
 
 @dataclass(frozen=True)
 class SweepClaim:
-    """A claim about the runs: the paper's words it tests (quoted, with the place they come from), and its
-    contrasts, made from the runs' Cube (which may decide, from all the runs, which sizes are informative)."""
+    """A claim about the runs: the paper's words it tests (quoted, with the place they come from), its contrasts, made
+    from the runs' Cube (which may decide, from all the runs, which sizes are informative), and its texts for the
+    Claims page."""
     paper: str
     contrasts: Callable[[Cube], list[Contrast]]
     recipes: tuple[str, ...] = (BASELINE,)
+    title: str = ""  # its name on the Claims page
+    words: str = ""  # the claim in our words
+    how: str = ""    # how its words became contrasts (MyST, for the Claims page)
 
 
 CLAIM_VALUES = ("test_accuracy", "train_accuracy", "epochs", "gflops")  # what a claim's contrasts read
@@ -294,39 +299,149 @@ def best_level_shares(c: Cube, k: int, draws: int, seed: int) -> pd.Series:
     return pd.Series(best).value_counts(normalize=True).sort_index().rename_axis("n").rename("share of draws")
 
 
+def glued(notebook: str, key: str, fmt: str = "s") -> str:
+    """A value a notebook glued, as the book's pages cite it."""
+    return f"{{glue:text}}`../notebooks/{notebook}.ipynb::{key}:{fmt}`"
+
+
+def _v(key: str, fmt: str = "s") -> str:  # a value the variance notebook glues, for the texts below
+    return glued("03_variance", key, fmt)
+
+
 SWEEP_CLAIMS = {
-    "k1_rises": SweepClaim("\u201cThese figures highlight the way in which each layer contributes to the transfer of "
-                           "knowledge from the source net\u201d (Figures 2 and 3)", contrasts_k1_rises),
-    "best_moves_down": SweepClaim("\u201cAs more information is available to the net through increased training set "
-                                  "size, the importance of transferred knowledge decreases\u201d (Discussion)",
-                                  contrasts_best_moves_down),
-    "c1_s4": SweepClaim("\u201cAlthough these levels contain only 3.3% of the weights used by the net, their "
-                        "transfer leads to marked improvements in the accuracy of the net\u201d (Discussion)",
-                        contrasts_c1_s4),
-    "c5_saturates": SweepClaim("\u201cwhen levels C1-C5 are retained, the net doesn't seem to have sufficient "
-                               "capacity to learn appreciably more information than is contained in about 10 "
-                               "samples\u201d (Discussion)", contrasts_c5_saturates),
-    "variance": SweepClaim("\u201cthe relatively slight variance that was observed\u201d (Discussion, of Figures 3-5)",
-                           contrasts_variance),
-    "effort": SweepClaim("\u201cfor small training sets there is a clear advantage to favoring knowledge transfer "
-                         "over net capacity in both accuracy of learning and in effort required to learn\u201d "
-                         "(Conclusions)", contrasts_effort),
-    "gap": SweepClaim("\u201cSmaller expected difference between the expected errors of the training set and "
-                      "testing set, due to the decreased net capacity\u201d (Introduction, advantage 3)",
-                      contrasts_gap),
-    "gain_shrinks": SweepClaim("\u201cfor small training sets there is a clear advantage to favoring knowledge "
-                               "transfer over net capacity\u201d (Conclusions)", contrasts_gain_shrinks),
-    "curve_order": SweepClaim("\u201cCurves show, from top to bottom, results for 40, 20, 10, 5 and 1 sample per "
-                              "class\u201d (Figure 2's caption)", contrasts_curve_order),
+    "k1_rises": SweepClaim(
+        "\u201cThese figures highlight the way in which each layer contributes to the transfer of knowledge from the "
+        "source net\u201d (Figures 2 and 3)", contrasts_k1_rises, title="Rises with n",
+        words="With one example per class, accuracy rises as more levels are retained, and is best with all five.",
+        how="*n* = 5 minus *n* = 0 at the smallest *k*, beyond the clear-gain margin; the least-squares slope of "
+            "accuracy over *n* there, above zero; and *n* = 5 minus *n* = 4, above zero (the top is the peak). A rank "
+            "correlation, which the first version used, saturates at 1 and has no honest interval."),
+    "best_moves_down": SweepClaim(
+        "\u201cAs more information is available to the net through increased training set size, the importance of "
+        "transferred knowledge decreases\u201d (Discussion)", contrasts_best_moves_down, title="Best n moves down",
+        words="With forty examples per class, retaining C5 too costs accuracy: the best number of levels moves down.",
+        how="*n* = 4 minus *n* = 5 at the largest *k*, above zero. With *n* = 5 best at the smallest *k* (*rises with "
+            f"n*), this is what moves the best *n* down. It is partly built in: with F6 alone to train, the *n* = 5 "
+            f"net fits only {_v('top_train_large', '.3f')} of its training images at the largest *k* on the paper's "
+            "split. The best *n* itself is an argmax, which has no confidence interval; the controls notebook gives "
+            "how often each *n* is best over bootstrap draws."),
+    "c1_s4": SweepClaim(
+        "\u201cAlthough these levels contain only 3.3% of the weights used by the net, their transfer leads to marked "
+        "improvements in the accuracy of the net\u201d (Discussion)", contrasts_c1_s4, title="Clearly beats",
+        words="Retaining only C1-S4, 3.3% of the weights, clearly beats training from scratch, at every size.",
+        how="*n* = 4 minus *n* = 0 at every *k*, each beyond the clear-gain margin."),
+    "c5_saturates": SweepClaim(
+        "\u201cwhen levels C1-C5 are retained, the net doesn't seem to have sufficient capacity to learn appreciably "
+        "more information than is contained in about 10 samples\u201d (Discussion)", contrasts_c5_saturates,
+        title="Barely grows",
+        words="With C1-C5 retained, the net gains little from more than about ten examples per class.",
+        how=f"*n* = 5's gain from *k* = 10 to the largest *k*, minus {_v('barely')} times *n* = 0's gain over the "
+            "same range, below zero."),
+    "variance": SweepClaim(
+        "\u201cthe relatively slight variance that was observed\u201d (Discussion, of Figures 3-5)", contrasts_variance,
+        title="Slight spread", words="The spread over the five trials is slight.",
+        how="the pooled trial-to-trial standard deviation (the root of the mean unbiased variance over all cells) "
+            f"minus {_v('slight')} times the gain of the first contrast of *rises with n*, below zero. The first "
+            "version took a median of standard deviations, which resampled trials shrink."),
+    "effort": SweepClaim(
+        "\u201cfor small training sets there is a clear advantage to favoring knowledge transfer over net capacity in "
+        "both accuracy of learning and in effort required to learn\u201d (Conclusions)", contrasts_effort,
+        title="Less effort", words="With one example per class, transfer lowers the effort of learning.",
+        how="the training arithmetic of each *n* > 0 minus that of *n* = 0 at the smallest *k*, in GFLOP (every "
+            "training step and per-epoch evaluation, counted from the layers a run trains), below zero. The same "
+            "difference in epochs is shown but does not decide: the *n* = 5 net trains only F6, whose epochs are "
+            "cheap but many, and the paper's \u201ceffort\u201d is the work of learning. We chose the arithmetic after "
+            "seeing that epochs and arithmetic disagree at *n* = 5."),
+    "gap": SweepClaim(
+        "\u201cSmaller expected difference between the expected errors of the training set and testing set, due to "
+        "the decreased net capacity\u201d (Introduction, advantage 3)", contrasts_gap, title="Narrower gap",
+        words="Transfer narrows the gap between training and test accuracy (the paper's third advantage).",
+        how="training minus test accuracy at *n* = 0 minus the same at *n* = 5, above zero, only at the sizes where "
+            "it carries information: above the smallest *k*, where every net fits its few images and the gap is one "
+            "minus the test accuracy, and where the *n* = 5 net fits its training set (mean training accuracy at "
+            f"least {_v('fits')}), since a net that cannot fit narrows the gap by underfitting."),
+    "gain_shrinks": SweepClaim(
+        "\u201cfor small training sets there is a clear advantage to favoring knowledge transfer over net "
+        "capacity\u201d (Conclusions)", contrasts_gain_shrinks, title="Gain shrinks",
+        words="Transfer helps most with very small training sets: its gain shrinks as *k* grows.",
+        how="the mean gain over *n* = 1 to 5 at the smallest *k* minus that at the largest, beyond the clear-gain "
+            "margin. A mean over *n*, not the best *n*: a maximum is biased upwards."),
+    "curve_order": SweepClaim(
+        "\u201cCurves show, from top to bottom, results for 40, 20, 10, 5 and 1 sample per class\u201d (Figure 2's "
+        "caption)", contrasts_curve_order, title="Curve order",
+        words="In Figure 2 the curves lie in the order of the training-set size, at every *n*.",
+        how="at every *n*, the mean at each *k* minus that at the next smaller *k*, above zero."),
 }
 # Claims that need more recipes, or more splits, than the paper's sweep: judged by the study alone.
 STUDY_CLAIMS = {
-    "fine_tuning": SweepClaim("\u201cThis would undoubtedly give better results than were obtained\u201d (Discussion, "
-                              "of letting the transferred maps retrain)", contrasts_fine_tuning, (BASELINE, TUNED)),
+    "fine_tuning": SweepClaim(
+        "\u201cThis would undoubtedly give better results than were obtained\u201d (Discussion, of letting the "
+        "transferred maps retrain)", contrasts_fine_tuning, (BASELINE, TUNED), title="Better with fine-tuning",
+        words="Letting the transferred layers train too would give better results.",
+        how="at each *k*, the fine-tuned net at its best *n* minus the frozen net at its best *n*, beyond the "
+            "clear-gain margin. Each split's best *n* is chosen on the other splits, so that no split's own noise "
+            "picks it: a best chosen on the runs it is scored on flatters both sides. The fine-tuned net is the "
+            "study's fine-tuning at the rate it runs on every split (see [Beyond the paper](beyond.md))."),
 }
-# Every claim the book judges, by the notebook that judges it: the Claims page has one row for each.
-CLAIMS = {"04_parameters": ["table1", "shares"], "01_source": ["source"], "03_variance": list(SWEEP_CLAIMS),
-          "06_controls": list(STUDY_CLAIMS)}
+
+
+@dataclass(frozen=True)
+class CountedClaim:
+    """A claim that is counted, not estimated: the notebook that measures it, and its texts for the Claims page."""
+    notebook: str
+    words: str
+    title: str = ""
+    how: str = ""
+
+
+COUNTED_CLAIMS = {
+    "table1": CountedClaim("04_parameters", "Counted layer by layer, the net's free parameters are those of Table 1."),
+    "shares": CountedClaim("04_parameters", "Retraining only F6 leaves under a twentieth of the parameters free; "
+                                            "retraining C5 and F6 frees almost all of them; C1-S4 hold a small share."),
+    "source": CountedClaim("01_source", "The source net, trained on its own classes, reaches the paper's training "
+                                        "accuracy. (True by construction: its training stops there. Its held-out "
+                                        "accuracy says what it learned.)", "Near the paper's accuracy",
+                           f"within {_v('source_near', '.0%')} of it."),
+}
+# Every claim the book judges, by the notebook that judges it (on the paper's split): the Claims page has one row for
+# each, in this order (`page`).
+CLAIMS = {**{nb: [k for k, c in COUNTED_CLAIMS.items() if c.notebook == nb]
+             for nb in dict.fromkeys(c.notebook for c in COUNTED_CLAIMS.values())},
+          "03_variance": list(SWEEP_CLAIMS), "06_controls": list(STUDY_CLAIMS)}
+
+
+def page() -> dict[str, str]:
+    """The Claims page's generated parts, as MyST (book/_generated/claims-*.md, included by book/claims.md): the
+    counted claims, the claims about the runs on the paper's split and over splits, and how each became contrasts.
+    Rows are numbered in the order of COUNTED_CLAIMS, SWEEP_CLAIMS and STUDY_CLAIMS."""
+    runs = {**{k: ("03_variance", c) for k, c in SWEEP_CLAIMS.items()},
+            **{k: ("06_controls", c) for k, c in STUDY_CLAIMS.items()}}
+    number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs])}
+    counted = ["| # | The paper's claim | What we measured | Verdict |", "| --- | --- | --- | --- |"]
+    counted += [f"| {number[k]} | {c.words} | {glued(c.notebook, k + '_measured')} | "
+                f"**{glued(c.notebook, k + '_verdict')}** |" for k, c in COUNTED_CLAIMS.items()]
+    split = ["| # | Our claim, and the paper's words | Contrasts: estimate [95% interval] (where it must lie) | Verdict "
+             "| Chance of holding |", "| --- | --- | --- | --- | --- |"]
+    split += [f"| {number[k]} | {c.words} {glued(nb, k + '_paper')} | {glued(nb, k + '_measured')} | "
+              f"**{glued(nb, k + '_verdict')}** | {glued(nb, k + '_chance')} |" for k, (nb, c) in runs.items()]
+    over = ["| # | Our claim | Contrasts over splits: estimate [95% interval] (where it must lie) | Verdict | Chance of "
+            "holding | Splits where it holds [95% interval] |", "| --- | --- | --- | --- | --- | --- |"]
+    over += [f"| {number[k]} | {c.title} | {glued('06_controls', k + '_over_measured')} | "
+             f"**{glued('06_controls', k + '_over_verdict')}** | {glued('06_controls', k + '_over_chance')} | "
+             f"{glued('06_controls', k + '_tally')} |" for k, (_, c) in runs.items()]
+    how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {**COUNTED_CLAIMS, **SWEEP_CLAIMS,
+                                                                       **STUDY_CLAIMS}.items() if c.how]
+    return {name: "\n".join(lines) + "\n" for name, lines in
+            (("claims-counted", counted), ("claims-split", split), ("claims-over", over), ("claims-how", how))}
+
+
+def write_page(dest: str | os.PathLike) -> None:
+    """Write `page()`'s parts into dest (book/_generated), each only if it changed."""
+    for name, text in page().items():
+        path = Path(dest) / f"{name}.md"
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
 
 
 def summary(verdicts: pd.Series) -> str:
@@ -396,3 +511,7 @@ def comparison_text(check: dict, other: str) -> str:
     return (f"Of the {check['runs']} runs, {check['identical_runs']} end at the same epoch with the same test "
             f"accuracy as {other}'s. The largest change in one run's test accuracy is "
             f"{check['largest_run_change']:.3f}, and in a cell mean {check['largest_change']:.4f}.")
+
+
+if __name__ == "__main__":  # python -m ktlib.claims DEST: the Claims page's tables, from the registry above
+    write_page(sys.argv[1])

@@ -26,15 +26,24 @@ def test_every_page_in_the_table_of_contents_exists():
     assert all((ROOT / f"{page}.md").exists() or (ROOT / f"{page}.ipynb").exists() for page in PAGES)
 
 
-def test_the_claims_page_has_a_row_for_every_claim_the_notebooks_judge():
+def claims_page() -> str:
+    """The Claims page as the book reads it: book/claims.md with the parts it includes, as the registry makes them."""
     page = (ROOT / "book/claims.md").read_text(encoding="utf-8")
+    for name, text in claims.page().items():
+        assert f"```{{include}} _generated/{name}.md" in page, f"book/claims.md does not include {name}"
+        page += text
+    return page
+
+
+def test_the_claims_page_has_a_row_for_every_claim_the_notebooks_judge():
+    page = claims_page()
     for notebook, keys in claims.CLAIMS.items():
         for key in keys:
             assert f"{notebook}.ipynb::{key}_verdict" in page and f"{notebook}.ipynb::{key}_measured" in page
 
 
 def test_the_claims_page_shows_every_claim_about_the_runs_with_its_contrasts_verdicts_chance_and_tally():
-    page = (ROOT / "book/claims.md").read_text(encoding="utf-8")
+    page = claims_page()
     for key in {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}:
         where = "06_controls" if key in claims.STUDY_CLAIMS else "03_variance"
         for name in ("paper", "measured", "verdict", "chance"):  # the paper's split
@@ -44,7 +53,7 @@ def test_the_claims_page_shows_every_claim_about_the_runs_with_its_contrasts_ver
 
 
 def test_the_claims_page_states_every_threshold():
-    page = (ROOT / "book/claims.md").read_text(encoding="utf-8")
+    page = claims_page()
     assert all(f"::{name}:" in page for name in claims.THRESHOLDS)
 
 
@@ -58,6 +67,24 @@ def test_book_has_a_page_for_every_chapter_and_no_unpasted_glue():
     about_runs = len(claims.SWEEP_CLAIMS) + len(claims.STUDY_CLAIMS)
     assert len(verdicts) == sum(map(len, claims.CLAIMS.values())) + about_runs  # and again over splits
     assert set(verdicts) <= {claims.HOLDS, claims.PARTLY, claims.FAILS, claims.UNDECIDED}
+
+
+def test_every_claim_has_its_words_title_and_contrasts_on_the_claims_page():
+    runs = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}
+    assert all(c.words and c.title and c.how for c in runs.values())
+    page = claims.page()
+    numbers = [line.split("|")[1].strip() for line in page["claims-counted"].splitlines()[2:]]
+    numbers += [line.split("|")[1].strip() for line in page["claims-split"].splitlines()[2:]]
+    assert numbers == [str(i + 1) for i in range(len(claims.COUNTED_CLAIMS) + len(runs))]  # one row each, in order
+    assert [line.split("|")[2].strip() for line in page["claims-over"].splitlines()[2:]] == \
+        [c.title for c in runs.values()]
+    assert len(page["claims-how"].splitlines()) == len(runs) + sum(bool(c.how) for c in claims.COUNTED_CLAIMS.values())
+
+
+def test_the_committed_claims_tables_are_the_registrys():
+    for name, text in claims.page().items():  # make html builds from them; make book writes them anew
+        assert (ROOT / "book/_generated" / f"{name}.md").read_text(encoding="utf-8") == text, \
+            f"book/_generated/{name}.md is stale: run `python -m ktlib.claims book/_generated`"
 
 
 def test_the_devtools_client_sends_no_origin_header():

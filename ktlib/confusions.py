@@ -62,6 +62,33 @@ def case_summary(predicted: np.ndarray, labels: np.ndarray, classes: str) -> dic
             "lost_to_case": float(swapped.mean())}
 
 
+def case_table(stored: dict, sizes: list[int], levels: list[int], recipe: str) -> pd.DataFrame:
+    """`case_summary` of every split's runs of a recipe, per k and n: stored is a study's predictions by split
+    (ktlib.study.Study.predictions)."""
+    return pd.DataFrame([{"split": split, "k": k, "n": n,
+                          **case_summary(runs_of(keys, predicted, recipe, n, k), labels, classes)}
+                         for split, (keys, predicted, labels, classes) in stored.items()
+                         for k in sizes for n in levels])
+
+
+def lost_to_case(cases: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy lost to case confusions, per n (rows) and k (columns), averaged over splits."""
+    return cases.pivot_table(index="n", columns="k", values="lost_to_case", aggfunc="mean")
+
+
+def case_values(cases: pd.DataFrame, classes: str) -> dict:
+    """What the book says of case confusions: the paper's split's pairs and their accuracy and swapped errors, the
+    range of the accuracy lost to case over n and k, and how many splits have pairs among their targets."""
+    paper, lost = cases[cases.split == 0], lost_to_case(cases)
+    return {"paper_pairs": ", ".join(f"{u}/{l}" for u, l in case_pairs(classes)),
+            "paper_swap_share": float(paper.errors_to_other_case.mean()),
+            "paper_pair_accuracy": float(paper.pair_accuracy.mean()),
+            "paper_other_accuracy": float(paper.other_accuracy.mean()),
+            "lost_min": float(lost.min().min()), "lost_max": float(lost.max().max()),
+            "splits_with_pairs": int((cases.groupby("split").pairs.first() > 0).sum()),
+            "splits_read": cases.split.nunique()}
+
+
 # ---------------------------------------------------------------- the classes as a source of variation
 
 def class_differences(splits: dict, a: tuple[str, int], b: tuple[str, int], k: int) -> dict[int, pd.Series]:

@@ -130,6 +130,47 @@ def dead_by_recipe(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby("recipe", sort=False)[["runs", "dead", "dead_before", "cap"]].sum()
 
 
+def key(*parts) -> str:
+    """A glue key from names that may hold '-' or '.' (a recipe's), as the book's pages cite it."""
+    return "_".join(str(p) for p in parts).replace("-", "_").replace(".", "")
+
+
+def spots(levels: list[int], sizes: list[int]) -> dict[str, tuple[int, int]]:
+    """The cells the book quotes, by name: the top and middle retained level, at the smallest and largest k (on the
+    paper's grid, n = 5 and 3 at k = 1 and 40)."""
+    levels = [n for n in levels if n > 0]
+    top, mid = levels[-1], levels[len(levels) // 2]
+    return {"top_small": (top, min(sizes)), "top_large": (top, max(sizes)), "mid_small": (mid, min(sizes)),
+            "mid_large": (mid, max(sizes))}
+
+
+def instrument_values(table: pd.DataFrame, rows: pd.DataFrame, top: int, singled_out: str = "random-lecun") -> dict:
+    """What the book says of the instruments (`instruments`' table, of `rows`): dead runs, now and under the first
+    record's rule, in all and by recipe (`singled_out`, the LeCun-scale control, apart); cap hits at the top level and
+    below it; and the runs the first record's rule would have stopped sooner than ours."""
+    by_recipe = dead_by_recipe(table)
+    below = table[table.index.get_level_values("n") < top].cap.groupby(level="recipe").sum()
+    sooner = rows[rows.epoch_rule_epochs < rows.epochs]  # where the first record's rule differs
+    return {"dead_times": C.DEAD, "dead_now": int(by_recipe.dead.sum()), "dead_before": int(by_recipe.dead_before.sum()),
+            "dead_lecun": int(by_recipe.loc[singled_out, "dead"]),
+            "dead_others": int(by_recipe.drop(singled_out).dead.sum()), "caps": int(by_recipe.cap.sum()),
+            "caps_top": int(table.xs(top, level="n").cap.sum()), "caps_lecun_below": int(below.get(singled_out, 0)),
+            "caps_others_below": int(below.drop(singled_out, errors="ignore").sum()),
+            **{key("dead", recipe): int(row.dead) for recipe, row in by_recipe.iterrows()},
+            "epoch_rule_sooner": len(sooner),
+            "epoch_rule_sooner_paper_frozen": int(((sooner.split == 0) & (sooner.recipe == BASELINE)).sum())}
+
+
+def knowledge_values(at: pd.DataFrame, cells: dict[str, tuple[int, int]]) -> dict:
+    """`knowledge_at`'s texts by glue key, and each named cell's n and k."""
+    out = {}
+    for spot, (n, k) in cells.items():
+        out[key("n", spot)], out[key("k", spot)] = n, k
+        for (_, _, control), row in at.xs((n, k), level=("n", "k"), drop_level=False).iterrows():
+            out.update({key("knowledge", how, control, spot): text for how, text in row.items()})
+    return out
+
+
 def chosen_control(spreads: pd.DataFrame) -> str:
     """Of the random controls, the one that best keeps the signal: the smallest mean, over splits and levels
     1-5, of |log(its spread / the trained net's spread)| (ktlib.readouts.spread)."""
@@ -222,6 +263,13 @@ def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[t
 
 
 # ---------------------------------------------------------------- forgetting
+
+def forgetting_values(lost: pd.DataFrame, cells: dict[str, tuple[int, int]], spots=("top_small", "top_large")) -> dict:
+    """The forgetting of each recipe at the named cells, as 'estimate [interval]', by glue key."""
+    text = as_text(lost)
+    return {key("forgetting", recipe, spot): text.loc[(recipe, *cells[spot])]
+            for recipe in lost.index.get_level_values("recipe").unique() for spot in spots}
+
 
 def forgetting_intervals(rows: pd.DataFrame, held_out: pd.Series, method: str, draws: int,
                          seed: int) -> pd.DataFrame:

@@ -226,3 +226,17 @@ def variants_sentence(changes: pd.DataFrame) -> str:
         return "No verdict changed on any split: these verdicts do not hang on our protocol."
     return (f"Of the {len(changes)} pairs of a variant and a claim, {changed} changed their verdict on at least one "
             f"split: our protocol decides some verdicts, and those verdicts say as much about it as about the paper.")
+
+
+def variant_values(changes: pd.DataFrame) -> dict:
+    """What the book says of each protocol variant: the claims whose verdict it changed on some split, how many
+    (claim, split) pairs, and the claims it changed on the paper's split; and the sentence over all variants."""
+    out = {}
+    for variant, part in changes.groupby("variant"):
+        moved, name = part[part.changed > 0], variant.replace("-", "_")
+        on_paper = [claim for claim, splits in zip(part.claim, part["changed on"]) if 0 in splits]
+        out[f"{name}_changed"] = ", ".join(moved.claim) if len(moved) else "none"
+        out[f"{name}_changed_count"] = int(moved.changed.sum())
+        out[f"{name}_changed_split0"] = ", ".join(on_paper) or "none"
+    out["variants_sentence"] = variants_sentence(changes)
+    return out

@@ -145,6 +145,46 @@ def test_case_pairs_and_the_errors_that_swap_case():
     assert s["lost_to_case"] == pytest.approx(2 / 5) and s["other_accuracy"] == 1.0
 
 
+def test_the_case_table_summarises_every_split_k_and_n_and_its_values_name_the_paper_splits_pairs():
+    keys = pd.DataFrame({"n": [0, 5], "k": [1, 1], "trial": [0, 0], "recipe": ["frozen", "frozen"]})
+    labels = np.array([0, 1, 2, 3, 4])                 # I K i k w
+    predicted = np.array([[2, 1, 0, 4, 4], [0, 1, 2, 3, 4]])  # n=0: two swaps and a plain error; n=5: all right
+    stored = {0: (keys, predicted, labels, "IKikw"), 1: (keys, predicted[::-1].copy(), labels, "abcde")}
+    cases = confusions.case_table(stored, [1], [0, 5], "frozen")
+    assert cases[["split", "k", "n"]].values.tolist() == [[0, 1, 0], [0, 1, 5], [1, 1, 0], [1, 1, 5]]
+    values = confusions.case_values(cases, "IKikw")
+    assert values["paper_pairs"] == "I/i, K/k" and values["splits_with_pairs"] == 1 and values["splits_read"] == 2
+    assert values["lost_max"] == pytest.approx(2 / 5 / 2)  # n=0 at k=1: 2/5 on split 0, none on split 1
+    assert values["lost_min"] == 0.0
+
+
+def test_the_instruments_values_count_dead_runs_and_caps_by_recipe_and_level():
+    rows = pd.DataFrame({"recipe": ["frozen", "frozen", "random-lecun", "fine-tuned-lr0.1"], "n": [5, 3, 5, 3],
+                         "k": [1] * 4, "split": [0, 0, 0, 1], "train_accuracy": [1.0, 0.1, 0.1, 1.0],
+                         "stopped_by": ["fit", "cap", "plateau", "cap"], "epochs": [50, 90, 40, 60],
+                         "epoch_rule_epochs": [30, float("nan"), 40, 20], "epoch_rule_train_accuracy": [1.0] * 4})
+    values = controls.instrument_values(controls.instruments(rows, classes=20), rows, top=5)
+    assert (values["dead_now"], values["dead_lecun"], values["dead_others"], values["dead_frozen"]) == (2, 1, 1, 1)
+    assert values["dead_fine_tuned_lr01"] == 0  # a recipe's name made a glue key
+    assert (values["caps"], values["caps_top"], values["caps_others_below"], values["caps_lecun_below"]) == (2, 0, 2, 0)
+    assert (values["epoch_rule_sooner"], values["epoch_rule_sooner_paper_frozen"]) == (2, 1)
+
+
+def test_the_quoted_cells_are_the_top_and_middle_levels_at_the_ends_of_k():
+    assert controls.spots([0, 1, 2, 3, 4, 5], [1, 5, 10, 20, 40]) == {
+        "top_small": (5, 1), "top_large": (5, 40), "mid_small": (3, 1), "mid_large": (3, 40)}
+    assert set(controls.spots([0, 5], [1]).values()) == {(5, 1)}  # the smoke profile's grid
+
+
+def test_a_variants_values_name_the_claims_it_changed_and_where():
+    changes = pd.DataFrame({"variant": ["budget", "budget", "one-of-n"], "claim": ["gap", "variance", "gap"],
+                            "changed": [2, 0, 0], "changed on": [[0, 2], [], []]})
+    values = verdicts.variant_values(changes)
+    assert (values["budget_changed"], values["budget_changed_count"], values["budget_changed_split0"]) == ("gap", 2, "gap")
+    assert (values["one_of_n_changed"], values["one_of_n_changed_split0"]) == ("none", "none")
+    assert values["variants_sentence"].startswith("Of the 3 pairs of a variant and a claim, 1 changed")
+
+
 def test_a_run_is_dead_at_twice_chance_and_the_epoch_rule_replay_counts_before():
     rows = pd.DataFrame({"recipe": ["frozen"] * 4, "n": [5] * 4, "k": [1] * 4,
                          "train_accuracy": [0.1, 0.11, 1.0, 1.0], "stopped_by": ["plateau", "plateau", "fit", "cap"],

@@ -304,6 +304,11 @@ def glued(notebook: str, key: str, fmt: str = "s") -> str:
     return f"{{glue:text}}`../notebooks/{notebook}.ipynb::{key}:{fmt}`"
 
 
+def glue_key(*parts) -> str:
+    """A glue key from names that may hold '-' or '.' (a recipe's, a variant's), as the book's pages cite it."""
+    return "_".join(str(p) for p in parts).replace("-", "_").replace(".", "")
+
+
 def _v(key: str, fmt: str = "s") -> str:  # a value the variance notebook glues, for the texts below
     return glued("03_variance", key, fmt)
 

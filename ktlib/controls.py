@@ -130,11 +130,6 @@ def dead_by_recipe(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby("recipe", sort=False)[["runs", "dead", "dead_before", "cap"]].sum()
 
 
-def key(*parts) -> str:
-    """A glue key from names that may hold '-' or '.' (a recipe's), as the book's pages cite it."""
-    return "_".join(str(p) for p in parts).replace("-", "_").replace(".", "")
-
-
 def spots(levels: list[int], sizes: list[int]) -> dict[str, tuple[int, int]]:
     """The cells the book quotes, by name: the top and middle retained level, at the smallest and largest k (on the
     paper's grid, n = 5 and 3 at k = 1 and 40)."""
@@ -156,7 +151,7 @@ def instrument_values(table: pd.DataFrame, rows: pd.DataFrame, top: int, singled
             "dead_others": int(by_recipe.drop(singled_out).dead.sum()), "caps": int(by_recipe.cap.sum()),
             "caps_top": int(table.xs(top, level="n").cap.sum()), "caps_lecun_below": int(below.get(singled_out, 0)),
             "caps_others_below": int(below.drop(singled_out, errors="ignore").sum()),
-            **{key("dead", recipe): int(row.dead) for recipe, row in by_recipe.iterrows()},
+            **{C.glue_key("dead", recipe): int(row.dead) for recipe, row in by_recipe.iterrows()},
             "epoch_rule_sooner": len(sooner),
             "epoch_rule_sooner_paper_frozen": int(((sooner.split == 0) & (sooner.recipe == BASELINE)).sum())}
 
@@ -165,9 +160,9 @@ def knowledge_values(at: pd.DataFrame, cells: dict[str, tuple[int, int]]) -> dic
     """`knowledge_at`'s texts by glue key, and each named cell's n and k."""
     out = {}
     for spot, (n, k) in cells.items():
-        out[key("n", spot)], out[key("k", spot)] = n, k
+        out[C.glue_key("n", spot)], out[C.glue_key("k", spot)] = n, k
         for (_, _, control), row in at.xs((n, k), level=("n", "k"), drop_level=False).iterrows():
-            out.update({key("knowledge", how, control, spot): text for how, text in row.items()})
+            out.update({C.glue_key("knowledge", how, control, spot): text for how, text in row.items()})
     return out
 
 
@@ -267,7 +262,7 @@ def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[t
 def forgetting_values(lost: pd.DataFrame, cells: dict[str, tuple[int, int]], spots=("top_small", "top_large")) -> dict:
     """The forgetting of each recipe at the named cells, as 'estimate [interval]', by glue key."""
     text = as_text(lost)
-    return {key("forgetting", recipe, spot): text.loc[(recipe, *cells[spot])]
+    return {C.glue_key("forgetting", recipe, spot): text.loc[(recipe, *cells[spot])]
             for recipe in lost.index.get_level_values("recipe").unique() for spot in spots}
 
 

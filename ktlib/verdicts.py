@@ -233,10 +233,10 @@ def variant_values(changes: pd.DataFrame) -> dict:
     (claim, split) pairs, and the claims it changed on the paper's split; and the sentence over all variants."""
     out = {}
     for variant, part in changes.groupby("variant"):
-        moved, name = part[part.changed > 0], variant.replace("-", "_")
+        moved = part[part.changed > 0]
         on_paper = [claim for claim, splits in zip(part.claim, part["changed on"]) if 0 in splits]
-        out[f"{name}_changed"] = ", ".join(moved.claim) if len(moved) else "none"
-        out[f"{name}_changed_count"] = int(moved.changed.sum())
-        out[f"{name}_changed_split0"] = ", ".join(on_paper) or "none"
+        out[C.glue_key(variant, "changed")] = ", ".join(moved.claim) if len(moved) else "none"
+        out[C.glue_key(variant, "changed_count")] = int(moved.changed.sum())
+        out[C.glue_key(variant, "changed_split0")] = ", ".join(on_paper) or "none"
     out["variants_sentence"] = variants_sentence(changes)
     return out

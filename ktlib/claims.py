@@ -299,6 +299,51 @@ def best_level_shares(c: Cube, k: int, draws: int, seed: int) -> pd.Series:
     return pd.Series(best).value_counts(normalize=True).sort_index().rename_axis("n").rename("share of draws")
 
 
+# ---------------------------------------------------------------- the breadth study, as contrasts
+
+# A breadth cube (ktlib.breadth.cube) keys its arrays by the number of source classes where a recipe would stand:
+# the nested sources by their size, an int; its first axis is the nesting order, where a study's is the split.
+
+def nested(c: Cube) -> list[int]:
+    """The nested source sizes of a breadth cube, smallest first."""
+    sizes = sorted(m for m in c.arrays if isinstance(m, int))
+    if len(sizes) < 2:
+        raise ValueError("a second source size")
+    return sizes
+
+
+def best_gain(c: Cube, source, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per order: the gain over n=0 at k of the level n >= 1 whose mean is best over the *other* orders (so that no
+    order's own noise picks it, which would flatter the gain)."""
+    chosen = chosen_elsewhere(c, source, k)
+
+    def gain(cube: Cube) -> np.ndarray:
+        rows = np.arange(cube.shape[0])
+        picked = _level_grid(cube, "test_accuracy", k, source)[
+            rows, :, [cube.levels.index(chosen[int(o)]) for o in cube.origin]]
+        return (picked - cube.at("test_accuracy", 0, k, source)).mean(1)
+    return gain
+
+
+def per_doubling(c: Cube, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per order: the least-squares slope of the best gain at k on log2 of the number of source classes, over the
+    nested sizes: what each doubling of the source classes adds."""
+    sizes = nested(c)
+    x = np.log2(sizes) - np.log2(sizes).mean()
+    gains = [best_gain(c, m, k) for m in sizes]
+    return lambda cube: sum(xi * g(cube) for xi, g in zip(x, gains)) / (x ** 2).sum()
+
+
+def contrasts_breadth_grows(c: Cube) -> list[Contrast]:
+    k = c.sizes[0]
+    return [Contrast(f"best gain per doubling of the source classes at k={k}", per_doubling(c, k))]
+
+
+def contrasts_breadth_persists(c: Cube) -> list[Contrast]:
+    return [Contrast(f"best gain per doubling of the source classes at k={k}", per_doubling(c, k))
+            for k in c.sizes[-2:]]
+
+
 def glued(notebook: str, key: str, fmt: str = "s") -> str:
     """A value a notebook glued, as the book's pages cite it."""
     return f"{{glue:text}}`../notebooks/{notebook}.ipynb::{key}:{fmt}`"
@@ -390,6 +435,26 @@ STUDY_CLAIMS = {
 }
 
 
+# The paper's two guesses about more source classes, judged by the breadth study (its notebook, 08_breadth). The
+# contrasts, their margins and which sizes decide were committed before the study first ran.
+BREADTH_CLAIMS = {
+    "breadth_grows": SweepClaim(
+        "\u201cif the source net had learned either a larger set of classes, then the benefit of knowledge transfer "
+        "would be greater\u201d (Discussion)", contrasts_breadth_grows, (), title="Grows with the source classes",
+        words="The more classes the source net has learned, the more transfer helps with one example per class.",
+        how="the gain of the best *n* over *n* = 0 at the smallest *k*, regressed per nesting order on log2 of the "
+            "number of source classes (5, 10, 20 and all 39 that have enough images): the slope, what each doubling "
+            "adds, above zero. Each order's best *n* is chosen on the other orders. The targets, their training sets "
+            "and their *n* = 0 nets are the same for every source net, so only the source changes."),
+    "breadth_persists": SweepClaim(
+        "\u201cand persist for even larger training sets\u201d (Discussion)", contrasts_breadth_persists, (),
+        title="Persists to larger sets",
+        words="With more source classes, the benefit reaches to larger training sets.",
+        how="the same slope per doubling at the two largest *k*, each above zero: a gain that grows with the source "
+            "classes where the paper's 20-class source had little left to give."),
+}
+
+
 @dataclass(frozen=True)
 class CountedClaim:
     """A claim that is counted, not estimated: the notebook that measures it, and its texts for the Claims page."""
@@ -412,16 +477,17 @@ COUNTED_CLAIMS = {
 # each, in this order (`page`).
 CLAIMS = {**{nb: [k for k, c in COUNTED_CLAIMS.items() if c.notebook == nb]
              for nb in dict.fromkeys(c.notebook for c in COUNTED_CLAIMS.values())},
-          "03_variance": list(SWEEP_CLAIMS), "06_controls": list(STUDY_CLAIMS)}
+          "03_variance": list(SWEEP_CLAIMS), "06_controls": list(STUDY_CLAIMS), "08_breadth": list(BREADTH_CLAIMS)}
 
 
 def page() -> dict[str, str]:
     """The Claims page's generated parts, as MyST (book/_generated/claims-*.md, included by book/claims.md): the
-    counted claims, the claims about the runs on the paper's split and over splits, and how each became contrasts.
-    Rows are numbered in the order of COUNTED_CLAIMS, SWEEP_CLAIMS and STUDY_CLAIMS."""
+    counted claims, the claims about the runs on the paper's split and over splits, the claims about more source
+    classes, and how each became contrasts. Rows are numbered in the order of COUNTED_CLAIMS, SWEEP_CLAIMS,
+    STUDY_CLAIMS and BREADTH_CLAIMS."""
     runs = {**{k: ("03_variance", c) for k, c in SWEEP_CLAIMS.items()},
             **{k: ("06_controls", c) for k, c in STUDY_CLAIMS.items()}}
-    number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs])}
+    number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs, *BREADTH_CLAIMS])}
     counted = ["| # | The paper's claim | What we measured | Verdict |", "| --- | --- | --- | --- |"]
     counted += [f"| {number[k]} | {c.words} | {glued(c.notebook, k + '_measured')} | "
                 f"**{glued(c.notebook, k + '_verdict')}** |" for k, c in COUNTED_CLAIMS.items()]
@@ -434,10 +500,16 @@ def page() -> dict[str, str]:
     over += [f"| {number[k]} | {c.title} | {glued('06_controls', k + '_over_measured')} | "
              f"**{glued('06_controls', k + '_over_verdict')}** | {glued('06_controls', k + '_over_chance')} | "
              f"{glued('06_controls', k + '_tally')} |" for k, (_, c) in runs.items()]
+    breadth = ["| # | Our claim, and the paper's words | Contrasts over nesting orders: estimate [95% interval] (where it "
+               "must lie) | Verdict | Chance of holding |", "| --- | --- | --- | --- | --- |"]
+    breadth += [f"| {number[k]} | {c.words} {glued('08_breadth', k + '_paper')} | {glued('08_breadth', k + '_measured')} "
+                f"| **{glued('08_breadth', k + '_verdict')}** | {glued('08_breadth', k + '_chance')} |"
+                for k, c in BREADTH_CLAIMS.items()]
     how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {**COUNTED_CLAIMS, **SWEEP_CLAIMS,
-                                                                       **STUDY_CLAIMS}.items() if c.how]
+                                                                       **STUDY_CLAIMS, **BREADTH_CLAIMS}.items() if c.how]
     return {name: "\n".join(lines) + "\n" for name, lines in
-            (("claims-counted", counted), ("claims-split", split), ("claims-over", over), ("claims-how", how))}
+            (("claims-counted", counted), ("claims-split", split), ("claims-over", over),
+             ("claims-breadth", breadth), ("claims-how", how))}
 
 
 def write_page(dest: str | os.PathLike) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import data as D
 from . import paths
+from .breadth import Breadth
 from .claims import run_agreement
 from .config import ENGINES, PROFILES, Config
 from .experiment import grid
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("study", parents=[common], help="the study beyond the paper: many class splits, the "
                                                         "recipes and controls, protocol variants (resumable)")
     st.add_argument("--splits", type=int, help="class splits (default: the profile's)")
+    b = sub.add_parser("breadth", parents=[common], help="the breadth study: source nets of 5 to 39 nested classes "
+                                                         "on fixed targets (resumable)")
+    b.add_argument("--orders", type=int, help="nesting orders of the source classes (default: the profile's)")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and derive the record's subset from it "
                                         f"(into {paths.DEFAULT_DATA_DIR}), checking its published sha256 sums")
     d.add_argument("--dest", default=None, help=f"default {paths.DEFAULT_DATA_DIR}, or {D.FULL_DATA_DIR} with --full")
@@ -200,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             rows = plan.run(progress=not a.no_progress)
             print(f"{len(rows)} runs in {plan.root} ({time.perf_counter() - start:.0f} s this invocation); "
                   f"notebooks/06_controls.ipynb and 07_errors.ipynb read them")
+            return 0
+        if a.command == "breadth":
+            plan = Breadth.of(cfg, a.orders)
+            plan.run(progress=not a.no_progress)
+            print(f"{len(plan.configs())} sweeps in {plan.root} ({time.perf_counter() - start:.0f} s this "
+                  f"invocation); notebooks/08_breadth.ipynb reads them")
             return 0
         rows = run(cfg, progress=not a.no_progress, wait=a.wait)
     except (D.DataError, ValueError, RuntimeError, OSError) as e:

@@ -23,12 +23,13 @@ class Profile:
     splits: int
     variant_splits: int
     draws: int
+    orders: int  # the breadth study's nesting orders of the source classes (ktlib.breadth)
 
 
 # paper: the paper's protocol; smoke: the same pipeline shrunk to seconds
-PROFILES = {"paper": Profile({}, 10, 3, 2000),
+PROFILES = {"paper": Profile({}, 10, 3, 2000, 5),
             "smoke": Profile(dict(source_per_class=40, source_max_epochs=2, levels=[0, 5], sizes=[1], trials=1,
-                                  test_per_class=10, max_epochs=30), 2, 1, 200)}
+                                  test_per_class=10, max_epochs=30), 2, 1, 200, 2)}
 # ktlib.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
 ENGINES = ("native", "batched", "plain")
 CODE_SCHEMES = ("random", "one-of-n")
@@ -60,6 +61,8 @@ class Purpose(IntEnum):
     BOOTSTRAP = 10     # the resampling of the study's intervals
     SHUFFLE = 11       # the permutations of the shuffled recipe's weights
     COVERAGE = 12      # the simulation that chooses how intervals over splits are made
+    SOURCE_ORDER = 13  # a nesting order of the source classes (and the seeds of the source nets drawn from it)
+    FIXED_TARGETS = 14  # the breadth study's target classes, the same for every source net
 
 
 def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:
@@ -79,6 +82,10 @@ class Config:
     n_classes: int = 20
     source_chars: str | None = None        # None: drawn by seed among classes with enough images
     target_chars: str | None = None
+    source_size: int | None = None         # how many classes the source net learns; None: n_classes (the targets)
+    source_order: int | None = None        # None: the source classes drawn by the split's seed; o: the first
+                                           # source_size of nesting order o (ktlib.data.nesting_order), whose
+                                           # seed also draws the source net's (so the sizes of one order nest)
     code_bits: int = 20
     code_scheme: str = "random"            # or "one-of-n" (needs code_bits == n_classes)
     # source net: trained until it reaches the paper's training accuracy
@@ -94,6 +101,7 @@ class Config:
     max_epochs: int = 1000
     stopping: str = "converged"            # or "budget": every run trains max_epochs epochs
     recipes: list[str] = field(default_factory=lambda: ["frozen"])  # how layers 1..n are made (recipes.RECIPES)
+    control_levels: list[int] | None = None  # None: the controls' recipes at every level; else only at these
     patience: int = 20                     # in patience_unit
     patience_unit: str = "epochs"          # or "steps"
     min_steps: int = 500                   # no plateau stop before this many optimiser steps: at every k, a run
@@ -133,6 +141,20 @@ class Config:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string of characters or None, got {getattr(self, name)!r}")
         self.levels = sorted({check_levels(n) for n in self.levels})
+        if self.control_levels is not None:
+            if isinstance(self.control_levels, (str, int)) or not self.control_levels:
+                raise ValueError(f"control_levels must be None or a non-empty list of levels, got {self.control_levels!r}")
+            self.control_levels = sorted({check_levels(n) for n in self.control_levels})
+        if self.source_size is not None:
+            self.source_size = _integer("source_size", self.source_size, 2)
+        if self.source_order is not None:
+            self.source_order = _integer("source_order", self.source_order, 0)
+            if self.source_chars is not None:
+                raise ValueError(f"source_order={self.source_order} draws the source classes; "
+                                 f"source_chars={self.source_chars!r} names them: give one of the two")
+        if None not in (self.source_size, self.source_chars) and len(self.source_chars) != self.source_size:
+            raise ValueError(f"source_chars={self.source_chars!r} names {len(self.source_chars)} classes, "
+                             f"source_size={self.source_size}")
         if not self.levels or not self.sizes or not all(is_integer(k) and k >= 1 for k in self.sizes):
             raise ValueError(f"levels and sizes must be non-empty, sizes integers >= 1; got {self.levels}, {self.sizes}")
         self.sizes = sorted({int(k) for k in self.sizes})
@@ -143,10 +165,12 @@ class Config:
             if self.engine == "plain":
                 raise ValueError(f"cluster={self.cluster!r} runs the engine's groups; engine='plain' runs one run "
                                  f"at a time in this process: use engine='native' or 'batched', or no cluster")
-        if self.code_scheme == "one-of-n" and self.code_bits != self.n_classes:
-            raise ValueError(f"code_bits must equal n_classes ({self.n_classes}) for one-of-N codes, got {self.code_bits}")
-        if self.code_scheme == "random" and self.n_classes > 2 ** self.code_bits:
-            raise ValueError(f"code_bits={self.code_bits} cannot give {self.n_classes} distinct codes")
+        if self.code_scheme == "one-of-n" and not self.code_bits == self.n_classes == self.source_count():
+            raise ValueError(f"one-of-N codes need code_bits == n_classes == the source classes "
+                             f"({self.n_classes}, {self.source_count()}), got code_bits={self.code_bits}")
+        if self.code_scheme == "random" and max(self.n_classes, self.source_count()) > 2 ** self.code_bits:
+            raise ValueError(f"code_bits={self.code_bits} cannot give {max(self.n_classes, self.source_count())} "
+                             f"distinct codes")
         if self.engine == "native":  # what kernels.c is built for
             if self.batch_size > NATIVE_MAX_BATCH:
                 raise ValueError(f"batch_size={self.batch_size}: the native engine takes batches of at most "
@@ -173,6 +197,13 @@ class Config:
         return cls.for_profile(profile, seed=seed, engine=engine, cluster=cluster or None,
                                data_dir=str(paths.data_dir(data_dir, base)),
                                results_dir=str(paths.results_dir(results_dir, profile, base)))
+
+    def source_count(self) -> int:
+        """How many classes the source net learns: source_size, else as many as source_chars names, else
+        n_classes (as many as the targets, the paper's design)."""
+        if self.source_size is not None:
+            return self.source_size
+        return len(self.source_chars) if self.source_chars is not None else self.n_classes
 
     def split_seed(self) -> int:
         """The seed every seed of this class split derives from: the config's own for split 0 (so split 0 is

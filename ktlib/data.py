@@ -390,18 +390,34 @@ def eligible(data: Emnist, source_per_class: int = 400, target_train_per_class: 
     return source, target
 
 
+# A nesting order ranks the classes with the paper's 400 training images per class, whatever a source net of the
+# order takes of each: the breadth study's sizes, and its control with fewer images per class, draw from one ranking.
+ORDER_POOL_IMAGES = 400
+
+
+def nesting_order(data: Emnist, seed: int) -> list[int]:
+    """A random order of the classes that can source a paper-size net: the first m of it are a source of m classes,
+    so the sources of one order nest."""
+    pool, _ = eligible(data, ORDER_POOL_IMAGES)
+    return np.random.default_rng(seed).permutation(pool).tolist()
+
+
 def split_classes(data: Emnist, seed: int, n_classes: int = 20, source_per_class: int = 400,
                   target_train_per_class: int = 40, test_per_class: int = 50,
-                  source_chars: str | None = None, target_chars: str | None = None) -> ClassSplit:
-    """Choose disjoint source and target classes (explicitly or by seed) that have enough images."""
+                  source_chars: str | None = None, target_chars: str | None = None,
+                  source_size: int | None = None, order_seed: int | None = None) -> ClassSplit:
+    """Choose disjoint source and target classes that have enough images: named, drawn by seed, or (the source
+    classes) the first `source_size` of the nesting order drawn by `order_seed`. There are n_classes targets, and
+    source_size (default n_classes) sources."""
     ok_source, ok_target = eligible(data, source_per_class, target_train_per_class, test_per_class)
+    count = n_classes if source_size is None else source_size
 
-    def explicit(chars: str, ok: list[int], role: str, need: str) -> list[int]:
+    def explicit(chars: str, ok: list[int], role: str, need: str, wanted: int) -> list[int]:
         labels = [data.label_of(ch) for ch in chars]
         if len(set(labels)) != len(labels):
             raise DataError(f"{role} characters {chars!r} repeat a character")
-        if len(labels) != n_classes:
-            raise DataError(f"{role} characters {chars!r}: need {n_classes}, got {len(labels)}")
+        if len(labels) != wanted:
+            raise DataError(f"{role} characters {chars!r}: need {wanted}, got {len(labels)}")
         bad = [data.mapping[c] for c in labels if c not in ok]
         if bad:
             raise DataError(f"{role} characters {bad} have too few images ({need})")
@@ -409,15 +425,24 @@ def split_classes(data: Emnist, seed: int, n_classes: int = 20, source_per_class
 
     rng = np.random.default_rng(seed)
     if source_chars is not None:
-        source = explicit(source_chars, ok_source, "source", f"need {source_per_class} training images")
+        source = explicit(source_chars, ok_source, "source", f"need {source_per_class} training images", count)
+    elif order_seed is not None:
+        order = nesting_order(data, order_seed)
+        if len(order) < count:
+            raise DataError(f"only {len(order)} classes have {ORDER_POOL_IMAGES} training images; {count} source "
+                            f"classes were asked for")
+        source = sorted(order[:count])
+        short = [data.mapping[c] for c in source if c not in ok_source]
+        if short:
+            raise DataError(f"source classes {short} have fewer than {source_per_class} training images")
     else:
-        if len(ok_source) < n_classes:
+        if len(ok_source) < count:
             raise DataError(f"only {len(ok_source)} classes have {source_per_class} training images; "
-                            f"{n_classes} source classes were asked for")
-        source = sorted(rng.choice(ok_source, n_classes, replace=False).tolist())
+                            f"{count} source classes were asked for")
+        source = sorted(rng.choice(ok_source, count, replace=False).tolist())
     if target_chars is not None:
         target = explicit(target_chars, ok_target, "target",
-                          f"need {target_train_per_class} training and {test_per_class} test images")
+                          f"need {target_train_per_class} training and {test_per_class} test images", n_classes)
         overlap = sorted(set(source) & set(target))
         if overlap:
             raise DataError(f"source and target classes overlap in {[data.mapping[c] for c in overlap]}")

@@ -45,7 +45,13 @@ def grid(cfg: Config) -> list[RunKey]:
     """Every run of the configuration's grid, n and recipe varying fastest (so a trial's set is drawn once in
     a row); the n=0 run, which copies nothing, once per trial, under the baseline recipe."""
     return [RunKey(n, k, t, r) for k in cfg.sizes for t in range(cfg.trials) for n in cfg.levels
-            for r in (cfg.recipes if n > 0 else [BASELINE])]
+            for r in (recipes_at(cfg, n) if n > 0 else [BASELINE])]
+
+
+def recipes_at(cfg: Config, n: int) -> list[str]:
+    """The recipes run at level n > 0: all of them, or the paper's and the fine-tuned ones alone where
+    control_levels leaves the controls out."""
+    return [r for r in cfg.recipes if cfg.control_levels is None or n in cfg.control_levels or not RECIPES[r].control]
 
 
 def retained(n: int) -> str:
@@ -70,30 +76,42 @@ class Experiment:
     def load(cls, cfg: Config) -> "Experiment":
         """The data at cfg.data_dir (read once per process) and the config's class split."""
         data, checksums = D.opened(cfg.data_dir)
+        order = None if cfg.source_order is None else derive_seed(cfg.split_seed(), Purpose.SOURCE_ORDER,
+                                                                  cfg.source_order)
         split = D.split_classes(data, derive_seed(cfg.split_seed(), Purpose.SPLIT), cfg.n_classes,
                                 cfg.source_per_class, max(cfg.sizes), cfg.test_per_class, cfg.source_chars,
-                                cfg.target_chars)
+                                cfg.target_chars, cfg.source_size, order)
         return cls(cfg, data, split, checksums)
 
     def chars(self, role: str) -> str:
         return "".join(self.data.mapping[c] for c in getattr(self.split, role))
 
     def codes(self, role: str) -> torch.Tensor:
-        purpose = Purpose.SOURCE_CODES if role == "source" else Purpose.TARGET_CODES
-        return target_codes(self.cfg.n_classes, self.cfg.code_bits, self.seed(purpose), self.cfg.code_scheme)
+        if role == "source":
+            return target_codes(self.cfg.source_count(), self.cfg.code_bits, self.source_seed(Purpose.SOURCE_CODES),
+                                self.cfg.code_scheme)
+        return target_codes(self.cfg.n_classes, self.cfg.code_bits, self.seed(Purpose.TARGET_CODES),
+                            self.cfg.code_scheme)
 
     def seed(self, purpose: Purpose, *keys: int) -> int:
         """The seed of one purpose in this class split."""
         return derive_seed(self.cfg.split_seed(), purpose, *keys)
 
+    def source_seed(self, purpose: Purpose) -> int:
+        """The seed of one purpose of the source net (and the nets the controls draw from it): the split's, and
+        with a nesting order, that order's own, so that each order's source nets are independent of another's
+        while the targets' sets and seeds stay the same for all."""
+        return self.seed(purpose) if self.cfg.source_order is None else self.seed(purpose, self.cfg.source_order)
+
     def source_set(self) -> D.Subset:
-        return D.draw(self.data.train, self.split.source, self.cfg.source_per_class, self.seed(Purpose.SOURCE_DATA))
+        return D.draw(self.data.train, self.split.source, self.cfg.source_per_class,
+                      self.source_seed(Purpose.SOURCE_DATA))
 
     def source_test_set(self) -> D.Subset:
         """Held-out images of the source classes, from the test file (as many as test_per_class, or all a
         class has when fewer)."""
         per_class = min([self.cfg.test_per_class] + [self.data.counts("test")[c] for c in self.split.source])
-        return D.draw(self.data.test, self.split.source, per_class, self.seed(Purpose.SOURCE_TEST))
+        return D.draw(self.data.test, self.split.source, per_class, self.source_seed(Purpose.SOURCE_TEST))
 
     def test_set(self) -> D.Subset:
         return D.draw(self.data.test, self.split.target, self.cfg.test_per_class, self.seed(Purpose.TEST_DATA))
@@ -107,8 +125,8 @@ class Experiment:
         """The nets this configuration's recipes copy from: the trained source net, and the controls drawn
         from it and this split's seeds (the random ones all from one draw, so they differ only in scale)."""
         kinds = {RECIPES[r].copies for r in self.cfg.recipes} | {"trained"}
-        return {kind: copy_source(kind, source, self.seed(Purpose.SHUFFLE if kind == "shuffled"
-                                                          else Purpose.RANDOM_SOURCE)) for kind in sorted(kinds)}
+        return {kind: copy_source(kind, source, self.source_seed(Purpose.SHUFFLE if kind == "shuffled"
+                                                                 else Purpose.RANDOM_SOURCE)) for kind in sorted(kinds)}
 
     def task(self, source: Net) -> "Task":
         """What the runs of this experiment share, for an executor."""
@@ -123,6 +141,8 @@ class Experiment:
         """Everything that determines the source net: its fields of the config, its classes, the data."""
         c = self.cfg
         trainer = {} if source_trainer(c) == "plain" else {"source_trainer": source_trainer(c)}
+        if c.source_order is not None:  # its seeds are the order's (source_seed)
+            trainer["source_order"] = c.source_order
         return dict(seed=c.split_seed(), n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
                     source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
                     source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,

@@ -28,6 +28,7 @@ SOURCE_RECORD = "source.json"  # the source net's training record, readable with
 READOUTS_FILE = "readouts.csv"  # the training-free readouts of the grid (ktlib.readouts)
 RECORD_FILES = (RESULTS_FILE, SOURCE_RECORD, SOURCE_FILE, PREDICTIONS_FILE, READOUTS_FILE)  # what a record keeps
 STUDY_DIR = "study"  # a study's sweeps, under its profile's results directory: study/<part>/split-<s>/
+ORDERED = "classes-"  # the parts of the breadth study (ktlib.breadth), whose sweeps are nesting orders: order-<o>/
 REPO = Path(__file__).resolve().parents[1]  # the checkout ktlib is installed from (pip install -e .)
 # One row per training-free readout of a sweep's grid (ktlib.readouts).
 READOUT_COLUMNS = ["n", "recipe", "k", "trial", "readout", "test_accuracy"]
@@ -337,16 +338,19 @@ def study_root(results_dir: str | os.PathLike) -> Path:
 
 
 def sweep_dir(root: str | os.PathLike, part: str, split: int) -> Path:
-    """The directory of one sweep of a study: <root>/<part>/split-<split>."""
-    return Path(root) / part / f"split-{split}"
+    """The directory of one sweep of a study: <root>/<part>/split-<split>, or order-<order> in the breadth study's
+    parts (its `split` is the nesting order)."""
+    return Path(root) / part / f"{'order' if part.startswith(ORDERED) else 'split'}-{split}"
 
 
 def study_sweeps(root: str | os.PathLike, parts: list[str] = ()) -> list[tuple[str, int, Path]]:
-    """(part, split, directory) of every finished-or-started sweep under a study's root, in the order of `parts`
-    (others after them), then by split."""
+    """(part, split or order, directory) of every finished-or-started sweep under a study's root, in the order of
+    `parts` (others after them), then by split."""
     out = []
-    for path in sorted(Path(root).glob(f"*/split-*/{RESULTS_FILE}")):
-        out.append((path.parent.parent.name, int(path.parent.name.split("-")[1]), path.parent))
+    for path in sorted(Path(root).glob(f"*/*-*/{RESULTS_FILE}")):
+        part, number = path.parent.parent.name, path.parent.name.rsplit("-", 1)[1]
+        if number.isdigit() and path.parent == sweep_dir(root, part, int(number)):
+            out.append((part, int(number), path.parent))
     order = list(parts)
     return sorted(out, key=lambda v: (order.index(v[0]) if v[0] in order else len(order), v[1]))
 

@@ -38,7 +38,7 @@ def by_engine(exp: Experiment, net: Net, x: torch.Tensor, y: torch.Tensor, seed:
 def train_source(exp: Experiment, progress: bool = True) -> tuple[Net, dict]:
     """A source net trained now, and its record: classes, seed, epochs, accuracies, the state's sha256, history."""
     cfg = exp.cfg
-    seed = exp.seed(Purpose.SOURCE_INIT)
+    seed = exp.source_seed(Purpose.SOURCE_INIT)
     net = build(seed, cfg.code_bits)
     s = exp.source_set()
     x, y, codes = torch.from_numpy(s.x), torch.from_numpy(s.y), exp.codes("source")

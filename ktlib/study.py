@@ -80,18 +80,8 @@ class Study:
         return derive_seed(self.cfg.seed, purpose)
 
     def against_record(self) -> dict[str, dict]:
-        """Per sweep: how far its runs are from the committed record's of the same data (claims.compare_with_record;
-        the engine may differ, as in the sweep notebook's check)."""
-        record = records.study_root(records.record_path(self.cfg.profile, checksums=data.opened(self.cfg.data_dir)[1])
-                                    .parent)
-        checks = {}
-        for _, cfg in self.configs():
-            where = Path(cfg.results_dir)
-            meta, rows = records.read_results(where / records.RESULTS_FILE)
-            relative = where.relative_to(self.root)
-            checks[str(relative)] = claims.compare_with_record(rows, meta, record / relative / records.RESULTS_FILE,
-                                                               ignore=("engine",))
-        return checks
+        """Per sweep: how far its runs are from the committed record's of the same data."""
+        return against_record([cfg for _, cfg in self.configs()], self.root)
 
     def runs(self) -> pd.DataFrame:
         """Every run of the study, tidy: one row per run, with its part (`variant`) and split."""
@@ -117,6 +107,21 @@ class Study:
     def provenance(self) -> pd.DataFrame:
         """Per sweep: the commit, split, classes, protocol, source net and versions that made it."""
         return records.study_provenance(self.root, PARTS)
+
+
+def against_record(configs: list[Config], root: Path) -> dict[str, dict]:
+    """Per sweep of a study under `root`: how far its runs are from the committed record's of the same data
+    (claims.compare_with_record; the engine may differ, as in the sweep notebook's check)."""
+    first = configs[0]
+    record = records.study_root(records.record_path(first.profile, checksums=data.opened(first.data_dir)[1]).parent)
+    checks = {}
+    for cfg in configs:
+        where = Path(cfg.results_dir)
+        meta, rows = records.read_results(where / records.RESULTS_FILE)
+        relative = where.relative_to(root)
+        checks[str(relative)] = claims.compare_with_record(rows, meta, record / relative / records.RESULTS_FILE,
+                                                           ignore=("engine",))
+    return checks
 
 
 def recipes(plan: Study) -> pd.DataFrame:

@@ -176,9 +176,9 @@ def glue_claims(table: pd.DataFrame, verdicts: pd.Series, chances: pd.Series, su
     _verdict and _chance; and the paper's words it tests, as <claim>_paper."""
     from myst_nb import glue
 
-    words = {**C.SWEEP_CLAIMS, **C.STUDY_CLAIMS}
+    words = {**C.SWEEP_CLAIMS, **C.STUDY_CLAIMS, **C.BREADTH_CLAIMS}
     for key, v in verdicts.items():
-        if not suffix:  # once per claim: where it is judged on the paper's split
+        if not suffix:  # once per claim: where it is judged first (the paper's split, or the breadth study)
             glue(f"{key}_paper", words[key].paper, display=False)
         glue(f"{key}{suffix}_measured", measured(table, key), display=False)
         glue(f"{key}{suffix}_verdict", v, display=False)

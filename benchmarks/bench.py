@@ -5,6 +5,7 @@
     python benchmarks/bench.py --engines plain batched native   # also the engine without its C kernels
     python benchmarks/bench.py --study            # each recipe's share of the peak; the study's time from them
     python benchmarks/bench.py --cluster          # one split's runs on a Dask LocalCluster of 1, then 2 workers
+    python benchmarks/bench.py --breadth          # the breadth study's time from its record, here and on Dask
 
 Every path trains the same runs (same source net, data, seeds and stopping rule). Each runs n by n
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
@@ -36,7 +37,8 @@ import torch.nn.functional as F
 from distributed import get_task_stream
 
 import ktlib
-from ktlib import cluster, config, data, engine, executors, experiment, model, native, readouts, records, study, sweep
+from ktlib import (breadth, cluster, config, data, engine, executors, experiment, model, native, readouts, records, study,
+                   sweep)
 from ktlib.records import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
 from ktlib.model import connections
@@ -289,6 +291,41 @@ def layer_profile(trials: int = 5, images: int = 800, steps: int = 50) -> None:
           f"the step, {100 * per_value * units * images * trials / evaluation[0]:.0f}% of the evaluation pass")
 
 
+def breadth_cost(data_dir: str | None, committed: str, measured_minutes: float | None) -> None:
+    """The breadth study's time from its committed record: each group's training loop as its runs recorded it (on
+    one thread, as the engine runs a group), each source net's recorded seconds; scheduled as this process runs it
+    (a sweep's source net, then its groups on the engine's threads, then the next sweep's) and on 16 and 64 Dask
+    workers (the source nets trained by the client while the workers train the groups). Setup, the final tests
+    and the readouts are not in the records, so this is a lower bound; `measured_minutes`, if given, is the wall
+    time of a run from scratch, to set beside it."""
+    cfg = ktlib.Config(data_dir=data_dir, results_dir=committed)
+    plan = breadth.Breadth.of(cfg)
+    rows = plan.stored()
+    sweeps = []
+    for name, sweep_cfg in plan.configs():
+        part = rows[(rows.variant == name) & (rows.order == sweep_cfg.source_order)]
+        sweeps.append((records.read_source_record(sweep_cfg.results_dir)["seconds"],
+                       part.groupby(["recipe", "n", "k"]).seconds.max().tolist()))
+    groups = sum(sum(t) for _, t in sweeps)
+    nets = sum(s for s, _ in sweeps)
+    print(f"the breadth study's record: {len(rows)} runs in {sum(len(t) for _, t in sweeps)} groups over "
+          f"{len(sweeps)} sweeps; the groups' training loops {groups / 60:.1f} min on one thread, the source nets "
+          f"{nets / 60:.1f} min (the largest {max(s for s, _ in sweeps):.0f} s)")
+    loops = rows.groupby(["variant", "order", "recipe", "n", "k"]).seconds.max().reset_index()
+    for by in (["recipe", "n"], ["k"]):
+        share = loops.groupby(by).seconds.sum().sort_values(ascending=False) / loops.seconds.sum()
+        print(f"  the groups' time by {' and '.join(by)}: " + ", ".join(
+            f"{' '.join(map(str, key if isinstance(key, tuple) else (key,)))} {100 * v:.0f}%" for key, v in share.items()))
+    workers = cfg.worker_count()
+    here = sum(s + simulate([(0.0, t)], workers) for s, t in sweeps)
+    print(f"  in this process on {workers} threads (each source net, then its sweep's groups): {here / 60:.1f} min"
+          + (f"; a run from scratch took {measured_minutes:.1f} min" if measured_minutes else ""))
+    for n in (2, 16, 64):
+        print(f"  on {n:2} Dask workers: {simulate(sweeps, n) / 60:5.1f} min with the source nets trained by the "
+              f"client one after another, {simulate_sources_as_tasks(sweeps, n) / 60:5.1f} min with each a task of "
+              f"its own; work / workers {(groups + nets) / n / 60:5.1f} min")
+
+
 def task_times(stream: list[dict]) -> dict[tuple, float]:
     """Each group's compute seconds, by (recipe, n, k), from a Dask task stream."""
     out = {}
@@ -432,7 +469,12 @@ def main() -> None:
     p.add_argument("--cluster", action="store_true", help="one split on a Dask LocalCluster of 1, then 2 workers")
     p.add_argument("--layers", action="store_true", help="the native kernels' time layer by layer (no data needed)")
     p.add_argument("--record", default="results/paper", help="the committed record --study and --cluster project from")
+    p.add_argument("--breadth", action="store_true", help="the breadth study's time, from its record, here and on "
+                                                          "16 and 64 Dask workers (seconds, no training)")
+    p.add_argument("--measured", type=float, help="--breadth: the minutes a run from scratch took, to print beside")
     a = p.parse_args()
+    if a.breadth:
+        return breadth_cost(a.data_dir, a.record, a.measured)
     if a.study:
         return study_cost(a.data_dir, a.workers, a.record, a.epochs)
     if a.cluster:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import claims, controls, data, records, study, sweep
 from .config import PROFILES, Config, Purpose, derive_seed
-from .intervals import Cube, t_interval
+from .intervals import Cube, interval_text, t_interval
 from .recipes import BASELINE, MATCHED_CONTROL
 from .train import CAP
 
@@ -107,6 +107,10 @@ class Breadth:
                                  [str(m) for m in self.sizes] + [FIXED], ordered=True)  # tables in this order
         return out.assign(source=sources)
 
+    def stored(self) -> pd.DataFrame:
+        """Every run as its results file stores it: the n=0 runs once."""
+        return self._mine(records.study_runs(self.root, self.parts))
+
     def runs(self) -> pd.DataFrame:
         """Every run, tidy, with its part (`variant`), nesting `order` and `source` size ('fixed' for the control);
         the n=0 runs under every source."""
@@ -117,9 +121,39 @@ class Breadth:
         return self._shared(records.study_readouts(self.root, self.parts))
 
     def sources(self) -> pd.DataFrame:
-        """Each sweep's source net: classes, epochs, training and held-out accuracy."""
+        """Each sweep's source net: classes, epochs, training and held-out accuracy, whether it hit the epoch cap."""
         nets = self._mine(records.study_sources(self.root, self.parts))
         return nets.assign(classes=nets.source.str.len(), cap=nets.epochs >= self.cfg.source_max_epochs)
+
+    def orders_table(self) -> pd.DataFrame:
+        """Per nesting order: the classes each source size adds to the one before."""
+        out = {}
+        for order in range(self.orders):
+            ranked = [data.opened(self.cfg.data_dir)[0].mapping[c] for c in data.nesting_order(
+                data.opened(self.cfg.data_dir)[0], derive_seed(self.cfg.split_seed(), Purpose.SOURCE_ORDER, order))]
+            out[order] = {f"{a + 1}-{b}": "".join(sorted(ranked[a:b]))
+                          for a, b in zip((0,) + self.sizes[:-1], self.sizes)}
+        return pd.DataFrame(out).T.rename_axis("order")
+
+    def design(self) -> dict:
+        """The design's numbers, as the notebook cites them."""
+        pool = self.sizes[-1]
+        return {"pool_count": pool, "scarce_count": len(data.opened(self.cfg.data_dir)[0].mapping) - pool,
+                "targets": self.cfg.target_chars, "n_targets": self.cfg.n_classes, "orders": self.orders,
+                "orders_df": self.orders - 1, "fixed_images": self.fixed_images,
+                "fixed_total": self.fixed_images * pool, "paper_total": self.cfg.n_classes * self.cfg.source_per_class,
+                "capacity_levels": " and ".join(map(str, CAPACITY_LEVELS)), "sweeps": len(self.configs())}
+
+    def spreads(self) -> pd.DataFrame:
+        """Per sweep, recipe and level: how much that level's output varies from image to image on the test images
+        (ktlib.readouts.spread), as its readouts file records it."""
+        out = []
+        for name, cfg in self.configs():
+            meta, _ = records.read_readouts(cfg.results_dir)
+            out += [{"source": name.removeprefix(records.ORDERED), "order": cfg.source_order, "recipe": recipe,
+                     "n": n, "spread": value} for recipe, values in meta["spread"].items()
+                    for n, value in enumerate(values)]
+        return pd.DataFrame(out)
 
     def provenance(self) -> pd.DataFrame:
         return records.study_provenance(self.root, self.parts)
@@ -200,9 +234,26 @@ def knowledge(rows: pd.DataFrame) -> pd.DataFrame:
     wide = both.pivot_table(index=["source", "n", "k", "order", "trial"], columns="recipe", values="test_accuracy")
     wide = wide.dropna()
     per_order = (wide[BASELINE] - wide[MATCHED_CONTROL]).groupby(["source", "n", "k", "order"], observed=True).mean()
-    out = [dict(zip(["source", "n", "k", "estimate", "low", "high"], [*key, *_interval(group.to_numpy())]))
-           for key, group in per_order.groupby(["source", "n", "k"], observed=True)]
-    return pd.DataFrame(out)
+    out = pd.DataFrame([dict(zip(["source", "n", "k", "estimate", "low", "high"], [*key, *_interval(group.to_numpy())]))
+                        for key, group in per_order.groupby(["source", "n", "k"], observed=True)])
+    if isinstance(rows.source.dtype, pd.CategoricalDtype):  # the sources in their order, not as text sorts them
+        out["source"] = pd.Categorical(out.source, rows.source.cat.categories, ordered=True)
+    return out.sort_values(["source", "n", "k"], ignore_index=True)
+
+
+def agreement(trained: pd.DataFrame, readout: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of two `knowledge` tables: whether both intervals exclude zero (decided), and if so, whether they
+    agree in sign."""
+    both = trained.merge(readout, on=["source", "n", "k"], suffixes=("", "_readout"))
+    side = lambda low, high: np.where(low > 0, 1, np.where(high < 0, -1, 0))
+    a, b = side(both.low, both.high), side(both.low_readout, both.high_readout)
+    return both.assign(decided=(a != 0) & (b != 0), agree=(a != 0) & (a == b))
+
+
+def as_text(table: pd.DataFrame, fmt: str = "+.3f") -> pd.Series:
+    """'estimate [low, high]' per row, indexed by the table's other columns."""
+    keys = [col for col in table.columns if col not in ("estimate", "low", "high")]
+    return (table.set_index(keys) if keys else table).apply(lambda r: interval_text(r, fmt), axis=1)
 
 
 def instruments(rows: pd.DataFrame, classes: int) -> pd.DataFrame:
@@ -210,6 +261,29 @@ def instruments(rows: pd.DataFrame, classes: int) -> pd.DataFrame:
     marked = rows.assign(dead=controls.dead(rows.train_accuracy, classes), cap=rows.stopped_by == CAP)
     return marked.groupby(["source", "recipe"], observed=True).agg(runs=("dead", "size"), dead=("dead", "sum"),
                                                                cap=("cap", "sum"))
+
+
+def source_summary(nets: pd.DataFrame) -> pd.DataFrame:
+    """Per source size: the source nets' held-out accuracy (mean, lowest, highest), epochs, and epoch-cap hits."""
+    return nets.groupby("variant", sort=False).agg(
+        classes=("classes", "first"), held_out_mean=("held_out_accuracy", "mean"),
+        held_out_min=("held_out_accuracy", "min"), held_out_max=("held_out_accuracy", "max"),
+        epochs_mean=("epochs", "mean"), capped=("cap", "sum"), nets=("cap", "size"))
+
+
+def headline(c: Cube, stops: pd.DataFrame) -> dict:
+    """The numbers that answer the paper's question: what a doubling of the source classes adds at the smallest k,
+    with its interval, and where transfer stops paying (the median over orders) with the fewest and the most
+    source classes."""
+    small = c.sizes[0]
+    estimate, low, high = _interval(claims.per_doubling(c, small)(c))
+    fewest, most = claims.nested(c)[0], claims.nested(c)[-1]
+    median = lambda m: stops.loc[m].fillna(np.inf).median()  # an order that pays at every k: past the largest
+    text = lambda v: f"k = {v:g}" if np.isfinite(v) else f"beyond k = {c.sizes[-1]}"
+    return {"small_k": small, "per_doubling": estimate, "per_doubling_low": low, "per_doubling_high": high,
+            "fewest": fewest, "most": most, "stops_fewest": text(median(fewest)), "stops_most": text(median(most)),
+            "stops_fewest_unpaid": int(stops.loc[fewest].isna().sum()),
+            "stops_most_unpaid": int(stops.loc[most].isna().sum())}
 
 
 def readout_table(readouts: pd.DataFrame, readout: str = "nearest-neighbour") -> pd.DataFrame:

@@ -193,6 +193,43 @@ def recipes(cells: pd.DataFrame):
     return fig
 
 
+def breadth(gains: pd.DataFrame, errors: pd.DataFrame, reference: float | None = None, fixed: str = "fixed"):
+    """Against the number of source classes (log scale), one line per training-set size, each with its 95% interval
+    over the nesting orders: the gain over n=0 of the best n and of n=5, and a readout's error on level-5 features;
+    the fixed-image control as an open marker beside the largest source; `reference`, an error to draw across."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    panels = [(gains[gains["gain of"] == "best n"], "estimate", "gain over n=0 of the best n"),
+              (gains[gains["gain of"] != "best n"], "estimate", f"gain over n=0 of {gains['gain of'].iloc[-1]}"),
+              (errors[errors.n == errors.n.max()], "error", "1-NN error on level-5 features")]
+    for ax, (table, value, title) in zip(axes, panels):
+        for i, (k, t) in enumerate(table.groupby("k")):
+            nested = t[t.source.astype(str) != fixed]
+            x = nested.source.astype(str).astype(int).to_numpy()
+            ax.errorbar(x, nested[value], yerr=[nested[value] - nested.low, nested.high - nested[value]], marker="o",
+                        capsize=3, color=f"C{i}", label=f"k={k}")
+            control = t[t.source.astype(str) == fixed]
+            if len(control):
+                ax.errorbar([x.max() * 1.12], control[value], yerr=[control[value] - control.low,
+                                                                     control.high - control[value]],
+                            marker="o", mfc="white", capsize=3, color=f"C{i}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(x)), [str(v) for v in sorted(set(x))])
+        ax.set_xlabel("source classes (open markers: all of them, fixed images)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[:2]:
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_ylabel("test accuracy difference")
+    axes[2].set_ylabel("test error")
+    if reference is not None:
+        axes[2].axhline(reference, color="black", ls="--", lw=1)
+        axes[2].annotate("Bartlett & Baxter: 400 classes", (axes[2].get_xlim()[0], reference), fontsize=8,
+                         xytext=(4, 4), textcoords="offset points")
+    axes[0].legend(title="training set", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def confusion(matrix: pd.DataFrame, title: str, ax=None):
     """A confusion matrix as shares of each true class (rows), the class labels on both axes."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]

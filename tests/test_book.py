@@ -78,7 +78,12 @@ def test_every_claim_has_its_words_title_and_contrasts_on_the_claims_page():
     assert numbers == [str(i + 1) for i in range(len(claims.COUNTED_CLAIMS) + len(runs))]  # one row each, in order
     assert [line.split("|")[2].strip() for line in page["claims-over"].splitlines()[2:]] == \
         [c.title for c in runs.values()]
-    assert len(page["claims-how"].splitlines()) == len(runs) + sum(bool(c.how) for c in claims.COUNTED_CLAIMS.values())
+    breadth = [line.split("|") for line in page["claims-breadth"].splitlines()[2:]]
+    assert all(c.words and c.title and c.how for c in claims.BREADTH_CLAIMS.values())
+    assert [row[1].strip() for row in breadth] == [str(len(numbers) + i + 1) for i in range(len(claims.BREADTH_CLAIMS))]
+    assert all(f"08_breadth.ipynb::{key}_verdict" in row[4] for key, row in zip(claims.BREADTH_CLAIMS, breadth))
+    assert len(page["claims-how"].splitlines()) == len(runs) + len(claims.BREADTH_CLAIMS) + sum(
+        bool(c.how) for c in claims.COUNTED_CLAIMS.values())
 
 
 def test_the_committed_claims_tables_are_the_registrys():

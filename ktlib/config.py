@@ -87,7 +87,7 @@ class Config:
                                            # source_size of nesting order o (ktlib.data.nesting_order), whose
                                            # seed also draws the source net's (so the sizes of one order nest)
     code_bits: int = 20
-    code_scheme: str = "random"            # or "one-of-n" (needs code_bits == n_classes)
+    code_scheme: str = "random"            # or "one-of-n" (needs code_bits == n_classes == the source classes)
     # source net: trained until it reaches the paper's training accuracy
     source_per_class: int = 400
     source_accuracy: float = PAPER_SOURCE_ACCURACY
@@ -166,8 +166,8 @@ class Config:
                 raise ValueError(f"cluster={self.cluster!r} runs the engine's groups; engine='plain' runs one run "
                                  f"at a time in this process: use engine='native' or 'batched', or no cluster")
         if self.code_scheme == "one-of-n" and not self.code_bits == self.n_classes == self.source_count():
-            raise ValueError(f"one-of-N codes need code_bits == n_classes == the source classes "
-                             f"({self.n_classes}, {self.source_count()}), got code_bits={self.code_bits}")
+            raise ValueError(f"code_bits must equal n_classes ({self.n_classes}) and the source classes "
+                             f"({self.source_count()}) for one-of-N codes, got {self.code_bits}")
         if self.code_scheme == "random" and max(self.n_classes, self.source_count()) > 2 ** self.code_bits:
             raise ValueError(f"code_bits={self.code_bits} cannot give {max(self.n_classes, self.source_count())} "
                              f"distinct codes")

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import claims, controls, data, records, study, sweep
-from .config import PROFILES, Config, Purpose, derive_seed
+from . import claims, data, records, study, sweep
+from .config import PROFILES, Config, Purpose, derive_seed, replicates
 from .intervals import Cube, interval_text, t_interval
 from .recipes import BASELINE, MATCHED_CONTROL
-from .train import CAP
 
 NESTED = (5, 10, 20)  # source sizes below the largest, which is every class with the paper's 400 training images
 CAPACITY_LEVELS = [3, 5]  # where the capacity control runs beside the frozen sweep
@@ -22,6 +21,12 @@ FIXED = "fixed"  # the control that holds the source images fixed: all the class
 def part(size: int | str) -> str:
     """A breadth sweep's part of the study's layout: classes-<m>, or the fixed-image control's."""
     return f"{records.ORDERED}{size}"
+
+
+def _listed(numbers) -> str:
+    """1, 2 and 3: numbers as a sentence lists them."""
+    words = [str(n) for n in numbers]
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def fixed_targets(emnist: data.Emnist, cfg: Config) -> str:
@@ -52,9 +57,7 @@ class Breadth:
     @classmethod
     def of(cls, cfg: Config, orders: int | None = None) -> "Breadth":
         profile = PROFILES[cfg.profile]
-        orders = profile.orders if orders is None else orders
-        if not isinstance(orders, int) or isinstance(orders, bool) or orders < 1:
-            raise ValueError(f"orders must be an integer >= 1, got {orders!r}")
+        orders = replicates("orders", orders, profile.orders)
         emnist, _ = data.opened(cfg.data_dir)
         largest = len(data.eligible(emnist, data.ORDER_POOL_IMAGES)[0])
         base = dataclasses.replace(cfg, recipes=[BASELINE, MATCHED_CONTROL], control_levels=CAPACITY_LEVELS,
@@ -127,10 +130,10 @@ class Breadth:
 
     def orders_table(self) -> pd.DataFrame:
         """Per nesting order: the classes each source size adds to the one before."""
-        out = {}
+        emnist, out = data.opened(self.cfg.data_dir)[0], {}
         for order in range(self.orders):
-            ranked = [data.opened(self.cfg.data_dir)[0].mapping[c] for c in data.nesting_order(
-                data.opened(self.cfg.data_dir)[0], derive_seed(self.cfg.split_seed(), Purpose.SOURCE_ORDER, order))]
+            ranked = [emnist.mapping[c] for c in data.nesting_order(
+                emnist, derive_seed(self.cfg.split_seed(), Purpose.SOURCE_ORDER, order))]
             out[order] = {f"{a + 1}-{b}": "".join(sorted(ranked[a:b]))
                           for a, b in zip((0,) + self.sizes[:-1], self.sizes)}
         return pd.DataFrame(out).T.rename_axis("order")
@@ -142,7 +145,12 @@ class Breadth:
                 "targets": self.cfg.target_chars, "n_targets": self.cfg.n_classes, "orders": self.orders,
                 "orders_df": self.orders - 1, "fixed_images": self.fixed_images,
                 "fixed_total": self.fixed_images * pool, "paper_total": self.cfg.n_classes * self.cfg.source_per_class,
-                "capacity_levels": " and ".join(map(str, CAPACITY_LEVELS)), "sweeps": len(self.configs())}
+                "capacity_levels": _listed(CAPACITY_LEVELS), "sweeps": len(self.configs()),
+                "sizes_count": len(self.sizes), "smaller_sizes": _listed(self.sizes[:-1]),
+                "source_sizes": _listed(self.sizes[:-1] + (f"all {pool}",)),
+                "pool_images": data.ORDER_POOL_IMAGES, "source_accuracy": self.cfg.source_accuracy,
+                "source_max_epochs": self.cfg.source_max_epochs, "trials": self.cfg.trials,
+                "paper_classes": self.cfg.n_classes, "top_level": max(self.cfg.levels)}
 
     def spreads(self) -> pd.DataFrame:
         """Per sweep, recipe and level: how much that level's output varies from image to image on the test images
@@ -254,13 +262,6 @@ def as_text(table: pd.DataFrame, fmt: str = "+.3f") -> pd.Series:
     """'estimate [low, high]' per row, indexed by the table's other columns."""
     keys = [col for col in table.columns if col not in ("estimate", "low", "high")]
     return (table.set_index(keys) if keys else table).apply(lambda r: interval_text(r, fmt), axis=1)
-
-
-def instruments(rows: pd.DataFrame, classes: int) -> pd.DataFrame:
-    """Per source and recipe: its runs, how many stopped dead (ktlib.controls.dead), how many hit the epoch cap."""
-    marked = rows.assign(dead=controls.dead(rows.train_accuracy, classes), cap=rows.stopped_by == CAP)
-    return marked.groupby(["source", "recipe"], observed=True).agg(runs=("dead", "size"), dead=("dead", "sum"),
-                                                               cap=("cap", "sum"))
 
 
 def source_summary(nets: pd.DataFrame) -> pd.DataFrame:

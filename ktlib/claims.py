@@ -22,9 +22,10 @@ from .tables import mean_table
 
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
 PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}
-# The error on characters its net was not trained on that the paper quotes from Bartlett & Baxter (1998), after 400
-# source classes of Kanji: the landmark its open question points to.
+# The error on characters its net was not trained on that the paper quotes from Bartlett & Baxter (1998), and the
+# number of Kanji classes their representation had learned: the landmark its open question points to.
 BAXTER_ERROR = 0.075
+BAXTER_CLASSES = 400
 
 
 @dataclass(frozen=True)

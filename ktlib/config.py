@@ -272,6 +272,11 @@ def _choice(name: str, value, allowed: tuple) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
+def replicates(name: str, value, default: int) -> int:
+    """A study's number of splits or orders: `value`, or `default` when it is None, checked as an integer >= 1."""
+    return _integer(name, default if value is None else value, 1)
+
+
 def _integer(name: str, value, low: int) -> int:
     if not is_integer(value) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

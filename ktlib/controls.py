@@ -10,6 +10,7 @@ import pandas as pd
 from . import claims as C
 from .intervals import Cube, Tables, estimate, interval_text
 from .recipes import BASELINE, RECIPES
+from .train import CAP
 
 Statistic = Callable[[dict[str, Tables]], float]
 
@@ -111,16 +112,17 @@ def dead(train_accuracy: pd.Series, classes: int) -> pd.Series:
     return train_accuracy <= C.DEAD / classes
 
 
-def instruments(rows: pd.DataFrame, classes: int) -> pd.DataFrame:
-    """Per recipe, n and k: the runs, how many stopped dead, how many the epoch-counted rule of the first record
-    would have left dead (replayed on each run's history), how many hit the epoch cap, and the mean training
-    accuracy. A recipe is an instrument where its runs train: no dead runs, no unexplained cap hits."""
+def instruments(rows: pd.DataFrame, classes: int, by: tuple[str, ...] = ("recipe", "n", "k")) -> pd.DataFrame:
+    """Per recipe, n and k (or the columns `by` names): the runs, how many stopped dead, how many the epoch-counted
+    rule of the first record would have left dead (replayed on each run's history), how many hit the epoch cap, and
+    the mean training accuracy. A recipe is an instrument where its runs train: no dead runs, no unexplained cap
+    hits."""
     before = rows.epoch_rule_train_accuracy.where(rows.epoch_rule_train_accuracy.notna(), rows.train_accuracy)
     frame = rows.assign(dead=dead(rows.train_accuracy, classes), dead_before=dead(before, classes),
-                        cap=rows.stopped_by == "cap")
-    out = frame.groupby(["recipe", "n", "k"]).agg(runs=("dead", "size"), dead=("dead", "sum"),
-                                                  dead_before=("dead_before", "sum"), cap=("cap", "sum"),
-                                                  train_accuracy=("train_accuracy", "mean"))
+                        cap=rows.stopped_by == CAP)
+    out = frame.groupby(list(by)).agg(runs=("dead", "size"), dead=("dead", "sum"),
+                                      dead_before=("dead_before", "sum"), cap=("cap", "sum"),
+                                      train_accuracy=("train_accuracy", "mean"))
     order = {r: i for i, r in enumerate(RECIPES)}
     return out.sort_index(key=lambda i: i.map(order) if i.name == "recipe" else i)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import claims, data, records, sweep
-from .config import PROFILES, Config, Purpose, derive_seed
+from .config import PROFILES, Config, Purpose, derive_seed, replicates
 from .recipes import BASELINE, CORE, PROBES, RECIPES
 
 BUDGET_EPOCHS = 100  # the fixed budget of the stopping-rule variant, set before any study run
@@ -37,9 +37,7 @@ class Study:
     @classmethod
     def of(cls, cfg: Config, splits: int | None = None) -> "Study":
         profile = PROFILES[cfg.profile]
-        splits = profile.splits if splits is None else splits
-        if not isinstance(splits, int) or isinstance(splits, bool) or splits < 1:
-            raise ValueError(f"splits must be an integer >= 1, got {splits!r}")
+        splits = replicates("splits", splits, profile.splits)
         # source nets by the engine: the same steps as train.train to rounding, ~17x faster (the paper's
         # sweep keeps its plainly trained one, so the study's split 0 is that sweep but for its source net)
         return cls(dataclasses.replace(cfg, recipes=CORE, source_training="engine"), splits,

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktlib import breadth, claims, records
+from ktlib import breadth, claims, records, study
 from ktlib.config import Config, Purpose
 from ktlib.experiment import Experiment, grid
 from ktlib.intervals import Cube
@@ -80,6 +80,21 @@ def test_the_configuration_refuses_an_order_beside_named_sources_and_a_bad_count
         Config(control_levels=[])
     with pytest.raises(ValueError, match="n \\(retained levels\\)"):
         Config(control_levels=[7])
+
+
+@pytest.mark.parametrize("count", [0, True, 1.5, "2"])
+def test_a_study_refuses_a_bad_number_of_orders_or_splits_before_it_reads_any_data(tmp_path, count):
+    cfg = Config.for_profile("smoke", data_dir=str(tmp_path / "no-data"), results_dir=str(tmp_path / "results"))
+    with pytest.raises(ValueError, match=f"orders must be an integer >= 1, got {count!r}"):
+        breadth.Breadth.of(cfg, orders=count)
+    with pytest.raises(ValueError, match=f"splits must be an integer >= 1, got {count!r}"):
+        study.Study.of(cfg, splits=count)
+
+
+def test_the_design_names_its_sizes_and_levels_as_a_sentence_lists_them(plan):
+    words = plan.design()
+    assert words["source_sizes"] == "5, 10, 20 and all 39" and words["smaller_sizes"] == "5, 10 and 20"
+    assert words["capacity_levels"] == "3 and 5" and words["sizes_count"] == len(plan.sizes) == 4
 
 
 def synthetic(slope: float, orders: int = 4, trials: int = 3, noise: float = 0.0, seed: int = 0) -> Cube:

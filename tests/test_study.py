@@ -193,6 +193,16 @@ def test_a_run_is_dead_at_twice_chance_and_the_epoch_rule_replay_counts_before()
     assert (table.runs, table.dead, table.dead_before, table.cap) == (4, 1, 3, 1)
 
 
+def test_the_instruments_count_per_any_grouping_such_as_the_breadth_studys_sources():
+    rows = pd.DataFrame({"source": ["5", "5", "39", "39"], "recipe": ["frozen", "random-matched"] * 2, "n": [5] * 4,
+                         "k": [1] * 4, "train_accuracy": [1.0, 0.1, 1.0, 1.0],
+                         "stopped_by": ["fit", "plateau", "cap", "fit"], "epoch_rule_train_accuracy": [1.0] * 4})
+    table = controls.instruments(rows, classes=20, by=("source", "recipe"))
+    assert table.index.names == ["source", "recipe"]
+    assert table.loc[("5", "random-matched"), ["runs", "dead", "cap"]].tolist() == [1, 1, 0]
+    assert table.loc[("39", "frozen"), ["runs", "dead", "cap"]].tolist() == [1, 0, 1]
+
+
 def test_the_chosen_control_is_the_random_one_whose_spread_is_nearest_the_trained_nets():
     spreads = pd.DataFrame([{"split": 0, "n": n, "recipe": r, "spread": v * (n + 1)}
                             for n in range(6) for r, v in [("frozen", 1.0), ("random-matched", 0.8),

@@ -102,11 +102,10 @@ def conv_peak(repeats: int = 5) -> float:
 
 def cpu() -> str:
     """The CPU as /proc/cpuinfo names it (a virtual machine may hide the model name; family and model remain)."""
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-    except OSError:
+    fields = native.cpu()
+    if not fields:
         return platform.processor() or platform.machine()
-    get = {k.strip(): v.strip() for k, v in info.items()}.get
+    get = fields.get
     return f"{get('model name', '?')} (family {get('cpu family', '?')}, model {get('model', '?')}), {config.cores()} cores"
 
 

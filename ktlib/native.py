@@ -66,13 +66,22 @@ def cache_dir() -> Path:
                             f"temporary directory); set ${CACHE_ENV}")
 
 
+def cpu() -> dict[str, str]:
+    """The first CPU's fields as /proc/cpuinfo gives them ("model name", "cpu family", "model", "flags", ...);
+    empty where there is no /proc/cpuinfo. A virtual machine may hide the model name."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
+
+
 def _machine() -> str:
     """What -march=native compiles for: a library built for one CPU must not be loaded on another."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        return "\n".join(sorted({line for line in info.splitlines() if line.startswith(("model name", "flags"))}))
-    except OSError:
+    fields = cpu()
+    if not fields:
         return platform.processor() + platform.machine()
+    return "\n".join(f"{k}: {fields.get(k, '')}" for k in ("model name", "cpu family", "model", "flags"))
 
 
 def target() -> str:

@@ -18,6 +18,20 @@ def test_the_kernels_are_compiled_once_and_then_reused(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.part"))  # compiled through a temporary file, renamed into place
 
 
+def test_a_library_built_for_one_cpu_is_not_reused_on_another(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
+    source = tmp_path / "tiny.c"
+    source.write_text("int kt_one(void) { return 1; }\n")
+    here = native.cpu()
+    assert here.get("flags") or not Path("/proc/cpuinfo").exists()  # the flags -march=native compiles for
+    built = native.build(source, [["-O0"]])
+    monkeypatch.setattr(native, "cpu", lambda: {**here, "flags": "sse2"})
+    other = native.build(source, [["-O0"]])
+    assert other != built and other.exists()
+    monkeypatch.setattr(native, "cpu", lambda: dict(here))
+    assert native.build(source, [["-O0"]]) == built
+
+
 def test_a_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))

@@ -14,7 +14,8 @@
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>, ENGINE=batched (no C compiler needed)
 #          or plain; CLUSTER=local:N or tcp://HOST:PORT (the runs on Dask workers; not part of the
-#          experiment); `ktlib publish` names the record's directory (ktlib.records.record_path).
+#          experiment); `ktlib publish` names the record's directory (ktlib.records.record_path), and
+#          PUBLISH=--new-experiment (or --partial) lets make record replace it with another experiment's build.
 
 PYTHON ?= python3
 VENV := .venv
@@ -23,6 +24,7 @@ PROFILE ?= paper
 SEED ?= 0
 ENGINE ?= native
 CLUSTER ?=
+PUBLISH ?=
 comma := ,
 # The notebooks, in the book's order: the table of contents is the one list of them.
 NOTEBOOKS := $(shell sed -n 's|^ *- file: notebooks/||p' _toc.yml)
@@ -108,9 +110,10 @@ reproduce: install data mathjax
 
 # For maintainers: this build's notebooks and runs (make book's: the record, and whatever it lacked, computed
 # now) become the committed ones. For a record computed from scratch, RUN_DIR=$(REPRODUCE_DIR) after make reproduce.
+# The record first: a publish that refuses the build leaves the committed notebooks as they were too.
 record: book
+	$(BIN)/ktlib publish $(RUN_DIR) $(PUBLISH)
 	for nb in $(NOTEBOOKS); do cp $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
-	$(BIN)/ktlib publish $(RUN_DIR)
 	$(BIN)/python -c "import sys, pathlib; from ktlib.plots import glued_png; \
 	  pathlib.Path(sys.argv[3]).write_bytes(glued_png(*sys.argv[1:3]))" notebooks/02_sweep.ipynb fig2 $(README_FIGURE)
 
@@ -119,7 +122,7 @@ record: book
 plain-record: install data
 	$(BIN)/ktlib sweep --engine plain --profile $(PROFILE) --seed $(SEED) --no-progress \
 	  --results-dir $(CURDIR)/_build/results/$(PROFILE)-plain
-	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain
+	$(BIN)/ktlib publish $(CURDIR)/_build/results/$(PROFILE)-plain $(PUBLISH)
 
 # The plain path against the engine on the paper's 150 runs (about 17 minutes; seconds, ratios, GFLOP/s), the
 # native kernels' time layer by layer (under a minute), then each recipe's rate on one class split at a fixed

@@ -2,116 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from . import data as D
-from . import paths
+from . import paths, reproduce
 from .breadth import Breadth
-from .claims import run_agreement
 from .config import ENGINES, PROFILES, Config
-from .experiment import grid
 from .recipes import RECIPES
-from .records import RECORD_FILES, RESULTS_FILE, older_commit, read_results, record_path, study_root, study_sweeps
+from .records import RESULTS_FILE
 from .study import Study
 from .sweep import run
 from .tables import mean_table
-
-
-def _sweeps(results_dir: Path) -> list[tuple[str, Path]]:
-    """(name, directory) of each sweep of a results directory: its own, named by its results file, then its study's,
-    by their paths in it."""
-    return [(RESULTS_FILE, results_dir)] + [(str(d.relative_to(results_dir)), d)
-                                            for _, _, d in study_sweeps(study_root(results_dir))]
-
-
-def _copy_record(source: Path, dest: Path) -> None:
-    """Every record file of a results directory and its study's sweeps, from source to the same places in dest."""
-    for _, where in _sweeps(source):
-        target = dest / where.relative_to(source)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
-            if (where / name).exists():
-                shutil.copyfile(where / name, target / name)
-
-
-def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", seed_value: int = 0,
-         data_dir: str | None = None) -> str:
-    """Start a build's results directory from the committed record of its profile and engine, so that its sweeps
-    resume from the record's runs (each checks that they are its own experiment) and train only what it lacks.
-    A directory that already holds results is left as it is. A record made with another seed or other data is
-    refused, naming what differs, before anything is copied: the two are never mixed."""
-    dest, ours = Path(results_dir), D.checksums(D.resolve_data_dir(data_dir))  # sums only: no image is parsed
-    if (dest / RESULTS_FILE).exists():
-        return f"{dest} already holds results: resuming them"
-    # the record of this data if one was made (make record), else the subset's, which the checks below refuse
-    mine, subsets = (record_path(profile, engine, root, sums).parent for sums in (ours, None))
-    record = next((r for r in (mine, subsets) if (r / RESULTS_FILE).exists()), None)
-    if record is None:
-        return f"no committed record for {profile}-{engine}: every run is computed"
-    meta, _ = read_results(record / RESULTS_FILE)
-    differ = [f"data file {name}" for name, digest in meta["data_checksums"].items() if ours.get(name) != digest]
-    if meta["config"]["seed"] != seed_value:
-        differ.append(f"seed ({meta['config']['seed']} there, {seed_value} here)")
-    if differ:
-        raise ValueError(f"the committed record {record} was made with another {', '.join(differ)}; make book builds "
-                         f"from it only for the same data and seed. `make reproduce` computes every run on yours.")
-    _copy_record(record, dest)
-    return f"{dest} starts from the committed record {record}"
-
-
-def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
-    """Per results file of a build (its sweep and its study's): how many of its runs equal the committed record's
-    (same epochs and test accuracy), how many differ by no more than the tolerance, how many by more, and how many
-    only one side has (all of them when there is no record of this build's data)."""
-    source = Path(results_dir)
-    meta, _ = read_results(source / RESULTS_FILE)
-    record = record_path(meta["config"]["profile"], meta["config"]["engine"], root, meta["data_checksums"]).parent
-    out = {}
-    for name, where in _sweeps(source):
-        _, rows = read_results(where / RESULTS_FILE)
-        theirs = record / where.relative_to(source) / RESULTS_FILE
-        out[name] = run_agreement(rows, read_results(theirs)[1] if theirs.exists() else rows.iloc[:0])
-    table = pd.DataFrame(out).T.astype(int).rename_axis("results file")
-    table.attrs["record"] = str(record)
-    return table
-
-
-def run_counts(results_dir: Path) -> dict[str, tuple[int, int]]:
-    """Each results file of a results directory (its sweep and its study's): (runs it holds, runs of its grid)."""
-    out = {}
-    for name, where in _sweeps(results_dir):
-        meta, rows = read_results(where / RESULTS_FILE)
-        out[name] = (len(rows), len(grid(Config.of_experiment(meta["config"]))))
-    return out
-
-
-def publish(results_dir: str, root: str | Path = ".", partial: bool = False) -> tuple[Path, list[str]]:
-    """Copy a finished build's record files (RECORD_FILES: results, source nets and their records, predictions,
-    readouts), its study's included, to the record of its profile and engine in the checkout `root`
-    (results.record_path: the one place that naming lives; data other than the record's subset gets its own).
-    A build with fewer runs than its grids, or than the record it would replace, is refused before anything is
-    copied, unless `partial`; (the record, what is short) comes back, so that it can be said."""
-    source = Path(results_dir)
-    meta, _ = read_results(source / RESULTS_FILE)
-    dest = record_path(meta["config"]["profile"], meta["config"]["engine"], root, meta["data_checksums"]).parent
-    ours = run_counts(source)
-    theirs = run_counts(dest) if (dest / RESULTS_FILE).exists() else {}
-    older = theirs and older_commit(meta["git_commit"], read_results(dest / RESULTS_FILE)[0]["git_commit"], root)
-    short = [f"{name} holds {have} of its grid's {want} runs" for name, (have, want) in ours.items() if have < want]
-    short += [f"{name} holds {have} runs, the record {theirs[name][0]}" for name, (have, _) in ours.items()
-              if name in theirs and have < theirs[name][0]]
-    if short and not partial:
-        raise ValueError(f"{source} is not a finished build ({'; '.join(short)}): publishing it would leave the record "
-                         f"in {dest} with fewer runs. Finish it (the same command resumes), or pass --partial.")
-    _copy_record(source, dest)
-    if older:  # allowed, and said: a maintainer may mean to go back
-        short.append(f"this build was made at {meta['git_commit'][:12]}, before the record it replaced")
-    return dest, short
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,14 +58,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="the official ByClass files as they are (about 700,000 training images): a different "
                         "experiment from the record's, whose numbers will not match results/paper")
     d.add_argument("--url", default=D.EMNIST_URL)
-    d.add_argument("--md5", default=D.EMNIST_MD5)
+    d.add_argument("--md5", default=D.EMNIST_MD5, help="the archive's md5 sum (default: the official archive's)")
+    d.add_argument("--sha256", default=None, help="the archive's sha256 sum, checked too when given")
+    d.add_argument("--deadline", type=float, default=D.DOWNLOAD_SECONDS,
+                   help="seconds the download may take in all (default %(default)g)")
     d.add_argument("--keep-archive", action="store_true")
-    r = sub.add_parser("publish", help="copy a finished build's results files (sweep.csv, source.json, source.pt, "
-                                       "predictions.npz, readouts.csv, and its study's) to the record of its "
-                                       "profile and engine, results/<profile>[-<engine>]/ under the current directory")
+    r = sub.add_parser("publish", help="make a finished build the record of its profile and engine, "
+                                       "results/<profile>[-<engine>]/ under the current directory: every file of it "
+                                       "and its study's checked, then the record replaced in one step")
     r.add_argument("results_dir")
     r.add_argument("--partial", action="store_true",
-                   help="publish a build with fewer runs than its grid or than the record (refused without it)")
+                   help="publish a build with fewer runs than its grid or than the record, or without a sweep the "
+                        "record holds (refused without it)")
+    r.add_argument("--new-experiment", action="store_true",
+                   help="publish a build of another experiment (seed, classes, protocol) over the record (refused "
+                        "without it)")
+    r.add_argument("--data-dir", default=None, help=f"the EMNIST directory the build was made on, against which each "
+                                                    f"of its sweeps is checked (default ${paths.DATA_DIR_ENV})")
     cp = sub.add_parser("compare", help="a build's runs against the committed record: equal, within tolerance, "
                                         "or different, per results file")
     cp.add_argument("results_dir")
@@ -176,18 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.command == "download":
-            dest = D.download(a.dest, a.url, a.md5, keep_archive=a.keep_archive, full=a.full)
+            dest = D.download(a.dest, a.url, a.md5, a.sha256, keep_archive=a.keep_archive, full=a.full,
+                              deadline=a.deadline)
             print(f"EMNIST ByClass files are in {dest}; set {paths.DATA_DIR_ENV}={dest.resolve()}")
             return 0
         if a.command == "compare":
-            table = compare(a.results_dir)
+            table = reproduce.compare(a.results_dir)
+            differ = table.attrs["differ"]
+            if differ:  # said first: no run of those sweeps is paired with the record's
+                print(f"{a.results_dir} is another experiment than the record in {table.attrs['record']}: "
+                      f"{reproduce.differences_text(differ)}; those runs are not paired with the record's")
             print(f"{a.results_dir} against the record in {table.attrs['record']}, run by run:\n{table.to_string()}")
             return 0
         if a.command == "seed":
-            print(seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
+            print(reproduce.seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
             return 0
         if a.command == "publish":
-            dest, short = publish(a.results_dir, partial=a.partial)
+            dest, short = reproduce.publish(a.results_dir, partial=a.partial, new_experiment=a.new_experiment,
+                                            data_dir=a.data_dir)
             print(f"the record is in {dest}" + "".join(f"\n  note: {s}" for s in short))
             return 0
         overrides = {k: v for k, v in vars(a).items()

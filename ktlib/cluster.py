@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -38,8 +40,8 @@ def worker_seconds() -> float:
         seconds = float(value)
     except ValueError:
         seconds = 0
-    if not seconds > 0:
-        raise ValueError(f"${WORKER_SECONDS_ENV} must be a number of seconds > 0, got {value!r}")
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"${WORKER_SECONDS_ENV} must be a finite number of seconds > 0, got {value!r}")
     return seconds
 
 
@@ -68,12 +70,25 @@ def connect(cfg: Config):
     from distributed import Client, LocalCluster  # here: the in-process default needs no Dask
 
     spec, (kind, target) = cfg.cluster, cfg.where
+    worker_seconds()  # a bad $KTLIB_WORKER_SECONDS is refused now, before a cluster starts
+    if kind == "address" and target.startswith("tls://"):
+        from distributed.security import Security
+
+        if Security().get_connection_args("client")["ssl_context"] is None:
+            raise RuntimeError(f"cluster={spec!r}: a tls:// scheduler needs TLS certificates in Dask's configuration "
+                               f"(distributed.comm.tls.ca-file, .client.cert and .client.key), and none is set; set "
+                               f"them, or reach the scheduler by tcp://")
     with contextlib.ExitStack() as stack:
         stack.callback(restore_environment, dict(os.environ))
+        log = stack.enter_context(logged_to_file())
         if kind == "local":  # one thread per process: the engine's groups run on one core each
-            local = stack.enter_context(LocalCluster(n_workers=target, threads_per_worker=1, processes=True,
-                                                     host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                                     silence_logs=logging.ERROR))
+            try:
+                local = stack.enter_context(LocalCluster(n_workers=target, threads_per_worker=1, processes=True,
+                                                         host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                                         silence_logs=logging.CRITICAL))
+            except (RuntimeError, OSError, TimeoutError) as e:  # a worker process that died as it started
+                raise RuntimeError(f"cluster={spec!r}: Dask's local cluster did not start ({e}); Dask's log: "
+                                   f"{log}") from None
             client = stack.enter_context(Client(local))
         else:
             if target.startswith("tcp://"):
@@ -83,8 +98,43 @@ def connect(cfg: Config):
             except OSError as e:
                 raise RuntimeError(f"cluster={spec!r}: no Dask scheduler answered there ({e})") from None
         if client.dashboard_link:
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-        yield Dask(client, spec)
+            print(f"Dask dashboard: {client.dashboard_link}; its log: {log}", file=sys.stderr)
+        yield Dask(client, spec, log)
+
+
+class _FileLog(logging.Handler):
+    """Log records appended to a file. Not a logging.StreamHandler, whose level Dask's silence_logs turns down."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.file = open(path, "a", encoding="utf-8")
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.file.write(self.format(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+@contextlib.contextmanager
+def logged_to_file():
+    """Dask's log in this process (its nannies' and client's: a worker that dies is logged there, with tracebacks)
+    kept out of the terminal, in a file of its own for the block; yields the file's path, which errors name."""
+    from distributed.utils import silence_logging_cmgr
+
+    fd, path = tempfile.mkstemp(prefix=f"ktlib-dask-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+    os.close(fd)
+    handler, dask_log = _FileLog(path), logging.getLogger("distributed")
+    dask_log.addHandler(handler)
+    try:
+        with silence_logging_cmgr(logging.CRITICAL):  # its own handlers, which write to the terminal
+            yield path
+    finally:
+        dask_log.removeHandler(handler)
+        handler.close()
 
 
 def restore_environment(saved: dict) -> None:
@@ -100,10 +150,10 @@ class Dask:
     the results files' only writer, as its task completes."""
     remote = True  # its work takes the cluster's cores, not this process's
 
-    def __init__(self, client, spec: str):
+    def __init__(self, client, spec: str, log: str | None = None):
         from distributed import as_completed
 
-        self.client, self.spec = client, spec
+        self.client, self.spec, self.log = client, spec, log
         self.pending: dict = {}  # future -> (config, group, the runs wanted of it, where its rows go)
         self.completed = as_completed()
         self.checked: set[str] = set()
@@ -118,7 +168,8 @@ class Dask:
         try:
             self.client.wait_for_workers(1, timeout=worker_seconds())
         except TimeoutError:
-            raise RuntimeError(f"cluster={self.spec!r}: no worker joined in {worker_seconds():g} s") from None
+            raise RuntimeError(f"cluster={self.spec!r}: no worker joined in {worker_seconds():g} s{self._log()}") \
+                from None
         for worker, answer in self.client.run(check, engine_name, on_error="return").items():
             if isinstance(answer, Exception):
                 raise type(answer)(f"the Dask worker {worker}: {answer}") from None
@@ -166,10 +217,14 @@ class Dask:
                 except Exception as e:  # the task's own error, or KilledWorker once Dask stops retrying
                     self.client.cancel(list(self.pending))
                     self.pending.clear()
-                    raise failed(cfg, group, e, f" on the cluster {self.spec}") from e
+                    raise failed(cfg, group, e, f" on the cluster {self.spec}{self._log()}") from e
                 for r in rows:
                     if RunKey.of(r) in wanted:
                         on_row(r)
+
+    def _log(self) -> str:
+        """Where Dask's own account of it is, for an error to say."""
+        return f" (Dask's log: {self.log})" if self.log else ""
 
     def _stop(self, why: str) -> None:
         """Cancel every task still to do and raise one error naming them; the rows saved so far stay."""
@@ -178,7 +233,7 @@ class Dask:
         self.pending.clear()
         shown = ", ".join(f"{recipe} n={n} k={k}" for recipe, n, k in left[:5]) + (", ..." if len(left) > 5 else "")
         raise RuntimeError(f"{why}: {len(left)} groups of runs were still to do ({shown}); the runs saved so far "
-                           f"stay, and the same command resumes") from None
+                           f"stay, and the same command resumes{self._log()}") from None
 
 
 def _value(x):

@@ -43,6 +43,10 @@ SOURCE_TRAINING = ("plain", "engine")
 # optimiser steps, the same number at every k (a variant of the study)
 PATIENCE_UNITS = ("epochs", "steps")
 PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
+# Trials, class splits and nesting orders each draw their images and initial weights from a 31-bit seed (derive_seed):
+# among n of them two share a seed, and so are one run counted twice, with a chance of about n^2 / 2^32 (0.02% at
+# 1,000, 2% at 10,000). A replicate count is refused above this, before anything is allocated for it.
+MAX_REPLICATES = 1000
 NATIVE_MAX_BATCH, NATIVE_CODE_BITS = 32, 20  # what ktlib/kernels.c is built for (ktlib.native)
 
 
@@ -129,9 +133,10 @@ class Config:
         if isinstance(self.recipes, str) or not self.recipes:
             raise ValueError(f"recipes must be a non-empty list of {tuple(RECIPES)}, got {self.recipes!r}")
         self.recipes = [r for r in RECIPES if r in {check_recipe(r) for r in self.recipes}]
-        for name in ("n_classes", "code_bits", "source_per_class", "source_max_epochs", "trials", "test_per_class",
+        for name in ("n_classes", "code_bits", "source_per_class", "source_max_epochs", "test_per_class",
                      "max_epochs", "patience", "batch_size"):
             setattr(self, name, _integer(name, getattr(self, name), 1))
+        self.trials = replicates("trials", self.trials, None)
         self.source_accuracy = _number("source_accuracy", self.source_accuracy, 0, 1, "in (0, 1]", low_open=True)
         self.min_improvement = _number("min_improvement", self.min_improvement, 0, 1, "in [0, 1)", high_open=True)
         self.loss_floor = _number("loss_floor", self.loss_floor, 0, math.inf, ">= 0")
@@ -272,9 +277,16 @@ def _choice(name: str, value, allowed: tuple) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def replicates(name: str, value, default: int) -> int:
-    """A study's number of splits or orders: `value`, or `default` when it is None, checked as an integer >= 1."""
-    return _integer(name, default if value is None else value, 1)
+def replicates(name: str, value, default: int | None) -> int:
+    """A number of trials, or a study's of splits or orders: `value`, or `default` when it is None, checked as an
+    integer from 1 to MAX_REPLICATES."""
+    value = _integer(name, default if value is None else value, 1)
+    if value > MAX_REPLICATES:
+        chance = lambda n: f"{min(1.0, n ** 2 / 2 ** 32):.2%}"  # noqa: E731
+        raise ValueError(f"{name}={value}: at most {MAX_REPLICATES}. Each draws its images and initial weights from a "
+                         f"31-bit seed, and two that share one are one run counted twice: the chance of that is about "
+                         f"{name}^2 / 2^32, {chance(MAX_REPLICATES)} at {MAX_REPLICATES} and {chance(value)} at {value}")
+    return value
 
 
 def _integer(name: str, value, low: int) -> int:

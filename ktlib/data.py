@@ -7,8 +7,10 @@ import hashlib
 import http.client
 import math
 import os
+import re
 import shutil
 import struct
+import time
 import urllib.request
 import zipfile
 import zlib
@@ -20,7 +22,7 @@ from tqdm import tqdm
 
 from . import paths
 from .paths import DATA_DIR_ENV, DEFAULT_DATA_DIR
-from .store import atomic_open, remove_stale_parts
+from .store import atomic_open, new_directory, remove_stale_parts
 
 SPLITS = ("train", "test")
 MAPPING_FILE = "emnist-byclass-mapping.txt"
@@ -29,6 +31,10 @@ IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 # The official archive (gzip.zip, about 560 MB) that NIST publishes; the md5 is the one torchvision pins.
 EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 EMNIST_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"
+# How long a download may take in all: 560 MB at 80 kB/s. A server silent for READ_SECONDS ends it sooner, and so
+# does one whose pace, once PACE_SECONDS have passed, would not bring the whole archive within the deadline.
+DOWNLOAD_SECONDS, READ_SECONDS, PACE_SECONDS = 2 * 3600, 60, 60
+ARCHIVE = "gzip.zip"
 
 # LeCun et al. (1998): background -0.1 and ink 1.175, so inputs have mean ~0 and variance ~1.
 BACKGROUND, INK = -0.1, 1.175
@@ -186,31 +192,66 @@ def checksums(data_dir: str | os.PathLike) -> dict[str, str]:
 
 # ---------------------------------------------------------------- download
 
+def checked_sums(md5: str | None, sha256_hex: str | None) -> dict[str, str]:
+    """The sums a download is checked against, by algorithm: at least one, each of the right form."""
+    sums = {name: value for name, value in (("md5", md5), ("sha256", sha256_hex)) if value is not None}
+    for name, value in sums.items():
+        digits = 32 if name == "md5" else 64
+        if not re.fullmatch(f"[0-9a-fA-F]{{{digits}}}", value):
+            raise DataError(f"--{name} {value!r} is not an {name} sum ({digits} hex digits); a download is checked "
+                            f"against the sum of the archive it fetches")
+    if not sums:
+        raise DataError("a download needs the md5 or sha256 sum of the archive, to check what arrives")
+    return {name: value.lower() for name, value in sums.items()}
+
+
 def fetch(url: str, dest: str | os.PathLike, md5: str | None = None, sha256_hex: str | None = None,
-          progress: bool = True) -> Path:
-    """Download url to dest through a temporary file, verify its checksum, then rename into place."""
+          progress: bool = True, deadline: float = DOWNLOAD_SECONDS) -> Path:
+    """Download url to dest through a temporary file, verify its checksum, then rename into place. The download
+    ends with one error if the server is silent for READ_SECONDS, or if it cannot finish within `deadline` seconds
+    (said as soon as its pace shows it, after PACE_SECONDS)."""
     dest = Path(dest)
     remove_stale_parts(dest)  # a killed download leaves up to 560 MB behind
-    hashers = {"md5": (hashlib.md5(), md5), "sha256": (hashlib.sha256(), sha256_hex)}
+    hashers = {name: (hashlib.new(name), want) for name, want in checked_sums(md5, sha256_hex).items()}
+    start = time.monotonic()
     try:
-        with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=READ_SECONDS) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 got = 0
-                while block := response.read(1 << 20):
-                    out.write(block)
+                while block := response.read1(1 << 20):  # what has arrived: a trickle cannot hold it
+                    try:
+                        out.write(block)
+                    except OSError as e:  # here, not the download: a full disk, say
+                        raise DataError(f"cannot write {dest}: {e.strerror or e}") from None
                     for h, _ in hashers.values():
                         h.update(block)
                     got += len(block)
                     bar.update(len(block))
+                    _on_time(url, got, total, time.monotonic() - start, deadline)
             if total and got != total:  # the server closed early: say so, rather than blame the checksum
                 raise DataError(f"{url}: download cut short, {got} of {total} bytes received")
             for name, (h, want) in hashers.items():
-                if want and h.hexdigest() != want.lower():
+                if h.hexdigest() != want:
                     raise DataError(f"{url}: {name} {h.hexdigest()} does not match the expected {want}")
+    except TimeoutError:
+        raise DataError(f"{url}: the server sent nothing for {READ_SECONDS} s; download stopped") from None
     except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
         raise DataError(f"{url}: download failed ({e})") from None
     return dest
+
+
+def _on_time(url: str, got: int, total: int | None, elapsed: float, deadline: float) -> None:
+    """Stop a download that has run past its deadline, or whose pace so far would take it past."""
+    late = elapsed > deadline
+    if total and elapsed > PACE_SECONDS:
+        late |= elapsed * total / got > deadline
+    if late:
+        pace = got / max(elapsed, 1e-9)
+        raise DataError(f"{url}: {got:,} of {f'{total:,}' if total else 'an unknown number of'} bytes in "
+                        f"{elapsed:.0f} s, at "
+                        f"{pace / 1e3:,.1f} kB/s: the download cannot finish within its deadline of {deadline:g} s "
+                        f"(--deadline); stopped")
 
 
 def extract_byclass(archive: str | os.PathLike, dest: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
@@ -239,30 +280,46 @@ FULL_DATA_DIR = Path("data/emnist-full")  # the official files as they are: anot
 
 def download(dest: str | os.PathLike | None = None, url: str = EMNIST_URL, md5: str | None = EMNIST_MD5,
              sha256_hex: str | None = None, keep_archive: bool = False, progress: bool = True,
-             full: bool = False) -> Path:
+             full: bool = False, deadline: float = DOWNLOAD_SECONDS) -> Path:
     """Fetch the official EMNIST archive, check it, and leave in dest the record's subset of its ByClass test split
     (derive_subset; an error if the files differ from the published sums), or with `full` the official ByClass
-    files as they are, about 700,000 training images: a different experiment, whose numbers are not the record's."""
+    files as they are, about 700,000 training images: a different experiment, whose numbers are not the record's.
+
+    Nothing is written into dest until everything derived has passed its checks: the archive is fetched and the
+    files derived in a new directory beside dest, which then takes dest's place in one step (store.new_directory).
+    A failure at any point leaves dest as it was. dest may hold only what a download writes."""
     dest = Path(dest or (FULL_DATA_DIR if full else DEFAULT_DATA_DIR))
-    archive = fetch(url, dest / "gzip.zip", md5=md5, sha256_hex=sha256_hex, progress=progress)
+    checked_sums(md5, sha256_hex)  # before any byte is fetched
+    if not 0 < deadline < math.inf:
+        raise DataError(f"--deadline {deadline!r}: the seconds a download may take must be a number > 0")
+    ours = {*data_files(), ARCHIVE}
+    others = sorted(p.name for p in dest.iterdir() if p.name not in ours and not p.name.endswith(".part")) \
+        if dest.is_dir() else []
+    if dest.exists() and not dest.is_dir() or others:
+        raise DataError(f"{dest} holds {', '.join(others) or 'a file'}, which a download does not write; it replaces "
+                        f"the whole directory, so give a new or empty one (--dest)")
     try:
-        if full:
-            extract_byclass(archive, dest)
-        else:
-            official = dest / ".official"
-            try:
+        with new_directory(dest) as new:
+            archive = fetch(url, new / ARCHIVE, md5=md5, sha256_hex=sha256_hex, progress=progress, deadline=deadline)
+            if full:
+                extract_byclass(archive, new)
+                _read(new)  # every file whole and readable, before it takes dest's place
+            else:
+                official = new / ".official"
                 extract_byclass(archive, official, [MAPPING_FILE, image_file("test"), label_file("test")])
-                differ = derive_subset(official, dest)
-            finally:
-                shutil.rmtree(official, ignore_errors=True)
-            if differ:
-                raise DataError(f"{dest}: {', '.join(differ)} differ from the sha256 sums published with the record's "
-                                f"subset, so this is not the record's data: results made on it will not match "
-                                f"results/paper")
-    finally:
-        if not keep_archive:
-            archive.unlink(missing_ok=True)
-    read_mapping(dest)  # fail now, not at the first experiment, if the mapping is unusable
+                differ = derive_subset(official, new)
+                shutil.rmtree(official)
+                if differ:
+                    raise DataError(f"{url}: the subset derived from it is not the record's data ({', '.join(differ)} "
+                                    f"differ from the sha256 sums published with the record's subset)")
+            read_mapping(new)  # fail now, not at the first experiment, if the mapping is unusable
+            if not keep_archive:
+                archive.unlink()
+    except OSError as e:  # a full disk, a directory that cannot be written
+        raise DataError(f"cannot write {e.filename or dest}: {e.strerror or e}; nothing was written to {dest}") \
+            from None
+    except DataError as e:
+        raise DataError(f"{e}; nothing was written to {dest}") from None
     return dest
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -18,6 +19,7 @@ import torch
 
 from . import data as D
 from . import store
+from .config import Config
 from .experiment import COLUMNS, KEY, Experiment, RunKey, grid
 from .model import LAYERS, Net, build
 
@@ -38,6 +40,14 @@ INTEGER_COLUMNS = ("n", "k", "trial", "seed", "epochs", "trainable_parameters", 
 # Empty where a run has none: the source task's accuracy is measured only for runs that train copied layers, and
 # where the first record's stopping rule would have stopped a run only if it would have stopped it sooner.
 OPTIONAL = ("source_task_accuracy", "epoch_rule_epochs", "epoch_rule_train_accuracy")
+# What a number may be: the accuracies are shares of images, in [0, 1]; every other number column is a count, a
+# loss or a time, finite and >= 0, and a whole number no larger than LARGEST (beyond it a float64 cannot hold every
+# whole number exactly: no count we write comes near). Anything else is damage, refused on opening.
+SHARES = ("test_accuracy", "train_accuracy", "source_task_accuracy", "epoch_rule_train_accuracy")
+LARGEST = 2 ** 53
+# A results file's header: what a sweep writes in it (ktlib.sweep.Sweep.meta), and of what type.
+HEADER = {"config": dict, "data_checksums": dict, "source_classes": str, "target_classes": str, "source": dict,
+          "git_commit": str}
 
 
 class ResultsError(ValueError):
@@ -89,6 +99,12 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
         meta = None
     if not isinstance(meta, dict) or "config" not in meta:
         raise ResultsError(f"{path}: not a ktlib results file (no whole '# {{...}}' metadata line)")
+    wrong = [f"{name} is {json.dumps(meta[name])[:40]}" for name, kind in HEADER.items()
+             if name in meta and not isinstance(meta[name], kind)]
+    if isinstance(meta.get("source"), dict) and not isinstance(meta["source"].get("state_sha256"), str):
+        wrong.append("source has no state_sha256")
+    if wrong:
+        raise ResultsError(f"{path}: its header is damaged ({'; '.join(wrong)}); restore the file from a copy")
     if not body.strip():
         raise ResultsError(f"{path}: no column line after the metadata; the file is damaged")
     cut = not body.endswith("\n") and "\n" in body
@@ -115,6 +131,15 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
         if bad.any():
             raise ResultsError(f"{path}:{row_line(bad)}: {c}={rows[c][bad].iloc[0]!r} is not "
                                f"{'a whole number' if c in INTEGER_COLUMNS else 'a number'}; the file is damaged: "
+                               f"{DAMAGED_ROW}")
+        high, rule = (1, "a share in [0, 1]") if c in SHARES else (LARGEST, "a whole number in [0, 2**53]") \
+            if c in INTEGER_COLUMNS else (math.inf, "a finite number >= 0")
+        as_float = values.astype("float64")
+        outside = values.notna() & ~(as_float.between(0, high) & np.isfinite(as_float))
+        if outside.any():
+            shown = rows[c][outside].iloc[0]
+            shown = shown.item() if isinstance(shown, np.generic) else shown
+            raise ResultsError(f"{path}:{row_line(outside)}: {c}={shown!r} is not {rule}; the file is damaged: "
                                f"{DAMAGED_ROW}")
         rows[c] = values.astype("int64") if c in INTEGER_COLUMNS and values.notna().all() else values
     twice = rows.duplicated([c for c in (*KEY, "readout") if c in columns])
@@ -158,11 +183,11 @@ def write_results(path: Path, meta: dict, rows: pd.DataFrame) -> None:
 
 # ---------------------------------------------------------------- the test predictions
 
-def read_predictions(results_dir: str | os.PathLike, images: int | None = None
+def read_predictions(results_dir: str | os.PathLike, images: int | None = None, classes: int | None = None
                      ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """(keys, predictions, labels): one row of keys and of predictions (runs, test images) per run, and the
-    test images' labels; indices into the target classes. A file of any other shape, or (given `images`) for
-    another number of test images, is an error."""
+    test images' labels; indices into the target classes. A file of any other shape, or (given `images` and
+    `classes`) for another number of test images, or with a class index beyond the target classes, is an error."""
     path = Path(results_dir) / PREDICTIONS_FILE
     way_out = "delete it, and the runs it held are done again"
     try:
@@ -180,6 +205,10 @@ def read_predictions(results_dir: str | os.PathLike, images: int | None = None
     if images is not None and len(labels) != images:
         raise ResultsError(f"{path}: predictions for {len(labels)} test images, this configuration has {images}; "
                            f"{way_out}")
+    largest = max(int(predicted.max(initial=0)), int(labels.max(initial=0)))
+    if classes is not None and largest >= classes:
+        raise ResultsError(f"{path}: class {largest} among its predictions or labels, where this configuration has "
+                           f"{classes} target classes (0 to {classes - 1}); {way_out}")
     return keys, predicted, labels
 
 
@@ -202,12 +231,19 @@ def read_source_record(results_dir: str | os.PathLike) -> dict:
             record = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path} is damaged ({e}); delete it") from None
-    fields = {"key": str, "state_sha256": str, "epochs": int, "history": list}
-    wrong = [name for name, kind in fields.items()
-             if not isinstance(record, dict) or not isinstance(record.get(name), kind)]
+    fields = {"key": str, "state_sha256": str, "epochs": int, "history": list, "source_config": dict, "classes": str,
+              "train_accuracy": float, "held_out_accuracy": float}  # float: a share, in [0, 1]
+
+    def fits(value, kind) -> bool:
+        if kind not in (int, float):
+            return isinstance(value, kind)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        return 0 <= value <= 1 if kind is float else value >= 0 and value == int(value)
+    wrong = [name for name, kind in fields.items() if not isinstance(record, dict) or not fits(record.get(name), kind)]
     if wrong:
-        raise ResultsError(f"{path} is not a source net's record: {', '.join(wrong)} missing or of the wrong type "
-                           f"(it holds {type(record).__name__} {json.dumps(record)[:60]}); delete it")
+        raise ResultsError(f"{path} is not a source net's record: {', '.join(wrong)} missing, or of the wrong type "
+                           f"or range (it holds {type(record).__name__} {json.dumps(record)[:60]}); delete it")
     return record
 
 
@@ -216,11 +252,29 @@ def write_source_record(results_dir: str | os.PathLike, record: dict) -> None:
 
 
 def load_source(path: Path) -> dict:
-    """A saved source net's file: its key, state dict and record."""
+    """A saved source net's file: its key, state dict and record (tensors, numbers and words only: a file that
+    holds anything else is refused, not run)."""
+    way_out = "delete it to train the source net again"
     try:
-        return torch.load(path, weights_only=False)
+        saved = torch.load(path, weights_only=True)
     except Exception as e:  # torch raises several kinds for a damaged file
-        raise RuntimeError(f"{path} cannot be read ({e}); delete it to train the source net again") from None
+        raise ResultsError(f"{path} cannot be read ({str(e).splitlines()[0][:200]}); {way_out}") from None
+    if not (isinstance(saved, dict) and isinstance(saved.get("key"), str) and isinstance(saved.get("info"), dict)
+            and isinstance(saved.get("state_dict"), dict)):
+        raise ResultsError(f"{path} is not a source net ktlib saved (it holds a {type(saved).__name__}, not a key, a "
+                           f"state and a record); {way_out}")
+    return saved
+
+
+def source_state(path: Path, code_bits: int) -> tuple[Net, dict]:
+    """The net a saved source net's file holds, and the file's contents (load_source)."""
+    saved, net = load_source(path), build(0, code_bits)
+    try:
+        net.load_state_dict(saved["state_dict"])
+    except (RuntimeError, TypeError, KeyError) as e:  # tensors of other names or shapes
+        raise ResultsError(f"{path} holds no net of this configuration's shape ({str(e).splitlines()[0][:200]}); "
+                           f"delete it to train the source net again") from None
+    return net, saved
 
 
 def saved_source(exp: Experiment) -> tuple[Net, dict] | None:
@@ -229,9 +283,7 @@ def saved_source(exp: Experiment) -> tuple[Net, dict] | None:
     path = Path(exp.cfg.results_dir) / SOURCE_FILE
     if not path.exists():
         return None
-    saved = load_source(path)
-    net = build(0, exp.cfg.code_bits)
-    net.load_state_dict(saved["state_dict"])
+    net, saved = source_state(path, exp.cfg.code_bits)
     return net, saved["info"]
 
 
@@ -290,6 +342,24 @@ def experiment_differences(theirs: dict, mine: dict, ignore: tuple[str, ...] = (
     return differences(part(theirs), part(mine))
 
 
+def whole_header(path: Path, meta: dict) -> dict:
+    """meta, when it holds every field a sweep writes in a header (HEADER); else one error naming what it lacks."""
+    missing = [name for name in HEADER if name not in meta]
+    if missing:
+        raise ResultsError(f"{path}: its header has no {', '.join(missing)}; a sweep writes them all, so the file "
+                           f"is damaged: restore it from a copy")
+    return meta
+
+
+def header_config(path: Path, meta: dict, **where) -> Config:
+    """The configuration a results file's header records (with `where`: data_dir, results_dir), or one error
+    naming the file."""
+    try:
+        return Config.of_experiment({**meta["config"], **where})
+    except (TypeError, ValueError) as e:
+        raise ResultsError(f"{path}: its header's config is not one this ktlib can run ({e})") from None
+
+
 def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
     """Refuse a results directory that holds another experiment's files, naming the fields that differ.
 
@@ -301,6 +371,7 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
     path = where / RESULTS_FILE
     if path.exists():
         found = parse_results(path)
+        whole_header(path, found[0])
         diff = experiment_differences(found[0], mine)
         if diff:
             raise RuntimeError(f"{path} holds runs of another experiment: {'; '.join(diff)}. "
@@ -311,15 +382,15 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
             raise ResultsError(f"{path}:{row_line(outside)}: a run outside this configuration's grid "
                                f"({found_keys[int(outside.idxmax())]}); the file is damaged: {DAMAGED_ROW}")
     if (where / PREDICTIONS_FILE).exists():
-        read_predictions(where, images)
+        read_predictions(where, images, exp.cfg.n_classes)
     if (where / READOUTS_FILE).exists():
-        diff = experiment_differences(read_readouts(where)[0], mine)
+        diff = experiment_differences(whole_header(where / READOUTS_FILE, read_readouts(where)[0]), mine)
         if diff:
             raise RuntimeError(f"{where / READOUTS_FILE} holds readouts of another experiment: {'; '.join(diff)}. "
                                f"Choose another results_dir, or delete it.")
     record = where / SOURCE_RECORD
     if record.exists():
-        diff = differences(read_source_record(where).get("source_config") or {}, source_config)
+        diff = differences(read_source_record(where)["source_config"], source_config)
         if diff:
             raise RuntimeError(f"{record} is the record of a source net trained under another configuration: "
                                f"{'; '.join(diff)}. Choose another results_dir, or delete it.")

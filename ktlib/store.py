@@ -1,10 +1,13 @@
-"""Files that must never be half-written: atomic writes, and one writer at a time per results directory."""
+"""Files that must never be half-written: atomic writes, directories switched in whole, and one writer at a time per
+results directory."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
 import secrets
+import shutil
 import sys
 import threading
 from contextlib import contextmanager
@@ -39,10 +42,25 @@ def ktlib_parts(directory: Path, name: str | None = None) -> list[Path]:
 
 
 def remove_stale_parts(dest: str | os.PathLike) -> None:
-    """Delete the temporary files that a process killed inside atomic_open(dest) left behind."""
+    """Delete the temporary files that a process killed inside atomic_open(dest) left behind, and the directories
+    that one killed inside new_directory(dest) left (those no living process holds)."""
     dest = Path(dest)
     for stale in ktlib_parts(dest.parent, dest.name):
-        stale.unlink(missing_ok=True)
+        if not stale.is_dir():
+            stale.unlink(missing_ok=True)
+            continue
+        try:
+            fd = os.open(stale, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by its maker while it fills it
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # in use: another process is filling it
+        finally:
+            os.close(fd)
 
 
 @contextmanager
@@ -61,6 +79,14 @@ def atomic_open(dest: str | os.PathLike):
         tmp.unlink(missing_ok=True)
 
 
+def copy_file(source: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy a file's bytes to dest (a new file, in a directory being filled), on disk before this returns."""
+    with open(source, "rb") as src, open(dest, "xb") as out:
+        shutil.copyfileobj(src, out)
+        out.flush()
+        os.fsync(out.fileno())
+
+
 def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
     """Replace dest with data, atomically; a failure (disk full, no permission) names the file and leaves
     the old one as it was."""
@@ -69,6 +95,74 @@ def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
             f.write(data)
     except OSError as e:
         raise StoreError(f"cannot write {dest}: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------- a directory replaced in one step
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # linux/fcntl.h, linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories' names in one step (Linux's renameat2 RENAME_EXCHANGE); False where the system or the
+    file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _sync_directory(directory: Path) -> None:
+    """Put a directory's entries (a rename in it) on disk."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def switch(new: Path, dest: Path) -> None:
+    """Put the directory `new` in dest's place in one step; dest's old contents end up under the name `new` (or
+    nothing there, when dest did not exist or was empty). Where the system cannot swap two names at once, two renames
+    do it, and a failure of the second puts the first back."""
+    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
+        os.replace(new, dest)  # onto nothing, or an empty directory: one rename
+    elif not _exchange(new, dest):
+        old = part_name(dest)
+        os.rename(dest, old)
+        try:
+            os.rename(new, dest)
+        except OSError:
+            os.rename(old, dest)
+            raise
+        os.rename(old, new)
+    _sync_directory(dest.parent)
+
+
+@contextmanager
+def new_directory(dest: str | os.PathLike):
+    """An empty directory to fill in dest's place: made beside it, and switched with dest in one step only if the
+    block succeeds; on any failure, or a kill, dest is as it was and the new directory is removed (by the next
+    new_directory(dest), if this process was killed)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(dest)
+    new = part_name(dest)
+    new.mkdir()
+    fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # ours while we fill it: remove_stale_parts leaves it alone
+        yield new
+        switch(new, dest)
+    finally:
+        os.close(fd)
+        shutil.rmtree(new, ignore_errors=True)  # what failed, or dest's old contents
 
 
 # ---------------------------------------------------------------- one writer per results directory
@@ -128,6 +222,28 @@ def wait_until_free(directory: str | os.PathLike, wait: bool = False) -> None:
         os.close(fd)
 
 
+@contextmanager
+def held(directory: str | os.PathLike, exclusive: bool = False):
+    """Hold a directory's lock for the block without writing in it: shared, so that no writer starts while we read
+    it (and a writer at work refuses us), or exclusive, so that no one else writes or reads it. Nothing to hold for
+    a directory that does not exist yet."""
+    directory = Path(directory)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        fd = None
+    except OSError as e:
+        raise StoreError(f"{directory} cannot be opened: {e.strerror or e}") from None
+    if fd is None:
+        yield directory
+        return
+    try:
+        _busy(directory, fd, False, exclusive)
+        yield directory
+    finally:
+        os.close(fd)
+
+
 def _open_lock(directory: Path) -> int:
     """The directory itself, opened to be locked: a lock that no file deleted by hand can undo."""
     try:
@@ -167,7 +283,8 @@ def writer(directory: str | os.PathLike, wait: bool = False):
         except OSError as e:
             raise StoreError(f"results directory {directory} cannot be written: {e.strerror or e}") from None
         for stale in ktlib_parts(directory):  # only a writer makes these, and no other writer is running
-            stale.unlink(missing_ok=True)
+            if not stale.is_dir():  # a directory being filled (new_directory) is another writer's, and locked
+                stale.unlink(missing_ok=True)
         with _guard:
             _held.add(key)
         try:

@@ -122,11 +122,11 @@ def run_sweeps(configs: list[Config], progress: bool = True, wait: bool = False,
     runs are computed before the next source net trains; on a cluster, while it trains. `name` labels the progress bar."""
     executors.check(configs[0].engine)  # source nets train here, by the engine
     experiments = [checked(cfg, wait) for cfg in configs]  # a bad directory is refused now, not after an hour
-    bar = tqdm(total=0, desc=name, unit="run", disable=not progress)
     opened: list[Sweep] = []
     # the cluster first: an address that is not one is refused before a results directory is made
     with executor(configs[0]) as pool, contextlib.ExitStack() as held:
         pool.check(configs[0].engine)  # its workers can run the engine: before any source net trains
+        bar = tqdm(total=0, desc=name, unit="run", disable=not progress)
         try:
             for exp in experiments:
                 held.enter_context(store.writer(exp.cfg.results_dir, wait))

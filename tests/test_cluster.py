@@ -1,6 +1,7 @@
 """The engine's groups on a real Dask cluster on loopback: the same numbers, faults survived, errors named."""
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import signal
@@ -136,6 +137,51 @@ def test_a_cluster_left_without_workers_stops_with_one_error_naming_the_runs_lef
                                                r"runs were still to do \(frozen n=5 k=2\); the runs saved so far stay"):
             pool.drain()
         assert time.monotonic() - start < 30 and not pool.pending
+
+
+def test_dasks_own_log_goes_to_a_file_that_the_errors_name_and_not_to_the_terminal(tmp_path, data_dir, monkeypatch,
+                                                                                   capfd):
+    monkeypatch.setenv(cluster.WORKER_SECONDS_ENV, "2")
+    cfg = small(tmp_path, data_dir, levels=[5], sizes=[2], trials=2)
+    exp, source, _ = ktlib.sweep.train_or_load_source(cfg, progress=False)
+    with cluster.connect(dataclasses.replace(cfg, cluster="local:1")) as pool:
+        pool.check(cfg.engine)
+        os.kill(next(iter(pool.client.run(os.getpid).values())), signal.SIGKILL)  # its nanny logs it, starts another
+        try:
+            raise RuntimeError("a worker's own error")
+        except RuntimeError:  # as a nanny logs a worker that died as it started: a traceback, at ERROR
+            logging.getLogger("distributed.nanny").exception("Failed to start worker")
+        log = Path(pool.log)
+        deadline = time.monotonic() + 30
+        while "was killed by signal 9" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        pool.client.cluster.scale(0)
+        while pool.client.scheduler_info()["workers"]:
+            time.sleep(0.1)
+        pool.submit(exp.task(source), experiment.grid(cfg), lambda row: None)
+        with pytest.raises(RuntimeError, match=re.escape(f"the same command resumes (Dask's log: {log})")):
+            pool.drain()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "distributed" not in err and "a worker's own error" not in err, err
+    assert "Dask dashboard: http://127.0.0.1:" in err and f"its log: {log}" in err
+    assert "Traceback" in log.read_text() and "a worker's own error" in log.read_text()
+
+
+def test_a_tls_scheduler_without_certificates_is_one_error_before_any_work(tmp_path, smoke_data):
+    out = run(ktlib_cli(*dry_run(smoke_data, tmp_path / "r", "--scheduler", "tls://127.0.0.1:9")))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "cluster='tls://127.0.0.1:9': a tls:// scheduler needs TLS certificates in Dask's configuration" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "-1", "soon"])
+def test_a_bad_worker_wait_is_refused_before_a_cluster_starts(tmp_path, smoke_data, seconds):
+    out = run(ktlib_cli(*dry_run(smoke_data, tmp_path / "r", "--cluster", "local:1")),
+              env={**os.environ, cluster.WORKER_SECONDS_ENV: seconds})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"$KTLIB_WORKER_SECONDS must be a finite number of seconds > 0, got {seconds!r}" in out.stderr
+    assert "Dask dashboard" not in out.stderr and not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("flag, value", [("--cluster", "tcp://127.0.0.1:8786"), ("--scheduler", "local:2")])

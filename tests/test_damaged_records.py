@@ -1,11 +1,13 @@
 """A damaged results directory is refused when it is opened, before any work, naming the file and line and a way
 out; and nothing in it is rewritten."""
 import io
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ktlib import cli, records
 from conftest import dry_run, fingerprint
@@ -95,3 +97,46 @@ def test_predictions_for_another_number_of_test_images_are_refused(finished, tmp
         **dict(np.load(io.BytesIO(b))), "predictions": np.zeros((2, 7), np.uint8), "labels": np.zeros(7, np.uint8)}))
     assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
     assert "predictions for 7 test images, this configuration has 200" in capsys.readouterr().err
+
+
+def header(change):
+    """sweep.csv's header, changed."""
+    def edit(lines: list[str]) -> list[str]:
+        meta = json.loads(lines[0][2:])
+        change(meta)
+        return ["# " + json.dumps(meta) + "\n", *lines[1:]]
+    return edit
+
+
+def saved_torch(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+SOURCES_AND_HEADERS = {  # file, its change, and what the error says after the file's path
+    "a header without a source": (records.RESULTS_FILE, header(lambda m: m.pop("source")),
+                                  ": its header has no source"),
+    "a header whose source is null": (records.RESULTS_FILE, header(lambda m: m.update(source=None)),
+                                      ": its header is damaged (source is null)"),
+    "a header whose config is a list": (records.RESULTS_FILE, header(lambda m: m.update(config=[1])),
+                                        ": its header is damaged (config is [1])"),
+    "source.json whose source_config is a list": (
+        records.SOURCE_RECORD, lambda b: json.dumps({**json.loads(b), "source_config": [1]}).encode(),
+        " is not a source net's record: source_config missing, or of the wrong type"),
+    "source.pt holding a list": (records.SOURCE_FILE, lambda b: saved_torch([1, 2]),
+                                 " is not a source net ktlib saved (it holds a list"),
+    "source.pt holding pickled code": (records.SOURCE_FILE, lambda b: saved_torch({"key": fingerprint}),
+                                       " cannot be read"),
+}
+
+
+@pytest.mark.parametrize("case", SOURCES_AND_HEADERS)
+def test_a_damaged_header_or_source_file_is_refused_on_resume_naming_it(finished, tmp_path, capsys, smoke_data, case):
+    name, change, says = SOURCES_AND_HEADERS[case]
+    where = damaged(finished, tmp_path, name, change)
+    before = fingerprint(where)
+    assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{where / name}{says}" in err, err
+    assert fingerprint(where) == before

@@ -1,7 +1,6 @@
 import inspect
 import json
 import signal
-import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 
 import ktlib
-from ktlib import claims, cli, executors, experiment, paths, records, study, sweep, tables
+from ktlib import cli, config, experiment, paths, records, study, sweep, tables
 from ktlib.recipes import BASELINE, CORE, PROBES, RECIPES, TUNED
 from ktlib.transfer import transfer
 from ktlib.config import Purpose, derive_seed
@@ -349,11 +348,27 @@ def test_an_unwritable_results_directory_is_refused_before_training(tmp_path, sm
     (["--levels", "-1"], "n (retained levels) must be an integer in 0..5, got -1\n"),  # and says nothing of n=6
     (["--sizes", "100000"], "have 100000 training and 10 test images; 20 target classes were asked for"),
     (["--cluster", "local:100000"], "would start 100000 worker processes here"),
+    (["--trials", "100000000"], "trials=100000000: at most 1000. Each draws its images and initial weights from a "
+                                "31-bit seed"),
 ])
 def test_the_cli_refuses_bad_values_before_any_work(tmp_path, smoke_data, option, message):
     out = run(ktlib_cli(*dry_run(smoke_data, tmp_path / "r", *option)))
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command, option, value", [("study", "--splits", "1000000"),
+                                                    ("breadth", "--orders", "100000000000000000000"),
+                                                    ("sweep", "--trials", "1001")])
+def test_replicates_beyond_what_the_seed_space_keeps_apart_are_refused_before_anything_is_allocated(
+        tmp_path, smoke_data, capsys, command, option, value):
+    start = time.monotonic()
+    assert cli.main([command, "--dry-run", "--data-dir", str(smoke_data), "--results-dir", str(tmp_path / "r"),
+                     option, value]) == 2
+    name = option.removeprefix("--")
+    assert (f"{name}={value}: at most {config.MAX_REPLICATES}. Each draws its images and initial weights from a 31-bit "
+            f"seed, and two that share one are one run counted twice") in capsys.readouterr().err
+    assert time.monotonic() - start < 10 and not (tmp_path / "r").exists()
 
 
 # The child takes SIGINT as a terminal's Ctrl-C would, even when the tests run as a shell's background job, which
@@ -421,145 +436,6 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "2 runs in" in out.stdout and "mean test accuracy" in out.stdout
     assert len(ktlib.read_results(tmp_path / records.RESULTS_FILE)[1]) == 2
-
-
-def as_the_records_data(monkeypatch, data_dir):
-    """Take this synthetic data for the record's subset, whose records carry no data tag in their names."""
-    monkeypatch.setattr(D, "SUBSET_SHA256", D.checksums(data_dir))
-
-
-@pytest.mark.parametrize("engine, record", [("native", "smoke"), ("batched", "smoke-batched")])
-def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(tmp_path, data_dir, monkeypatch,
-                                                                               engine, record):
-    as_the_records_data(monkeypatch, data_dir)
-    cfg = small(tmp_path, data_dir, sizes=[1], engine=engine)
-    ktlib.run(cfg, progress=False)
-    (tmp_path / "checkout").mkdir()
-    monkeypatch.chdir(tmp_path / "checkout")
-    assert cli.main(["publish", cfg.results_dir]) == 0
-    for name in (records.RESULTS_FILE, records.SOURCE_RECORD, records.SOURCE_FILE, records.PREDICTIONS_FILE):
-        published = tmp_path / "checkout" / "results" / record / name
-        assert published.read_bytes() == (Path(cfg.results_dir) / name).read_bytes()
-
-
-def test_a_build_on_other_data_publishes_to_a_record_of_its_own_and_leaves_the_subsets_alone(tmp_path, data_dir,
-                                                                                              monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    subsets = records.record_path("smoke", root=tmp_path)
-    subsets.parent.mkdir(parents=True)
-    subsets.write_text("the record of the subset")
-    cfg = small(tmp_path, data_dir, sizes=[1])
-    rows = ktlib.run(cfg, progress=False)
-    assert cli.main(["publish", cfg.results_dir]) == 0
-    tag = records.data_tag(D.checksums(data_dir))
-    assert tag.startswith("data-") and subsets.read_text() == "the record of the subset"
-    published = tmp_path / "results" / f"smoke-{tag}" / records.RESULTS_FILE
-    assert published.read_bytes() == (Path(cfg.results_dir) / records.RESULTS_FILE).read_bytes()
-    assert cli.compare(cfg.results_dir).loc[records.RESULTS_FILE, "equal"] == len(rows)
-
-
-def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_path, data_dir, monkeypatch):
-    as_the_records_data(monkeypatch, data_dir)
-    monkeypatch.chdir(tmp_path)
-    cfg = small(tmp_path, data_dir, sizes=[1])
-    rows = ktlib.run(cfg, progress=False)
-    assert cli.compare(cfg.results_dir).loc[records.RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
-    record = cli.publish(cfg.results_dir)[0] / records.RESULTS_FILE
-    meta, theirs = records.read_results(record)
-    theirs.loc[0, "test_accuracy"] += claims.TOLERANCE / 2
-    theirs.loc[1, "test_accuracy"] += 2 * claims.TOLERANCE
-    records.write_results(record, meta, theirs.drop(index=2))
-    table = cli.compare(cfg.results_dir)
-    assert table.loc[records.RESULTS_FILE].to_dict() == {
-        "runs": len(rows), "equal": len(rows) - 3, "within tolerance": 1, "different": 1, "unmatched": 1}
-    assert table.attrs["record"] == str(record.parent)
-
-
-def test_publish_refuses_a_build_with_fewer_runs_than_its_grid_or_the_record_unless_told(tmp_path, data_dir,
-                                                                                         monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    cfg = small(tmp_path, data_dir, sizes=[1])
-    rows = ktlib.run(cfg, progress=False)
-    record, _ = cli.publish(cfg.results_dir)
-    saved = fingerprint(record)
-    path = Path(cfg.results_dir) / records.RESULTS_FILE
-    meta, _ = records.read_results(path)
-    records.write_results(path, meta, rows.iloc[:2])  # as if stopped after two runs
-    assert cli.main(["publish", cfg.results_dir]) == 2
-    err = capsys.readouterr().err
-    assert f"sweep.csv holds 2 of its grid's {len(rows)} runs; sweep.csv holds 2 runs, the record {len(rows)}" in err
-    assert "--partial" in err and fingerprint(record) == saved
-    assert cli.main(["publish", cfg.results_dir, "--partial"]) == 0
-    assert "note: sweep.csv holds 2 of its grid's" in capsys.readouterr().out
-    assert len(records.read_results(record / records.RESULTS_FILE)[1]) == 2
-
-
-def test_publish_says_when_the_build_is_older_than_the_record_it_replaces(tmp_path, data_dir, monkeypatch, capsys):
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    commits = []
-    for message in ("old", "new"):
-        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
-        commits.append(subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
-    monkeypatch.chdir(tmp_path)
-    cfg = small(tmp_path, data_dir, sizes=[1])
-    ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / records.RESULTS_FILE
-    meta, rows = records.read_results(path)
-    records.write_results(path, {**meta, "git_commit": commits[1]}, rows)
-    record, notes = cli.publish(cfg.results_dir)
-    assert notes == []
-    records.write_results(path, {**meta, "git_commit": commits[0]}, rows)
-    assert cli.main(["publish", cfg.results_dir]) == 0
-    assert f"note: this build was made at {commits[0][:12]}, before the record it replaced" in capsys.readouterr().out
-
-
-def test_publish_copies_the_study_with_the_sweep(tmp_path, smoke_data, monkeypatch):
-    as_the_records_data(monkeypatch, smoke_data)
-    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "build"))
-    ktlib.run(cfg, progress=False)
-    study.Study.of(cfg, splits=1).run(progress=False)
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["publish", cfg.results_dir]) == 0
-    record = tmp_path / "results" / "smoke"
-    built = sorted(p.relative_to(cfg.results_dir) for p in Path(cfg.results_dir).rglob("*")
-                   if p.suffix in (".csv", ".json", ".npz", ".pt") and not p.name.startswith("."))
-    published = sorted(p.relative_to(record) for p in record.rglob("*") if p.is_file())
-    one_of_n = records.sweep_dir(records.study_root(cfg.results_dir), "one-of-n", 0) / records.PREDICTIONS_FILE
-    assert built == published and one_of_n.relative_to(cfg.results_dir) in published
-
-
-def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, smoke_data, monkeypatch):
-    as_the_records_data(monkeypatch, smoke_data)
-    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "first"))
-    ktlib.run(cfg, progress=False)
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["publish", cfg.results_dir]) == 0
-    assert cli.main(["seed", "second", "--profile", "smoke", "--data-dir", str(smoke_data)]) == 0
-    again = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "second"))
-    monkeypatch.setattr(sweep, "train_source", lambda *a, **k: pytest.fail("the source net was trained again"))
-    monkeypatch.setattr(executors, "train_group", lambda *a, **k: pytest.fail("a target net was trained again"))
-    monkeypatch.setattr(executors, "plain", lambda *a, **k: pytest.fail("a target net was trained again"))
-    rows = ktlib.run(again, progress=False)
-    first = ktlib.read_results(tmp_path / "first" / records.RESULTS_FILE)[1]
-    key = list(records.KEY)
-    assert rows.sort_values(key).test_accuracy.tolist() == first.sort_values(key).test_accuracy.tolist()
-    assert "already holds results" in cli.seed("second", "smoke", "native", data_dir=str(smoke_data))
-
-
-def test_a_record_made_with_other_data_or_seed_is_refused_before_anything_is_copied(tmp_path, smoke_data, monkeypatch):
-    as_the_records_data(monkeypatch, smoke_data)
-    cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "first"))
-    ktlib.run(cfg, progress=False)
-    monkeypatch.chdir(tmp_path)
-    cli.publish(cfg.results_dir)
-    other = Path(shutil.copytree(smoke_data, tmp_path / "other"))
-    (other / D.MAPPING_FILE).write_bytes((other / D.MAPPING_FILE).read_bytes() + b"\n")
-    with pytest.raises(ValueError, match=f"another data file {D.MAPPING_FILE}; make book builds from it only"):
-        cli.seed("second", "smoke", "native", data_dir=str(other))
-    with pytest.raises(ValueError, match=r"another seed \(0 there, 1 here\).*make reproduce"):
-        cli.seed("second", "smoke", "native", seed_value=1, data_dir=str(smoke_data))
-    assert not (tmp_path / "second").exists()
 
 
 def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(tmp_path, data_dir):

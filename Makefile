@@ -14,8 +14,9 @@
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>, ENGINE=batched (no C compiler needed)
 #          or plain; CLUSTER=local:N or tcp://HOST:PORT (the runs on Dask workers; not part of the
-#          experiment); `ktlib publish` names the record's directory (ktlib.records.record_path), and
-#          PUBLISH=--new-experiment (or --partial) lets make record replace it with another experiment's build.
+#          experiment); `ktlib publish` names the record's directory (ktlib.records.record_path).
+#          PUBLISH=--new-experiment lets make record replace the record with another experiment's build (made by
+#          make reproduce: then RUN_DIR=$PWD/_build/reproduce/<profile>-<engine>); PUBLISH=--partial, with fewer runs.
 
 PYTHON ?= python3
 VENV := .venv

@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds the download may take in all (default %(default)g)")
     d.add_argument("--keep-archive", action="store_true")
     r = sub.add_parser("publish", help="make a finished build the record of its profile and engine, "
-                                       "results/<profile>[-<engine>]/ under the current directory: every file of it "
-                                       "and its study's checked, then the record replaced in one step")
+                                       "results/<profile>[-<engine>][-data-<8 hex>]/ under the current directory: the "
+                                       "record files of every sweep, its study's included, checked, then the record "
+                                       "replaced in one step")
     r.add_argument("results_dir")
     r.add_argument("--partial", action="store_true",
                    help="publish a build with fewer runs than its grid or than the record, or without a sweep the "
@@ -74,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="publish a build of another experiment (seed, classes, protocol) over the record (refused "
                         "without it)")
     r.add_argument("--data-dir", default=None, help=f"the EMNIST directory the build was made on, against which each "
-                                                    f"of its sweeps is checked (default ${paths.DATA_DIR_ENV})")
+                                                    f"of its sweeps is checked (default ${paths.DATA_DIR_ENV}, else "
+                                                    f"{paths.DEFAULT_DATA_DIR})")
     cp = sub.add_parser("compare", help="a build's runs against the committed record: equal, within tolerance, "
-                                        "or different, per results file")
+                                        "different, or unmatched (on one side only, or of another experiment), per "
+                                        "results file")
     cp.add_argument("results_dir")
     sd = sub.add_parser("seed", help="start a build's results directory from the committed record of its profile "
                                      "and engine (nothing is copied into a directory that holds results)")
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "compare":
             table = reproduce.compare(a.results_dir)
             differ = table.attrs["differ"]
-            if differ:  # said first: no run of those sweeps is paired with the record's
+            if not table.attrs["exists"]:  # said first: every run is unmatched
+                print(f"there is no record in {table.attrs['record']}: no run of {a.results_dir} is paired")
+            elif differ:  # said first: no run of those sweeps is paired with the record's
                 print(f"{a.results_dir} is another experiment than the record in {table.attrs['record']}: "
                       f"{reproduce.differences_text(differ)}; those runs are not paired with the record's")
             print(f"{a.results_dir} against the record in {table.attrs['record']}, run by run:\n{table.to_string()}")

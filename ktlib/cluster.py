@@ -96,7 +96,8 @@ def connect(cfg: Config):
             try:
                 client = stack.enter_context(Client(target, timeout=CONNECT_SECONDS))
             except OSError as e:
-                raise RuntimeError(f"cluster={spec!r}: no Dask scheduler answered there ({e})") from None
+                raise RuntimeError(f"cluster={spec!r}: no Dask scheduler answered there ({e}); Dask's log: {log}") \
+                    from None
         if client.dashboard_link:
             print(f"Dask dashboard: {client.dashboard_link}; its log: {log}", file=sys.stderr)
         yield Dask(client, spec, log)
@@ -172,7 +173,7 @@ class Dask:
                 from None
         for worker, answer in self.client.run(check, engine_name, on_error="return").items():
             if isinstance(answer, Exception):
-                raise type(answer)(f"the Dask worker {worker}: {answer}") from None
+                raise type(answer)(f"the Dask worker {worker}: {answer}{self._log()}") from None
         self.checked.add(engine_name)
 
     def submit(self, task: Task, keys: list[RunKey], on_row) -> None:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import paths
 from .paths import DATA_DIR_ENV, DEFAULT_DATA_DIR
-from .store import atomic_open, new_directory, remove_stale_parts
+from .store import atomic_open, ktlib_parts, new_directory, remove_stale_parts
 
 SPLITS = ("train", "test")
 MAPPING_FILE = "emnist-byclass-mapping.txt"
@@ -278,6 +278,17 @@ def extract_byclass(archive: str | os.PathLike, dest: str | os.PathLike, names: 
 FULL_DATA_DIR = Path("data/emnist-full")  # the official files as they are: another experiment than the record's
 
 
+def only_ours(dest: Path) -> None:
+    """Refuse a destination that holds anything a download does not write (the data files, the archive, and the
+    temporary files ktlib names), since a download replaces the whole directory."""
+    ours = {*data_files(), ARCHIVE} | {p.name for name in (*data_files(), ARCHIVE) for p in ktlib_parts(dest, name)} \
+        if dest.is_dir() else set()
+    others = sorted(p.name for p in dest.iterdir() if p.name not in ours) if dest.is_dir() else []
+    if dest.exists() and not dest.is_dir() or others:
+        raise DataError(f"{dest} holds {', '.join(others) or 'a file'}, which a download does not write; it replaces "
+                        f"the whole directory, so give a new or empty one (--dest)")
+
+
 def download(dest: str | os.PathLike | None = None, url: str = EMNIST_URL, md5: str | None = EMNIST_MD5,
              sha256_hex: str | None = None, keep_archive: bool = False, progress: bool = True,
              full: bool = False, deadline: float = DOWNLOAD_SECONDS) -> Path:
@@ -292,12 +303,7 @@ def download(dest: str | os.PathLike | None = None, url: str = EMNIST_URL, md5: 
     checked_sums(md5, sha256_hex)  # before any byte is fetched
     if not 0 < deadline < math.inf:
         raise DataError(f"--deadline {deadline!r}: the seconds a download may take must be a number > 0")
-    ours = {*data_files(), ARCHIVE}
-    others = sorted(p.name for p in dest.iterdir() if p.name not in ours and not p.name.endswith(".part")) \
-        if dest.is_dir() else []
-    if dest.exists() and not dest.is_dir() or others:
-        raise DataError(f"{dest} holds {', '.join(others) or 'a file'}, which a download does not write; it replaces "
-                        f"the whole directory, so give a new or empty one (--dest)")
+    only_ours(dest)
     try:
         with new_directory(dest) as new:
             archive = fetch(url, new / ARCHIVE, md5=md5, sha256_hex=sha256_hex, progress=progress, deadline=deadline)
@@ -315,6 +321,7 @@ def download(dest: str | os.PathLike | None = None, url: str = EMNIST_URL, md5: 
             read_mapping(new)  # fail now, not at the first experiment, if the mapping is unusable
             if not keep_archive:
                 archive.unlink()
+            only_ours(dest)  # again: the download may have taken an hour
     except OSError as e:  # a full disk, a directory that cannot be written
         raise DataError(f"cannot write {e.filename or dest}: {e.strerror or e}; nothing was written to {dest}") \
             from None

@@ -35,6 +35,8 @@ class RunKey(NamedTuple):
 
 
 KEY = list(RunKey._fields)
+# The fields of a run's row that its key and the experiment fix before it trains (Experiment.determined).
+DETERMINED = ("retained", "seed", "trainable_parameters")
 # A run's row, in the order of the results file's columns; `row` fills them, all but the commit (ktlib.sweep's).
 COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
            "stopped_by", "seconds", "trainable_parameters", "source_task_accuracy", "epoch_rule_epochs",
@@ -118,8 +120,12 @@ class Experiment:
 
     def trial_set(self, k: int, trial: int) -> tuple[D.Subset, int]:
         """The k-per-class training set of one trial and that trial's seed (shared by every n and recipe)."""
-        seed = self.seed(Purpose.TRIAL, k, trial)
+        seed = self.trial_seed(k, trial)
         return D.draw(self.data.train, self.split.target, k, seed), seed
+
+    def trial_seed(self, k: int, trial: int) -> int:
+        """The seed of one trial's training set and initial weights, shared by every n and recipe."""
+        return self.seed(Purpose.TRIAL, k, trial)
 
     def copies(self, source: Net) -> dict[str, Net]:
         """The nets this configuration's recipes copy from: the trained source net, and the controls drawn
@@ -127,6 +133,12 @@ class Experiment:
         kinds = {RECIPES[r].copies for r in self.cfg.recipes} | {"trained"}
         return {kind: copy_source(kind, source, self.source_seed(Purpose.SHUFFLE if kind == "shuffled"
                                                                  else Purpose.RANDOM_SOURCE)) for kind in sorted(kinds)}
+
+    def determined(self, key: RunKey) -> dict:
+        """The fields of a run's row that its key and this experiment fix before it trains: which layers it keeps,
+        its trial's seed (the one trial_set draws with), and what it trains."""
+        return {"retained": retained(key.n), "seed": self.trial_seed(key.k, key.trial),
+                "trainable_parameters": trainable_parameters(first_trained(key.recipe, key.n))}
 
     def task(self, source: Net) -> "Task":
         """What the runs of this experiment share, for an executor."""

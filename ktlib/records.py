@@ -20,7 +20,7 @@ import torch
 from . import data as D
 from . import store
 from .config import Config
-from .experiment import COLUMNS, KEY, Experiment, RunKey, grid
+from .experiment import COLUMNS, DETERMINED, KEY, Experiment, RunKey, grid
 from .model import LAYERS, Net, build
 
 RESULTS_FILE = "sweep.csv"
@@ -47,7 +47,7 @@ SHARES = ("test_accuracy", "train_accuracy", "source_task_accuracy", "epoch_rule
 LARGEST = 2 ** 53
 # A results file's header: what a sweep writes in it (ktlib.sweep.Sweep.meta), and of what type.
 HEADER = {"config": dict, "data_checksums": dict, "source_classes": str, "target_classes": str, "source": dict,
-          "git_commit": str}
+          "git_commit": str, "versions": dict}
 
 
 class ResultsError(ValueError):
@@ -137,10 +137,8 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
         as_float = values.astype("float64")
         outside = values.notna() & ~(as_float.between(0, high) & np.isfinite(as_float))
         if outside.any():
-            shown = rows[c][outside].iloc[0]
-            shown = shown.item() if isinstance(shown, np.generic) else shown
-            raise ResultsError(f"{path}:{row_line(outside)}: {c}={shown!r} is not {rule}; the file is damaged: "
-                               f"{DAMAGED_ROW}")
+            raise ResultsError(f"{path}:{row_line(outside)}: {c}={plain(rows[c][outside].iloc[0])!r} is not {rule}; "
+                               f"the file is damaged: {DAMAGED_ROW}")
         rows[c] = values.astype("int64") if c in INTEGER_COLUMNS and values.notna().all() else values
     twice = rows.duplicated([c for c in (*KEY, "readout") if c in columns])
     if twice.any():
@@ -150,6 +148,11 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
 
 
 DAMAGED_ROW = "delete that line (the run is done again) or restore the file from a copy"
+
+
+def plain(value):
+    """A value of a table as Python has it, so that an error shows 7.0, not np.float64(7.0)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def row_line(bad: pd.Series) -> int:
@@ -240,10 +243,12 @@ def read_source_record(results_dir: str | os.PathLike) -> dict:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             return False
         return 0 <= value <= 1 if kind is float else value >= 0 and value == int(value)
-    wrong = [name for name, kind in fields.items() if not isinstance(record, dict) or not fits(record.get(name), kind)]
-    if wrong:
-        raise ResultsError(f"{path} is not a source net's record: {', '.join(wrong)} missing, or of the wrong type "
-                           f"or range (it holds {type(record).__name__} {json.dumps(record)[:60]}); delete it")
+    wrong = [name for name, kind in fields.items() if not fits(record.get(name), kind)] \
+        if isinstance(record, dict) else []
+    if wrong or not isinstance(record, dict):
+        what = f": {', '.join(wrong)} missing, or of the wrong type or range" if wrong else ""
+        raise ResultsError(f"{path} is not a source net's record{what} (it holds {type(record).__name__} "
+                           f"{json.dumps(record)[:60]}); delete it")
     return record
 
 
@@ -258,12 +263,17 @@ def load_source(path: Path) -> dict:
     try:
         saved = torch.load(path, weights_only=True)
     except Exception as e:  # torch raises several kinds for a damaged file
-        raise ResultsError(f"{path} cannot be read ({str(e).splitlines()[0][:200]}); {way_out}") from None
+        raise ResultsError(f"{path} cannot be read ({first_sentence(e)}); {way_out}") from None
     if not (isinstance(saved, dict) and isinstance(saved.get("key"), str) and isinstance(saved.get("info"), dict)
             and isinstance(saved.get("state_dict"), dict)):
         raise ResultsError(f"{path} is not a source net ktlib saved (it holds a {type(saved).__name__}, not a key, a "
                            f"state and a record); {way_out}")
     return saved
+
+
+def first_sentence(error: BaseException) -> str:
+    """What torch says of a file it cannot read, without the paragraphs of advice it appends."""
+    return re.split(r"(?<=[.:])\s", str(error).strip(), maxsplit=1)[0].rstrip(".:")[:200]
 
 
 def source_state(path: Path, code_bits: int) -> tuple[Net, dict]:
@@ -272,7 +282,7 @@ def source_state(path: Path, code_bits: int) -> tuple[Net, dict]:
     try:
         net.load_state_dict(saved["state_dict"])
     except (RuntimeError, TypeError, KeyError) as e:  # tensors of other names or shapes
-        raise ResultsError(f"{path} holds no net of this configuration's shape ({str(e).splitlines()[0][:200]}); "
+        raise ResultsError(f"{path} holds no net of this configuration's shape ({first_sentence(e)}); "
                            f"delete it to train the source net again") from None
     return net, saved
 
@@ -381,6 +391,15 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
         if outside.any():
             raise ResultsError(f"{path}:{row_line(outside)}: a run outside this configuration's grid "
                                f"({found_keys[int(outside.idxmax())]}); the file is damaged: {DAMAGED_ROW}")
+        fixed = pd.DataFrame([exp.determined(key) for key in found_keys], columns=list(DETERMINED), dtype=object)
+        for column in DETERMINED:
+            other = pd.Series(found[1][column].to_numpy() != fixed[column].to_numpy(), dtype=bool)
+            if other.any():
+                i = int(other.idxmax())
+                there, here = plain(found[1][column].iloc[i]), fixed[column].iloc[i]
+                raise ResultsError(f"{path}:{row_line(other)}: {column}={there!r}, where this experiment's run "
+                                   f"{found_keys[i]} has {here!r}: the row is another experiment's, or damaged: "
+                                   f"{DAMAGED_ROW}")
     if (where / PREDICTIONS_FILE).exists():
         read_predictions(where, images, exp.cfg.n_classes)
     if (where / READOUTS_FILE).exists():

@@ -156,23 +156,28 @@ def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", se
 
 
 def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
-    """Per results file of a build (its sweep and its study's): how many of its runs equal the committed record's
-    (same epochs and test accuracy), how many differ by no more than the tolerance, how many by more, and how many
-    only one side has (all of them when there is no record of this build's data). Runs of a sweep whose experiment
-    differs from the record's are not paired: all are unmatched, and attrs["differ"] names the fields per sweep."""
+    """Per results file of a build and of the record (their sweeps and their studies'): how many of the build's runs
+    equal the record's (same epochs and test accuracy), how many differ by no more than the tolerance, how many by
+    more, and how many only one side has (all of them when there is no record of this build's data, or for a sweep
+    only one side has). Runs of a sweep whose experiment differs from the record's are not paired: all are unmatched,
+    and attrs["differ"] names the fields per sweep; attrs["exists"] says whether there is a record at all."""
     source = Path(results_dir)
     meta, _ = _header(source / RESULTS_FILE)
     record = _record_of(source / RESULTS_FILE, meta, root)
+    built = {name: _header(where / RESULTS_FILE) for name, where in sweeps(source)}
+    theirs = {name: _header(where / RESULTS_FILE) for name, where in sweeps(record)} \
+        if (record / RESULTS_FILE).exists() else {}
     out, differ = {}, {}
-    for name, where in sweeps(source):
-        mine, rows = _header(where / RESULTS_FILE)
-        path = record / where.relative_to(source) / RESULTS_FILE
-        theirs, old = _header(path) if path.exists() else (mine, rows.iloc[:0])
-        differ[name] = records.experiment_differences(theirs, mine)
-        out[name] = run_agreement(rows, old) if not differ[name] else {
+    for name in dict.fromkeys([*built, *theirs]):  # the build's sweeps, then those only the record has
+        (mine, rows), (old_meta, old) = built.get(name, (None, None)), theirs.get(name, (None, None))
+        if mine is not None and old_meta is not None:
+            differ[name] = records.experiment_differences(old_meta, mine)
+        rows, old = (rows if rows is not None else old.iloc[:0]), (old if old is not None else rows.iloc[:0])
+        out[name] = run_agreement(rows, old) if not differ.get(name) else {
             "runs": len(rows), "equal": 0, "within tolerance": 0, "different": 0, "unmatched": len(rows) + len(old)}
     table = pd.DataFrame(out).T.astype(int).rename_axis("results file")
-    table.attrs.update(record=str(record), differ={name: diff for name, diff in differ.items() if diff})
+    table.attrs.update(record=str(record), exists=bool(theirs),
+                       differ={name: diff for name, diff in differ.items() if diff})
     return table
 
 
@@ -195,7 +200,7 @@ def publish(results_dir: str, root: str | Path = ".", partial: bool = False, new
     if dest.resolve() == source.resolve():
         raise ValueError(f"{source} is the record itself: there is nothing to publish")
     with contextlib.ExitStack() as held:
-        held.enter_context(store.held(dest, exclusive=True))  # no sweep, nor another publish, writing the record
+        held.enter_context(_held_record(dest))
         for _, where in sweeps(source):
             held.enter_context(store.held(where))  # no sweep writing into the build
         built = open_build(source, data_dir)
@@ -216,6 +221,22 @@ def publish(results_dir: str, root: str | Path = ".", partial: bool = False, new
             raise store.StoreError(f"cannot write {e.filename or dest}: {e.strerror or e}; nothing was published: the "
                                    f"record in {dest} is as it was") from None
     return dest, notes
+
+
+@contextlib.contextmanager
+def _held_record(dest: Path):
+    """The record's directory held against every other writer, a sweep or another publish, for the block: after a
+    publish killed mid-switch is settled (store.settle), and made empty if there is none yet, so that there is
+    something to lock (removed again if nothing was published into it)."""
+    dest = store.settle(dest)
+    made = not dest.exists()
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with store.held(dest, exclusive=True):
+            yield dest
+    finally:
+        if made and dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
 
 
 def _refusals(source: Path, built: dict, record: dict, dest: Path, partial: bool, new_experiment: bool) -> list[str]:

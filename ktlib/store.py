@@ -29,16 +29,17 @@ class Busy(StoreError):
     """Another process holds the results directory's writer lock."""
 
 
-def part_name(dest: Path) -> Path:
-    """The temporary file that dest is written through, beside it: .<name>.<pid>.<8 hex digits>.part."""
-    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+def part_name(dest: Path, kind: str = "part") -> Path:
+    """The temporary file that dest is written through, beside it: .<name>.<pid>.<8 hex digits>.part; or (kind
+    "old") the name dest's old contents take while a directory is switched by two renames."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}")
 
 
-def ktlib_parts(directory: Path, name: str | None = None) -> list[Path]:
+def ktlib_parts(directory: Path, name: str | None = None, kind: str = "part") -> list[Path]:
     """The temporary files in directory that part_name made (for `name` only, if given): nothing else, so a
     user's own `.notes.part` is never taken for one."""
-    pattern = re.compile(rf"\.{re.escape(name) if name else '.+'}\.\d+\.[0-9a-f]{{8}}\.part")
-    return [p for p in directory.glob(".*.part") if pattern.fullmatch(p.name)]
+    pattern = re.compile(rf"\.{re.escape(name) if name else '.+'}\.\d+\.[0-9a-f]{{8}}\.{kind}")
+    return [p for p in directory.glob(f".*.{kind}") if pattern.fullmatch(p.name)]
 
 
 def remove_stale_parts(dest: str | os.PathLike) -> None:
@@ -129,11 +130,12 @@ def _sync_directory(directory: Path) -> None:
 def switch(new: Path, dest: Path) -> None:
     """Put the directory `new` in dest's place in one step; dest's old contents end up under the name `new` (or
     nothing there, when dest did not exist or was empty). Where the system cannot swap two names at once, two renames
-    do it, and a failure of the second puts the first back."""
+    do it: dest's old contents wait under a name of their own (part_name(dest, "old")), a failure of the second
+    rename puts them back, and after a kill between the two the next new_directory(dest) does (settle)."""
     if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
         os.replace(new, dest)  # onto nothing, or an empty directory: one rename
     elif not _exchange(new, dest):
-        old = part_name(dest)
+        old = part_name(dest, "old")
         os.rename(dest, old)
         try:
             os.rename(new, dest)
@@ -144,14 +146,29 @@ def switch(new: Path, dest: Path) -> None:
     _sync_directory(dest.parent)
 
 
+def settle(dest: str | os.PathLike) -> Path:
+    """Clear up after a process killed inside new_directory(dest): the directory it was filling removed, and, if it
+    died in the middle of switch(_, dest) by two renames, dest's old contents put back where there is no dest (the
+    switch had not happened) or removed where there is one (it had). Returns dest with its symbolic links resolved:
+    the directory that is switched is the real one."""
+    dest = Path(os.path.realpath(dest))
+    if dest.parent.is_dir():
+        olds = sorted(ktlib_parts(dest.parent, dest.name, "old"), key=lambda p: p.stat().st_mtime)
+        if olds and not dest.exists():
+            os.rename(olds.pop(), dest)
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
+        remove_stale_parts(dest)
+    return dest
+
+
 @contextmanager
 def new_directory(dest: str | os.PathLike):
     """An empty directory to fill in dest's place: made beside it, and switched with dest in one step only if the
     block succeeds; on any failure, or a kill, dest is as it was and the new directory is removed (by the next
     new_directory(dest), if this process was killed)."""
-    dest = Path(dest)
+    dest = settle(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(dest)
     new = part_name(dest)
     new.mkdir()
     fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
@@ -184,6 +201,15 @@ def _holder(directory: Path) -> str:
     except (OSError, ValueError, OverflowError):
         pass
     return "another process"
+
+
+def _same(fd: int, directory: Path) -> bool:
+    """Whether fd is still the directory that its path names (not one switched out of its place meanwhile)."""
+    try:
+        here, there = os.fstat(fd), os.stat(directory)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _busy(directory: Path, fd: int, wait: bool, exclusive: bool) -> None:
@@ -226,22 +252,26 @@ def wait_until_free(directory: str | os.PathLike, wait: bool = False) -> None:
 def held(directory: str | os.PathLike, exclusive: bool = False):
     """Hold a directory's lock for the block without writing in it: shared, so that no writer starts while we read
     it (and a writer at work refuses us), or exclusive, so that no one else writes or reads it. Nothing to hold for
-    a directory that does not exist yet."""
-    directory = Path(directory)
+    a directory that does not exist."""
+    directory, fd = Path(directory), None
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        fd = None
-    except OSError as e:
-        raise StoreError(f"{directory} cannot be opened: {e.strerror or e}") from None
-    if fd is None:
-        yield directory
-        return
-    try:
-        _busy(directory, fd, False, exclusive)
+        while True:
+            try:
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                fd = None
+                break
+            except OSError as e:
+                raise StoreError(f"{directory} cannot be opened: {e.strerror or e}") from None
+            _busy(directory, fd, False, exclusive)
+            if _same(fd, directory):
+                break
+            os.close(fd)  # switched out of its place as we opened it: lock what is there now
+            fd = None
         yield directory
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _open_lock(directory: Path) -> int:
@@ -277,6 +307,11 @@ def writer(directory: str | os.PathLike, wait: bool = False):
     fd = _open_lock(directory)
     try:
         _busy(directory, fd, wait, exclusive=True)
+        while not _same(fd, directory):  # switched out of its place (a publish) while we waited: lock the new one
+            os.close(fd)
+            fd = -1
+            fd = _open_lock(directory)
+            _busy(directory, fd, wait, exclusive=True)
         try:
             probe(directory)
             (directory / LOCK_FILE).write_text(f"{os.getpid()}\n")  # who holds it, for the messages of others
@@ -293,4 +328,5 @@ def writer(directory: str | os.PathLike, wait: bool = False):
             with _guard:
                 _held.discard(key)
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor releases the lock

@@ -1,6 +1,6 @@
 """`ktlib download`: the official archive fetched and checked, the record's subset derived from it and checked
-against its published sums, and nothing written into the destination until everything has passed: a failed,
-refused or killed download leaves the data directory byte for byte as it was."""
+against its published sums, and nothing written into the destination until everything has passed: a failed or
+refused download leaves the data directory byte for byte as it was."""
 import hashlib
 import http.server
 import io
@@ -341,3 +341,42 @@ def test_a_full_disk_leaves_the_data_directory_as_it_was(tmp_path, tiny_dir):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"rc": 2, "same": True, "left": ["emnist"]}
     assert f"No space left on device; nothing was written to {disk / 'emnist'}" in out.stderr
+
+
+def test_a_symbolic_link_is_followed_and_the_directory_it_names_is_the_one_replaced(tmp_path, tiny_dir):
+    real = write_emnist(tmp_path / "real", seed=1)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    archive = tmp_path / "gzip.zip"
+    archive.write_bytes(archive_of(tiny_dir))
+    D.download(link, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
+               full=True)
+    assert link.is_symlink() and link.resolve() == real and D.checksums(real) == D.checksums(tiny_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emnist", "gzip.zip", "link", "real"]
+
+
+def test_a_file_put_in_the_destination_during_the_download_is_kept_and_the_download_refused(tmp_path, tiny_dir,
+                                                                                           monkeypatch):
+    dest = write_emnist(tmp_path / "data" / "emnist", seed=1)
+    archive = tmp_path / "gzip.zip"
+    archive.write_bytes(archive_of(tiny_dir))
+    fetch = D.fetch
+
+    def fetch_while_someone_writes(*args, **kwargs):
+        (dest / "notes.txt").write_text("written while the archive came")
+        return fetch(*args, **kwargs)
+
+    monkeypatch.setattr(D, "fetch", fetch_while_someone_writes)
+    before = {name: (dest / name).read_bytes() for name in D.data_files()}
+    with pytest.raises(D.DataError, match=f"{dest} holds notes.txt, which a download does not write"):
+        D.download(dest, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
+                   full=True)
+    assert {name: (dest / name).read_bytes() for name in D.data_files()} == before
+    assert (dest / "notes.txt").exists() and [p.name for p in dest.parent.iterdir()] == ["emnist"]
+
+
+def test_only_the_temporary_files_ktlib_names_are_taken_for_its_own(tmp_path):
+    dest = write_emnist(tmp_path / "data" / "emnist")
+    (dest / "my-annotations.part").write_text("mine")
+    with pytest.raises(D.DataError, match="holds my-annotations.part, which a download does not write"):
+        D.download(dest, url="http://127.0.0.1:9/never-asked", progress=False)

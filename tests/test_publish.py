@@ -5,10 +5,13 @@ the record whole."""
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +247,14 @@ def other_weights(where: Path, other: Path) -> None:
     (where / SOURCE_FILE).write_bytes(saved_torch({**ours, "state_dict": theirs["state_dict"]}))
 
 
+def other_rows(where: Path, other: Path) -> None:
+    """The other experiment's rows and predictions under this sweep's header: each file whole, and each row's test
+    accuracy given by its predictions."""
+    first = (where / RESULTS_FILE).read_text().split("\n", 1)[0]
+    (where / RESULTS_FILE).write_text(first + "\n" + (other / RESULTS_FILE).read_text().split("\n", 1)[1])
+    shutil.copyfile(other / PREDICTIONS_FILE, where / PREDICTIONS_FILE)
+
+
 def cut_last_row(where: Path, other: Path) -> None:
     text = (where / RESULTS_FILE).read_text()
     (where / RESULTS_FILE).write_text(text[:-6])
@@ -305,6 +316,8 @@ DAMAGES = {
     "an n that overflows": (RESULTS_FILE, cell(RESULTS_FILE, "n", "99999999999999999999"),
                             ":3: n=99999999999999999999 is not a whole number in [0, 2**53]"),
     "a last row cut short": (RESULTS_FILE, cut_last_row, ": its last row was cut short"),
+    "rows and predictions of another experiment": (RESULTS_FILE, other_rows,
+                                                   ":3: seed="),
 }
 
 
@@ -561,3 +574,97 @@ def test_compare_on_a_header_with_an_empty_config_pairs_nothing_and_does_not_tra
     assert cli.main(["compare", str(where)]) == 0
     out = capsys.readouterr()
     assert "Traceback" not in out.err and out.out.splitlines()[-1].split() == [RESULTS_FILE, "2", "0", "0", "0", "2"]
+
+
+def test_compare_says_first_when_there_is_no_record_and_counts_the_sweeps_only_the_record_has(
+        checkout, builds, tmp_path, monkeypatch, capsys):
+    record = next((checkout / "results").iterdir())
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    assert cli.main(["compare", str(builds[0])]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"there is no record in results/{record.name}: no run of {builds[0]} is paired"
+    monkeypatch.chdir(checkout)
+    shutil.copytree(builds[0], record / "study" / "baseline" / "split-0")  # a sweep the record has, the build not
+    table = reproduce.compare(str(builds[0]))
+    assert table.loc[RESULTS_FILE, "equal"] == 2
+    assert table.loc["study/baseline/split-0"].to_dict() == {"runs": 0, "equal": 0, "within tolerance": 0,
+                                                             "different": 0, "unmatched": 2}
+
+
+# A publish on a system without renameat2's exchange, killed between the switch's two renames.
+KILLED_BETWEEN_RENAMES = """
+import os, sys
+from ktlib import cli, store
+store._exchange = lambda a, b: False
+rename = os.rename
+def rename_then_die(a, b):
+    rename(a, b)
+    if str(b).endswith(".old"):  # the old record moved aside, the new one not yet in its place
+        os._exit(9)
+store.os.rename = rename_then_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_publish_killed_between_two_renames_is_settled_by_the_next_and_the_record_comes_back(
+        checkout, builds, smoke_data, capsys):
+    before = sums(checkout)
+    record = next((checkout / "results").iterdir())
+    out = run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, "publish", str(builds[1]), "--data-dir", str(smoke_data),
+               "--new-experiment"], cwd=checkout)
+    assert out.returncode == 9 and not record.exists()  # killed with the old record aside
+    # the next publish puts the old record back before it compares: another experiment is still refused
+    assert publish(builds[1], smoke_data) == 2
+    assert "is another experiment than the record" in capsys.readouterr().err
+    assert sums(checkout) == before
+
+
+def test_a_writer_that_waited_on_a_directory_switched_meanwhile_holds_the_new_one(tmp_path):
+    dest = tmp_path / "record"
+    dest.mkdir()
+    (dest / "old").write_text("old")
+    entered = threading.Event()
+
+    def write():
+        with store.writer(dest, wait=True):  # waits for the publish below, then must lock what is there then
+            (dest / "written").write_text(str(os.stat(dest).st_ino))
+            entered.set()
+
+    with store.held(dest, exclusive=True):
+        waiting = threading.Thread(target=write)
+        waiting.start()
+        time.sleep(0.5)
+        assert not entered.is_set()
+        with store.new_directory(dest) as new:
+            (new / "new").write_text("new")
+    waiting.join(timeout=30)
+    assert entered.is_set() and (dest / "written").read_text() == str(os.stat(dest).st_ino)
+    assert sorted(p.name for p in dest.iterdir()) == [store.LOCK_FILE, "new", "written"]
+
+
+def test_a_first_publish_holds_the_records_place_against_a_sweep(builds, smoke_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    record = records.record_path("smoke", root=tmp_path, checksums=D.checksums(smoke_data)).parent
+    copy, refused = store.copy_file, []
+
+    def copy_while_a_sweep_tries(source, dest):
+        if not refused:
+            try:
+                with store.writer(record):
+                    pass
+            except store.Busy as e:
+                refused.append(str(e))
+        copy(source, dest)
+
+    monkeypatch.setattr(store, "copy_file", copy_while_a_sweep_tries)
+    assert publish(builds[0], smoke_data) == 0
+    assert refused and f"results directory {record} is in use" in refused[0]
+    assert sorted(p.name for p in record.iterdir()) == sorted(records.RECORD_FILES)
+    assert publish(builds[1], smoke_data) == 2  # and a refused first publish leaves no directory behind
+    shutil.rmtree(record)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    damaged = Path(shutil.copytree(builds[0], tmp_path / "damaged"))
+    (damaged / SOURCE_RECORD).write_text("null")
+    assert publish(damaged, smoke_data) == 2 and not (tmp_path / "results" / record.name).exists()

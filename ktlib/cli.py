@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the official ByClass files as they are (about 700,000 training images): a different "
                         "experiment from the record's, whose numbers will not match results/paper")
     d.add_argument("--url", default=D.EMNIST_URL)
-    d.add_argument("--md5", default=D.EMNIST_MD5, help="the archive's md5 sum (default: the official archive's)")
-    d.add_argument("--sha256", default=None, help="the archive's sha256 sum, checked too when given")
+    d.add_argument("--md5", default=None, help="the archive's md5 sum (default: the official archive's, unless "
+                                               "--sha256 is given)")
+    d.add_argument("--sha256", default=None, help="the archive's sha256 sum")
     d.add_argument("--deadline", type=float, default=D.DOWNLOAD_SECONDS,
                    help="seconds the download may take in all (default %(default)g)")
     d.add_argument("--keep-archive", action="store_true")
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.command == "download":
-            dest = D.download(a.dest, a.url, a.md5, a.sha256, keep_archive=a.keep_archive, full=a.full,
+            md5 = D.EMNIST_MD5 if a.md5 is None and a.sha256 is None else a.md5  # the sums given, else the official
+            dest = D.download(a.dest, a.url, md5, a.sha256, keep_archive=a.keep_archive, full=a.full,
                               deadline=a.deadline)
             print(f"EMNIST ByClass files are in {dest}; set {paths.DATA_DIR_ENV}={dest.resolve()}")
             return 0

@@ -380,3 +380,14 @@ def test_only_the_temporary_files_ktlib_names_are_taken_for_its_own(tmp_path):
     (dest / "my-annotations.part").write_text("mine")
     with pytest.raises(D.DataError, match="holds my-annotations.part, which a download does not write"):
         D.download(dest, url="http://127.0.0.1:9/never-asked", progress=False)
+
+
+def test_the_cli_checks_the_sums_given_and_the_official_md5_only_when_none_is(tmp_path, tiny_dir, capsys):
+    archive = tmp_path / "gzip.zip"
+    archive.write_bytes(archive_of(tiny_dir))
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    url = ["--url", archive.as_uri(), "--full"]
+    assert cli.main(["download", "--dest", str(tmp_path / "a"), *url]) == 2  # the official archive's md5, by default
+    assert f"does not match the expected {D.EMNIST_MD5}" in capsys.readouterr().err
+    assert cli.main(["download", "--dest", str(tmp_path / "b"), *url, "--sha256", sha]) == 0
+    assert D.checksums(tmp_path / "b") == D.checksums(tiny_dir)

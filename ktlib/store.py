@@ -142,7 +142,10 @@ def switch(new: Path, dest: Path) -> None:
         except OSError:
             os.rename(old, dest)
             raise
-        os.rename(old, new)
+        try:
+            os.rename(old, new)  # for new_directory to remove
+        except OSError:  # settled meanwhile by another process (settle): the switch is done all the same
+            pass
     _sync_directory(dest.parent)
 
 

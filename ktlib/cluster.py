@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 
+from . import data as D
 from . import engine, train
 from .config import Config
 from .executors import Group, check, failed, group_inputs, groups, train_group
@@ -254,7 +255,7 @@ def worker_task(cfg: Config, checksums: dict, source_sha: str, state: dict) -> T
     if key not in _tasks:
         exp = Experiment.load(cfg)  # a clear error if this worker does not see the data
         if exp.checksums != checksums:
-            differ = sorted(f for f in set(exp.checksums) | set(checksums) if exp.checksums.get(f) != checksums.get(f))
+            differ = D.differing(exp.checksums, checksums)
             raise RuntimeError(f"the data at {cfg.data_dir} on this worker are not the client's: "
                                f"{', '.join(differ)} differ")
         source = build(0, cfg.code_bits)

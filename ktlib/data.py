@@ -190,6 +190,11 @@ def checksums(data_dir: str | os.PathLike) -> dict[str, str]:
         raise DataError(f"{e.filename}: cannot be read ({e.strerror or e})") from None
 
 
+def differing(sums: dict[str, str], others: dict[str, str]) -> list[str]:
+    """The data files whose sha256 sums differ between two sets of sums (or that only one of them has), sorted."""
+    return sorted(name for name in set(sums) | set(others) if sums.get(name) != others.get(name))
+
+
 # ---------------------------------------------------------------- download
 
 def checked_sums(md5: str | None, sha256_hex: str | None) -> dict[str, str]:

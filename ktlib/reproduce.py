@@ -73,8 +73,7 @@ def open_finished(where: Path, data_dir: Path, sums: dict) -> tuple[dict, Config
         raise ResultsError(f"{where}: no {', '.join(missing)}; a finished sweep has all of {', '.join(RECORD_FILES)}")
     path = where / RESULTS_FILE
     meta, _ = _header(path)  # a last row cut short is an error here
-    other = sorted(name for name in set(sums) | set(meta["data_checksums"]) if sums.get(name) !=
-                   meta["data_checksums"].get(name))
+    other = D.differing(sums, meta["data_checksums"])
     if other:
         raise ResultsError(f"{path} was made on other data than the data at {data_dir} ({', '.join(other)} differ); "
                            f"give the data it was made on (--data-dir)")
@@ -141,7 +140,7 @@ def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", se
     if record is None:
         return f"no committed record for {profile}-{engine}: every run is computed"
     meta, _ = _header(record / RESULTS_FILE)
-    differ = [f"data file {name}" for name, digest in meta["data_checksums"].items() if ours.get(name) != digest]
+    differ = [f"data file {name}" for name in D.differing(meta["data_checksums"], ours)]
     if meta["config"].get("seed") != seed_value:
         differ.append(f"seed ({meta['config'].get('seed')} there, {seed_value} here)")
     if differ:

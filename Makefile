@@ -14,7 +14,7 @@
 # Each installs what it needs into .venv first, from requirements.lock.
 # Options: PROFILE=smoke (the same pipeline in seconds), SEED=<int>, ENGINE=batched (no C compiler needed)
 #          or plain; CLUSTER=local:N or tcp://HOST:PORT (the runs on Dask workers; not part of the
-#          experiment); `ktlib publish` names the record's directory (ktlib.records.record_path).
+#          experiment); `ktlib publish` names the record's directory (ktlib.record.layout.record_path).
 #          PUBLISH=--new-experiment lets make record replace the record with another experiment's build (made by
 #          make reproduce: then RUN_DIR=$PWD/_build/reproduce/<profile>-<engine>); PUBLISH=--partial, with fewer runs.
 
@@ -75,7 +75,8 @@ $(MATHJAX)/tex-chtml.js: book/package.json book/package-lock.json
 	cp book/node_modules/mathjax/es5/tex-chtml.js $(MATHJAX)/
 	cp -r book/node_modules/mathjax/es5/output/chtml/fonts $(MATHJAX)/output/chtml/
 
-# $(call execute,RESULTS_DIR): every notebook with papermill, on that results directory, into $(SCRATCH)
+# $(call execute,RESULTS_DIR): every notebook with papermill, on that results directory, into $(SCRATCH); papermill's
+# injected parameters then folded into each notebook's one parameters cell, the values it ran with
 define execute
 	rm -rf $(SCRATCH) && mkdir -p $(SCRATCH)
 	@for nb in $(NOTEBOOKS); do \
@@ -86,14 +87,15 @@ define execute
 	    || { echo "notebooks/$$nb.ipynb failed: its output is in $(SCRATCH)/$$nb.ipynb"; exit 1; }; \
 	done
 	@! grep -l '"output_type": "error"' $(SCRATCH)/*.ipynb || { echo "a notebook above holds an error"; exit 1; }
+	$(BIN)/python -m ktlib.analysis.page --fold $(SCRATCH)/*.ipynb
 endef
 
 # $(call site): the book from the executed notebooks, into _build/html, the Claims page's tables written from the
-# claims registry (ktlib.claims; warnings are errors)
+# claims registry (ktlib.analysis.claims; warnings are errors)
 define site
 	rm -rf $(SITE) && mkdir -p $(SITE)/book $(SITE)/notebooks
 	cp _config.yml _toc.yml $(SITE)/ && cp -r book/*.md book/references.bib book/_static $(SITE)/book/
-	$(BIN)/python -m ktlib.claims $(SITE)/book/_generated
+	$(BIN)/python -m ktlib.analysis.page $(SITE)/book/_generated
 	cp $(SCRATCH)/*.ipynb $(SITE)/notebooks/
 	$(BIN)/jupyter-book build -W --keep-going $(SITE) --path-output $(CURDIR)
 	@echo "the book is in _build/html/index.html"
@@ -115,7 +117,7 @@ reproduce: install data mathjax
 record: book
 	$(BIN)/ktlib publish $(RUN_DIR) $(PUBLISH)
 	for nb in $(NOTEBOOKS); do cp $(SCRATCH)/$$nb.ipynb notebooks/$$nb.ipynb || exit 1; done
-	$(BIN)/python -c "import sys, pathlib; from ktlib.plots import glued_png; \
+	$(BIN)/python -c "import sys, pathlib; from ktlib.analysis.plots import glued_png; \
 	  pathlib.Path(sys.argv[3]).write_bytes(glued_png(*sys.argv[1:3]))" notebooks/02_sweep.ipynb fig2 $(README_FIGURE)
 
 # The plain path's record of the same grid (about 15 minutes on 2 cores), which the sweep notebook compares

@@ -11,7 +11,7 @@ Every path trains the same runs (same source net, data, seeds and stopping rule)
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
 whole grid at once, as the sweep does. FLOPs are the useful arithmetic of each run, counted from its epochs: LeCun's connections
 (one multiply-add each) of the layers it trains, for the training steps and for the per-epoch
-evaluation that the stopping rule needs (`ktlib.model.run_flops`). Neither the
+evaluation that the stopping rule needs (`ktlib.compute.model.run_flops`). Neither the
 plain path's recomputation of frozen layers nor the engine's own extra arithmetic (C1's 6x6 kernels,
 C3's masked weights) counts. The peak is the cores' own: fused multiply-adds alone (peak.c), timed here on
 as many threads as the engine uses, with large blocked matmuls and a convolution printed beside it.
@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from distributed import get_task_stream
 
 import ktlib
-from ktlib import (breadth, cluster, config, data, engine, executors, experiment, model, native, readouts, records, study,
-                   sweep)
-from ktlib.records import RESULTS_FILE, read_results
+from ktlib import config
+from ktlib.compute import cluster, data, engine, executors, experiment, model, native, readouts
+from ktlib.record import files, layout, studies, sweep
+from ktlib.record.files import RESULTS_FILE, read_results
 from ktlib.config import ENGINES
-from ktlib.model import connections
+from ktlib.compute.model import connections
 from ktlib.recipes import RECIPES, first_trained
 
 
@@ -141,7 +142,7 @@ def _timed(fn) -> float:
 
 def run_flops(r: dict, cfg: ktlib.Config, conn=None) -> float:
     """One run's useful FLOPs: its training steps and per-epoch evaluations on its training set, and its final
-    test (ktlib.model.run_flops)."""
+    test (ktlib.compute.model.run_flops)."""
     return model.run_flops(first_trained(r["recipe"], r["n"]), r["epochs"], r["k"] * cfg.n_classes,
                            cfg.n_classes * cfg.test_per_class, conn)
 
@@ -160,7 +161,7 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     setup (copying nets, features, the final test): the stopping rule decides how many epochs, the kernels how
     fast each goes."""
     peak = ceiling(1)  # per core: the engine runs a group on one thread
-    plan = study.Study.of(ktlib.Config(data_dir=data_dir, workers=workers))
+    plan = studies.plan("study", ktlib.Config(data_dir=data_dir, workers=workers))
     rate, setup, fixed, flops, seconds = {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for part in ("baseline", "probes"):  # between them, every recipe
@@ -210,8 +211,8 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     by_recipe = {r: share(g for g in rate if g[0] == r) for r in dict.fromkeys(g[0] for g in rate)}
     print("per recipe, all n and k: " + ", ".join(f"{r} {100 * x:.1f}%" for r, x in by_recipe.items()))
 
-    record = records.study_root(committed)
-    done = records.study_runs(record, study.PARTS)
+    record = layout.study_root(committed)
+    done = studies.plan("study", ktlib.Config(data_dir=data_dir, results_dir=committed)).stored()
     cfg = plan.cfg
     conn = connections()
     groups = [(r["recipe"], r["n"], r["k"]) for r in done.to_dict("records")]
@@ -235,9 +236,9 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     # on a Dask cluster: one task per group of a sweep, at the rates above (scheduling overhead not counted);
     # each sweep's source net takes the seconds its record gives
     sweeps = []
-    for variant, split, where in records.study_sweeps(record, study.PARTS):
+    for variant, split, where in layout.study_sweeps(record, [p.name for p in studies.STUDY.parts]):
         part = done[(done.variant == variant) & (done.split == split)]
-        sweeps.append((records.read_source_record(where)["seconds"],
+        sweeps.append((files.read_source_record(where)["seconds"],
                        part.groupby(["recipe", "n", "k"]).seconds_here.sum().tolist()))
     print(f"on a Dask cluster ({sum(len(t) for _, t in sweeps)} tasks; the longest "
           f"{max(max(t) for _, t in sweeps):.0f} s; source nets {sum(s for s, _ in sweeps):.0f} s in all):")
@@ -298,12 +299,12 @@ def breadth_cost(data_dir: str | None, committed: str, measured_minutes: float |
     and the readouts are not in the records, so this is a lower bound; `measured_minutes`, if given, is the wall
     time of a run from scratch, to set beside it."""
     cfg = ktlib.Config(data_dir=data_dir, results_dir=committed)
-    plan = breadth.Breadth.of(cfg)
+    plan = studies.plan("breadth", cfg)
     rows = plan.stored()
     sweeps = []
     for name, sweep_cfg in plan.configs():
         part = rows[(rows.variant == name) & (rows.order == sweep_cfg.source_order)]
-        sweeps.append((records.read_source_record(sweep_cfg.results_dir)["seconds"],
+        sweeps.append((files.read_source_record(sweep_cfg.results_dir)["seconds"],
                        part.groupby(["recipe", "n", "k"]).seconds.max().tolist()))
     groups = sum(sum(t) for _, t in sweeps)
     nets = sum(s for s, _ in sweeps)
@@ -369,7 +370,7 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
     """The study's split 0 (its baseline sweep: every recipe) on a LocalCluster of 1 and then 2 worker
     processes: speed-up, scheduling overhead per task, the longest task against the makespan, the cost of
     the two ways data can reach a worker, and from these the whole study projected onto 16 and 64 workers."""
-    plan = study.Study.of(ktlib.Config(data_dir=data_dir))
+    plan = studies.plan("study", ktlib.Config(data_dir=data_dir))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = dataclasses.replace(plan.configs()[0][1], results_dir=tmp)
         exp, source, _ = sweep.train_or_load_source(cfg, progress=False)
@@ -439,9 +440,9 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
         epochs[(r["recipe"], r["n"], r["k"])] = epochs.get((r["recipe"], r["n"], r["k"]), 0) + r["epochs"]
     per_epoch = {g: times[2][g] / epochs[g] for g in times[2]}
     sweeps = []
-    for variant, split, where in records.study_sweeps(records.study_root(committed), study.PARTS):
+    for variant, split, where in layout.study_sweeps(layout.study_root(committed), [p.name for p in studies.STUDY.parts]):
         done = read_results(where / RESULTS_FILE)[1].groupby(["recipe", "n", "k"]).epochs.sum()
-        sweeps.append((records.read_source_record(where)["seconds"],
+        sweeps.append((files.read_source_record(where)["seconds"],
                        [per_epoch[g] * e + overhead for g, e in done.items()]))
     work = sum(sum(t) for _, t in sweeps)
     print(f"\nthe whole study ({sum(len(t) for _, t in sweeps)} tasks in {len(sweeps)} sweeps): {work / 60:.0f} "

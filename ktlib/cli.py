@@ -1,4 +1,5 @@
-"""The `ktlib` command: run the sweep or the study, fetch the data, publish a build's record."""
+"""The `ktlib` command: run the sweep or a study, fetch the data, start a build from the record, compare a build with
+it, publish a build as the record. One small function per command (COMMANDS)."""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +7,21 @@ import sys
 import time
 from pathlib import Path
 
-from . import data as D
-from . import paths, reproduce
-from .breadth import Breadth
-from .config import ENGINES, PROFILES, Config
-from .recipes import RECIPES
-from .records import RESULTS_FILE
-from .study import Study
-from .sweep import run
-from .tables import mean_table
+from ktlib.compute import data as D
+from ktlib.record import download as DL
+from ktlib import paths
+from ktlib.record import reproduce
+from ktlib.config import ENGINES, PROFILES, Config
+from ktlib.recipes import RECIPES
+from ktlib.record.files import RESULTS_FILE
+from ktlib.record.plan import Plan
+from ktlib.record.studies import STUDIES
+from ktlib.record.sweep import run
+from ktlib.record.tables import mean_table
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """Every command and its options; the studies' commands from the table of studies (ktlib.record.studies)."""
     p = argparse.ArgumentParser(prog="ktlib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -45,23 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--split", type=int, help="class split (default 0, the seed's own)")
     s.add_argument("--wait", action="store_true",
                    help="if another process is writing to the results directory, wait for it instead of refusing")
-    st = sub.add_parser("study", parents=[common], help="the study beyond the paper: many class splits, the "
-                                                        "recipes and controls, protocol variants (resumable)")
-    st.add_argument("--splits", type=int, help="class splits (default: the profile's)")
-    b = sub.add_parser("breadth", parents=[common], help="the breadth study: source nets of 5 to 39 nested classes "
-                                                         "on fixed targets (resumable)")
-    b.add_argument("--orders", type=int, help="nesting orders of the source classes (default: the profile's)")
+    for design in STUDIES.values():
+        st = sub.add_parser(design.name, parents=[common], help=f"{design.about} (resumable)")
+        st.add_argument(f"--{design.count}", type=int, dest="count", help=f"{design.count} (default: the profile's)")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and derive the record's subset from it "
                                         f"(into {paths.DEFAULT_DATA_DIR}), checking its published sha256 sums")
-    d.add_argument("--dest", default=None, help=f"default {paths.DEFAULT_DATA_DIR}, or {D.FULL_DATA_DIR} with --full")
+    d.add_argument("--dest", default=None, help=f"default {paths.DEFAULT_DATA_DIR}, or {DL.FULL_DATA_DIR} with --full")
     d.add_argument("--full", action="store_true",
                    help="the official ByClass files as they are (about 700,000 training images): a different "
                         "experiment from the record's, whose numbers will not match results/paper")
-    d.add_argument("--url", default=D.EMNIST_URL)
+    d.add_argument("--url", default=DL.EMNIST_URL)
     d.add_argument("--md5", default=None, help="the archive's md5 sum (default: the official archive's, unless "
                                                "--sha256 is given)")
     d.add_argument("--sha256", default=None, help="the archive's sha256 sum")
-    d.add_argument("--deadline", type=float, default=D.DOWNLOAD_SECONDS,
+    d.add_argument("--deadline", type=float, default=DL.DOWNLOAD_SECONDS,
                    help="seconds the download may take in all (default %(default)g)")
     d.add_argument("--keep-archive", action="store_true")
     r = sub.add_parser("publish", help="make a finished build the record of its profile and engine, "
@@ -89,59 +90,65 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("--engine", choices=ENGINES, default="native")
     sd.add_argument("--seed", type=int, default=0)
     sd.add_argument("--data-dir", default=None, help=f"EMNIST directory (default ${paths.DATA_DIR_ENV})")
-    a = p.parse_args(argv)
-    try:
-        if a.command == "download":
-            md5 = D.EMNIST_MD5 if a.md5 is None and a.sha256 is None else a.md5  # the sums given, else the official
-            dest = D.download(a.dest, a.url, md5, a.sha256, keep_archive=a.keep_archive, full=a.full,
-                              deadline=a.deadline)
-            print(f"EMNIST ByClass files are in {dest}; set {paths.DATA_DIR_ENV}={dest.resolve()}")
-            return 0
-        if a.command == "compare":
-            table = reproduce.compare(a.results_dir)
-            differ = table.attrs["differ"]
-            if not table.attrs["exists"]:  # said first: every run is unmatched
-                print(f"there is no record in {table.attrs['record']}: no run of {a.results_dir} is paired")
-            elif differ:  # said first: no run of those sweeps is paired with the record's
-                print(f"{a.results_dir} is another experiment than the record in {table.attrs['record']}: "
-                      f"{reproduce.differences_text(differ)}; those runs are not paired with the record's")
-            print(f"{a.results_dir} against the record in {table.attrs['record']}, run by run:\n{table.to_string()}")
-            return 0
-        if a.command == "seed":
-            print(reproduce.seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
-            return 0
-        if a.command == "publish":
-            dest, short = reproduce.publish(a.results_dir, partial=a.partial, new_experiment=a.new_experiment,
-                                            data_dir=a.data_dir)
-            print(f"the record is in {dest}" + "".join(f"\n  note: {s}" for s in short))
-            return 0
-        overrides = {k: v for k, v in vars(a).items()
-                     if k in ("levels", "sizes", "trials", "recipes", "split") and v is not None}
-        cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
-                                 results_dir=a.results_dir, engine=a.engine, workers=a.workers,
-                                 cluster=a.cluster or a.scheduler, **overrides)
-        for flag, value, kind in (("--cluster", a.cluster, "local"), ("--scheduler", a.scheduler, "address")):
-            if value is not None and cfg.where[0] != kind:
-                raise ValueError(f"{flag} takes {'local:N' if kind == 'local' else 'tcp://HOST:PORT'}, got {value!r}")
-        start = time.perf_counter()
-        if a.command == "study":
-            plan = Study.of(cfg, a.splits)
-            rows = plan.run(progress=not a.no_progress)
-            print(f"{len(rows)} runs in {plan.root} ({time.perf_counter() - start:.0f} s this invocation); "
-                  f"notebooks/06_controls.ipynb and 07_errors.ipynb read them")
-            return 0
-        if a.command == "breadth":
-            plan = Breadth.of(cfg, a.orders)
-            plan.run(progress=not a.no_progress)
-            print(f"{len(plan.configs())} sweeps in {plan.root} ({time.perf_counter() - start:.0f} s this "
-                  f"invocation); notebooks/08_breadth.ipynb reads them")
-            return 0
-        rows = run(cfg, progress=not a.no_progress, wait=a.wait)
-    except (D.DataError, ValueError, RuntimeError, OSError) as e:
-        print(f"ktlib: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return p
+
+
+def download(a) -> int:
+    md5 = DL.EMNIST_MD5 if a.md5 is None and a.sha256 is None else a.md5  # the sums given, else the official
+    dest = DL.download(a.dest, a.url, md5, a.sha256, keep_archive=a.keep_archive, full=a.full, deadline=a.deadline)
+    print(f"EMNIST ByClass files are in {dest}; set {paths.DATA_DIR_ENV}={dest.resolve()}")
+    return 0
+
+
+def compare(a) -> int:
+    table = reproduce.compare(a.results_dir)
+    differ = table.attrs["differ"]
+    if not table.attrs["exists"]:  # said first: every run is unmatched
+        print(f"there is no record in {table.attrs['record']}: no run of {a.results_dir} is paired")
+    elif differ:  # said first: no run of those sweeps is paired with the record's
+        print(f"{a.results_dir} is another experiment than the record in {table.attrs['record']}: "
+              f"{reproduce.differences_text(differ)}; those runs are not paired with the record's")
+    print(f"{a.results_dir} against the record in {table.attrs['record']}, run by run:\n{table.to_string()}")
+    return 0
+
+
+def seed(a) -> int:
+    print(reproduce.seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
+    return 0
+
+
+def publish(a) -> int:
+    dest, short = reproduce.publish(a.results_dir, partial=a.partial, new_experiment=a.new_experiment,
+                                    data_dir=a.data_dir)
+    print(f"the record is in {dest}" + "".join(f"\n  note: {s}" for s in short))
+    return 0
+
+
+def configuration(a) -> Config:
+    """The configuration the run options give (a sweep's or a study's)."""
+    overrides = {k: v for k, v in vars(a).items()
+                 if k in ("levels", "sizes", "trials", "recipes", "split") and v is not None}
+    cfg = Config.for_profile("smoke" if a.dry_run else a.profile, seed=a.seed, data_dir=a.data_dir,
+                             results_dir=a.results_dir, engine=a.engine, workers=a.workers,
+                             cluster=a.cluster or a.scheduler, **overrides)
+    for flag, value, kind in (("--cluster", a.cluster, "local"), ("--scheduler", a.scheduler, "address")):
+        if value is not None and cfg.where[0] != kind:
+            raise ValueError(f"{flag} takes {'local:N' if kind == 'local' else 'tcp://HOST:PORT'}, got {value!r}")
+    return cfg
+
+
+def study(a) -> int:
+    """Run (or resume) the study the command names, by its entry in the table of studies."""
+    start, plan = time.perf_counter(), Plan.of(STUDIES[a.command], configuration(a), a.count)
+    plan.run(progress=not a.no_progress)
+    print(f"{len(plan.stored())} runs in {len(plan.configs())} sweeps in {plan.root} "
+          f"({time.perf_counter() - start:.0f} s this invocation)")
+    return 0
+
+
+def sweep(a) -> int:
+    start, cfg = time.perf_counter(), configuration(a)
+    rows = run(cfg, progress=not a.no_progress, wait=a.wait)
     print(f"{len(rows)} runs in {Path(cfg.results_dir) / RESULTS_FILE} "
           f"({time.perf_counter() - start:.0f} s this invocation)")
     for value, title in (("test_accuracy", "mean test accuracy"), ("train_accuracy", "mean final training accuracy")):
@@ -149,3 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         print(mean_table(rows, value).to_string(float_format="%.3f"))
     print("how runs stopped:", rows["stopped_by"].value_counts().to_dict())
     return 0
+
+
+# Every other command is a study's: one per entry of the table of studies.
+COMMANDS = {"sweep": sweep, "download": download, "publish": publish, "compare": compare, "seed": seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return COMMANDS.get(a.command, study)(a)
+    except (D.DataError, ValueError, RuntimeError, OSError) as e:
+        print(f"ktlib: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -10,9 +10,8 @@ from numbers import Integral
 
 import numpy as np
 
-from . import paths
-from .model import LAYERS
-from .recipes import RECIPES, check_recipe
+from ktlib import paths
+from ktlib.recipes import RECIPES, check_recipe
 
 
 @dataclass(frozen=True)
@@ -23,14 +22,14 @@ class Profile:
     splits: int
     variant_splits: int
     draws: int
-    orders: int  # the breadth study's nesting orders of the source classes (ktlib.breadth)
+    orders: int  # the breadth study's nesting orders of the source classes (ktlib.record.breadth)
 
 
 # paper: the paper's protocol; smoke: the same pipeline shrunk to seconds
 PROFILES = {"paper": Profile({}, 10, 3, 2000, 5),
             "smoke": Profile(dict(source_per_class=40, source_max_epochs=2, levels=[0, 5], sizes=[1], trials=1,
                                   test_per_class=10, max_epochs=30), 2, 1, 200, 2)}
-# ktlib.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
+# ktlib.compute.engine with its C kernels (the default) or its PyTorch ones, or train.train one run at a time
 ENGINES = ("native", "batched", "plain")
 CODE_SCHEMES = ("random", "one-of-n")
 # converged: each run trains until it fits its set or its loss plateaus (train.Converged), at most max_epochs;
@@ -42,12 +41,13 @@ SOURCE_TRAINING = ("plain", "engine")
 # what the stopping rule's patience counts: epochs, which at k=1 are 1 optimiser step each and at k=40 are 25, or
 # optimiser steps, the same number at every k (a variant of the study)
 PATIENCE_UNITS = ("epochs", "steps")
+LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6")  # the net's layers by name, bottom up: n retains the first n
 PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
 # Trials, class splits and nesting orders each draw their images and initial weights from a 31-bit seed (derive_seed):
 # among n of them two share a seed, and so are one run counted twice, with a chance of about n^2 / 2^32 (0.02% at
 # 1,000, 2% at 10,000). A replicate count is refused above this, before anything is allocated for it.
 MAX_REPLICATES = 1000
-NATIVE_MAX_BATCH, NATIVE_CODE_BITS = 32, 20  # what ktlib/kernels.c is built for (ktlib.native)
+NATIVE_MAX_BATCH, NATIVE_CODE_BITS = 32, 20  # what ktlib/kernels.c is built for (ktlib.compute.native)
 
 
 class Purpose(IntEnum):
@@ -88,7 +88,7 @@ class Config:
     target_chars: str | None = None
     source_size: int | None = None         # how many classes the source net learns; None: n_classes (the targets)
     source_order: int | None = None        # None: the source classes drawn by the split's seed; o: the first
-                                           # source_size of nesting order o (ktlib.data.nesting_order), whose
+                                           # source_size of nesting order o (ktlib.compute.data.nesting_order), whose
                                            # seed also draws the source net's (so the sizes of one order nest)
     code_bits: int = 20
     code_scheme: str = "random"            # or "one-of-n" (needs code_bits == n_classes == the source classes)
@@ -242,7 +242,7 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# Where the engine's groups run, besides this process's threads (ktlib.cluster): a Dask LocalCluster of N
+# Where the engine's groups run, besides this process's threads (ktlib.compute.cluster): a Dask LocalCluster of N
 # worker processes started here, or the scheduler of a running cluster (dask-jobqueue's on SLURM, say).
 def cluster_target(spec) -> tuple[str, int | str]:
     """("local", N) or ("address", the scheduler's address), from a `cluster` value; anything else is refused."""

@@ -10,11 +10,13 @@ typed it.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 DATA_DIR_ENV = "KTLIB_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data/emnist")
 RESULTS_DIR_ENV = "KTLIB_RESULTS_DIR"  # default: results/<profile>
+REPO = Path(__file__).resolve().parents[1]  # the checkout ktlib is installed from (pip install -e .)
 
 
 def launch_dir() -> Path:
@@ -54,3 +56,11 @@ def data_dir(given: str | os.PathLike | None = None, base: str | os.PathLike | N
 def results_dir(given: str | os.PathLike | None, profile: str, base: str | os.PathLike | None = None) -> Path:
     """The results directory meant: the given one, else $KTLIB_RESULTS_DIR, else ./results/<profile>."""
     return choose(given, RESULTS_DIR_ENV, Path("results") / profile, base)
+
+
+def probe(directory: Path) -> None:
+    """Create the directory if need be, then a nameless file in it, which goes when closed: an OSError says why the
+    directory cannot be written, before any work depends on it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+        pass

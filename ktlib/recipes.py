@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The nets a recipe copies from (ktlib.transfer.copy_source draws them). trained: the source net. The others keep
+# The nets a recipe copies from (ktlib.compute.transfer.copy_source draws them). trained: the source net. The others keep
 # its architecture and take the knowledge out:
 # random-lecun: a fresh initialisation at LeCun's scale, U(-2.4/F, 2.4/F); it shrinks the signal layer by layer;
 # random-normal: LeCun-normal, N(0, 1/F) weights and zero biases, which keeps the signal's variance;
@@ -48,7 +48,7 @@ RECIPES = {
     "random-lecun": Recipe("random-lecun", about="random weights at LeCun's initial scale, frozen"),
 }
 BASELINE = "frozen"  # the recipe under which the shared n=0 runs are stored
-# The study's choices among them, each made by a rule (ktlib.controls.chosen_rate, chosen_control) applied to a
+# The study's choices among them, each made by a rule (ktlib.analysis.controls.chosen_rate, chosen_control) applied to a
 # trial run on splits 0 and 1 before the study ran; the controls notebook applies it again to the record:
 TUNED = "fine-tuned"                 # fine-tuning, at the copied layers' rate with the best mean accuracy
 MATCHED_CONTROL = "random-matched"   # the random control that keeps the signal's scale best

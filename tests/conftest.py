@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ktlib import data as D
+from ktlib.compute import data as D
 from ktlib import paths
 
 CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

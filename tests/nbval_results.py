@@ -3,8 +3,8 @@ taken out of it, so that the study notebook trains them again and the checks com
 
     python tests/nbval_results.py DEST baseline:0:1,5 budget:0
 
-Each argument names one sweep of the study by its part and split (ktlib.records.sweep_dir says where it is); after
-a second colon, the training-set sizes k whose runs are taken out (without, the whole sweep). Its training-free
+Each argument names one sweep of a study by its part and its split or nesting order (ktlib.record.layout.sweep_dir says
+where it is); after a second colon, the training-set sizes k whose runs are taken out (without, the whole sweep). Its training-free
 readouts are taken out too: they are measured again.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ktlib.records import READOUTS_FILE, RESULTS_FILE, read_results, record_path, study_root, sweep_dir, write_results
+from ktlib.record.files import READOUTS_FILE, RESULTS_FILE, read_results, write_results
+from ktlib.record.layout import record_path, study_root, study_sweeps
 
 
 def prepare(dest: Path, recomputed: list[str]) -> None:
@@ -25,9 +26,10 @@ def prepare(dest: Path, recomputed: list[str]) -> None:
         part, split, sizes = (item.split(":") + ["", ""])[:3]
         if not split.isdigit():
             raise SystemExit(f"{item}: name a sweep as PART:SPLIT[:K,K...], such as baseline:0:1,40")
-        where = sweep_dir(study_root(dest), part, int(split))
-        if not (where / RESULTS_FILE).exists():
-            raise SystemExit(f"{item}: the committed study has no sweep {sweep_dir(record, part, int(split))}")
+        found = [where for p, i, where in study_sweeps(study_root(dest)) if (p, i) == (part, int(split))]
+        if not found:
+            raise SystemExit(f"{item}: the committed studies have no sweep {part}/<split or order>-{split} in {record}")
+        where = found[0]
         if not sizes:
             shutil.rmtree(where)
             continue

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from ktlib import claims, records
+from ktlib.analysis import page as generated
+from ktlib.analysis import claims
+from ktlib.analysis import contrasts
+from ktlib.record import layout
+from ktlib.record import files
 from conftest import ROOT, toc_pages
 
 HTML = ROOT / "_build" / "html"
 NOTEBOOKS = ROOT / "notebooks"
-RECORD = records.record_path("paper").parent
+RECORD = layout.record_path("paper").parent
 PAGES = toc_pages()
 
 needs_book = pytest.mark.skipif(not (HTML / "index.html").exists(), reason="no built book: run `make html` first")
@@ -29,7 +33,7 @@ def test_every_page_in_the_table_of_contents_exists():
 def claims_page() -> str:
     """The Claims page as the book reads it: book/claims.md with the parts it includes, as the registry makes them."""
     page = (ROOT / "book/claims.md").read_text(encoding="utf-8")
-    for name, text in claims.page().items():
+    for name, text in generated.page().items():
         assert f"```{{include}} _generated/{name}.md" in page, f"book/claims.md does not include {name}"
         page += text
     return page
@@ -54,7 +58,7 @@ def test_the_claims_page_shows_every_claim_about_the_runs_with_its_contrasts_ver
 
 def test_the_claims_page_states_every_threshold():
     page = claims_page()
-    assert all(f"::{name}:" in page for name in claims.THRESHOLDS)
+    assert all(f"::{name}:" in page for name in contrasts.THRESHOLDS)
 
 
 @needs_book
@@ -66,13 +70,13 @@ def test_book_has_a_page_for_every_chapter_and_no_unpasted_glue():
     verdicts = re.findall(r'<strong><span class="pasted-text">([a-z ]+)</span>', page)
     about_runs = len(claims.SWEEP_CLAIMS) + len(claims.STUDY_CLAIMS)
     assert len(verdicts) == sum(map(len, claims.CLAIMS.values())) + about_runs  # and again over splits
-    assert set(verdicts) <= {claims.HOLDS, claims.PARTLY, claims.FAILS, claims.UNDECIDED}
+    assert set(verdicts) <= {contrasts.HOLDS, contrasts.PARTLY, contrasts.FAILS, contrasts.UNDECIDED}
 
 
 def test_every_claim_has_its_words_title_and_contrasts_on_the_claims_page():
     runs = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}
     assert all(c.words and c.title and c.how for c in runs.values())
-    page = claims.page()
+    page = generated.page()
     numbers = [line.split("|")[1].strip() for line in page["claims-counted"].splitlines()[2:]]
     numbers += [line.split("|")[1].strip() for line in page["claims-split"].splitlines()[2:]]
     assert numbers == [str(i + 1) for i in range(len(claims.COUNTED_CLAIMS) + len(runs))]  # one row each, in order
@@ -87,9 +91,9 @@ def test_every_claim_has_its_words_title_and_contrasts_on_the_claims_page():
 
 
 def test_the_committed_claims_tables_are_the_registrys():
-    for name, text in claims.page().items():  # make html builds from them; make book writes them anew
+    for name, text in generated.page().items():  # make html builds from them; make book writes them anew
         assert (ROOT / "book/_generated" / f"{name}.md").read_text(encoding="utf-8") == text, \
-            f"book/_generated/{name}.md is stale: run `python -m ktlib.claims book/_generated`"
+            f"book/_generated/{name}.md is stale: run `python -m ktlib.analysis.claims book/_generated`"
 
 
 def test_the_devtools_client_sends_no_origin_header():
@@ -183,15 +187,15 @@ def test_nbval_fails_when_a_stored_check_is_altered(tmp_path, name, old, new):
 
 def test_nbval_recomputes_exactly_the_named_runs_and_refuses_an_unknown_sweep(tmp_path):
     from nbval_results import prepare
-    root = records.study_root(tmp_path)
-    where = records.sweep_dir(root, "baseline", 0)
-    _, committed = records.read_results(RECORD / where.relative_to(tmp_path) / records.RESULTS_FILE)
+    root = layout.study_root(tmp_path)
+    where = layout.sweep_dir(root, "baseline", 0)
+    _, committed = files.read_results(RECORD / where.relative_to(tmp_path) / files.RESULTS_FILE)
     prepare(tmp_path, ["baseline:0:1,40", "baseline:1"])
-    _, kept = records.read_results(where / records.RESULTS_FILE)
+    _, kept = files.read_results(where / files.RESULTS_FILE)
     assert len(kept) == (~committed.k.isin([1, 40])).sum() and not kept.k.isin([1, 40]).any()
-    assert not (where / records.READOUTS_FILE).exists()  # measured again with the runs
-    assert not records.sweep_dir(root, "baseline", 1).exists()
-    assert (records.sweep_dir(root, "baseline", 2) / records.RESULTS_FILE).exists()  # the rest is the record's
+    assert not (where / files.READOUTS_FILE).exists()  # measured again with the runs
+    assert not layout.sweep_dir(root, "baseline", 1).exists()
+    assert (layout.sweep_dir(root, "baseline", 2) / files.RESULTS_FILE).exists()  # the rest is the record's
     with pytest.raises(SystemExit, match="no sweep"):
         prepare(tmp_path, ["baseline:99"])
     with pytest.raises(SystemExit, match="PART:SPLIT"):

@@ -5,42 +5,48 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktlib import breadth, claims, records, study
+from ktlib.analysis import breadth
+from ktlib.analysis import contrasts
+from ktlib.analysis import claims
+from ktlib.record import layout
+from ktlib.record import files
+from ktlib.record import studies
+from ktlib.record.plan import Plan
 from ktlib.config import Config, Purpose
-from ktlib.experiment import Experiment, grid
-from ktlib.intervals import Cube
+from ktlib.compute.experiment import Experiment, grid
+from ktlib.analysis.intervals import Cube
 from ktlib.recipes import BASELINE, MATCHED_CONTROL
 
 
 @pytest.fixture(scope="module")
-def plan(real_dir, tmp_path_factory) -> breadth.Breadth:
+def plan(real_dir, tmp_path_factory) -> Plan:
     cfg = Config.for_profile("smoke", data_dir=str(real_dir), results_dir=str(tmp_path_factory.mktemp("breadth")))
-    return breadth.Breadth.of(cfg)
+    return studies.plan("breadth", cfg)
 
 
 def test_the_sources_of_one_order_nest_and_every_sweep_has_the_same_targets(plan):
     exps = {(name, cfg.source_order): Experiment.load(cfg) for name, cfg in plan.configs()}
     targets = {exp.chars("target") for exp in exps.values()}
     assert len(targets) == 1 and len(next(iter(targets))) == plan.cfg.n_classes
-    for order in range(plan.orders):
-        sources = [set(exps[breadth.part(m), order].chars("source")) for m in plan.sizes]
-        assert [len(s) for s in sources] == list(plan.sizes)
+    for order in range(plan.counts["orders"]):
+        sources = [set(exps[f"{studies.ORDERED}{m}", order].chars("source")) for m in breadth.sizes(plan)]
+        assert [len(s) for s in sources] == list(breadth.sizes(plan))
         assert all(a < b for a, b in zip(sources, sources[1:]))
         assert not sources[-1] & set(next(iter(targets)))
-    first, second = (exps[breadth.part(plan.sizes[0]), o].chars("source") for o in (0, 1))
+    first, second = (exps[f"{studies.ORDERED}{breadth.sizes(plan)[0]}", o].chars("source") for o in (0, 1))
     assert first != second  # the orders differ
 
 
 def test_the_largest_source_is_every_class_with_the_papers_images_and_the_control_keeps_the_images_fixed(plan):
-    assert plan.sizes[:-1] == breadth.NESTED and plan.sizes[-1] == 39  # the shared subset's pool
-    assert plan.fixed_images == round(plan.cfg.n_classes * plan.cfg.source_per_class / 39)
-    controls = [cfg for name, cfg in plan.configs() if name == breadth.part(breadth.FIXED)]
-    assert len(controls) == plan.orders
-    assert all(c.source_per_class == plan.fixed_images and c.source_size == 39 for c in controls)
+    assert breadth.sizes(plan)[:-1] == studies.NESTED and breadth.sizes(plan)[-1] == 39  # the shared subset's pool
+    assert breadth.fixed_images(plan) == round(plan.cfg.n_classes * plan.cfg.source_per_class / 39)
+    controls = [cfg for name, cfg in plan.configs() if name == studies.ORDERED + studies.FIXED]
+    assert len(controls) == plan.counts["orders"]
+    assert all(c.source_per_class == breadth.fixed_images(plan) and c.source_size == 39 for c in controls)
 
 
 def test_an_order_changes_the_source_nets_seeds_and_nothing_of_the_targets(plan):
-    (_, a), (_, b) = [(n, c) for n, c in plan.configs() if n == breadth.part(plan.sizes[0])][:2]
+    (_, a), (_, b) = [(n, c) for n, c in plan.configs() if n == f"{studies.ORDERED}{breadth.sizes(plan)[0]}"][:2]
     x, y = Experiment.load(a), Experiment.load(b)
     assert x.source_seed(Purpose.SOURCE_INIT) != y.source_seed(Purpose.SOURCE_INIT)
     assert x.source_key() != y.source_key()
@@ -54,19 +60,22 @@ def test_only_the_first_sweep_runs_n0_and_the_capacity_control_runs_only_at_its_
     assert 0 in configs[0].levels and all(0 not in cfg.levels for cfg in configs[1:])
     cfg = dataclasses.replace(configs[0], levels=[0, 1, 2, 3, 4, 5])
     controls = {key.n for key in grid(cfg) if key.recipe == MATCHED_CONTROL}
-    assert controls == set(breadth.CAPACITY_LEVELS)
+    assert controls == set(studies.CAPACITY_LEVELS)
     assert {key.n for key in grid(cfg) if key.recipe == BASELINE} == set(range(6))
 
 
-def test_a_breadth_sweep_lives_under_order_and_the_study_finds_it(tmp_path):
-    where = records.sweep_dir(tmp_path, breadth.part(5), 3)
+def test_a_breadth_sweep_lives_under_order_and_a_scan_without_its_plan_finds_it(tmp_path):
+    where = layout.sweep_dir(tmp_path, f"{studies.ORDERED}{5}", 3, "order")
     assert where == tmp_path / "classes-5" / "order-3"
-    assert records.sweep_dir(tmp_path, "baseline", 3) == tmp_path / "baseline" / "split-3"
-    for d in (where, records.sweep_dir(tmp_path, "baseline", 0), tmp_path / "classes-5" / "split-0"):
+    assert layout.sweep_dir(tmp_path, "baseline", 3) == tmp_path / "baseline" / "split-3"
+    for d in (where, layout.sweep_dir(tmp_path, "baseline", 0), tmp_path / "classes-5" / "trial-0",
+              tmp_path / "classes-5" / "order-x"):
         d.mkdir(parents=True)
-        (d / records.RESULTS_FILE).write_text("")
-    found = [(p, s) for p, s, _ in records.study_sweeps(tmp_path)]
-    assert sorted(found) == [("baseline", 0), ("classes-5", 3)]  # a split- directory in a breadth part is not one
+        (d / files.RESULTS_FILE).write_text("")
+    found = [(p, s) for p, s, _ in layout.study_sweeps(tmp_path)]
+    assert sorted(found) == [("baseline", 0), ("classes-5", 3)]  # neither a trial- nor an order-x directory is one
+    with pytest.raises(ValueError, match="replicates"):
+        layout.sweep_dir(tmp_path, "baseline", 0, "trial")
 
 
 def test_the_configuration_refuses_an_order_beside_named_sources_and_a_bad_count():
@@ -86,15 +95,15 @@ def test_the_configuration_refuses_an_order_beside_named_sources_and_a_bad_count
 def test_a_study_refuses_a_bad_number_of_orders_or_splits_before_it_reads_any_data(tmp_path, count):
     cfg = Config.for_profile("smoke", data_dir=str(tmp_path / "no-data"), results_dir=str(tmp_path / "results"))
     with pytest.raises(ValueError, match=f"orders must be an integer >= 1, got {count!r}"):
-        breadth.Breadth.of(cfg, orders=count)
+        studies.plan("breadth", cfg, count)
     with pytest.raises(ValueError, match=f"splits must be an integer >= 1, got {count!r}"):
-        study.Study.of(cfg, splits=count)
+        studies.plan("study", cfg, count)
 
 
 def test_the_design_names_its_sizes_and_levels_as_a_sentence_lists_them(plan):
-    words = plan.design()
+    words = breadth.design(plan)
     assert words["source_sizes"] == "5, 10, 20 and all 39" and words["smaller_sizes"] == "5, 10 and 20"
-    assert words["capacity_levels"] == "3 and 5" and words["sizes_count"] == len(plan.sizes) == 4
+    assert words["capacity_levels"] == "3 and 5" and words["sizes_count"] == len(breadth.sizes(plan)) == 4
 
 
 def synthetic(slope: float, orders: int = 4, trials: int = 3, noise: float = 0.0, seed: int = 0) -> Cube:
@@ -106,19 +115,19 @@ def synthetic(slope: float, orders: int = 4, trials: int = 3, noise: float = 0.0
         test[:, :, 2] += 0.1 + slope * np.log2(m / 5)  # n=2 is best
         test[:, :, 1] += 0.05
         arrays[m] = {v: test for v in ("test_accuracy", "train_accuracy", "epochs")}
-    return Cube(arrays, [0, 1, 2], [1, 40], list(range(orders)))
+    return Cube(arrays, [0, 1, 2], [1, 40], list(range(orders)), keyed_by="source", replicate="order")
 
 
 def test_each_doubling_of_the_source_classes_adds_the_slope_of_the_best_gain():
     c = synthetic(0.03)
     for k in c.sizes:
-        np.testing.assert_allclose(claims.per_doubling(c, k)(c), 0.03)
-        np.testing.assert_allclose(claims.best_gain(c, 40, k)(c), 0.1 + 0.03 * 3)
+        np.testing.assert_allclose(contrasts.per_doubling(c, k)(c), 0.03)
+        np.testing.assert_allclose(contrasts.best_gain(c, 40, k)(c), 0.1 + 0.03 * 3)
 
 
 def test_the_breadth_claims_hold_for_a_growing_gain_and_fail_for_a_shrinking_one():
-    from ktlib import verdicts
-    for slope, expected in ((0.03, claims.HOLDS), (-0.03, claims.FAILS)):
+    from ktlib.analysis import verdicts
+    for slope, expected in ((0.03, contrasts.HOLDS), (-0.03, contrasts.FAILS)):
         _, judged, _ = verdicts.across_splits(synthetic(slope, noise=0.005), claims.BREADTH_CLAIMS, "t", 200, 0)
         assert set(judged) == {expected}
 

@@ -4,12 +4,14 @@ import itertools
 import pandas as pd
 import pytest
 
-from ktlib import claims as C
-from ktlib import verdicts
-from ktlib.model import build, free_parameters
-from ktlib.experiment import COLUMNS
+from ktlib.record import compare
+from ktlib.analysis import claims
+from ktlib.analysis import contrasts
+from ktlib.analysis import verdicts
+from ktlib.compute.model import build, free_parameters
+from ktlib.compute.train import COLUMNS
 from ktlib.recipes import TUNED
-from ktlib.records import write_results
+from ktlib.record.files import write_results
 
 
 def grid(acc, epochs=lambda n, k, t: 100, sizes=(1, 5, 10, 20, 40), levels=range(6), trials=5,
@@ -28,9 +30,9 @@ def paper_like(n, k, t):
     return base + gain + 0.002 * (t - 2)
 
 
-def judged(rows, which=C.SWEEP_CLAIMS, splits=None):
+def judged(rows, which=claims.SWEEP_CLAIMS, splits=None):
     """The verdicts of one split's runs (rows without a split column are one split)."""
-    return verdicts.within_splits(C.cube(rows, 20), which, 200, 0)[1].iloc[0]
+    return verdicts.within_splits(contrasts.cube(rows, 20), which, 200, 0)[1].iloc[0]
 
 
 def test_paper_like_grid_gets_the_papers_verdicts():
@@ -45,16 +47,16 @@ def test_accuracy_falling_with_n_fails_the_k1_claim():
 
 def test_a_peak_below_the_top_level_is_not_a_rise_to_the_top():
     peaked = lambda n, k, t: 0.3 + 0.02 * min(n, 4) - (0.01 if n == 5 else 0)
-    table, v, _ = verdicts.within_splits(C.cube(grid(peaked), 20), {"k1_rises": C.SWEEP_CLAIMS["k1_rises"]}, 200, 0)
+    table, v, _ = verdicts.within_splits(contrasts.cube(grid(peaked), 20), {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"]}, 200, 0)
     assert v.loc[0, "k1_rises"] == "partly"  # gain and slope beyond their margins, n=5 - n=4 short of zero
     assert list(table.outcome) == [verdicts.BEYOND, verdicts.BEYOND, verdicts.SHORT]
 
 
 def test_a_gain_whose_interval_holds_the_margin_is_undecided():
     noisy = lambda n, k, t: 0.5 + (0.03 + 0.04 * (t - 2) if n == 4 else 0)  # mean +0.03, trials -0.05 to +0.11
-    v = judged(grid(noisy), {"c1_s4": C.SWEEP_CLAIMS["c1_s4"]})
+    v = judged(grid(noisy), {"c1_s4": claims.SWEEP_CLAIMS["c1_s4"]})
     assert v["c1_s4"] == "undecided"
-    assert judged(grid(lambda n, k, t: 0.5 + (0.03 if n == 4 else 0)), {"c1_s4": C.SWEEP_CLAIMS["c1_s4"]}
+    assert judged(grid(lambda n, k, t: 0.5 + (0.03 if n == 4 else 0)), {"c1_s4": claims.SWEEP_CLAIMS["c1_s4"]}
                   )["c1_s4"] == "holds"
 
 
@@ -72,8 +74,8 @@ def test_a_large_spread_over_trials_fails_the_variance_claim():
 
 def test_effort_is_counted_in_arithmetic_and_epochs_only_reported():
     many = lambda n, k, t: 200 if n == 5 else 100  # n=5 needs twice the epochs, each far cheaper
-    table, v, _ = verdicts.within_splits(C.cube(grid(paper_like, epochs=many), 20),
-                                         {"effort": C.SWEEP_CLAIMS["effort"]}, 200, 0)
+    table, v, _ = verdicts.within_splits(contrasts.cube(grid(paper_like, epochs=many), 20),
+                                         {"effort": claims.SWEEP_CLAIMS["effort"]}, 200, 0)
     assert v.loc[0, "effort"] == "holds"
     epochs = table[~table.decides]
     assert len(epochs) == 5 and epochs.contrast.str.startswith("epochs").all()
@@ -82,8 +84,8 @@ def test_effort_is_counted_in_arithmetic_and_epochs_only_reported():
 
 def test_the_gap_is_judged_only_where_the_most_retained_net_fits_its_training_set():
     underfits = lambda n, k, t: 0.8 if n == 5 and k >= 20 else 1.0
-    c = C.cube(grid(paper_like, train=underfits), 20)
-    assert C.informative_gap_sizes(c) == [5, 10]  # not k=1, where every net fits; not where n=5 underfits
+    c = contrasts.cube(grid(paper_like, train=underfits), 20)
+    assert contrasts.informative_gap_sizes(c) == [5, 10]  # not k=1, where every net fits; not where n=5 underfits
     assert judged(grid(paper_like, train=underfits))["gap"] == "holds"  # n=5's test accuracy is higher at k<=10
     assert judged(grid(paper_like, train=lambda n, k, t: 0.5))["gap"] == "not measured"
 
@@ -115,16 +117,16 @@ def test_each_splits_best_n_is_chosen_on_the_other_splits():
     # each split's own best is n = split + 1 (+0.05); n=3 is a little better everywhere (+0.02), so over the
     # other splits n=3 is best for every split, though on its own split 0 would pick n=1, split 1 n=2, split 3 n=4
     rows = study_grid(lambda r, n, k, s, t: 0.5 + (0.05 if n == s + 1 else 0) + (0.02 if n == 3 else 0))
-    assert C.chosen_elsewhere(C.cube(rows, 20), "frozen", 1) == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert contrasts.chosen_elsewhere(contrasts.cube(rows, 20), "frozen", 1) == {0: 3, 1: 3, 2: 3, 3: 3}
 
 
 def test_fine_tuning_is_better_only_where_it_clears_the_margin():
     rows = study_grid(lambda r, n, k, s, t: paper_like(n, k, t) + (0.03 if r == TUNED and k == 1 else 0.0))
-    c = C.cube(rows, 20)
-    v = verdicts.within_splits(c, C.STUDY_CLAIMS, 200, 0)[1]
+    c = contrasts.cube(rows, 20)
+    v = verdicts.within_splits(c, claims.STUDY_CLAIMS, 200, 0)[1]
     assert (v.fine_tuning == "partly").all()  # +0.03 at k=1, none at the other sizes
-    frozen_only = C.cube(rows[rows.recipe == "frozen"], 20)
-    assert verdicts.within_splits(frozen_only, C.STUDY_CLAIMS, 200, 0)[1].fine_tuning.iloc[0] == "not measured"
+    frozen_only = contrasts.cube(rows[rows.recipe == "frozen"], 20)
+    assert verdicts.within_splits(frozen_only, claims.STUDY_CLAIMS, 200, 0)[1].fine_tuning.iloc[0] == "not measured"
 
 
 def test_a_grid_without_the_needed_cells_is_marked_not_measured():
@@ -135,31 +137,31 @@ def test_a_grid_without_the_needed_cells_is_marked_not_measured():
 
 
 def test_one_trial_leaves_every_claim_not_measured_rather_than_failing():
-    table, v, chance = verdicts.within_splits(C.cube(grid(paper_like, trials=1), 20), C.SWEEP_CLAIMS, 100, 0)
+    table, v, chance = verdicts.within_splits(contrasts.cube(grid(paper_like, trials=1), 20), claims.SWEEP_CLAIMS, 100, 0)
     assert (v.iloc[0] == "not measured").all() and chance.isna().all().all() and table.empty
     assert verdicts.shown(table).empty
 
 
 def test_an_argmax_gets_its_distribution_over_draws_not_an_interval():
-    shares = C.best_level_shares(C.cube(grid(paper_like), 20), 40, 100, 0)
+    shares = contrasts.best_level_shares(contrasts.cube(grid(paper_like), 20), 40, 100, 0)
     assert shares.to_dict() == {4: 1.0}  # n=4 is best at k=40 in every draw: trial noise is shared by every n
 
 
 def test_table1_and_the_derived_shares_hold_for_our_net():
     counts = free_parameters(build(0))
-    assert C.claim_table1(counts).verdict == C.claim_shares(counts).verdict == "holds"
+    assert claims.claim_table1(counts).verdict == claims.claim_shares(counts).verdict == "holds"
     wrong = {**counts, "C5": counts["C5"] + 1}
-    assert C.claim_table1(wrong).verdict == "fails"
-    table = C.parameter_table(wrong)
+    assert claims.claim_table1(wrong).verdict == "fails"
+    table = claims.parameter_table(wrong)
     assert table.loc["total", "ours"] == 52257 and table.loc["total", "paper"] == 52256  # the paper's printed total
     assert table.match.tolist() == [True] * 4 + [False, True, False]  # C5 and the total differ
 
 
 def test_source_claim_allows_one_point_either_side_and_reports_the_held_out_accuracy():
-    claim = C.claim_source({"train_accuracy": 0.9481, "epochs": 6, "held_out_accuracy": 0.91,
+    claim = claims.claim_source({"train_accuracy": 0.9481, "epochs": 6, "held_out_accuracy": 0.91,
                             "held_out_images": 1000})
     assert claim.verdict == "holds" and "by construction" in claim.measured and "91.00%" in claim.measured
-    assert C.claim_source({"train_accuracy": 0.92, "epochs": 100}).verdict == "fails"
+    assert claims.claim_source({"train_accuracy": 0.92, "epochs": 100}).verdict == "fails"
 
 
 def record(tmp_path, rows, meta):
@@ -178,37 +180,37 @@ META = {"config": {"seed": 0}, "data_checksums": {"a": "1"}, "source_classes": "
 def test_record_comparison_applies_the_tolerance(tmp_path):
     rows = grid(paper_like)
     path = record(tmp_path, rows, META)
-    same = C.compare_with_record(rows, META, path)
+    same = compare.compare_with_record(rows, META, path)
     assert same["within"] and same["largest_change"] == pytest.approx(0, abs=1e-9)
     moved = rows.copy()
-    moved.loc[(moved.n == 3) & (moved.k == 10), "test_accuracy"] += C.TOLERANCE + 0.01
-    out = C.compare_with_record(moved, META, path)
-    assert not out["within"] and out["largest_change"] == pytest.approx(C.TOLERANCE + 0.01)
+    moved.loc[(moved.n == 3) & (moved.k == 10), "test_accuracy"] += compare.TOLERANCE + 0.01
+    out = compare.compare_with_record(moved, META, path)
+    assert not out["within"] and out["largest_change"] == pytest.approx(compare.TOLERANCE + 0.01)
     assert (out["runs"], out["identical_runs"]) == (150, 145)
-    assert out["largest_run_change"] == pytest.approx(C.TOLERANCE + 0.01)
+    assert out["largest_run_change"] == pytest.approx(compare.TOLERANCE + 0.01)
 
 
 def test_a_record_of_the_other_engine_is_compared_when_the_engine_is_ignored(tmp_path):
     path = record(tmp_path, grid(paper_like), {**META, "config": {"seed": 0, "engine": "plain"}})
     mine = {**META, "config": {"seed": 0, "engine": "batched"}}
-    assert not C.compare_with_record(grid(paper_like), mine, path)["comparable"]
-    assert C.compare_with_record(grid(paper_like), mine, path, ignore=("engine",))["identical_runs"] == 150
+    assert not compare.compare_with_record(grid(paper_like), mine, path)["comparable"]
+    assert compare.compare_with_record(grid(paper_like), mine, path, ignore=("engine",))["identical_runs"] == 150
 
 
 def test_record_of_another_experiment_is_not_compared_and_the_fields_are_named(tmp_path):
     path = record(tmp_path, grid(paper_like), META)
     other = {**META, "config": {"seed": 1}, "target_classes": "ce"}
-    assert C.compare_with_record(grid(paper_like), other, path) == {
+    assert compare.compare_with_record(grid(paper_like), other, path) == {
         "comparable": False,
         "reason": "the record is another experiment: config.seed (0 there, 1 now); target_classes ('cd' there, 'ce' now)"}
-    assert not C.compare_with_record(grid(paper_like), META, tmp_path / "none.csv")["comparable"]
+    assert not compare.compare_with_record(grid(paper_like), META, tmp_path / "none.csv")["comparable"]
     older = tmp_path / "older.csv"
     older.write_text(path.read_text().replace("source_task_accuracy,", "lost,"))
-    assert "no column ['source_task_accuracy']" in C.compare_with_record(grid(paper_like), META, older)["reason"]
-    assert C.compare_with_record(grid(paper_like, trials=4), META, path)["reason"] == \
+    assert "no column ['source_task_accuracy']" in compare.compare_with_record(grid(paper_like), META, older)["reason"]
+    assert compare.compare_with_record(grid(paper_like, trials=4), META, path)["reason"] == \
         "the record has 150 runs, this sweep 120"
 
 
 def test_summary_counts_the_verdicts_in_words():
     found = pd.Series(["holds", "holds", "partly", "fails", "undecided", "not measured"])
-    assert C.summary(found) == "2 hold, 1 holds in part, 1 fails, 1 is undecided, 1 is not measured"
+    assert contrasts.summary(found) == "2 hold, 1 holds in part, 1 fails, 1 is undecided, 1 is not measured"

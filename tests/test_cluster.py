@@ -14,8 +14,14 @@ import pytest
 from distributed import Client, LocalCluster
 
 import ktlib
-from ktlib import cluster, config, executors, experiment, native, records, study
-from ktlib import data as D
+from ktlib import config
+from ktlib.compute import cluster
+from ktlib.compute import executors
+from ktlib.compute import experiment
+from ktlib.compute import native
+from ktlib.record import files
+from ktlib.record import studies
+from ktlib.compute import data as D
 from ktlib.recipes import RECIPES
 from conftest import dry_run, ktlib_cli, run, write_emnist
 from test_sweep import NUMBERS, small
@@ -125,7 +131,7 @@ def test_a_real_schedulers_dashboard_port_is_refused_within_the_connect_timeout(
 def test_a_cluster_left_without_workers_stops_with_one_error_naming_the_runs_left(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv(cluster.WORKER_SECONDS_ENV, "2")
     cfg = small(tmp_path, data_dir, levels=[5], sizes=[2], trials=2)
-    exp, source, _ = ktlib.sweep.train_or_load_source(cfg, progress=False)
+    exp, source, _ = ktlib.record.sweep.train_or_load_source(cfg, progress=False)
     with loopback(1) as local, cluster.connect(dataclasses.replace(cfg, cluster=local.scheduler_address)) as pool:
         pool.check(cfg.engine)
         local.scale(0)  # every worker gone, as when they are killed faster than their nannies restart them
@@ -143,7 +149,7 @@ def test_dasks_own_log_goes_to_a_file_that_the_errors_name_and_not_to_the_termin
                                                                                    capfd):
     monkeypatch.setenv(cluster.WORKER_SECONDS_ENV, "2")
     cfg = small(tmp_path, data_dir, levels=[5], sizes=[2], trials=2)
-    exp, source, _ = ktlib.sweep.train_or_load_source(cfg, progress=False)
+    exp, source, _ = ktlib.record.sweep.train_or_load_source(cfg, progress=False)
     with cluster.connect(dataclasses.replace(cfg, cluster="local:1")) as pool:
         pool.check(cfg.engine)
         os.kill(next(iter(pool.client.run(os.getpid).values())), signal.SIGKILL)  # its nanny logs it, starts another
@@ -199,7 +205,7 @@ def test_a_sweep_on_a_local_cluster_gives_the_in_process_numbers(tmp_path, data_
     there = ktlib.run(small(tmp_path / "there", data_dir, recipes=list(RECIPES), cluster="local:2"),
                       progress=False)
     assert len(there) == len(here) == 2 * 2 * (1 + 2 * len(RECIPES)) and in_order(there).equals(in_order(here))
-    meta, _ = records.read_results(tmp_path / "there" / "results" / records.RESULTS_FILE)
+    meta, _ = files.read_results(tmp_path / "there" / "results" / files.RESULTS_FILE)
     assert meta["cluster"] == "local:2" and meta["workers"] is None
     assert dict(os.environ) == environment  # what Dask's nannies set for their workers is undone here
 
@@ -209,14 +215,15 @@ def test_the_cli_prints_the_dashboard_and_counts_the_study_runs_across_the_clust
                         "--cluster", "local:2"))
     assert out.returncode == 0, out.stderr
     assert "Dask dashboard: http://127.0.0.1:" in out.stderr
-    total = len(records.study_runs(records.study_root(tmp_path)))
+    total = len(ktlib.plan("study", ktlib.Config.for_profile("smoke", data_dir=str(smoke_data),
+                                                           results_dir=str(tmp_path))).stored())
     assert "study: 100%" in out.stderr and f"| {total}/{total} " in out.stderr
 
 
 def test_a_study_on_a_cluster_writes_what_it_writes_in_process(tmp_path, data_dir, scheduler):
     base = dict(data_dir=str(data_dir), source_per_class=10, test_per_class=5, sizes=[1, 2], trials=2)
-    here = study.Study.of(ktlib.Config.for_profile("smoke", results_dir=str(tmp_path / "here"), **base))
-    there = study.Study.of(ktlib.Config.for_profile("smoke", results_dir=str(tmp_path / "there"),
+    here = studies.plan("study", ktlib.Config.for_profile("smoke", results_dir=str(tmp_path / "here"), **base))
+    there = studies.plan("study", ktlib.Config.for_profile("smoke", results_dir=str(tmp_path / "there"),
                                                     cluster=scheduler[0], **base))
     a, b = here.run(progress=False), there.run(progress=False)
     key = ["variant", "split"]
@@ -260,7 +267,7 @@ def test_a_worker_killed_in_the_middle_of_a_task_is_retried_and_the_results_equa
 def test_a_task_that_raises_is_one_error_naming_its_runs_and_the_saved_runs_stay(tmp_path, data_dir, scheduler):
     """A worker that sees other data at the data path than the client does: every task raises."""
     cfg = small(tmp_path, data_dir, cluster=scheduler[0], levels=[5], sizes=[2], trials=2)
-    exp, source, _ = ktlib.sweep.train_or_load_source(cfg, progress=False)
+    exp, source, _ = ktlib.record.sweep.train_or_load_source(cfg, progress=False)
     saved = []
     with cluster.connect(cfg) as pool:
         other = {**exp.checksums, D.MAPPING_FILE: "0" * 64}
@@ -282,7 +289,7 @@ def test_a_worker_without_a_compiler_is_the_native_engines_clear_error_before_an
         with pytest.raises(native.NativeUnavailable, match=r"the Dask worker tcp://127\.0\.0\.1:\d+: the native "
                                                            r"engine needs a C compiler .* use engine='batched'"):
             ktlib.run(cfg, progress=False)
-    assert not (Path(cfg.results_dir) / records.RESULTS_FILE).exists()
+    assert not (Path(cfg.results_dir) / files.RESULTS_FILE).exists()
 
 
 def test_each_worker_builds_the_native_kernels_in_its_own_cache_directory(tmp_path, data_dir):

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ktlib import cli, records
+from ktlib import cli
+from ktlib.compute import train
+from ktlib.record import files
 from conftest import dry_run, fingerprint
 
 
@@ -36,7 +38,7 @@ def damaged(finished: Path, tmp_path: Path, name: str, change) -> Path:
 def cell(line: str, column: str, value: str) -> str:
     """line with `column`'s field set to value (a line of sweep.csv, whose column order is COLUMNS)."""
     fields = line.rstrip("\n").split(",")
-    fields[records.COLUMNS.index(column)] = value
+    fields[train.COLUMNS.index(column)] = value
     return ",".join(fields) + "\n"
 
 
@@ -54,18 +56,18 @@ ROWS = {  # the change to sweep.csv, and what the error says after "sweep.csv:<l
     "k outside the grid": (lambda ls: ls[:3] + [cell(ls[3], "k", "99")], 4,
                            "a run outside this configuration's grid (RunKey(n="),
     "an extra field": (lambda ls: ls[:3] + [ls[3].rstrip("\n") + ",extra\n"], 4,
-                       f"a row of {len(records.COLUMNS) + 1} fields"),
+                       f"a row of {len(train.COLUMNS) + 1} fields"),
 }
 
 
 @pytest.mark.parametrize("case", ROWS)
 def test_a_damaged_row_is_refused_naming_its_line_before_any_work(finished, tmp_path, capsys, smoke_data, case):
     change, line, says = ROWS[case]
-    where = damaged(finished, tmp_path, records.RESULTS_FILE, change)
+    where = damaged(finished, tmp_path, files.RESULTS_FILE, change)
     before = fingerprint(where)
     assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"{where / records.RESULTS_FILE}:{line}: {says}" in err, err
+    assert f"{where / files.RESULTS_FILE}:{line}: {says}" in err, err
     assert "delete that line (the run is done again)" in err and (case != "k outside the grid" or "k=99" in err)
     assert fingerprint(where) == before
 
@@ -84,16 +86,16 @@ PREDICTIONS = {
 def test_damaged_predictions_are_refused_naming_the_file_before_any_work(finished, tmp_path, capsys, smoke_data,
                                                                           case):
     change, says = PREDICTIONS[case]
-    where = damaged(finished, tmp_path, records.PREDICTIONS_FILE, change)
+    where = damaged(finished, tmp_path, files.PREDICTIONS_FILE, change)
     before = fingerprint(where)
     assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"{where / records.PREDICTIONS_FILE}: {says}" in err and "delete it, and the runs it held" in err, err
+    assert f"{where / files.PREDICTIONS_FILE}: {says}" in err and "delete it, and the runs it held" in err, err
     assert fingerprint(where) == before
 
 
 def test_predictions_for_another_number_of_test_images_are_refused(finished, tmp_path, capsys, smoke_data):
-    where = damaged(finished, tmp_path, records.PREDICTIONS_FILE, lambda b: npz(**{
+    where = damaged(finished, tmp_path, files.PREDICTIONS_FILE, lambda b: npz(**{
         **dict(np.load(io.BytesIO(b))), "predictions": np.zeros((2, 7), np.uint8), "labels": np.zeros(7, np.uint8)}))
     assert cli.main([*dry_run(smoke_data, where), "--no-progress"]) == 2
     assert "predictions for 7 test images, this configuration has 200" in capsys.readouterr().err
@@ -115,18 +117,18 @@ def saved_torch(value) -> bytes:
 
 
 SOURCES_AND_HEADERS = {  # file, its change, and what the error says after the file's path
-    "a header without a source": (records.RESULTS_FILE, header(lambda m: m.pop("source")),
+    "a header without a source": (files.RESULTS_FILE, header(lambda m: m.pop("source")),
                                   ": its header has no source"),
-    "a header whose source is null": (records.RESULTS_FILE, header(lambda m: m.update(source=None)),
+    "a header whose source is null": (files.RESULTS_FILE, header(lambda m: m.update(source=None)),
                                       ": its header is damaged (source is null)"),
-    "a header whose config is a list": (records.RESULTS_FILE, header(lambda m: m.update(config=[1])),
+    "a header whose config is a list": (files.RESULTS_FILE, header(lambda m: m.update(config=[1])),
                                         ": its header is damaged (config is [1])"),
     "source.json whose source_config is a list": (
-        records.SOURCE_RECORD, lambda b: json.dumps({**json.loads(b), "source_config": [1]}).encode(),
+        files.SOURCE_RECORD, lambda b: json.dumps({**json.loads(b), "source_config": [1]}).encode(),
         " is not a source net's record: source_config missing, or of the wrong type"),
-    "source.pt holding a list": (records.SOURCE_FILE, lambda b: saved_torch([1, 2]),
+    "source.pt holding a list": (files.SOURCE_FILE, lambda b: saved_torch([1, 2]),
                                  " is not a source net ktlib saved (it holds a list"),
-    "source.pt holding pickled code": (records.SOURCE_FILE, lambda b: saved_torch({"key": fingerprint}),
+    "source.pt holding pickled code": (files.SOURCE_FILE, lambda b: saved_torch({"key": fingerprint}),
                                        " cannot be read"),
 }
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ktlib import data as D
+from ktlib.compute import data as D
+from ktlib.record import download as DL
 from conftest import CHARS, as_ordinary_user, dry_run, idx_bytes, ktlib_cli, run, write_emnist, write_gz, write_mapping
 
 # --------------------------------------------------------------------------- reading
@@ -182,14 +183,14 @@ def test_draw_more_than_available_is_a_clear_error(tiny_dir):
 
 def test_the_idx_writer_gives_the_published_subset_byte_for_byte(real_dir, tmp_path):
     for split in D.SPLITS:
-        D.write_idx(tmp_path / D.image_file(split), D.read_idx(real_dir / D.image_file(split), D.IMAGE_MAGIC, 3))
-        D.write_idx(tmp_path / D.label_file(split), D.read_idx(real_dir / D.label_file(split), D.LABEL_MAGIC, 1))
+        DL.write_idx(tmp_path / D.image_file(split), D.read_idx(real_dir / D.image_file(split), D.IMAGE_MAGIC, 3))
+        DL.write_idx(tmp_path / D.label_file(split), D.read_idx(real_dir / D.label_file(split), D.LABEL_MAGIC, 1))
         for name in (D.image_file(split), D.label_file(split)):
-            assert D.sha256(tmp_path / name) == D.SUBSET_SHA256[name]
+            assert D.sha256(tmp_path / name) == DL.SUBSET_SHA256[name]
 
 
 def test_real_subset_loads_with_its_documented_counts(real_dir):
-    assert D.checksums(real_dir) == D.SUBSET_SHA256
+    assert D.checksums(real_dir) == DL.SUBSET_SHA256
     data = D.load(real_dir)
     assert len(data.train.labels) == 40287 and len(data.test.labels) == 12400
     assert data.counts("train")[data.label_of("j")] == 117 and (data.counts("test") == 200).all()

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from ktlib import cli
-from ktlib import data as D
+from ktlib.compute import data as D
+from ktlib.record import download as DL
 from conftest import on_a_small_disk, run, write_emnist
 
 
@@ -64,7 +65,7 @@ def served(tiny_dir, tmp_path):
 def test_the_full_download_verifies_and_extracts_only_byclass(served, tiny_dir, tmp_path):
     url, archive = served
     dest = tmp_path / "out"
-    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False, full=True)
+    DL.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False, full=True)
     assert sorted(p.name for p in dest.iterdir()) == sorted(D.data_files())
     for name in D.data_files():
         assert (dest / name).read_bytes() == (tiny_dir / name).read_bytes()
@@ -77,14 +78,14 @@ def test_a_download_killed_earlier_leaves_no_temporary_file_after_the_next(serve
     dest.mkdir()
     (dest / ".gzip.zip.4242.0badcafe.part").write_bytes(b"half an archive")
     (dest / f".{D.image_file('train')}.4242.0badcafe.part").write_bytes(b"half a file")
-    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False, full=True)
+    DL.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False, full=True)
     assert sorted(p.name for p in dest.iterdir()) == sorted(D.data_files())
 
 
 def test_download_from_a_file_url_with_sha256(tiny_dir, tmp_path):
     archive = tmp_path / "gzip.zip"
     archive.write_bytes(_official_like_archive(tiny_dir))
-    dest = D.download(tmp_path / "out", url=archive.as_uri(), md5=None,
+    dest = DL.download(tmp_path / "out", url=archive.as_uri(), md5=None,
                       sha256_hex=hashlib.sha256(archive.read_bytes()).hexdigest(), progress=False, full=True)
     assert D.checksums(dest) == D.checksums(tiny_dir)
 
@@ -95,11 +96,11 @@ def test_the_default_download_derives_the_subset_and_refuses_one_unlike_the_reco
     dest = tmp_path / "out"
     with pytest.raises(D.DataError, match=rf"{D.image_file('train')}.* differ from the sha256 sums published with the "
                                           rf"record's subset\); nothing was written to {dest}"):
-        D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
+        DL.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
     assert not dest.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
-    D.derive_subset(tiny_dir, tmp_path / "derived")
-    monkeypatch.setattr(D, "SUBSET_SHA256", D.checksums(tmp_path / "derived"))  # as if these were the published sums
-    D.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
+    DL.derive_subset(tiny_dir, tmp_path / "derived")
+    monkeypatch.setattr(DL, "SUBSET_SHA256", D.checksums(tmp_path / "derived"))  # as if these were the published sums
+    DL.download(dest, url=url, md5=hashlib.md5(archive).hexdigest(), progress=False)
     assert D.checksums(dest) == D.checksums(tmp_path / "derived") and len(list(dest.iterdir())) == 5
     derived, tiny = D.load(dest), D.load(tiny_dir)
     assert len(derived.test.labels) == len(tiny.test.labels) and len(derived.train.labels) == 0  # < 200 per class
@@ -113,8 +114,8 @@ def official_split(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_official(where: Path, images: np.ndarray, labels: np.ndarray, mapping: Path) -> Path:
-    D.write_idx(where / D.image_file("test"), images)
-    D.write_idx(where / D.label_file("test"), labels)
+    DL.write_idx(where / D.image_file("test"), images)
+    DL.write_idx(where / D.label_file("test"), labels)
     shutil.copyfile(mapping, where / D.MAPPING_FILE)
     return where
 
@@ -123,20 +124,20 @@ def test_the_subset_is_the_same_bytes_from_the_same_split_and_a_changed_pixel_is
                                                                                        monkeypatch):
     images, labels = official_split()
     official = write_official(tmp_path / "official", images, labels, tiny_dir / D.MAPPING_FILE)
-    D.derive_subset(official, tmp_path / "a")
+    DL.derive_subset(official, tmp_path / "a")
     published = D.checksums(tmp_path / "a")
-    monkeypatch.setattr(D, "SUBSET_SHA256", published)  # as if these were the published sums
-    assert D.derive_subset(official, tmp_path / "b") == []
-    train, _ = D.subset_indices(labels, 62)
+    monkeypatch.setattr(DL, "SUBSET_SHA256", published)  # as if these were the published sums
+    assert DL.derive_subset(official, tmp_path / "b") == []
+    train, _ = DL.subset_indices(labels, 62)
     images[train[0], 3, 4] ^= 1  # one pixel of one training image
     changed = write_official(tmp_path / "changed", images, labels, tiny_dir / D.MAPPING_FILE)
-    assert D.derive_subset(changed, tmp_path / "c") == [D.image_file("train")]
+    assert DL.derive_subset(changed, tmp_path / "c") == [D.image_file("train")]
 
 
 def test_the_recipe_gives_the_subsets_documented_counts_per_class():
     source = {"0": 5778, "A": 1062, "B": 648, "j": 317, "f": 400}  # from the subset's README
     labels = np.repeat(np.arange(len(source)), list(source.values()))
-    train, test = D.subset_indices(labels, len(source))
+    train, test = DL.subset_indices(labels, len(source))
     assert np.bincount(labels[train]).tolist() == [1000, 862, 448, 117, 200]
     assert np.bincount(labels[test]).tolist() == [200] * 5
     assert not set(train) & set(test)
@@ -146,7 +147,7 @@ def test_download_with_a_wrong_checksum_leaves_nothing_behind(served, tmp_path):
     url, _ = served
     dest = tmp_path / "out"
     with pytest.raises(D.DataError, match="md5 .* does not match the expected 0{32}"):
-        D.download(dest, url=url, md5="0" * 32, progress=False)
+        DL.download(dest, url=url, md5="0" * 32, progress=False)
     assert not dest.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
@@ -160,13 +161,13 @@ def test_a_download_cut_short_is_a_clear_error_and_leaves_nothing_behind(tmp_pat
 
     with loopback(CutShort) as base, \
             pytest.raises(D.DataError, match="download cut short, 100 of 100000 bytes received"):
-        D.download(tmp_path / "out", url=f"{base}/gzip.zip", progress=False)
+        DL.download(tmp_path / "out", url=f"{base}/gzip.zip", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_download_reports_an_unreachable_url(tmp_path):
     with pytest.raises(D.DataError, match="download failed"):
-        D.download(tmp_path / "out", url=(tmp_path / "absent.zip").as_uri(), progress=False)
+        DL.download(tmp_path / "out", url=(tmp_path / "absent.zip").as_uri(), progress=False)
 
 
 def test_archive_without_byclass_files_is_rejected(tmp_path):
@@ -174,7 +175,7 @@ def test_archive_without_byclass_files_is_rejected(tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("gzip/emnist-digits-mapping.txt", "0 48\n")
     with pytest.raises(D.DataError, match="archive lacks"):
-        D.extract_byclass(archive, tmp_path / "out")
+        DL.extract_byclass(archive, tmp_path / "out")
 
 
 # --------------------------------------------------------------------------- a good data directory is never damaged
@@ -226,7 +227,7 @@ def test_a_failed_download_leaves_a_good_data_directory_as_it_was(tmp_path, case
     (site / "gzip.zip").write_bytes(archive)
     before = sums(good)
     with pytest.raises(D.DataError, match=says):
-        D.download(good, url=(site / "gzip.zip").as_uri(), md5=md5(archive), progress=False, full=full)
+        DL.download(good, url=(site / "gzip.zip").as_uri(), md5=md5(archive), progress=False, full=full)
     assert sums(good) == before
 
 
@@ -234,7 +235,7 @@ def test_a_download_into_a_good_data_directory_replaces_it_whole(tmp_path, tiny_
     dest = write_emnist(tmp_path / "data" / "emnist", seed=1)  # good data, of another draw
     archive = tmp_path / "gzip.zip"
     archive.write_bytes(archive_of(tiny_dir))
-    D.download(dest, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
+    DL.download(dest, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
                full=True)
     assert D.checksums(dest) == D.checksums(tiny_dir)
     assert sorted(p.name for p in dest.iterdir()) == sorted(D.data_files())
@@ -246,7 +247,7 @@ def test_a_directory_holding_other_files_is_refused_before_any_byte_is_fetched(t
     (dest / "README.md").write_text("my notes")
     before = sums(dest)
     with pytest.raises(D.DataError, match=f"{dest} holds README.md, which a download does not write"):
-        D.download(dest, url="http://127.0.0.1:9/never-asked", progress=False)
+        DL.download(dest, url="http://127.0.0.1:9/never-asked", progress=False)
     assert sums(dest) == before
 
 
@@ -287,11 +288,11 @@ class Trickle(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("length", [True, False], ids=["with-length", "without"])
 def test_a_trickling_server_ends_the_download_with_one_error_by_its_deadline(tmp_path, monkeypatch, length):
-    monkeypatch.setattr(D, "PACE_SECONDS", 0.5)  # with a length, the pace shows it sooner than the deadline
+    monkeypatch.setattr(DL, "PACE_SECONDS", 0.5)  # with a length, the pace shows it sooner than the deadline
     start = time.monotonic()
     with loopback(type("T", (Trickle,), {"length": length})) as base, \
             pytest.raises(D.DataError, match="the download cannot finish within its deadline of 2 s"):
-        D.download(tmp_path / "out", url=f"{base}/gzip.zip", progress=False, deadline=2)
+        DL.download(tmp_path / "out", url=f"{base}/gzip.zip", progress=False, deadline=2)
     assert time.monotonic() - start < (1.5 if length else 4)
     assert list(tmp_path.iterdir()) == []
 
@@ -309,9 +310,9 @@ class Silent(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_server_that_goes_silent_ends_the_download_with_one_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "READ_SECONDS", 0.5)
+    monkeypatch.setattr(DL, "READ_SECONDS", 0.5)
     with loopback(Silent) as base, pytest.raises(D.DataError, match="the server sent nothing for 0.5 s"):
-        D.download(tmp_path / "out", url=f"{base}/gzip.zip", progress=False)
+        DL.download(tmp_path / "out", url=f"{base}/gzip.zip", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -349,7 +350,7 @@ def test_a_symbolic_link_is_followed_and_the_directory_it_names_is_the_one_repla
     link.symlink_to(real)
     archive = tmp_path / "gzip.zip"
     archive.write_bytes(archive_of(tiny_dir))
-    D.download(link, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
+    DL.download(link, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
                full=True)
     assert link.is_symlink() and link.resolve() == real and D.checksums(real) == D.checksums(tiny_dir)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emnist", "gzip.zip", "link", "real"]
@@ -360,16 +361,16 @@ def test_a_file_put_in_the_destination_during_the_download_is_kept_and_the_downl
     dest = write_emnist(tmp_path / "data" / "emnist", seed=1)
     archive = tmp_path / "gzip.zip"
     archive.write_bytes(archive_of(tiny_dir))
-    fetch = D.fetch
+    fetch = DL.fetch
 
     def fetch_while_someone_writes(*args, **kwargs):
         (dest / "notes.txt").write_text("written while the archive came")
         return fetch(*args, **kwargs)
 
-    monkeypatch.setattr(D, "fetch", fetch_while_someone_writes)
+    monkeypatch.setattr(DL, "fetch", fetch_while_someone_writes)
     before = {name: (dest / name).read_bytes() for name in D.data_files()}
     with pytest.raises(D.DataError, match=f"{dest} holds notes.txt, which a download does not write"):
-        D.download(dest, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
+        DL.download(dest, url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest(), progress=False,
                    full=True)
     assert {name: (dest / name).read_bytes() for name in D.data_files()} == before
     assert (dest / "notes.txt").exists() and [p.name for p in dest.parent.iterdir()] == ["emnist"]
@@ -379,7 +380,7 @@ def test_only_the_temporary_files_ktlib_names_are_taken_for_its_own(tmp_path):
     dest = write_emnist(tmp_path / "data" / "emnist")
     (dest / "my-annotations.part").write_text("mine")
     with pytest.raises(D.DataError, match="holds my-annotations.part, which a download does not write"):
-        D.download(dest, url="http://127.0.0.1:9/never-asked", progress=False)
+        DL.download(dest, url="http://127.0.0.1:9/never-asked", progress=False)
 
 
 def test_the_cli_checks_the_sums_given_and_the_official_md5_only_when_none_is(tmp_path, tiny_dir, capsys):
@@ -388,6 +389,6 @@ def test_the_cli_checks_the_sums_given_and_the_official_md5_only_when_none_is(tm
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     url = ["--url", archive.as_uri(), "--full"]
     assert cli.main(["download", "--dest", str(tmp_path / "a"), *url]) == 2  # the official archive's md5, by default
-    assert f"does not match the expected {D.EMNIST_MD5}" in capsys.readouterr().err
+    assert f"does not match the expected {DL.EMNIST_MD5}" in capsys.readouterr().err
     assert cli.main(["download", "--dest", str(tmp_path / "b"), *url, "--sha256", sha]) == 0
     assert D.checksums(tmp_path / "b") == D.checksums(tiny_dir)

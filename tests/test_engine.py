@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ktlib import engine, native
-from ktlib.model import LAYERS, build, target_codes
-from ktlib.train import ReachAccuracy, evaluate, train
+from ktlib.compute import engine
+from ktlib.compute import native
+from ktlib.compute.model import LAYERS, build, target_codes
+from ktlib.compute.train import ReachAccuracy, evaluate, train
 from ktlib.recipes import RECIPES
-from ktlib.transfer import layer_lrs, trainable, transfer
+from ktlib.compute.transfer import layer_lrs, trainable, transfer
 
 
 @pytest.fixture(scope="module")

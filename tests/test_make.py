@@ -9,8 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ktlib import data as D
-from ktlib import records
+from ktlib.compute import data as D
+from ktlib.record import files
 from conftest import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +22,9 @@ needs_venv = pytest.mark.skipif(not (VENV / ".installed").exists(), reason="no .
 
 def checkout(dest: Path) -> Path:
     """The working tree's files as a fresh clone has them, sharing this checkout's installed .venv and MathJax."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                            check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
+    for name in filter(None, tracked):
         if (ROOT / name).exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
@@ -86,11 +86,11 @@ def test_make_book_and_reproduce_find_the_data_and_leave_the_checkout_as_it_was(
     assert (repo / "_build/html/index.html").exists()
     executed_with(repo, "smoke")
     runs_dir = {"book": "_build/results", "reproduce": "_build/reproduce"}[target]
-    meta, rows = records.read_results(repo / runs_dir / "smoke-native" / records.RESULTS_FILE)
+    meta, rows = files.read_results(repo / runs_dir / "smoke-native" / files.RESULTS_FILE)
     assert len(rows) == 2 and meta["data_checksums"] == D.checksums(real_dir)
     if target == "reproduce":  # no smoke record is committed: every run is unmatched
         assert "against the record in results/smoke, run by run" in out.stdout
-        assert re.search(rf"^{records.RESULTS_FILE} +2 +0 +0 +0 +2$", out.stdout, re.M), out.stdout[-2000:]
+        assert re.search(rf"^{files.RESULTS_FILE} +2 +0 +0 +0 +2$", out.stdout, re.M), out.stdout[-2000:]
 
 
 @needs_venv
@@ -119,7 +119,7 @@ def test_papermill_parameters_and_environment_paths_are_taken_from_where_it_was_
     out = subprocess.run([*papermill, "out.ipynb", "-p", "profile", "smoke", "-p", "results_dir", "mine"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / "mine" / records.SOURCE_RECORD).exists()
+    assert (tmp_path / "mine" / files.SOURCE_RECORD).exists()
 
     bad = subprocess.run([*papermill, "bad.ipynb", "-p", "profile", "smoke", "-p", "seed", "abc"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ktlib.model import (C3_TABLE, PAPER_FREE_PARAMETERS, build, connections, forward_flops, free_parameters,
+from ktlib.compute.model import (C3_TABLE, PAPER_FREE_PARAMETERS, build, connections, forward_flops, free_parameters,
                          predict, scaled_tanh, target_codes, training_flops)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ktlib import native
+from ktlib.compute import native
 from conftest import as_ordinary_user, dry_run, ktlib_cli, run
 
 

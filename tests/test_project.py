@@ -29,7 +29,7 @@ def test_ktlib_imports_without_fcntl_and_only_writing_results_is_refused(tmp_pat
 import sys
 sys.modules["fcntl"] = None  # as on a system without POSIX file locks
 import ktlib
-from ktlib import store
+from ktlib.record import store
 try:
     with store.writer({str(tmp_path / "results")!r}):
         pass
@@ -42,7 +42,7 @@ except store.StoreError as e:
 
 
 def test_the_readme_figure_is_the_committed_sweep_notebooks_figure_2():
-    from ktlib.plots import glued_png
+    from ktlib.analysis.plots import glued_png
 
     assert "book/_static/fig2.png" in (ROOT / "README.md").read_text(encoding="utf-8")
     assert (ROOT / "book/_static/fig2.png").read_bytes() == glued_png(ROOT / "notebooks/02_sweep.ipynb", "fig2")

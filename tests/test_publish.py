@@ -19,9 +19,19 @@ import pytest
 import torch
 
 import ktlib
-from ktlib import claims, cli, executors, records, reproduce, store, study, sweep
-from ktlib import data as D
-from ktlib.records import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD
+from ktlib.record import compare
+from ktlib import cli
+from ktlib.compute import executors
+from ktlib.record import files
+from ktlib.record import layout
+from ktlib.compute import experiment
+from ktlib.record import reproduce
+from ktlib.record import store
+from ktlib.record import studies
+from ktlib.record import sweep
+from ktlib.compute import data as D
+from ktlib.record import download as DL
+from ktlib.record.files import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD
 from conftest import as_ordinary_user, dry_run, fingerprint, ktlib_cli, on_a_small_disk, run, write_emnist
 from test_sweep import small
 
@@ -33,7 +43,7 @@ def data_dir(tmp_path_factory):
 
 def as_the_records_data(monkeypatch, data_dir):
     """Take this synthetic data for the record's subset, whose records carry no data tag in their names."""
-    monkeypatch.setattr(D, "SUBSET_SHA256", D.checksums(data_dir))
+    monkeypatch.setattr(DL, "SUBSET_SHA256", D.checksums(data_dir))
 
 
 def publish(where, data, *flags) -> int:
@@ -49,11 +59,11 @@ def sums(checkout: Path) -> dict[str, str]:
 
 def keep_runs(where: Path, count: int) -> None:
     """A build as if stopped after its first `count` runs: its rows and their predictions."""
-    meta, rows = records.read_results(where / RESULTS_FILE)
-    keys, predicted, labels = records.read_predictions(where)
-    records.write_results(where / RESULTS_FILE, meta, rows.iloc[:count])
-    records.write_predictions(where, records.run_keys(rows.iloc[:count]),
-                              [predicted[records.run_keys(keys).index(key)] for key in records.run_keys(rows)[:count]],
+    meta, rows = files.read_results(where / RESULTS_FILE)
+    keys, predicted, labels = files.read_predictions(where)
+    files.write_results(where / RESULTS_FILE, meta, rows.iloc[:count])
+    files.write_predictions(where, files.run_keys(rows.iloc[:count]),
+                              [predicted[files.run_keys(keys).index(key)] for key in files.run_keys(rows)[:count]],
                               labels)
 
 
@@ -69,7 +79,7 @@ def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(t
     (tmp_path / "checkout").mkdir()
     monkeypatch.chdir(tmp_path / "checkout")
     assert publish(cfg.results_dir, data_dir) == 0
-    for name in records.RECORD_FILES:
+    for name in files.RECORD_FILES:
         published = tmp_path / "checkout" / "results" / record / name
         assert published.read_bytes() == (Path(cfg.results_dir) / name).read_bytes()
     assert sorted(p.name for p in (tmp_path / "checkout" / "results").iterdir()) == [record]  # nothing beside it
@@ -78,13 +88,13 @@ def test_publish_copies_a_build_to_the_record_named_for_its_profile_and_engine(t
 def test_a_build_on_other_data_publishes_to_a_record_of_its_own_and_leaves_the_subsets_alone(tmp_path, data_dir,
                                                                                               monkeypatch):
     monkeypatch.chdir(tmp_path)
-    subsets = records.record_path("smoke", root=tmp_path)
+    subsets = layout.record_path("smoke", root=tmp_path)
     subsets.parent.mkdir(parents=True)
     subsets.write_text("the record of the subset")
     cfg = small(tmp_path, data_dir, sizes=[1])
     rows = ktlib.run(cfg, progress=False)
     assert publish(cfg.results_dir, data_dir) == 0
-    tag = records.data_tag(D.checksums(data_dir))
+    tag = layout.data_tag(D.checksums(data_dir))
     assert tag.startswith("data-") and subsets.read_text() == "the record of the subset"
     published = tmp_path / "results" / f"smoke-{tag}" / RESULTS_FILE
     assert published.read_bytes() == (Path(cfg.results_dir) / RESULTS_FILE).read_bytes()
@@ -105,7 +115,7 @@ def test_publish_refuses_a_build_with_fewer_runs_than_its_grid_or_the_record_unl
     assert "--partial" in err and fingerprint(record) == saved
     assert publish(cfg.results_dir, data_dir, "--partial") == 0
     assert "note: sweep.csv holds 2 of its grid's" in capsys.readouterr().out
-    assert len(records.read_results(record / RESULTS_FILE)[1]) == 2
+    assert len(files.read_results(record / RESULTS_FILE)[1]) == 2
 
 
 def test_publish_says_when_the_build_is_older_than_the_record_it_replaces(tmp_path, data_dir, monkeypatch, capsys):
@@ -119,11 +129,11 @@ def test_publish_says_when_the_build_is_older_than_the_record_it_replaces(tmp_pa
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
     path = Path(cfg.results_dir) / RESULTS_FILE
-    meta, rows = records.read_results(path)
-    records.write_results(path, {**meta, "git_commit": commits[1]}, rows)
+    meta, rows = files.read_results(path)
+    files.write_results(path, {**meta, "git_commit": commits[1]}, rows)
     record, notes = reproduce.publish(cfg.results_dir, data_dir=data_dir)
     assert notes == []
-    records.write_results(path, {**meta, "git_commit": commits[0]}, rows)
+    files.write_results(path, {**meta, "git_commit": commits[0]}, rows)
     assert publish(cfg.results_dir, data_dir) == 0
     assert f"note: this build was made at {commits[0][:12]}, before the record it replaced" in capsys.readouterr().out
 
@@ -133,14 +143,14 @@ def test_publish_copies_the_study_with_the_sweep_and_keeps_every_sweep_of_the_re
     as_the_records_data(monkeypatch, smoke_data)
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path / "build"))
     ktlib.run(cfg, progress=False)
-    study.Study.of(cfg, splits=1).run(progress=False)
+    studies.plan("study", cfg, 1).run(progress=False)
     monkeypatch.chdir(tmp_path)
     assert publish(cfg.results_dir, smoke_data) == 0
     record = tmp_path / "results" / "smoke"
     built = sorted(p.relative_to(cfg.results_dir) for p in Path(cfg.results_dir).rglob("*")
                    if p.suffix in (".csv", ".json", ".npz", ".pt") and not p.name.startswith("."))
     published = sorted(p.relative_to(record) for p in record.rglob("*") if p.is_file())
-    one_of_n = records.sweep_dir(records.study_root(cfg.results_dir), "one-of-n", 0) / PREDICTIONS_FILE
+    one_of_n = layout.sweep_dir(layout.study_root(cfg.results_dir), "one-of-n", 0) / PREDICTIONS_FILE
     assert built == published and one_of_n.relative_to(cfg.results_dir) in published
 
     # a build that lacks one of the record's sweeps would drop it: refused, unless the maintainer says so
@@ -344,7 +354,7 @@ def test_a_build_of_another_experiment_is_refused_unless_the_flag_names_it(check
     assert publish(builds[1], smoke_data, "--new-experiment") == 0
     assert "note: the record was another experiment: sweep.csv: config.seed (0 there, 1 now)" in capsys.readouterr().out
     record = next((checkout / "results").iterdir())
-    assert fingerprint(record) == {name: (builds[1] / name).read_bytes() for name in records.RECORD_FILES}
+    assert fingerprint(record) == {name: (builds[1] / name).read_bytes() for name in files.RECORD_FILES}
 
 
 def test_a_build_checked_against_other_data_than_its_own_is_refused(checkout, builds, smoke_data, tmp_path, capsys):
@@ -463,7 +473,8 @@ def test_a_results_directory_that_cannot_be_written_leaves_the_record_as_it_was(
 # A publish that holds still after it has copied its first file into the new record, until killed.
 PAUSING = """
 import sys
-from ktlib import cli, store
+from ktlib import cli
+from ktlib.record import store
 copy = store.copy_file
 def copy_then_pause(source, dest):
     copy(source, dest)
@@ -510,10 +521,10 @@ def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_
     rows = ktlib.run(cfg, progress=False)
     assert reproduce.compare(cfg.results_dir).loc[RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
     record = reproduce.publish(cfg.results_dir, data_dir=data_dir)[0] / RESULTS_FILE
-    meta, theirs = records.read_results(record)
-    theirs.loc[0, "test_accuracy"] += claims.TOLERANCE / 2
-    theirs.loc[1, "test_accuracy"] += 2 * claims.TOLERANCE
-    records.write_results(record, meta, theirs.drop(index=2))
+    meta, theirs = files.read_results(record)
+    theirs.loc[0, "test_accuracy"] += compare.TOLERANCE / 2
+    theirs.loc[1, "test_accuracy"] += 2 * compare.TOLERANCE
+    files.write_results(record, meta, theirs.drop(index=2))
     table = reproduce.compare(cfg.results_dir)
     assert table.loc[RESULTS_FILE].to_dict() == {
         "runs": len(rows), "equal": len(rows) - 3, "within tolerance": 1, "different": 1, "unmatched": 1}
@@ -542,7 +553,7 @@ def test_a_build_seeded_from_the_record_resumes_it_and_trains_nothing(tmp_path, 
     monkeypatch.setattr(executors, "plain", lambda *a, **k: pytest.fail("a target net was trained again"))
     rows = ktlib.run(again, progress=False)
     first = ktlib.read_results(tmp_path / "first" / RESULTS_FILE)[1]
-    key = list(records.KEY)
+    key = list(experiment.KEY)
     assert rows.sort_values(key).test_accuracy.tolist() == first.sort_values(key).test_accuracy.tolist()
     assert "already holds results" in reproduce.seed("second", "smoke", "native", data_dir=str(smoke_data))
 
@@ -595,7 +606,8 @@ def test_compare_says_first_when_there_is_no_record_and_counts_the_sweeps_only_t
 # A publish on a system without renameat2's exchange, killed between the switch's two renames.
 KILLED_BETWEEN_RENAMES = """
 import os, sys
-from ktlib import cli, store
+from ktlib import cli
+from ktlib.record import store
 store._exchange = lambda a, b: False
 rename = os.rename
 def rename_then_die(a, b):
@@ -645,7 +657,7 @@ def test_a_writer_that_waited_on_a_directory_switched_meanwhile_holds_the_new_on
 
 def test_a_first_publish_holds_the_records_place_against_a_sweep(builds, smoke_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    record = records.record_path("smoke", root=tmp_path, checksums=D.checksums(smoke_data)).parent
+    record = layout.record_path("smoke", root=tmp_path, checksums=D.checksums(smoke_data)).parent
     copy, refused = store.copy_file, []
 
     def copy_while_a_sweep_tries(source, dest):
@@ -660,7 +672,7 @@ def test_a_first_publish_holds_the_records_place_against_a_sweep(builds, smoke_d
     monkeypatch.setattr(store, "copy_file", copy_while_a_sweep_tries)
     assert publish(builds[0], smoke_data) == 0
     assert refused and f"results directory {record} is in use" in refused[0]
-    assert sorted(p.name for p in record.iterdir()) == sorted(records.RECORD_FILES)
+    assert sorted(p.name for p in record.iterdir()) == sorted(files.RECORD_FILES)
     assert publish(builds[1], smoke_data) == 2  # and a refused first publish leaves no directory behind
     shutil.rmtree(record)
     monkeypatch.undo()

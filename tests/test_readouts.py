@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from ktlib import engine, readouts
-from ktlib.model import build
+from ktlib.compute import engine
+from ktlib.compute import readouts
+from ktlib.compute.model import build
 
 
 def clusters(per_class: int, seed: int, spread: float = 0.3):
@@ -35,7 +36,7 @@ def test_the_spread_is_the_std_over_images_averaged_over_units():
 
 
 def test_a_lecun_scale_random_net_passes_on_less_signal_at_every_level_than_the_trained_scale():
-    from ktlib.transfer import copy_source
+    from ktlib.compute.transfer import copy_source
 
     images = torch.rand(64, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.275 - 0.1
     trained = build(3)

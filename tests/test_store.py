@@ -8,23 +8,26 @@ from pathlib import Path
 import pytest
 
 import ktlib
-from ktlib import records, store
+from ktlib.record import files
+from ktlib.record import store
 from conftest import dry_run, fingerprint, ktlib_cli, on_a_small_disk, run
 
 # A sweep through the command line that starts when a line arrives on its stdin (its imports done), and
 # after its first saved run holds still, with the directory's lock, until another line arrives.
 PAUSING = """
 import json, sys
-from ktlib import cli, records
+from ktlib import cli
+from ktlib.record import files
+
 sys.stdin.readline()
-write = records.write_results
+write = files.write_results
 def write_then_pause(path, *args):
     write(path, *args)
     if not write_then_pause.paused and path.name == "sweep.csv":  # not the readouts, written before any run
         write_then_pause.paused = True
         sys.stdin.readline()
 write_then_pause.paused = False
-records.write_results = write_then_pause
+files.write_results = write_then_pause
 sys.exit(cli.main(json.loads(sys.argv[1])))
 """
 
@@ -47,7 +50,7 @@ def sweep_args(data: Path, where: Path, *extra: str) -> list[str]:
 def holding(proc: subprocess.Popen, where: Path) -> None:
     """Wait until proc holds the writer lock of results directory `where` and has saved a run (then it pauses)."""
     deadline = time.monotonic() + 120
-    lock, csv = where / store.LOCK_FILE, where / records.RESULTS_FILE
+    lock, csv = where / store.LOCK_FILE, where / files.RESULTS_FILE
     while not (lock.exists() and lock.read_text().strip() == str(proc.pid) and csv.exists()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
         time.sleep(0.01)
@@ -67,9 +70,9 @@ def test_a_second_sweep_on_a_directory_in_use_is_refused_naming_the_writer(smoke
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert "36 runs in" in out
-    meta, rows = ktlib.read_results(where / records.RESULTS_FILE)
+    meta, rows = ktlib.read_results(where / files.RESULTS_FILE)
     assert meta["config"]["seed"] == 1 and len(rows) == 36 and not rows.duplicated(["n", "k", "trial"]).any()
-    assert records.read_source_record(where)["state_sha256"] == meta["source"]["state_sha256"]
+    assert files.read_source_record(where)["state_sha256"] == meta["source"]["state_sha256"]
 
     # once the first is done, the other seed is refused for what it is, and nothing in the directory changes
     before = fingerprint(where)
@@ -90,7 +93,7 @@ def test_a_second_sweep_asked_to_wait_runs_after_the_first(smoke_data, tmp_path)
     out, err = second.communicate(timeout=300)  # it finds every run done, and never pauses
     assert second.returncode == 0, err
     assert "36 runs in" in out
-    _, rows = ktlib.read_results(where / records.RESULTS_FILE)
+    _, rows = ktlib.read_results(where / files.RESULTS_FILE)
     assert len(rows) == 36 and not rows.duplicated(["n", "k", "trial"]).any()
 
 
@@ -109,7 +112,7 @@ def test_a_full_disk_is_one_clear_error_and_nothing_is_half_written(smoke_data, 
     where = tmp_path / "small-disk"
     out = run(on_a_small_disk(ktlib_cli(*dry_run(smoke_data, where)), where, size="64k"))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert f"cannot write {where / records.SOURCE_FILE}: No space left on device" in out.stderr
+    assert f"cannot write {where / files.SOURCE_FILE}: No space left on device" in out.stderr
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
@@ -126,7 +129,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monke
 
 
 def test_a_writer_removes_only_the_temporary_files_ktlib_named(tmp_path):
-    stale = [store.part_name(tmp_path / records.RESULTS_FILE), store.part_name(tmp_path / "probe")]
+    stale = [store.part_name(tmp_path / files.RESULTS_FILE), store.part_name(tmp_path / "probe")]
     mine = [tmp_path / ".my-notes.part", tmp_path / ".sweep.csv.part", tmp_path / ".sweep.csv.12.nothex!.part"]
     for p in stale + mine:
         p.write_text("x")

@@ -5,11 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktlib import claims as C
-from ktlib import confusions, controls, verdicts
-from ktlib.intervals import Cube, estimate
+from ktlib.analysis import claims
+from ktlib.analysis import contrasts
+from ktlib.analysis import confusions
+from ktlib.analysis import controls
+from ktlib.analysis import verdicts
+from ktlib.analysis.intervals import Cube, estimate
 from ktlib.recipes import BASELINE, TUNED
-from ktlib.tables import recipe_runs, training_hours
+from ktlib.record.tables import recipe_runs, training_hours
 
 
 CORE = ["frozen", TUNED, "random-matched", "shuffled"]
@@ -51,9 +54,9 @@ def test_a_paired_difference_keeps_its_pairing_through_the_resampling():
     noise = {(s, t): rng.normal(0, 0.05) for s in range(4) for t in range(5)}
     rows = study_rows(lambda r, n, k, s, t: 0.5 + noise[s, t] + 0.05 * n, levels=[0, 1], sizes=[1],
                       recipes=["frozen"])
-    table = controls.part(controls.intervals(Cube.of(rows), "t", 300, 1), "gain").loc[("frozen", 1, 1)]
+    table = controls.of_kind(controls.intervals(Cube.of(rows), "t", 300, 1), "gain").loc[("frozen", 1, 1)]
     assert table.estimate == pytest.approx(0.05) and table.high - table.low < 1e-9
-    cell = controls.part(controls.intervals(Cube.of(rows), "t", 300, 1), "cell").loc[("frozen", 0, 1)]
+    cell = controls.of_kind(controls.intervals(Cube.of(rows), "t", 300, 1), "cell").loc[("frozen", 0, 1)]
     assert cell.high - cell.low > 0.02
 
 
@@ -77,18 +80,18 @@ def knowledge_rows(split_fails: int | None = None):
 
 def test_the_controls_separate_knowledge_from_capacity():
     table = controls.intervals(Cube.of(knowledge_rows()), "t", 200, 0)
-    knowledge = controls.part(table, "knowledge")
+    knowledge = controls.of_kind(table, "knowledge")
     assert knowledge.loc[("random-matched", 5, 1)].estimate == pytest.approx(0.2)  # frozen +0.10, control -0.10
     assert knowledge.loc[("shuffled", 5, 1)].estimate == pytest.approx(0.1)
-    gain = controls.part(table, "gain")
+    gain = controls.of_kind(table, "gain")
     assert gain.loc[("random-matched", 5, 1)].estimate == pytest.approx(-0.1)
-    assert controls.part(table, "tuning").loc[(TUNED, 5, 1)].estimate == pytest.approx(0.1)
+    assert controls.of_kind(table, "tuning").loc[(TUNED, 5, 1)].estimate == pytest.approx(0.1)
 
 
 def test_each_claim_is_judged_on_each_split_and_tallied():
     rows = knowledge_rows(split_fails=2)
-    which = {"k1_rises": C.SWEEP_CLAIMS["k1_rises"], "fine_tuning": C.STUDY_CLAIMS["fine_tuning"]}
-    _, by_split, chances = verdicts.within_splits(C.cube(rows, 20, CORE), which, 200, 0)
+    which = {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"], "fine_tuning": claims.STUDY_CLAIMS["fine_tuning"]}
+    _, by_split, chances = verdicts.within_splits(contrasts.cube(rows, 20, CORE), which, 200, 0)
     assert list(by_split.k1_rises) == ["holds", "holds", "fails", "holds"]
     assert verdicts.tally(by_split.k1_rises) == "holds in 3 of 4 splits [0.19, 0.99]; fails in 1"
     assert by_split.fine_tuning.loc[0] == "holds"  # best against best: +0.1 at k=1, +0.03 elsewhere, all > 0.02
@@ -97,8 +100,8 @@ def test_each_claim_is_judged_on_each_split_and_tallied():
 
 def test_over_splits_every_claim_gets_a_verdict_from_its_intervals_and_a_chance():
     rows = knowledge_rows(split_fails=3)
-    which = {**C.SWEEP_CLAIMS, **C.STUDY_CLAIMS}
-    table, over, chance = verdicts.across_splits(C.cube(rows, 20, CORE), which, "t", 200, 0)
+    which = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}
+    table, over, chance = verdicts.across_splits(contrasts.cube(rows, 20, CORE), which, "t", 200, 0)
     assert list(over.index) == list(which)
     assert over["k1_rises"] == "undecided"  # three splits rise, one is flat: four values, wide t intervals
     assert 0 < chance["k1_rises"] < 1
@@ -109,8 +112,8 @@ def test_a_variant_that_changes_a_verdict_is_counted():
     rows = knowledge_rows()
     variant = knowledge_rows(split_fails=0)
     variant = variant[(variant.split == 0) & (variant.recipe == BASELINE)]
-    cubes = {"baseline": C.cube(rows, 20, [BASELINE]), "budget": C.cube(variant, 20, [BASELINE])}
-    changes = verdicts.variant_changes(cubes, {"k1_rises": C.SWEEP_CLAIMS["k1_rises"]}, 100, 0)
+    cubes = {"baseline": contrasts.cube(rows, 20, [BASELINE]), "budget": contrasts.cube(variant, 20, [BASELINE])}
+    changes = verdicts.variant_changes(cubes, {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"]}, 100, 0)
     assert changes.set_index("claim").loc["k1_rises", "changed"] == 1
     assert changes.set_index("claim").loc["k1_rises", "changed on"] == [0]
 
@@ -236,7 +239,7 @@ def test_forgetting_is_the_source_accuracy_lost_with_the_runs_copied_layers():
     rows = knowledge_rows()
     rows["source_task_accuracy"] = np.where(rows.recipe == TUNED, 0.9 - 0.01 * rows.n, np.nan)
     table = controls.forgetting_intervals(rows, pd.Series(0.9, index=range(4)), "t", 100, 0)
-    lost = controls.part(table, "forgetting")
+    lost = controls.of_kind(table, "forgetting")
     assert lost.loc[(TUNED, 5, 1)].estimate == pytest.approx(0.05)
     assert set(lost.index.get_level_values("recipe")) == {TUNED}
 

@@ -13,13 +13,21 @@ import pandas as pd
 import pytest
 
 import ktlib
-from ktlib import cli, config, experiment, paths, records, study, sweep, tables
+from ktlib import cli, config, paths
+from ktlib.compute import executors, experiment, train
+from ktlib.record import layout
+from ktlib.record import checks
+from ktlib.record import files
+from ktlib.analysis import study
+from ktlib.record import studies
+from ktlib.record import sweep
+from ktlib.record import tables
 from ktlib.recipes import BASELINE, CORE, PROBES, RECIPES, TUNED
-from ktlib.transfer import transfer
+from ktlib.compute.transfer import transfer
 from ktlib.config import Purpose, derive_seed
-from ktlib import data as D
+from ktlib.compute import data as D
 from ktlib.paths import DATA_DIR_ENV
-from ktlib.model import PAPER_FREE_PARAMETERS
+from ktlib.compute.model import PAPER_FREE_PARAMETERS
 from conftest import ROOT, as_ordinary_user, dry_run, fingerprint, ktlib_cli, run, toc_notebooks, write_emnist
 
 NUMBERS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
@@ -94,7 +102,7 @@ def test_results_dir_comes_from_the_argument_then_the_environment_then_the_profi
 
 
 def test_the_native_engines_limits_are_those_its_kernels_were_built_for():
-    from ktlib import native
+    from ktlib.compute import native
     lib = native.library()
     assert (lib.kt_max_batch(), lib.kt_code_bits()) == (native.MAX_BATCH, native.CODE_BITS)
     assert ktlib.Config(batch_size=native.MAX_BATCH).batch_size == native.MAX_BATCH
@@ -128,7 +136,7 @@ def test_seed_purposes_keep_their_values_and_give_independent_seeds():
 
 
 def test_the_committed_record_was_made_with_the_seeds_derived_today():
-    meta, rows = ktlib.read_results(records.record_path("paper"))
+    meta, rows = ktlib.read_results(layout.record_path("paper"))
     seed = meta["config"]["seed"]
     for (k, trial), s in rows.groupby(["k", "trial"]).seed.first().items():
         assert s == derive_seed(seed, Purpose.TRIAL, k, trial)
@@ -152,11 +160,11 @@ def test_each_recipe_runs_every_n_above_zero_and_the_n0_runs_are_shared():
 
 
 def test_the_plain_record_is_todays_plain_experiment_and_another_with_more_recipes():
-    meta, rows = ktlib.read_results(records.record_path("paper", "plain"))
+    meta, rows = ktlib.read_results(layout.record_path("paper", "plain"))
     assert (rows.recipe == BASELINE).all()
     today = ktlib.Config(engine="plain").experiment()
-    assert not records.experiment_differences(meta, {**meta, "config": today})
-    assert records.experiment_differences(meta, {**meta, "config": {**today, "recipes": list(RECIPES)}})
+    assert not checks.experiment_differences(meta, {**meta, "config": today})
+    assert checks.experiment_differences(meta, {**meta, "config": {**today, "recipes": list(RECIPES)}})
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -166,13 +174,13 @@ def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir)
     rows = ktlib.run(cfg, progress=False)
     assert len(rows) == 3 * 2 * 2 and not rows.duplicated(["n", "k", "trial"]).any()
-    assert list(rows.columns) == records.COLUMNS
+    assert list(rows.columns) == train.COLUMNS
     assert rows["test_accuracy"].between(0, 1).all() and (rows["epochs"] >= 1).all()
     assert set(rows["stopped_by"]) <= {"fit", "plateau", "cap"}
     assert (rows.groupby(["k", "trial"])["seed"].nunique() == 1).all()  # a trial's seed is shared by every n
     expected = {n: sum(list(PAPER_FREE_PARAMETERS.values())[n:]) for n in (0, 3, 5)}
     assert rows.set_index("n")["trainable_parameters"].to_dict() == expected
-    meta, on_disk = ktlib.read_results(Path(cfg.results_dir) / records.RESULTS_FILE)
+    meta, on_disk = ktlib.read_results(Path(cfg.results_dir) / files.RESULTS_FILE)
     assert len(on_disk) == 12
     assert meta["config"] == cfg.experiment() and meta["config"]["seed"] == cfg.seed
     assert set(meta["data_checksums"]) == set(D.data_files())
@@ -180,7 +188,7 @@ def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
     assert meta["git_commit"] and len(meta["source_classes"]) == len(meta["target_classes"]) == 20
     assert {"train_accuracy", "epochs", "seconds", "state_sha256", "seed"} <= set(meta["source"])
     assert tables.mean_table(rows).shape == (3, 2)
-    record = records.read_source_record(cfg.results_dir)  # the source net's curve, readable without torch
+    record = files.read_source_record(cfg.results_dir)  # the source net's curve, readable without torch
     assert len(record["history"]) == record["epochs"] == meta["source"]["epochs"]
     assert record["state_sha256"] == meta["source"]["state_sha256"]
 
@@ -235,7 +243,7 @@ def test_same_seed_and_config_give_the_same_numbers(tmp_path, data_dir):
 def test_a_rerun_reuses_the_source_net_and_the_finished_runs(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir)
     first = ktlib.run(cfg, progress=False)
-    csv, source = (Path(cfg.results_dir) / f for f in (records.RESULTS_FILE, records.SOURCE_FILE))
+    csv, source = (Path(cfg.results_dir) / f for f in (files.RESULTS_FILE, files.SOURCE_FILE))
     stamps = csv.stat().st_mtime_ns, source.stat().st_mtime_ns
     again = ktlib.run(cfg, progress=False)
     assert (csv.stat().st_mtime_ns, source.stat().st_mtime_ns) == stamps  # nothing was redone
@@ -272,10 +280,10 @@ def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
     where = Path(cfg.results_dir)
-    (where / records.SOURCE_FILE).unlink()
-    record = json.loads((where / records.SOURCE_RECORD).read_text())
+    (where / files.SOURCE_FILE).unlink()
+    record = json.loads((where / files.SOURCE_RECORD).read_text())
     record["state_sha256"] = "0" * 64  # as if another machine had trained it
-    (where / records.SOURCE_RECORD).write_text(json.dumps(record))
+    (where / files.SOURCE_RECORD).write_text(json.dumps(record))
     before = fingerprint(where)
     with pytest.raises(RuntimeError, match="is not the one .*source.json was made with.*nothing was written"):
         sweep.train_or_load_source(cfg, progress=False)
@@ -286,35 +294,35 @@ def test_a_source_net_that_differs_from_the_record_is_not_written(tmp_path, data
 def test_a_source_record_that_is_not_one_is_one_error_naming_it_and_nothing_changes(tmp_path, smoke_data, content):
     where = tmp_path / "results"
     assert run(ktlib_cli(*dry_run(smoke_data, where))).returncode == 0
-    (where / records.SOURCE_RECORD).write_text(content)
+    (where / files.SOURCE_RECORD).write_text(content)
     before = fingerprint(where)
     out = run(ktlib_cli(*dry_run(smoke_data, where)))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert f"{where / records.SOURCE_RECORD} is not a source net's record" in out.stderr
+    assert f"{where / files.SOURCE_RECORD} is not a source net's record" in out.stderr
     assert fingerprint(where) == before
 
 
 def test_a_results_file_whose_last_row_was_cut_is_detected_and_the_run_redone(tmp_path, data_dir, capfd):
     cfg = small(tmp_path, data_dir)
     whole = ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / records.RESULTS_FILE
+    path = Path(cfg.results_dir) / files.RESULTS_FILE
     text = path.read_text()
     path.write_text(text[:text.rstrip("\n").rindex(",")])  # cut inside the last row, as a failing copy would
-    with pytest.raises(records.ResultsError, match="its last row was cut short"):
+    with pytest.raises(files.ResultsError, match="its last row was cut short"):
         ktlib.read_results(path)
     again = ktlib.run(cfg, progress=False)
     assert "its last row was cut short; that run is done again" in capfd.readouterr().err
-    assert again[NUMBERS].equals(whole[NUMBERS]) and not again.drop(columns=list(records.OPTIONAL)).isna().any().any()
+    assert again[NUMBERS].equals(whole[NUMBERS]) and not again.drop(columns=list(files.OPTIONAL)).isna().any().any()
 
 
 def test_a_damaged_row_inside_a_results_file_is_an_error_naming_the_line(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir, sizes=[1])
     ktlib.run(cfg, progress=False)
-    path = Path(cfg.results_dir) / records.RESULTS_FILE
+    path = Path(cfg.results_dir) / files.RESULTS_FILE
     lines = path.read_text().splitlines(keepends=True)
     lines[3] = lines[3].split(",", 3)[0] + "\n"
     path.write_text("".join(lines))
-    with pytest.raises(records.ResultsError, match=r"sweep.csv:4: a row with missing values"):
+    with pytest.raises(files.ResultsError, match=r"sweep.csv:4: a row with missing values"):
         ktlib.run(cfg, progress=False)
 
 
@@ -376,7 +384,7 @@ def test_replicates_beyond_what_the_seed_space_keeps_apart_are_refused_before_an
 # second before each group of runs, so that the signal lands mid-sweep however fast or busy the machine is.
 CHILD = """
 import json, signal, sys, time, ktlib
-from ktlib import executors
+from ktlib.compute import executors
 signal.signal(signal.SIGINT, signal.default_int_handler)
 train_group = executors.train_group
 def slow_group(*args, **kwargs):
@@ -394,7 +402,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(tmp_path, data_dir, si
     it left, finish it, compare with an unbroken run in this process."""
     cfg = small(tmp_path, data_dir, levels=[0, 1, 2, 3, 4, 5], sizes=[1, 3], max_epochs=60, cluster=where)
     args = {k: v for k, v in asdict(cfg).items() if k != "profile"}
-    csv = Path(cfg.results_dir) / records.RESULTS_FILE
+    csv = Path(cfg.results_dir) / files.RESULTS_FILE
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (csv.exists() and len(ktlib.read_results(csv)[1]) >= 3):
@@ -435,17 +443,17 @@ def test_cli_dry_run_on_the_real_subset(real_dir, tmp_path):
                           str(real_dir), "--results-dir", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "2 runs in" in out.stdout and "mean test accuracy" in out.stdout
-    assert len(ktlib.read_results(tmp_path / records.RESULTS_FILE)[1]) == 2
+    assert len(ktlib.read_results(tmp_path / files.RESULTS_FILE)[1]) == 2
 
 
 def test_a_sweep_keeps_every_runs_test_predictions_which_give_its_test_accuracy(tmp_path, data_dir):
     cfg = small(tmp_path, data_dir, recipes=list(RECIPES), sizes=[1])
     rows = ktlib.run(cfg, progress=False)
     assert set(rows.recipe) == set(RECIPES) and len(rows) == 2 * (1 + 2 * len(RECIPES))
-    keys, predicted, labels = records.read_predictions(cfg.results_dir)
+    keys, predicted, labels = files.read_predictions(cfg.results_dir)
     assert predicted.shape == (len(rows), 20 * cfg.test_per_class) and predicted.dtype == np.uint8
     accuracy = pd.DataFrame({**keys, "from_predictions": (predicted == labels).mean(1)})
-    both = rows.merge(accuracy, on=records.KEY)
+    both = rows.merge(accuracy, on=experiment.KEY)
     assert len(both) == len(rows)
     assert np.allclose(both.test_accuracy, both.from_predictions, atol=1e-6)
 
@@ -472,8 +480,8 @@ def test_copied_layers_that_have_not_trained_yet_forget_nothing_of_the_source_ta
     task = exp.task(source)
     for n in (1, 5):
         untrained = transfer(source, n, seed=3, recipe=TUNED)
-        assert task.source_task_accuracy(untrained, records.RunKey(n, 1, 0, TUNED)) == info["held_out_accuracy"]
-    assert np.isnan(task.source_task_accuracy(transfer(source, 5, seed=3), records.RunKey(5, 1, 0, "frozen")))
+        assert executors.forgotten(task, untrained, experiment.RunKey(n, 1, 0, TUNED)) == info["held_out_accuracy"]
+    assert np.isnan(executors.forgotten(task, transfer(source, 5, seed=3), experiment.RunKey(5, 1, 0, "frozen")))
 
 
 def test_the_engine_trains_the_source_net_as_the_plain_loop_does(tmp_path, data_dir):
@@ -487,21 +495,21 @@ def test_the_engine_trains_the_source_net_as_the_plain_loop_does(tmp_path, data_
 
 def test_a_study_runs_every_split_recipe_and_variant_and_resumes_without_retraining(tmp_path, smoke_data):
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path))
-    plan = study.Study.of(cfg)
+    plan = studies.plan("study", cfg)
     rows = plan.run(progress=False)
-    assert rows.groupby("variant").split.nunique().to_dict() == {"baseline": 2, **{p: 1 for p in study.PARTS[1:]}}
+    assert rows.groupby("variant").split.nunique().to_dict() == {"baseline": 2, **{p.name: 1 for p in plan.parts[1:]}}
     assert set(rows[rows.variant == "baseline"].recipe) == set(CORE)
     probes = rows[rows.variant == "probes"]
     assert set(probes.recipe) == set(PROBES) and (probes.n > 0).all()  # their n=0 runs: the baseline's
-    assert set(study.with_probes(rows, plan.variant_splits).recipe) == set(RECIPES)
-    assert set(rows[rows.variant.isin(study.VARIANTS)].recipe) == {BASELINE}
+    assert set(study.with_probes(rows, plan.counts["variant_splits"]).recipe) == set(RECIPES)
+    assert set(rows[rows.variant.isin(studies.VARIANTS)].recipe) == {BASELINE}
     readouts = plan.readouts()
     assert set(readouts.readout) == {"nearest-mean", "nearest-neighbour"}
     frozen_kinds = {r for r in RECIPES if not RECIPES[r].trains}  # the recipes whose features stay as copied
     assert set(readouts[readouts.variant == "baseline"].recipe) == frozen_kinds & set(CORE)
-    assert set(study.with_probes(readouts, plan.variant_splits).recipe) == frozen_kinds
+    assert set(study.with_probes(readouts, plan.counts["variant_splits"]).recipe) == frozen_kinds
     budget = rows[rows.variant == "budget"]
-    assert (budget.epochs == study.BUDGET_EPOCHS).all() and (budget.stopped_by == "cap").all()
+    assert (budget.epochs == studies.BUDGET_EPOCHS).all() and (budget.stopped_by == "cap").all()
     nets = plan.sources()
     assert nets.groupby("variant").source.nunique()["baseline"] == 2  # each split its own classes and net
     again = plan.run(progress=False)
@@ -524,7 +532,7 @@ def test_frozen_c1_to_c5_beats_no_transfer_with_one_sample_per_class(real_dir, t
     """End to end on real EMNIST: the paper's source net, then n in {0, 5} at k = 1, one trial."""
     cfg = ktlib.Config(data_dir=str(real_dir), results_dir=str(tmp_path), levels=[0, 5], sizes=[1], trials=1)
     rows = ktlib.run(cfg, progress=False).set_index("n")
-    meta, _ = ktlib.read_results(tmp_path / records.RESULTS_FILE)
+    meta, _ = ktlib.read_results(tmp_path / files.RESULTS_FILE)
     assert meta["source"]["reached_target"] and meta["source"]["train_accuracy"] >= cfg.source_accuracy
     assert (rows["train_accuracy"] == 1.0).all()  # both trained to fit their 20 images
     assert rows.loc[5, "test_accuracy"] > rows.loc[0, "test_accuracy"] + 0.05
@@ -533,7 +541,7 @@ def test_frozen_c1_to_c5_beats_no_transfer_with_one_sample_per_class(real_dir, t
 
 def test_a_smaller_study_in_a_directory_that_holds_more_splits_returns_only_its_own(tmp_path, smoke_data):
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path))
-    study.Study.of(cfg, splits=2).run(progress=False)
-    rows = study.Study.of(cfg, splits=1).run(progress=False)
-    on_disk = records.study_runs(records.study_root(tmp_path))
+    studies.plan("study", cfg, 2).run(progress=False)
+    rows = studies.plan("study", cfg, 1).run(progress=False)
+    on_disk = studies.plan("study", cfg, 2).runs()
     assert set(rows.split) == {0} and set(on_disk[on_disk.variant == "baseline"].split) == {0, 1}

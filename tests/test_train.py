@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from ktlib.model import build, target_codes
-from ktlib.train import CAP, Converged, Epoch, ReachAccuracy, evaluate, train
-from ktlib.transfer import transfer
+from ktlib.compute.model import build, target_codes
+from ktlib.compute.train import CAP, Converged, Epoch, ReachAccuracy, epoch_rule, evaluate, stopping_rule, train
+from ktlib.compute.transfer import transfer
 
 
 def toy(n=60, classes=6, seed=0):
@@ -75,12 +75,11 @@ def test_a_net_with_nothing_to_train_is_refused():
 def test_every_training_set_size_gets_the_same_optimiser_steps_before_a_plateau_may_stop_it(images, epochs):
     """500 steps of 32 images: 500 epochs of one batch at k=1 (20 images), 20 epochs of 25 batches at k=40; the
     patience stays 20 epochs, or becomes 500 steps when counted in steps."""
-    from ktlib import experiment
     from ktlib.config import Config
 
-    rule = experiment.stopping_rule(Config(), images)
+    rule = stopping_rule(Config(), images)
     assert (rule.min_epochs, rule.patience) == (epochs, 20)
-    assert experiment.stopping_rule(Config(patience=500, patience_unit="steps"), images).patience == epochs
+    assert stopping_rule(Config(patience=500, patience_unit="steps"), images).patience == epochs
 
 
 def test_a_plateau_does_not_stop_a_run_before_its_minimum_but_a_fit_does():
@@ -92,11 +91,10 @@ def test_a_plateau_does_not_stop_a_run_before_its_minimum_but_a_fit_does():
 
 
 def test_the_first_records_rule_replayed_on_a_history_stops_where_it_would_have():
-    from ktlib import experiment
     from ktlib.config import Config
 
     flat = [Epoch(e + 1, 0.05, 1.0, 0.0) for e in range(60)]  # a run that has not begun to learn
-    assert experiment.epoch_rule(Config(), flat) == (Config().patience + 1, 0.05)
+    assert epoch_rule(Config(), flat) == (Config().patience + 1, 0.05)
     learning = [Epoch(e + 1, 0.05, 1.0 / (e + 1), 0.0) for e in range(60)]  # better by > 1% every epoch
-    assert all(math.isnan(v) for v in experiment.epoch_rule(Config(), learning))  # it would not have stopped it
-    assert all(math.isnan(v) for v in experiment.epoch_rule(Config(stopping="budget"), flat))  # no rule to replay
+    assert all(math.isnan(v) for v in epoch_rule(Config(), learning))  # it would not have stopped it
+    assert all(math.isnan(v) for v in epoch_rule(Config(stopping="budget"), flat))  # no rule to replay

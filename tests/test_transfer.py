@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from ktlib.model import LAYERS, build
-from ktlib.train import Converged, train
-from ktlib.transfer import copy_source, frozen_levels, transfer, trainable
+from ktlib.compute.model import LAYERS, build
+from ktlib.compute.train import Converged, train
+from ktlib.compute.transfer import copy_source, frozen_levels, transfer, trainable
 
 
 @pytest.fixture(scope="module")

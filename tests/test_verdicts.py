@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ktlib import confusions, intervals, verdicts
-from ktlib.claims import FAILS, HOLDS, NOT_MEASURED, PARTLY, UNDECIDED
+from ktlib.analysis import confusions
+from ktlib.analysis import intervals
+from ktlib.analysis import verdicts
+from ktlib.analysis.contrasts import FAILS, HOLDS, NOT_MEASURED, PARTLY, UNDECIDED
 
 
 def test_an_interval_beyond_short_of_or_holding_its_margin():

@@ -1,0 +1,282 @@
+"""The arithmetic of the claims: the lines the book draws (THRESHOLDS) and the verdict words, and each claim about
+the runs as contrasts of cell means, each with the margin it must clear (ktlib.analysis.verdicts judges them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ktlib.analysis.intervals import Cube
+from ktlib.compute.model import connections, run_flops
+from ktlib.record.studies import FIXED
+from ktlib.recipes import BASELINE, TUNED, first_trained
+from ktlib.record import compare
+
+
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Where a verdict draws its line, and what in the paper's words it stands for."""
+    value: float
+    meaning: str
+
+
+# What the paper's words are taken to mean: the margins its claims' contrasts must clear, and the other lines the
+# book draws; the book glues every line of this table. The values of all but `fits` were set before the study's
+# first judgement, for the rules the book used then. Their use as margins of contrasts, and `fits`, were chosen
+# after the record's numbers were known (the Claims page says so).
+THRESHOLDS = {
+    "source_near": Threshold(0.01, "'reached 94.38%': within 1 point of it"),
+    "clear_gain": Threshold(0.02, "'clear advantage', 'marked improvements', 'better results': a contrast of mean "
+                                  "test accuracy at least this large"),
+    "barely": Threshold(0.5, "'not appreciably more past about 10 samples': n=5's gain from k=10 to k=40 under "
+                             "this share of the untransferred net's"),
+    "slight": Threshold(0.25, "'slight variance': the pooled trial-to-trial std under this share of the k=1 "
+                              "transfer gain"),
+    "fits": Threshold(0.95, "a net fits its training set when its mean training accuracy is at least this: only "
+                            "where the most-retained net fits does a train-test gap measure overfitting"),
+    "tolerance": Threshold(compare.TOLERANCE, "a re-run reproduces the record when no cell mean moves by more than "
+                                              "this"),
+    "dead": Threshold(2.0, "a run is dead when it stops with training accuracy at most this many times chance: "
+                           "it never began to learn"),
+}
+SOURCE_NEAR, CLEAR_GAIN, BARELY, SLIGHT, FITS, TOLERANCE, DEAD = (
+    THRESHOLDS[name].value for name in ("source_near", "clear_gain", "barely", "slight", "fits", "tolerance", "dead"))
+
+# A verdict, from where the contrasts' intervals lie against their margins (ktlib.analysis.verdicts.verdict).
+HOLDS, PARTLY, FAILS, UNDECIDED, NOT_MEASURED = "holds", "partly", "fails", "undecided", "not measured"
+
+
+
+# ---------------------------------------------------------------- the sweep, as contrasts
+
+@dataclass(frozen=True)
+class Contrast:
+    """A difference of cell means that a claim says lies beyond a margin: its value on each split (a mean over the
+    split's trials) from the runs' Cube, the margin, and on which side of it the claim puts the value. A contrast
+    that does not decide is shown beside the claim's verdict and takes no part in it."""
+    label: str
+    per_split: Callable[[Cube], np.ndarray]
+    margin: float = 0.0
+    above: bool = True
+    decides: bool = True
+    fmt: str = "+.3f"
+
+
+
+
+CLAIM_VALUES = ("test_accuracy", "train_accuracy", "epochs", "gflops")  # what a claim's contrasts read
+
+
+def cube(rows: pd.DataFrame, classes: int, recipes: list[str] | None = None) -> Cube:
+    """The runs as arrays for the claims, with each run's training arithmetic in GFLOP (ktlib.compute.model.run_flops:
+    its steps and per-epoch evaluations on its k x classes training images)."""
+    start = [first_trained(r, n) for r, n in zip(rows.recipe, rows.n)]
+    conn = connections()
+    gflops = [run_flops(s, e, k * classes, conn=conn) / 1e9 for s, e, k in zip(start, rows.epochs, rows.k)]
+    return Cube.of(rows.assign(gflops=gflops), recipes, CLAIM_VALUES)
+
+
+def _difference(a: int, b: int, k: int, value: str = "test_accuracy", recipe: str = BASELINE):
+    """Per split: the mean over trials of cell (a, k) minus cell (b, k), paired by trial."""
+    return lambda c: (c.at(value, a, k, recipe) - c.at(value, b, k, recipe)).mean(1)
+
+
+def _level_grid(c: Cube, value: str, k: int, recipe: str = BASELINE) -> np.ndarray:
+    """(S, T, N): one size's values at every level."""
+    return c.arrays[recipe][value][:, :, :, c.sizes.index(k)]
+
+
+def _two_sizes(c: Cube) -> tuple[int, int]:
+    if len(c.sizes) < 2:
+        raise ValueError("a second training-set size")
+    return c.sizes[0], c.sizes[-1]
+
+
+def contrasts_k1_rises(c: Cube) -> list[Contrast]:
+    k, top = c.sizes[0], c.levels[-1]
+    x = np.array(c.levels, float) - np.mean(c.levels)
+
+    def slope(cube: Cube) -> np.ndarray:  # per trial: the least-squares slope of accuracy on n
+        return (_level_grid(cube, "test_accuracy", k) @ x / (x @ x)).mean(1)
+
+    return [Contrast(f"n={top} - n=0 at k={k}", _difference(top, 0, k), CLEAR_GAIN),
+            Contrast(f"slope over n at k={k}", slope),
+            Contrast(f"n={top} - n={top - 1} at k={k}", _difference(top, top - 1, k))]
+
+
+def contrasts_best_moves_down(c: Cube) -> list[Contrast]:
+    _, large = _two_sizes(c)
+    top = c.levels[-1]
+    return [Contrast(f"n={top - 1} - n={top} at k={large}", _difference(top - 1, top, large))]
+
+
+def contrasts_c1_s4(c: Cube, n: int = 4) -> list[Contrast]:
+    return [Contrast(f"n={n} - n=0 at k={k}", _difference(n, 0, k), CLEAR_GAIN) for k in c.sizes]
+
+
+def contrasts_c5_saturates(c: Cube, knee: int = 10) -> list[Contrast]:
+    large, top = c.sizes[-1], c.levels[-1]
+    if knee not in c.sizes or large <= knee:
+        raise ValueError(f"sizes k={knee} and above")
+    def excess(cube: Cube) -> np.ndarray:
+        gain = lambda n: (cube.at("test_accuracy", n, large) - cube.at("test_accuracy", n, knee)).mean(1)
+        return gain(top) - BARELY * gain(0)
+    return [Contrast(f"n={top}'s gain k={knee} to {large} - {BARELY:g} x n=0's", excess, above=False)]
+
+
+def contrasts_variance(c: Cube) -> list[Contrast]:
+    k, top = c.sizes[0], c.levels[-1]
+    if c.shape[1] < 2:
+        raise ValueError("a second trial")
+    gain = _difference(top, 0, k)
+
+    def excess(cube: Cube) -> np.ndarray:  # pooled over cells: the root of the mean unbiased variance
+        if cube.shape[1] < 2:  # a jackknife of two trials leaves one: no spread to measure
+            return np.full(cube.shape[0], np.nan)
+        spread = np.sqrt(cube.arrays[BASELINE]["test_accuracy"].var(1, ddof=1).mean((1, 2)))
+        return spread - SLIGHT * gain(cube)
+
+    return [Contrast(f"pooled trial std - {SLIGHT:g} x (n={top} - n=0 at k={k})", excess, above=False)]
+
+
+def contrasts_effort(c: Cube) -> list[Contrast]:
+    k = c.sizes[0]
+    return ([Contrast(f"GFLOP n={n} - n=0 at k={k}", _difference(n, 0, k, "gflops"), above=False, fmt="+.2f")
+             for n in c.levels[1:]]
+            + [Contrast(f"epochs n={n} - n=0 at k={k}", _difference(n, 0, k, "epochs"), above=False, decides=False,
+                        fmt="+.0f") for n in c.levels[1:]])
+
+
+def informative_gap_sizes(c: Cube) -> list[int]:
+    """Where a train-test gap says something the test accuracy does not: above the smallest size (there every
+    net fits its few images, and the gap is one minus the test accuracy), and where the most-retained net fits
+    its training set (mean training accuracy at least FITS; below it, a narrow gap is underfitting)."""
+    top = c.levels[-1]
+    return [k for k in c.sizes[1:] if c.at("train_accuracy", top, k).mean() >= FITS]
+
+
+def contrasts_gap(c: Cube) -> list[Contrast]:
+    top = c.levels[-1]
+    sizes = informative_gap_sizes(c)
+    if not sizes:
+        raise ValueError(f"a size above the smallest where n={top} fits its training set")
+
+    def narrower(k: int):
+        gap = lambda cube, n: cube.at("train_accuracy", n, k) - cube.at("test_accuracy", n, k)
+        return lambda cube: (gap(cube, 0) - gap(cube, top)).mean(1)
+
+    return [Contrast(f"gap n=0 - gap n={top} at k={k}", narrower(k)) for k in sizes]
+
+
+def contrasts_gain_shrinks(c: Cube) -> list[Contrast]:
+    small, large = _two_sizes(c)
+
+    def shrink(cube: Cube) -> np.ndarray:  # the mean gain over n >= 1 at the smallest size minus at the largest
+        gain = lambda k: (_level_grid(cube, "test_accuracy", k)[:, :, 1:]
+                          - _level_grid(cube, "test_accuracy", k)[:, :, :1]).mean(2)
+        return (gain(small) - gain(large)).mean(1)
+
+    return [Contrast(f"mean gain of n=1..{c.levels[-1]}, k={small} - k={large}", shrink, CLEAR_GAIN)]
+
+
+def contrasts_curve_order(c: Cube) -> list[Contrast]:
+    _two_sizes(c)
+    return [Contrast(f"n={n}: k={b} - k={a}", lambda cube, n=n, a=a, b=b:
+                     (cube.at("test_accuracy", n, b) - cube.at("test_accuracy", n, a)).mean(1))
+            for n in c.levels for a, b in zip(c.sizes, c.sizes[1:])]
+
+
+def chosen_elsewhere(c: Cube, recipe: str, k: int) -> dict[int, int]:
+    """Per split (by its row's origin): the level n >= 1 with the best mean at k over the *other* splits, so that
+    no split's own noise picks its best n (which would bias a best-against-best difference)."""
+    S = c.shape[0]
+    if S < 2:
+        raise ValueError("a second class split, to choose each split's best n on the others")
+    means = _level_grid(c, "test_accuracy", k, recipe)[:, :, 1:].mean(1)  # (S, N-1)
+    others = (means.sum(0) - means) / (S - 1)
+    return {int(o): c.levels[1:][int(i)] for o, i in zip(c.origin, others.argmax(1))}
+
+
+def contrasts_fine_tuning(c: Cube) -> list[Contrast]:
+    if TUNED not in c.arrays:
+        raise ValueError("fine-tuned runs")
+    out = []
+    for k in c.sizes:
+        chosen = {r: chosen_elsewhere(c, r, k) for r in (TUNED, BASELINE)}
+
+        def margin(cube: Cube, k=k, chosen=chosen) -> np.ndarray:
+            rows = np.arange(cube.shape[0])
+            pick = lambda r: _level_grid(cube, "test_accuracy", k, r)[
+                rows, :, [cube.levels.index(chosen[r][int(o)]) for o in cube.origin]]
+            return (pick(TUNED) - pick(BASELINE)).mean(1)
+
+        out.append(Contrast(f"best fine-tuned - best frozen at k={k}", margin, CLEAR_GAIN))
+    return out
+
+
+def best_level_shares(c: Cube, k: int, draws: int, seed: int) -> pd.Series:
+    """The level with the best mean at k, over bootstrap draws of splits then trials: the share of draws in which
+    each n is best. An argmax has no confidence interval; its distribution is what the draws can say."""
+    rng = np.random.default_rng(seed)
+    S, T = c.shape
+    best = [c.levels[int(_level_grid(c.resampled(rng.integers(0, S, S), rng.integers(0, T, (S, T))),
+                                     "test_accuracy", k).mean((0, 1)).argmax())] for _ in range(draws)]
+    return pd.Series(best).value_counts(normalize=True).sort_index().rename_axis("n").rename("share of draws")
+
+
+# ---------------------------------------------------------------- the breadth study, as contrasts
+
+def nested(c: Cube) -> list[int]:
+    """The nested source sizes of a cube keyed by source (ktlib.analysis.breadth.source_cube), smallest first: every
+    source but the fixed-image control."""
+    if c.keyed_by != "source":
+        raise ValueError("a cube keyed by the number of source classes")
+    sizes = sorted(m for m in c.arrays if m != FIXED)
+    if len(sizes) < 2:
+        raise ValueError("a second source size")
+    return sizes
+
+
+def best_gain(c: Cube, source, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per order: the gain over n=0 at k of the level n >= 1 whose mean is best over the *other* orders (so that no
+    order's own noise picks it, which would flatter the gain)."""
+    chosen = chosen_elsewhere(c, source, k)
+
+    def gain(cube: Cube) -> np.ndarray:
+        rows = np.arange(cube.shape[0])
+        picked = _level_grid(cube, "test_accuracy", k, source)[
+            rows, :, [cube.levels.index(chosen[int(o)]) for o in cube.origin]]
+        return (picked - cube.at("test_accuracy", 0, k, source)).mean(1)
+    return gain
+
+
+def per_doubling(c: Cube, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per order: the least-squares slope of the best gain at k on log2 of the number of source classes, over the
+    nested sizes: what each doubling of the source classes adds."""
+    sizes = nested(c)
+    x = np.log2(sizes) - np.log2(sizes).mean()
+    gains = [best_gain(c, m, k) for m in sizes]
+    return lambda cube: sum(xi * g(cube) for xi, g in zip(x, gains)) / (x ** 2).sum()
+
+
+def contrasts_breadth_grows(c: Cube) -> list[Contrast]:
+    k = c.sizes[0]
+    return [Contrast(f"best gain per doubling of the source classes at k={k}", per_doubling(c, k))]
+
+
+def contrasts_breadth_persists(c: Cube) -> list[Contrast]:
+    return [Contrast(f"best gain per doubling of the source classes at k={k}", per_doubling(c, k))
+            for k in c.sizes[-2:]]
+
+
+
+def summary(verdicts: pd.Series) -> str:
+    """'3 hold, 2 hold in part, 1 fails': how the verdicts fall."""
+    words = {HOLDS: ("holds", "hold"), PARTLY: ("holds in part", "hold in part"), FAILS: ("fails", "fail"),
+             UNDECIDED: ("is undecided", "are undecided"), NOT_MEASURED: ("is not measured", "are not measured")}
+    counts = verdicts.value_counts()
+    return ", ".join(f"{counts[v]} {words[v][int(counts[v] != 1)]}" for v in words if v in counts)

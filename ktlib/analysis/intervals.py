@@ -1,0 +1,302 @@
+"""Intervals over class splits and trials: each run's numbers as an array; the interval methods, and the coverage
+simulation that chooses among them; tallies with their intervals."""
+from __future__ import annotations
+
+import dataclasses
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ktlib.recipes import BASELINE
+from ktlib.record.tables import recipe_runs
+
+VALUES = ("test_accuracy", "train_accuracy", "epochs")  # a run's values the study's tables read
+LEVEL = 0.95  # the intervals' coverage
+
+
+@dataclass
+class Tables:
+    """One recipe's cell means (rows n, columns k) of each value, over splits and trials; `std`: the spread of
+    the first value (test accuracy) over the trials of a split, averaged over splits."""
+    means: dict[str, pd.DataFrame]
+    std: pd.DataFrame
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.means["test_accuracy"]
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.means["train_accuracy"]
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        return self.means["epochs"]
+
+
+@dataclass
+class Cube:
+    """The runs of each recipe as arrays (split, trial, n, k), one per value; the trials of a split share
+    their training sets across n and recipe, so resampling the same indices keeps every difference paired. Its axes
+    are named: `keyed_by` says what the arrays' keys are (a recipe; in the breadth study, a source size), `replicate`
+    what the first axis is (a class split; there, a nesting order)."""
+    arrays: dict[str, dict[str, np.ndarray]]  # recipe (or source) -> value -> (S, T, N, K)
+    levels: list[int]
+    sizes: list[int]
+    split_ids: list[int] = field(default=None)  # the runs' class splits, in the order of the first axis
+    origin: np.ndarray = field(default=None)  # (S,): which of them each row is, by position (resampled: repeats)
+    keyed_by: str = "recipe"
+    replicate: str = "split"
+
+    def __post_init__(self):
+        if self.origin is None:
+            self.origin = np.arange(self.shape[0])
+        if self.split_ids is None:
+            self.split_ids = list(range(len(self.origin)))
+
+    def splits_of_rows(self) -> list[int]:
+        """The class split each row of the first axis is."""
+        return [self.split_ids[i] for i in self.origin]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(splits, trials)."""
+        return next(iter(next(iter(self.arrays.values())).values())).shape[:2]
+
+    def at(self, value: str, n: int, k: int, recipe: str = BASELINE) -> np.ndarray:
+        """(S, T): one cell's value in every split and trial."""
+        return self.arrays[recipe][value][:, :, self.levels.index(n), self.sizes.index(k)]
+
+    def resampled(self, splits: np.ndarray | None = None, trials: np.ndarray | None = None) -> "Cube":
+        """The cube with these splits (S',) and, for each of them, these trials (S', T'); None keeps them all."""
+        S, T = self.shape
+        splits = np.arange(S) if splits is None else splits
+        trials = np.broadcast_to(np.arange(T), (len(splits), T)) if trials is None else trials
+        arrays = {r: {v: a[splits[:, None], trials] for v, a in values.items()} for r, values in self.arrays.items()}
+        return dataclasses.replace(self, arrays=arrays, origin=self.origin[splits])
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, recipes: list[str] | None = None, values: tuple[str, ...] = VALUES) -> "Cube":
+        """The rows' recipes (by default every one with runs above n=0) and values as arrays; a recipe that
+        does not fill every split, trial, n and k is an error."""
+        rows = rows if "split" in rows else rows.assign(split=0)
+        recipes = recipes or [r for r in rows.recipe.unique() if (rows[rows.recipe == r].n > 0).any()]
+        levels, sizes = sorted(rows.n.unique()), sorted(rows.k.unique())
+        splits, trials = sorted(rows.split.unique()), sorted(rows.trial.unique())
+        index = pd.MultiIndex.from_product([splits, trials, levels, sizes], names=["split", "trial", "n", "k"])
+        shape = (len(splits), len(trials), len(levels), len(sizes))
+        arrays = {}
+        for recipe in recipes:
+            table = recipe_runs(rows, recipe).set_index(["split", "trial", "n", "k"])[list(values)].reindex(index)
+            if table.isna().any().any():
+                raise ValueError(f"the {recipe} runs do not fill every split, trial, n and k")
+            arrays[recipe] = {v: table[v].to_numpy(float).reshape(shape) for v in values}
+        return cls(arrays, [int(n) for n in levels], [int(k) for k in sizes], [int(s) for s in splits])
+
+    def tables(self) -> dict[str, Tables]:
+        """Each recipe's Tables over the cube's splits and trials (a resampled cube's: `resampled`)."""
+        def frame(a: np.ndarray) -> pd.DataFrame:
+            return pd.DataFrame(a, index=pd.Index(self.levels, name="n"), columns=pd.Index(self.sizes, name="k"))
+
+        out = {}
+        for recipe, values in self.arrays.items():
+            first = next(iter(values.values()))
+            std = first.std(1, ddof=1).mean(0) if first.shape[1] > 1 else np.full(first.shape[2:], np.nan)
+            out[recipe] = Tables({name: frame(a.mean((0, 1))) for name, a in values.items()}, frame(std))
+        return out
+
+
+# ---------------------------------------------------------------- interval methods
+
+# How an interval over splits can be made from each split's value of a statistic (its mean over that split's
+# trials, for a mean): Student's t with the splits as units; percentiles of a bootstrap that resamples splits,
+# then each drawn split's trials (this book's first method); percentiles of a bootstrap over splits alone; and
+# that bootstrap's bias-corrected and accelerated (BCa) percentiles. `coverage` measures each on simulated data of
+# the study's shape, and `chosen_method` picks one by a rule fixed before the simulation was first run.
+METHODS = ("t", "percentile, splits then trials", "percentile, splits", "BCa, splits")
+TRIALS_T = "t over trials"  # one split: Student's t on the trials (the jackknife's, for a statistic not a mean)
+
+
+def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Student's t interval for the mean of `values` along the last axis (the units: splits, or trials)."""
+    n = values.shape[-1]
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(-1, ddof=1) / np.sqrt(n)
+    centre = values.mean(-1)
+    return centre - half, centre + half
+
+
+def jackknife_t(estimate: np.ndarray, left_out: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """estimate +- t(n-1) x the jackknife's standard error, from the statistic with each unit left out in turn
+    (last axis); for a mean this is exactly the t interval."""
+    n = left_out.shape[-1]
+    se = np.sqrt((n - 1) / n * ((left_out - left_out.mean(-1, keepdims=True)) ** 2).sum(-1))
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * se
+    return estimate - half, estimate + half
+
+
+def percentile_interval(draws: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """The middle `level` of bootstrap draws (last axis)."""
+    tail = (1 - level) / 2
+    return np.nanquantile(draws, tail, axis=-1), np.nanquantile(draws, 1 - tail, axis=-1)
+
+
+def bca_interval(estimate: np.ndarray, draws: np.ndarray, left_out: np.ndarray,
+                 level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Efron's BCa interval: bootstrap percentiles moved by the draws' bias (z0) and by the acceleration that
+    the jackknife (left_out, last axis) estimates."""
+    estimate = np.asarray(estimate, float)[..., None]
+    share = (draws < estimate).mean(-1) + 0.5 * (draws == estimate).mean(-1)
+    z0 = stats.norm.ppf(np.clip(share, 1e-6, 1 - 1e-6))
+    d = left_out.mean(-1, keepdims=True) - left_out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.nan_to_num((d ** 3).sum(-1) / (6 * ((d ** 2).sum(-1)) ** 1.5))
+    ends = []
+    for z in stats.norm.ppf([(1 - level) / 2, (1 + level) / 2]):
+        q = stats.norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+        ends.append(np.array([np.nanquantile(row, qi) for row, qi in
+                              zip(draws.reshape(-1, draws.shape[-1]), np.ravel(q))]).reshape(q.shape))
+    return ends[0], ends[1]
+
+
+def over_splits(method: str, estimate, per_split: np.ndarray, draws: np.ndarray | None = None,
+                nested: np.ndarray | None = None, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """An interval over splits by `method`, from each split's value (per_split, last axis), draws of the mean over
+    splits resampled with replacement (draws), and, for the nested bootstrap, draws that also resampled trials."""
+    if method == "t":
+        return t_interval(per_split, level)
+    if method == "percentile, splits then trials":
+        return percentile_interval(nested, level)
+    if method == "percentile, splits":
+        return percentile_interval(draws, level)
+    if method == "BCa, splits":
+        S = per_split.shape[-1]
+        left_out = (per_split.sum(-1, keepdims=True) - per_split) / (S - 1)
+        return bca_interval(estimate, draws, left_out, level)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def clopper_pearson(hits: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval for a share hits/n."""
+    tail = (1 - level) / 2
+    low = 0.0 if hits == 0 else float(stats.beta.ppf(tail, hits, n - hits + 1))
+    high = 1.0 if hits == n else float(stats.beta.ppf(1 - tail, hits + 1, n - hits))
+    return low, high
+
+
+def spearman_interval(x, y, level: float = LEVEL) -> tuple[float, float, float]:
+    """Spearman's rank correlation of x and y, and its interval by Fisher's z with the Fieller-Hartley-Pearson
+    variance 1.06 / (n - 3)."""
+    rho = float(stats.spearmanr(x, y).statistic)
+    half = stats.norm.ppf(0.5 + level / 2) * np.sqrt(1.06 / (len(x) - 3))
+    z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
+    return rho, float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+# ---------------------------------------------------------------- which method: a coverage simulation
+
+# Each scenario draws a statistic's per-trial values as split effect + trial noise around a known truth (0), at
+# unit scale: intervals are equivariant, so only the shapes of the two distributions and their ratio matter.
+SCENARIOS = {
+    "normal": (lambda g, n: g.normal(size=n), lambda g, n: g.normal(size=n)),
+    "splits vary most": (lambda g, n: g.normal(size=n), lambda g, n: 0.3 * g.normal(size=n)),
+    "trials vary most": (lambda g, n: 0.3 * g.normal(size=n), lambda g, n: g.normal(size=n)),
+    "skewed splits": (lambda g, n: (g.lognormal(0, 1, n) - np.exp(0.5)) / np.sqrt((np.e - 1) * np.e),
+                      lambda g, n: g.normal(size=n)),
+    "heavy-tailed trials": (lambda g, n: g.normal(size=n), lambda g, n: g.standard_t(3, n) / np.sqrt(3)),
+}
+
+
+COVERAGE_REPS = 2000  # simulated studies per scenario and shape
+
+
+def coverage(seed: int, shapes: tuple[tuple[int, int], ...] = ((10, 5), (3, 5), (1, 5)), reps: int = COVERAGE_REPS,
+             draws: int = 1000, chunk: int = 50) -> pd.DataFrame:
+    """Each method's coverage of the true mean (and the interval's mean width), per scenario and shape (splits,
+    trials): `reps` simulated studies, each interval from `draws` bootstrap draws where it needs them. For one
+    split, the truth is that split's own mean, and the methods are t and the percentile bootstrap over trials."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for S, T in shapes:
+        methods = METHODS if S > 1 else (TRIALS_T, "percentile, trials")
+        for name, (split_effect, noise) in SCENARIOS.items():
+            hit, width = {m: 0 for m in methods}, {m: 0.0 for m in methods}
+            for start in range(0, reps, chunk):
+                R = min(chunk, reps - start)
+                effect = split_effect(rng, (R, S))
+                x = effect[:, :, None] + noise(rng, (R, S, T))
+                means = x.mean(2)  # (R, S)
+                truth = effect[:, 0] if S == 1 else 0.0  # one split: its own mean, over redraws of its trials
+                ends = {}
+                if S == 1:
+                    ends[TRIALS_T] = t_interval(x[:, 0])
+                    idx = rng.integers(0, T, (draws, T))
+                    ends["percentile, trials"] = percentile_interval(x[:, 0][:, idx].mean(-1))
+                else:
+                    s_idx = rng.integers(0, S, (draws, S))
+                    t_idx = rng.integers(0, T, (draws, S, T))
+                    splits_only = means[:, s_idx].mean(-1)  # (R, draws)
+                    nested = x[:, s_idx[:, :, None], t_idx].mean((-1, -2))
+                    for m in methods:
+                        ends[m] = over_splits(m, means.mean(1), means, splits_only, nested)
+                for m, (low, high) in ends.items():
+                    hit[m] += int(((low <= truth) & (truth <= high)).sum())
+                    width[m] += float((high - low).sum())
+            for m in methods:
+                out.append({"splits": S, "trials": T, "scenario": name, "method": m,
+                            "coverage": hit[m] / reps, "width": width[m] / reps})
+    return pd.DataFrame(out)
+
+
+def chosen_method(table: pd.DataFrame, level: float = LEVEL) -> str:
+    """Of the methods over several splits, the one whose coverage stays nearest `level` in its worst scenario
+    and shape (the smallest largest distance); the rule was fixed before the simulation was first run."""
+    many = table[table.splits > 1]
+    worst = (many.coverage - level).abs().groupby(many.method).max()
+    return str(worst.idxmin())
+
+
+# ---------------------------------------------------------------- the study's tables
+
+def estimate(cube: Cube, statistics: dict[str, Callable[[dict[str, Tables]], float]], method: str, draws: int,
+             seed: int) -> pd.DataFrame:
+    """Each statistic on all runs, and its 95% interval by `method` (METHODS) over the splits; with one split, by
+    Student's t over its trials (the jackknife's). The statistics must be means, or differences of means, of cells:
+    then the mean of the splits' values is the statistic on all runs, and each split's value is the unit the
+    interval counts. The bootstrap draws splits, then for the nested method each drawn split's trials."""
+    rng = np.random.default_rng(seed)
+    S, T = cube.shape
+    full = cube.tables()
+    names = list(statistics)
+    point = np.array([statistics[n](full) for n in names])
+    if S == 1:
+        left_out = [cube.resampled(None, np.delete(np.arange(T), j)[None]).tables() for j in range(T)]
+        low, high = jackknife_t(point, np.array([[statistics[n](t) for t in left_out] for n in names]))
+    else:
+        per_split = np.array([[statistics[n](cube.resampled(np.array([s])).tables()) for s in range(S)]
+                              for n in names])
+        picks = rng.integers(0, S, (draws, S))
+        drawn = per_split[:, picks].mean(-1)
+        nested = None
+        if method == "percentile, splits then trials":
+            tables = [cube.resampled(p, rng.integers(0, T, (S, T))).tables() for p in picks]
+            nested = np.array([[statistics[n](t) for t in tables] for n in names])
+        with np.errstate(invalid="ignore"):
+            low, high = over_splits(method, point, per_split, drawn, nested)
+    return pd.DataFrame({"estimate": point, "low": low, "high": high}, index=pd.Index(names, tupleize_cols=False))
+
+
+def interval_text(row: pd.Series, fmt: str = "+.3f") -> str:
+    """'+0.120 [+0.080, +0.160]': an estimate and its interval."""
+    return f"{row.estimate:{fmt}} [{row.low:{fmt}}, {row.high:{fmt}}]"
+
+
+def interval_texts(table: pd.DataFrame, fmt: str = "+.3f") -> pd.Series:
+    """Each row as 'estimate [low, high]' ('not measured' where there is no estimate), indexed by the table's columns
+    other than these three, if it has any."""
+    keys = [col for col in table.columns if col not in ("estimate", "low", "high")]
+    table = table.set_index(keys) if keys else table
+    return table.apply(lambda r: "not measured" if np.isnan(r.estimate) else interval_text(r, fmt), axis=1)

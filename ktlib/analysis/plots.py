@@ -1,0 +1,269 @@
+"""The book's figures, drawn from results files, training records, the data and the model."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+from ktlib.compute.model import Net, free_parameters, layer_shapes
+from ktlib.compute.train import retained
+from ktlib.recipes import RECIPES
+from ktlib.record.tables import mean_table
+
+
+def level_labels(levels) -> list[str]:
+    """Tick labels for n: how many levels are retained, and which."""
+    return [f"{n}\n{retained(n)}" for n in levels]
+
+
+def _level_axis(ax, levels, ylabel="test accuracy"):
+    ax.set_xticks(list(levels), level_labels(levels))
+    ax.set_xlabel("retained (frozen) levels n")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def accuracy_vs_levels(rows: pd.DataFrame, ax=None):
+    """The paper's Figure 2: mean test accuracy against n, one curve per training-set size."""
+    ax = ax or plt.subplots(figsize=(7, 4.5))[1]
+    means = mean_table(rows)
+    for k in sorted(means.columns, reverse=True):  # legend top to bottom, like the curves
+        ax.plot(means.index, means[k], marker="o", label=f"{k} per class")
+    _level_axis(ax, means.index)
+    ax.set_title(f"Mean test accuracy over {rows.trial.nunique()} trials")
+    ax.legend(title="training set", fontsize=8)
+    return ax.figure
+
+
+def spread(rows: pd.DataFrame, k: int, ax=None):
+    """The paper's Figures 3-5: min, mean and max over the trials at one training-set size."""
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    g = rows[rows.k == k].groupby("n").test_accuracy
+    lo, mean, hi = g.min(), g.mean(), g.max()
+    ax.fill_between(mean.index, lo, hi, alpha=0.2, label="min to max")
+    for s, style, name in ((hi, "--", "max"), (mean, "-o", "mean"), (lo, ":", "min")):
+        ax.plot(s.index, s, style, label=name, color="C0")
+    _level_axis(ax, mean.index)
+    ax.set_title(f"{k} sample{'s' if k > 1 else ''} per class, {g.size().iloc[0]} trials")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def spreads(rows: pd.DataFrame, sizes=(1, 10, 40)):
+    """Figures 3-5 side by side, on a shared y axis so that the spreads compare."""
+    sizes = [k for k in sizes if k in set(rows.k)] or sorted(set(rows.k))[:3]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.8), sharey=True)
+    for ax, k in zip(np.atleast_1d(axes), sizes):
+        spread(rows, k, ax)
+    fig.tight_layout()
+    return fig
+
+
+def effort(rows: pd.DataFrame):
+    """Training effort against n: epochs to the stopping rule, and seconds until stopped, one curve per size."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, value, label in ((axes[0], "epochs", "epochs (mean over trials)"),
+                             (axes[1], "seconds", "seconds until stopped (mean over trials)")):
+        m = mean_table(rows, value)
+        for k in sorted(m.columns, reverse=True):
+            ax.plot(m.index, m[k], marker="o", label=f"{k} per class")
+        _level_axis(ax, m.index, label)
+        ax.set_yscale("log")
+    axes[0].legend(title="training set", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def source_history(record: dict, goal: float, images: int):
+    """Training accuracy and loss of the source net per epoch, with the stopping goal."""
+    h = pd.DataFrame(record["history"])
+    epoch = np.arange(1, len(h) + 1)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(epoch, h.train_accuracy, marker="o")
+    a.axhline(goal, color="C3", ls="--", label=f"paper: {100 * goal:.2f}%")
+    a.set(xlabel="epoch", ylabel="training accuracy", title=f"Source net: accuracy on its {images:,} training images")
+    a.legend()
+    b.plot(epoch, h.train_loss, marker="o", color="C1")
+    b.set(xlabel="epoch", ylabel="mean squared error to the codes", title="Training loss", yscale="log")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(epoch)
+    fig.tight_layout()
+    return fig
+
+
+def characters(x: np.ndarray, y: np.ndarray, chars: str, per_class: int = 6, columns: int = 5):
+    """A grid of example inputs, per_class side by side for each class, as the net sees them."""
+    classes = np.unique(y)
+    rows = int(np.ceil(len(classes) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 0.75 * rows + 0.3))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, c in zip(axes.flat, classes):
+        strip = np.concatenate([img[0] for img in x[y == c][:per_class]], axis=1)
+        ax.imshow(strip, cmap="gray_r", interpolation="nearest")
+        ax.set_title(repr(chars[c]), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def architecture(net: Net, retained: int = 4):
+    """The net as boxes: each layer's output shape and free parameters; the bottom `retained` shaded."""
+    shapes, counts = layer_shapes(net), free_parameters(net)
+    fig, ax = plt.subplots(figsize=(11, 2.6))
+    boxes = [("input", "1@32x32", "")] + [
+        (name, f"{s[0]}@{s[1]}x{s[2]}" if s[1] > 1 else f"{s[0]} units", f"{counts[name]:,} params")
+        for name, s in shapes.items()]
+    w, gap = 1.4, 0.45
+    for i, (name, shape, params) in enumerate(boxes):
+        x0 = i * (w + gap)
+        color = "white" if i == 0 else "#c6dbef" if i <= retained else "#fdd0a2"
+        ax.add_patch(Rectangle((x0, 0), w, 1, facecolor=color, edgecolor="black"))
+        ax.text(x0 + w / 2, 0.7, name, ha="center", va="center", fontsize=11, weight="bold")
+        ax.text(x0 + w / 2, 0.45, shape, ha="center", va="center", fontsize=9)
+        ax.text(x0 + w / 2, 0.2, params, ha="center", va="center", fontsize=8)
+        if i:
+            ax.add_patch(FancyArrowPatch((x0 - gap, 0.5), (x0, 0.5), arrowstyle="->", mutation_scale=12))
+    ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#c6dbef", edgecolor="black",
+                           label=f"copied from the source net and frozen (n={retained})"))
+    ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#fdd0a2", edgecolor="black", label="trained on the target task"))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False, fontsize=9)
+    ax.set_xlim(-0.1, len(boxes) * (w + gap))
+    ax.set_ylim(-0.1, 1.1)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- the study beyond the paper
+
+def recipe_style(recipe: str) -> dict:
+    """One colour per recipe, in the order of recipes.RECIPES; a marker per kind: copied from the trained net and
+    frozen, trained further, or a control."""
+    r = RECIPES[recipe]
+    marker = "^" if r.trains else "o" if r.copies == "trained" else "s"
+    return dict(color=f"C{list(RECIPES).index(recipe)}", marker=marker)
+
+
+def figure2_intervals(cells: pd.DataFrame, rows: pd.DataFrame):
+    """Figure 2 over many class splits: left, the mean over splits and trials with its 95% interval; right,
+    each split's own mean curve, to show the spread across splits."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    frozen = cells.xs("frozen", level="recipe")
+    sizes = sorted(frozen.index.get_level_values("k").unique(), reverse=True)
+    for i, k in enumerate(sizes):
+        c = frozen.xs(k, level="k")
+        left.errorbar(c.index, c.estimate, yerr=[c.estimate - c.low, c.high - c.estimate], marker="o",
+                      capsize=3, label=f"{k} per class", color=f"C{i}")
+        per_split = rows[rows.k == k].groupby(["split", "n"]).test_accuracy.mean().unstack("n")
+        for _, curve in per_split.iterrows():
+            right.plot(curve.index, curve.to_numpy(), color=f"C{i}", alpha=0.45, lw=1)
+    splits = rows.split.nunique()
+    left.set_title(f"Mean over {splits} class splits x {rows.trial.nunique()} trials, 95% intervals")
+    right.set_title(f"Each class split's mean over its trials ({splits} lines per size)")
+    for ax in (left, right):
+        _level_axis(ax, frozen.index.get_level_values("n").unique())
+    left.legend(title="training set", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def recipe_panels(cells: pd.DataFrame, columns: int = 2):
+    """The recipes against n, one panel per training-set size, `columns` panels to a row (each large enough to read
+    at page width), each mean with its 95% interval; the legend in a panel of its own."""
+    sizes = sorted(cells.index.get_level_values("k").unique())
+    rows = -(-(len(sizes) + 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.6 * columns, 3.9 * rows), squeeze=False)
+    for ax, k in zip(axes.flat, sizes):
+        for recipe in [r for r in RECIPES if r in cells.index.get_level_values("recipe")]:
+            style = recipe_style(recipe)
+            c = cells.xs((recipe, k), level=("recipe", "k"))
+            ax.fill_between(c.index, c.low, c.high, alpha=0.2, color=style["color"], lw=0)
+            ax.plot(c.index, c.estimate, label=recipe, ms=4, **style)
+        ax.set_xticks(list(c.index))
+        ax.set_xlabel("copied levels n")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{k} per class")
+        ax.grid(alpha=0.3)
+    legend = axes.flat[len(sizes)]
+    legend.legend(*axes.flat[0].get_legend_handles_labels(), loc="center", title="recipe")
+    for ax in axes.flat[len(sizes):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def breadth(gains: pd.DataFrame, errors: pd.DataFrame, reference: float | None = None, fixed: str = "fixed"):
+    """Against the number of source classes (log scale), one line per training-set size, each with its 95% interval
+    over the nesting orders: the gain over n=0 of the best n and of n=5, and a readout's error on level-5 features;
+    the fixed-image control as an open marker beside the largest source; `reference`, an error to draw across."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    panels = [(gains[gains["gain of"] == "best n"], "estimate", "gain over n=0 of the best n"),
+              (gains[gains["gain of"] != "best n"], "estimate", f"gain over n=0 of {gains['gain of'].iloc[-1]}"),
+              (errors[errors.n == errors.n.max()], "error", "1-NN error on level-5 features")]
+    for ax, (table, value, title) in zip(axes, panels):
+        for i, (k, t) in enumerate(table.groupby("k")):
+            nested = t[t.source.astype(str) != fixed]
+            x = nested.source.astype(str).astype(int).to_numpy()
+            ax.errorbar(x, nested[value], yerr=[nested[value] - nested.low, nested.high - nested[value]], marker="o",
+                        capsize=3, color=f"C{i}", label=f"k={k}")
+            control = t[t.source.astype(str) == fixed]
+            if len(control):
+                ax.errorbar([x.max() * 1.12], control[value], yerr=[control[value] - control.low,
+                                                                     control.high - control[value]],
+                            marker="o", mfc="white", capsize=3, color=f"C{i}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(x)), [str(v) for v in sorted(set(x))])
+        ax.set_xlabel("source classes (open markers: all of them, fixed images)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[:2]:
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_ylabel("test accuracy difference")
+    axes[2].set_ylabel("test error")
+    if reference is not None:
+        axes[2].axhline(reference, color="black", ls="--", lw=1)
+        axes[2].annotate("Bartlett & Baxter: 400 classes", (axes[2].get_xlim()[0], reference), fontsize=8,
+                         xytext=(4, 4), textcoords="offset points")
+    axes[0].legend(title="training set", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: pd.DataFrame, title: str, ax=None):
+    """A confusion matrix as shares of each true class (rows), the class labels on both axes."""
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    ax.imshow(matrix.to_numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, fontsize=7)
+    ax.set_yticks(range(len(matrix.index)), matrix.index, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def confusions(matrices: dict[str, pd.DataFrame], columns: int = 2):
+    """Confusion matrices by title, `columns` to a row: each large enough to read its class labels at page width."""
+    rows = -(-len(matrices) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.6 * rows), squeeze=False)
+    for ax, (title, matrix) in zip(axes.flat, matrices.items()):
+        confusion(matrix, title, ax)
+    for ax in axes.flat[len(matrices):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def glued_png(notebook: str | Path, name: str) -> bytes:
+    """The PNG an executed notebook glued under `name`, as bytes (the README's figure is one)."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    for out in (o for c in cells for o in c.get("outputs", [])):
+        record = out.get("metadata", {}).get("scrapbook", {})
+        if record.get("name") == name:
+            return base64.b64decode(out["data"][record["mime_prefix"] + "image/png"])
+    raise KeyError(f"{notebook} glues no figure named {name!r}")

@@ -1,0 +1,341 @@
+"""The study's runs as its analyses take them (its design is ktlib.record.studies.STUDY): the probes beside the
+baseline, the protocol variants apart, the recipes and the levels' spreads as tables."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from ktlib.analysis import claims, contrasts, controls, intervals, plots, verdicts
+from ktlib.analysis.glue import glue_key
+from ktlib.analysis.intervals import Cube, interval_texts
+from ktlib.compute import data
+from ktlib.config import Purpose
+from ktlib.recipes import BASELINE, CORE, MATCHED_CONTROL, RECIPES, TUNED
+from ktlib.record import compare, layout, tables
+from ktlib.record.files import RESULTS_FILE, read_results
+from ktlib.record.plan import Plan
+from ktlib.record.studies import BUDGET_EPOCHS, PATIENCE_STEPS, VARIANTS
+
+
+def recipe_table(plan: Plan) -> pd.DataFrame:
+    """Every recipe of the study: what it copies, whether its copied layers train and at what share of the rate,
+    and on which splits it runs."""
+    splits, variant_splits = plan.counts["splits"], plan.counts["variant_splits"]
+    out = {name: {"copies": r.copies, "copied layers": f"train at {r.lr_factor:g} x lr" if r.trains else "frozen",
+                  "runs on": f"all {splits} splits" if name in CORE else f"splits 0-{variant_splits - 1}",
+                  "what it is": r.about} for name, r in RECIPES.items()}
+    return pd.DataFrame(out).T.rename_axis("recipe")
+
+
+def with_probes(rows: pd.DataFrame, splits: int) -> pd.DataFrame:
+    """The baseline's runs (or readouts) of its first `splits` splits, with the probes' beside them: every recipe on
+    the same splits, the n=0 runs the baseline's (the probes' readouts of the baseline's recipe are left out, as
+    copies of the baseline's)."""
+    base = rows[(rows.variant == "baseline") & (rows.split < splits)]
+    return pd.concat([base, rows[(rows.variant == "probes") & (rows.recipe != BASELINE)]], ignore_index=True)
+
+
+def protocol(rows: pd.DataFrame) -> pd.DataFrame:
+    """The baseline's runs and those of the protocol variants (ktlib.analysis.verdicts.variant_changes compares them)."""
+    return rows[rows.variant.isin(["baseline", *VARIANTS])]
+
+
+def spreads(plan: Plan) -> pd.DataFrame:
+    """Each level's spread per split and recipe, in the baseline's and the probes' sweeps (the probes' copy of the
+    baseline's recipe left out): a level whose output barely varies passes little of the image on to the layers
+    that train."""
+    table = plan.spreads(("baseline", "probes")).drop(columns="variant")
+    return table.drop_duplicates(["split", "recipe", "n"], ignore_index=True)
+
+
+# ---------------------------------------------------------------- the study notebook's sections: (glued values, shown)
+
+def run_section(plan: Plan, rows: pd.DataFrame, wall_seconds: float) -> tuple[dict, pd.DataFrame]:
+    """How many runs over how many splits, how long they took, where they came from; the runs per part and recipe."""
+    values = {"study_runs": len(rows), "study_splits": plan.counts["splits"],
+              "variant_splits": plan.counts["variant_splits"], "budget_epochs": BUDGET_EPOCHS,
+              "patience_steps": PATIENCE_STEPS, "study_wall_minutes": wall_seconds / 60,
+              "study_training_hours": tables.training_hours(rows, plan.cfg.engine),
+              "study_provenance": tables.provenance(rows)}
+    return values, rows.groupby(["variant", "recipe"]).size().unstack("recipe", fill_value=0)
+
+
+def sources_section(plan: Plan):
+    """Each sweep's source net, and the baseline's held-out accuracy over the splits."""
+    nets = plan.sources()
+    baseline = nets[nets.variant == "baseline"]
+    values = {f"held_out_{name}": float(100 * getattr(baseline.held_out_accuracy, name)())
+              for name in ("mean", "min", "max")}
+    return values, nets.drop(columns="state_sha256").style.format({"train_accuracy": "{:.4f}",
+                                                                   "held_out_accuracy": "{:.4f}"})
+
+
+def eligibility_section(plan: Plan) -> tuple[dict, pd.DataFrame]:
+    """Which classes have the images to be a source class, and which only a target."""
+    cfg = plan.cfg
+    emnist, _ = data.opened(cfg.data_dir)
+    source_ok, target_ok = data.eligible(emnist, cfg.source_per_class, max(cfg.sizes), cfg.test_per_class)
+    chars = lambda labels: "".join(emnist.mapping[c] for c in labels)
+    only = [c for c in target_ok if c not in source_ok]
+    values = {"source_per_class": cfg.source_per_class, "target_train_per_class": max(cfg.sizes),
+              "test_per_class": cfg.test_per_class, "source_eligible": chars(source_ok),
+              "source_eligible_count": len(source_ok), "target_eligible_count": len(target_ok),
+              "target_only": chars(only), "target_only_count": len(set(target_ok) - set(source_ok))}
+    return values, pd.DataFrame({"can be a source": [chars(source_ok)], "only a target": [chars(only)]})
+
+
+# ---------------------------------------------------------------- the controls notebook's sections: (glued values, shown)
+
+@dataclass
+class Read:
+    """The study's record, read once, and what its sections share: the baseline's runs, every recipe on the probe
+    splits, the interval method the coverage simulation chooses, and the intervals of the controls."""
+    plan: Plan
+    rows: pd.DataFrame
+
+    @classmethod
+    def of(cls, plan: Plan) -> "Read":
+        return cls(plan, plan.runs())
+
+    @cached_property
+    def baseline(self) -> pd.DataFrame:
+        return self.rows[self.rows.variant == "baseline"]
+
+    @cached_property
+    def probes(self) -> pd.DataFrame:  # every recipe, on the splits where all ran
+        return with_probes(self.rows, self.plan.counts["variant_splits"])
+
+    @property
+    def boot(self) -> int:  # one seed: every table resamples the same splits and trials
+        return self.plan.seed(Purpose.BOOTSTRAP)
+
+    @property
+    def spots(self) -> dict[str, tuple[int, int]]:  # the cells the book quotes: n = 5 and 3, k = 1 and 40
+        return controls.spots(self.plan.cfg.levels, self.plan.cfg.sizes)
+
+    @cached_property
+    def coverage(self) -> pd.DataFrame:
+        return intervals.coverage(self.plan.seed(Purpose.COVERAGE))
+
+    @cached_property
+    def method(self) -> str:
+        return intervals.chosen_method(self.coverage)
+
+    def intervals(self, rows: pd.DataFrame, recipes) -> pd.DataFrame:
+        return controls.intervals(Cube.of(rows, list(recipes)), self.method, self.plan.draws, self.boot)
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        return self.intervals(self.baseline, CORE)
+
+    @cached_property
+    def probe_table(self) -> pd.DataFrame:
+        return self.intervals(self.probes, RECIPES)
+
+    @cached_property
+    def readouts(self) -> pd.DataFrame:
+        return self.plan.readouts()
+
+    @cached_property
+    def readout_table(self) -> pd.DataFrame:
+        baseline = self.readouts[self.readouts.variant == "baseline"]
+        return controls.readout_intervals(baseline, self.method, self.plan.draws, self.boot)
+
+    @cached_property
+    def cube(self) -> Cube:
+        return contrasts.cube(self.baseline, self.plan.cfg.n_classes, CORE)
+
+    def counts(self) -> dict:
+        return {"draws": self.plan.draws, "splits_read": self.baseline.split.nunique(),
+                "probe_splits": self.probes.split.nunique()}
+
+
+def coverage_section(r: Read):
+    """The simulated coverage of each interval method, and the method the rule picks."""
+    sim = r.coverage
+    table = sim.pivot_table(index=["splits", "scenario"], columns="method", values="coverage", sort=False)
+    skewed = sim.set_index(["splits", "scenario", "method"]).coverage
+    nested = sim[sim.method == "percentile, splits then trials"]  # this book's first method
+    styled = table.style.format("{:.3f}", na_rep="")
+    return {"interval_method": r.method, "coverage_reps": intervals.COVERAGE_REPS,
+            "t_skewed_coverage": float(skewed.loc[(10, "skewed splits", "t")]),
+            "nested_worst_10": float(nested[nested.splits == 10].coverage.min()),
+            "nested_worst_3": float(nested[nested.splits == 3].coverage.min()),
+            "trials_percentile_worst": float(sim[sim.method == "percentile, trials"].coverage.max()),
+            "coverage_table": styled}, styled, f"the interval method: {r.method}\n{table.round(2).to_string()}"
+
+
+def figure2(r: Read):
+    """The paper's Figure 2 over the class splits, with 95% intervals."""
+    fig = plots.figure2_intervals(controls.of_kind(r.table, "cell"), tables.recipe_runs(r.baseline, BASELINE))
+    return {"fig2_splits": fig}, fig
+
+
+def spreads_section(r: Read):
+    """Each level's spread per recipe on the probe splits; the control run on every split, chosen by it."""
+    found = spreads(r.plan)
+    found = found[found.split < r.plan.counts["variant_splits"]]
+    table = found.pivot_table(index="recipe", columns="level", values="spread", sort=False)
+    values = {"lecun_c5_spread": float(table.loc["random-lecun", "C5"]),
+              "matched_c5_spread": float(table.loc[MATCHED_CONTROL, "C5"]),
+              "trained_c5_spread": float(table.loc[BASELINE, "C5"])}
+    check = (f"{table.round(3).to_string()}\nthe random control run on every split is the one whose spread is nearest "
+             f"the trained net's: {controls.chosen_control(found) == MATCHED_CONTROL}")
+    return values, table.style.format("{:.4f}"), check
+
+
+def instruments_section(r: Read):
+    """Every recipe as an instrument on every split: dead runs, epoch-cap hits; the cells where any occurred."""
+    everything = with_probes(r.rows, r.plan.counts["splits"])  # every recipe, every split
+    found = controls.instruments(everything, r.plan.cfg.n_classes)
+    values = controls.instrument_values(found, everything, [n for n in r.plan.cfg.levels if n > 0][-1])
+    return values, controls.dead_by_recipe(found), found[(found.dead > 0) | (found.dead_before > 0) | (found.cap > 0)]
+
+
+def recipes_figure(r: Read):
+    fig = plots.recipe_panels(controls.of_kind(r.table, "cell"))
+    return {"fig_recipes": fig}, fig
+
+
+def knowledge_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """Frozen minus each control over every split; what freezing a control's layers does by itself, in a sentence."""
+    values = {glue_key("capacity", control): controls.capacity_sentence(r.table, control, min(r.plan.cfg.sizes))
+              for control in controls.controls(CORE)}
+    return values, interval_texts(controls.of_kind(r.table, "knowledge")).unstack("control")
+
+
+def probe_knowledge(r: Read) -> pd.DataFrame:
+    return interval_texts(controls.of_kind(r.probe_table, "knowledge")).unstack("control")
+
+
+def readouts_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """The training-free readouts' accuracy per recipe, n and k; LeCun-scale random features against the pixels."""
+    probe = controls.readout_intervals(with_probes(r.readouts, r.plan.counts["variant_splits"]), r.method,
+                                       r.plan.draws, r.boot)
+    read = interval_texts(controls.of_kind(probe, "readout"), ".3f").xs("nearest-mean", level="readout")
+    values = {"baseline_sentence": controls.baseline_sentence(r.table, r.readout_table, min(r.plan.cfg.sizes))}
+    for end in ("small", "large"):  # LeCun-scale random features against the pixels, over the probe splits
+        n, k = r.spots[f"top_{end}"]
+        values |= {f"lecun_readout_top_{end}": read.loc[("random-lecun", n, k)],
+                   f"pixels_readout_{end}": read.loc[(BASELINE, 0, k)]}
+    return values, interval_texts(controls.of_kind(r.readout_table, "readout"), ".3f").unstack("recipe")
+
+
+def knowledge_ways(r: Read, fmt: str = "+.3f") -> pd.DataFrame:
+    """The knowledge term from trained runs and from each readout, at the cells the book quotes."""
+    return controls.knowledge_at(r.table, r.readout_table, list(r.spots.values()), fmt=fmt)
+
+
+def knowledge_ways_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    at = knowledge_ways(r)
+    return controls.knowledge_values(at, r.spots), at
+
+
+def agreement_section(r: Read):
+    """Whether each readout agrees in direction with the trained runs, per control, n and k."""
+    found = controls.agreement(r.table, r.readout_table)
+    rules = [c for c in found.columns if c.endswith("agrees")]
+    values = {"agree_cells": len(found), **{glue_key(*rule.split(" ")): int(found[rule].sum()) for rule in rules}}
+    check = ("cells where each readout agrees in direction with the trained runs: "
+             f"{ {rule: f'{int(found[rule].sum())} of {len(found)}' for rule in rules} }")
+    return values, found[~found[rules].all(axis=1)], check
+
+
+def tuning_section(r: Read):
+    """The fine-tuned recipes' mean accuracy above n=0, and whether the rate run on every split is the one the rule
+    picks."""
+    means = r.probes[r.probes.n > 0].groupby("recipe").test_accuracy.mean()
+    check = f"the fine-tuning run on every split is the one the rule picks: {controls.chosen_rate(r.probes) == TUNED}"
+    return means[controls.tuned(means.index)].rename("mean test accuracy, n >= 1"), check
+
+
+def tuning_table(r: Read) -> pd.DataFrame:
+    return interval_texts(controls.of_kind(r.probe_table, "tuning")).unstack("recipe")
+
+
+def forgetting_section(r: Read):
+    """What each fine-tuned recipe forgets of the source task, against the source net's own held-out accuracy."""
+    held_out = r.plan.sources().query("variant == 'baseline'").set_index("split").held_out_accuracy
+    found = controls.forgetting_intervals(r.probes, held_out, r.method, r.plan.draws, r.boot)
+    lost = controls.of_kind(found, "forgetting")
+    return (controls.forgetting_values(lost, r.spots), interval_texts(lost).unstack("recipe"),
+            interval_texts(lost, "+.2f").unstack("recipe").to_string())
+
+
+def split0_section(r: Read):
+    """The paper's sweep (a plainly trained source net) against the study's split 0 (an engine-trained one): how far
+    the runs moved, and whether the sweep's claims get the same verdicts."""
+    paper_meta, paper_rows = read_results(Path(r.plan.cfg.results_dir) / RESULTS_FILE)
+    split0 = tables.recipe_runs(r.baseline[r.baseline.split == 0], BASELINE)
+    split0_meta, _ = read_results(layout.sweep_dir(r.plan.root, "baseline", 0) / RESULTS_FILE)
+    moved = compare.compare_with_record(split0, split0_meta, Path(r.plan.cfg.results_dir) / RESULTS_FILE,
+                                        ignore=("recipes", "source_training"))
+
+    def one_split(runs):  # the sweep's claims on one split's runs, as the variance notebook judges them
+        cube = contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
+        return verdicts.within_splits(cube, claims.SWEEP_CLAIMS, r.plan.draws, r.boot)[1].iloc[0]
+
+    both = pd.DataFrame({"paper sweep (plain source net)": one_split(paper_rows),
+                         "study split 0 (engine source net)": one_split(split0)})
+    same = both.iloc[:, 0] == both.iloc[:, 1]
+    return ({"split0_moved": compare.comparison_text(moved, "the paper sweep"), "split0_same_verdicts": int(same.sum()),
+             "split0_claims": len(both)}, both, f"the same verdicts, whichever trained the source net: {bool(same.all())}")
+
+
+def verdicts_section(r: Read):
+    """Each claim on every split, over the splits, and its chance of holding; the study's own claims on the paper's
+    split."""
+    which = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}
+    by_split, split_verdicts, split_chances = verdicts.within_splits(r.cube, which, r.plan.draws, r.boot)
+    over, over_verdicts, over_chances = verdicts.across_splits(r.cube, which, r.method, r.plan.draws, r.boot)
+    study_only = list(claims.STUDY_CLAIMS)  # their verdict on the paper's split comes from here, not notebook 03
+    values = verdicts.claim_values(over, over_verdicts, over_chances, "_over")
+    values |= {f"{key}_tally": verdicts.tally(column) for key, column in split_verdicts.items()}
+    values |= verdicts.claim_values(by_split[by_split.split == 0], split_verdicts.loc[0, study_only],
+                                    split_chances.loc[0, study_only])
+    shown = pd.DataFrame({"paper's split": split_verdicts.loc[0], "splits where it holds": split_verdicts.apply(
+        verdicts.tally), "over splits": over_verdicts, "chance of holding": over_chances.round(2)})
+    check = (f"{split_verdicts.T.to_string()}\n"
+             f"{pd.DataFrame({'over splits': over_verdicts, 'chance': over_chances.round(2)}).to_string()}")
+    return values, shown, verdicts.shown(over), check
+
+
+def best_level_section(r: Read):
+    """How often each n is best at the largest k, over bootstrap draws of splits and trials."""
+    k_large, top = max(r.cube.sizes), max(r.cube.levels)
+    shares = contrasts.best_level_shares(r.cube, k_large, r.plan.draws, r.boot)
+    return {"k_largest_study": k_large,
+            "best_n_shares": ", ".join(f"n = {n} in {s:.0%} of draws" for n, s in shares.items()),
+            "top_train_large_study": float(r.cube.at("train_accuracy", top, k_large).mean())}, shares
+
+
+def maturity_section(r: Read):
+    """Per split: the k=1 gain of the top n beside its source net's epochs and held-out accuracy, with Spearman's rho."""
+    nets = r.plan.sources().query("variant == 'baseline'").set_index("split")
+    gain = pd.Series(contrasts.contrasts_k1_rises(r.cube)[0].per_split(r.cube), index=r.cube.splits_of_rows())
+    table = pd.DataFrame({"k=1 gain of n=5": gain, "source epochs": nets.epochs,
+                          "held-out accuracy": nets.held_out_accuracy})
+    values = {}
+    for name, column in (("rho_epochs", "source epochs"), ("rho_held_out", "held-out accuracy")):
+        rho, low, high = intervals.spearman_interval(table[column], table["k=1 gain of n=5"])
+        values[name] = f"{rho:+.2f} [{low:+.2f}, {high:+.2f}]"
+    return values, table
+
+
+def variants_section(r: Read):
+    """Whether any of our protocol's choices decides a verdict: each variant's verdicts against the baseline's on the
+    splits where both ran, and the epoch-cap hits of each."""
+    frozen = protocol(r.rows)
+    frozen = frozen[(frozen.recipe == BASELINE) & (frozen.split < r.plan.counts["variant_splits"])]
+    cubes = {variant: contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
+             for variant, runs in frozen.groupby("variant")}
+    changes = verdicts.variant_changes(cubes, claims.SWEEP_CLAIMS, r.plan.draws, r.boot)
+    caps = frozen[frozen.stopped_by == "cap"].groupby("variant").size()
+    values = {"variant_splits_read": r.rows[r.rows.variant.isin(VARIANTS)].split.nunique(),
+              **verdicts.variant_values(changes),
+              "caps_patience_steps": int(caps.get("patience-steps", 0)),  # the variant against ours
+              "caps_frozen_baseline_variant_splits": int(caps.get("baseline", 0))}
+    return values, changes, changes[["variant", "claim", "variant verdicts"]].to_string(index=False)

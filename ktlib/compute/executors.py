@@ -1,0 +1,177 @@
+"""Where the runs are computed: every executor takes a sweep's runs by their keys (`submit`) and hands back one row
+per run (`drain`). This module's runs in this process, by the plain path or the engine's groups; ktlib.compute.cluster's on
+Dask workers."""
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from ktlib.compute import engine
+from ktlib.config import Config
+from ktlib.compute.experiment import RunKey, Task
+from ktlib.compute.model import connections, training_flops
+from ktlib.recipes import first_trained
+from ktlib.compute.train import evaluate, predictions, row, source_task_accuracy, stopping_rule, train
+from ktlib.compute.transfer import layer_lrs, transfer
+
+
+def check(engine_name: str) -> None:
+    """Fail now, before any work, if this engine cannot run here (the native kernels need a compiler)."""
+    if engine_name != "plain":
+        engine.KERNELS[engine_name].check()
+
+
+def forgotten(task: Task, net, key: RunKey) -> float:
+    """The source task's held-out accuracy with a run's copied layers put back under the source net's own
+    (train.source_task_accuracy)."""
+    return source_task_accuracy(task.source, net, key.n, key.recipe, task.source_test, task.source_codes)
+
+
+def plain(task: Task, keys: list[RunKey], on_row) -> None:
+    """The plain path, the one to read: each run on its own, by train.train."""
+    cfg = task.cfg
+    for key in keys:
+        train_set, seed = task.trial_set(key.k, key.trial)
+        net = transfer(task.copied_from(key.recipe), key.n, seed, key.recipe)
+        fit = train(net, torch.from_numpy(train_set.x), torch.from_numpy(train_set.y), task.codes, seed=seed,
+                    stop=stopping_rule(cfg, len(train_set.y)), max_epochs=cfg.max_epochs,
+                    lr=layer_lrs(key.recipe, key.n, cfg.lr), batch_size=cfg.batch_size)
+        on_row(row(cfg, key, seed, fit.history, fit.stopped_by, evaluate(net, *task.test, task.codes)[0],
+                   predictions(net, task.test[0], task.codes), forgotten(task, net, key)))
+
+
+# ---------------------------------------------------------------- the engine's groups
+
+Group = tuple[str, int, int]  # (recipe, n, k): one task of the engine, the trials of one cell trained together
+
+
+def group_cost(recipe: str, n: int, k: int) -> float:
+    """A group's rough cost, to schedule the long ones first: its training FLOPs per epoch."""
+    return k * training_flops(connections(), first_trained(recipe, n))
+
+
+def groups(keys: list[RunKey]) -> list[Group]:
+    """The groups that hold these runs, longest first.
+
+    A group is computed whole even when only some of its runs are asked for: a run's numbers depend on the
+    group it trained in (through rounding), so a resumed sweep recomputes the same groups."""
+    return sorted({(key.recipe, key.n, key.k) for key in keys}, key=lambda g: -group_cost(*g))
+
+
+def group_inputs(task: Task, cache: engine.FeatureCache, group: Group) -> tuple:
+    """What the group's trials train on: their sets' inputs to the first trained layer, labels, seeds, and the
+    test set's inputs to that layer."""
+    recipe, n, k = group
+    copied, start = task.copied_from(recipe), first_trained(recipe, n)  # fine-tuned starts at the image
+    sets = [task.trial_set(k, t) for t in range(task.cfg.trials)]
+    x = torch.stack([cache.get(copied, torch.from_numpy(s.x), start) for s, _ in sets])
+    y = torch.stack([torch.from_numpy(s.y) for s, _ in sets])
+    return x, y, [seed for _, seed in sets], cache.get(copied, task.test[0], start)
+
+
+def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: threading.Event | None = None
+                ) -> list[dict]:
+    """Train one group's trials side by side, on one thread; each run's row goes to on_row as it stops."""
+    cfg, (recipe, n, k), (x, y, seeds, test_x) = task.cfg, group, inputs
+    engine.one_thread()
+    out = []
+
+    nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
+    start = first_trained(recipe, n)
+
+    def done(t: int, run: engine.Run) -> None:
+        key = RunKey(n, k, t, recipe)
+        trained = engine.load(copy.deepcopy(nets[t]), start, run.weights)
+        out.append(row(cfg, key, seeds[t], run.history, run.stopped_by, run.test_accuracy, run.predictions,
+                       forgotten(task, trained, key)))
+        if on_row:
+            on_row(out[-1])
+
+    engine.train_runs(nets, start, x, y, task.codes, seeds, stopping_rule(cfg, y.shape[1]), cfg.max_epochs,
+                      (test_x, task.test[1]), layer_lrs(recipe, n, cfg.lr), cfg.batch_size, on_run=done,
+                      cancel=cancel, kernels=cfg.engine)
+    return out
+
+
+class GroupFailed(RuntimeError):
+    """A group of runs raised: the one error a sweep reports, naming the group's run keys."""
+
+
+def failed(cfg: Config, group: Group, error: BaseException, where: str = "") -> GroupFailed:
+    recipe, n, k = group
+    return GroupFailed(f"the runs RunKey(n={n}, k={k}, trial=0..{cfg.trials - 1}, recipe={recipe!r}) failed{where}: "
+                       f"{type(error).__name__}: {error}")
+
+
+def grouped(task: Task, keys: list[RunKey], on_row) -> None:
+    """The engine in this process: one group per worker thread, longest first (see `groups`)."""
+    wanted = set(keys)
+    cache = engine.FeatureCache()
+    rows: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+
+    def drain(block: bool) -> None:
+        try:
+            while True:
+                r = rows.get(timeout=0.1) if block else rows.get_nowait()
+                block = False
+                if RunKey.of(r) in wanted:
+                    on_row(r)
+        except queue.Empty:
+            pass
+
+    with engine.threads_kept():
+        pool = ThreadPoolExecutor(task.cfg.worker_count(), thread_name_prefix="ktlib-engine")
+        try:
+            futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel): g
+                       for g in groups(keys)}
+            pending = set(futures)
+            while pending:
+                drain(block=True)
+                for f in [f for f in pending if f.done()]:
+                    pending.discard(f)
+                    if f.exception() is not None:  # a worker's error stops the sweep here
+                        raise failed(task.cfg, futures[f], f.exception()) from f.exception()
+        finally:
+            cancel.set()  # on an error or interrupt the other workers stop at their next step
+            pool.shutdown(wait=True)
+            drain(block=False)  # runs that finished meanwhile are kept
+
+
+# ---------------------------------------------------------------- the executor of this process
+
+class InProcess:
+    """The runs computed here: one at a time by the plain path, or the engine's groups on a thread per core. The work
+    is done in `drain`, one sweep after another, so that nothing else (a sweep's readouts, the next source net)
+    shares the cores with it."""
+    remote = False  # its work takes this process's cores
+
+    def __init__(self):
+        self.todo: list[tuple[Task, list[RunKey], object]] = []
+
+    def check(self, engine_name: str) -> None:
+        check(engine_name)
+
+    def submit(self, task: Task, keys: list[RunKey], on_row) -> None:
+        """The runs `keys` of a sweep; on_row gets each one's row in `drain`, as it finishes."""
+        if keys:
+            self.todo.append((task, keys, on_row))
+
+    def drain(self, block: bool = True) -> None:
+        """Compute every submitted run (block=False: nothing, as nothing computes meanwhile)."""
+        while block and self.todo:
+            task, keys, on_row = self.todo.pop(0)
+            (plain if task.cfg.engine == "plain" else grouped)(task, keys, on_row)
+
+
+def compute(task: Task, keys: list[RunKey]) -> list[dict]:
+    """The rows of these runs, computed here by the task's engine, in the order they finished."""
+    rows: list[dict] = []
+    executor = InProcess()
+    executor.submit(task, keys, rows.append)
+    executor.drain()
+    return rows

@@ -1,0 +1,198 @@
+"""Build ktlib/kernels.c with the machine's C compiler on first use, cache it, and call it through ctypes."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+import torch
+
+from ktlib.config import NATIVE_CODE_BITS as CODE_BITS
+from ktlib.config import NATIVE_MAX_BATCH as MAX_BATCH
+from ktlib.paths import from_env, probe
+
+SOURCE = Path(__file__).with_name("kernels.c")
+CACHE_ENV = "KTLIB_CACHE_DIR"
+TARGET_ENV = "KTLIB_NATIVE_TARGET"
+# What kernels.c is built for, MAX_BATCH images a batch and CODE_BITS units in F6, is ktlib.config's, which refuses
+# anything else for engine="native" before any work; the library is checked against them when it loads.
+# Tried in turn: the first set the compiler accepts is used (not every compiler knows every flag).
+FLAG_SETS = (["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"],
+             ["-O3", "-march=native", "-fno-math-errno"],
+             ["-O3"])
+# What $KTLIB_NATIVE_TARGET can ask for: this CPU's widest vectors (the default); the code a CPU without
+# AVX-512 gets (x86 only); or no machine-specific instruction at all. The last two exist to be tested here.
+TARGETS = {"native": FLAG_SETS,
+           "no-avx512": (["-O3", "-march=native", "-mno-avx512f", "-fno-math-errno"],),
+           "portable": (["-O3"],)}
+
+
+class NativeUnavailable(RuntimeError):
+    """No C compiler, or the kernels would not build: engine="batched" needs none."""
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def cache_dir() -> Path:
+    """$KTLIB_CACHE_DIR, which must be writable; else the user's cache directory (platformdirs: ~/.cache/ktlib on
+    Linux), or the temporary directory where that cannot be written."""
+    given = from_env(CACHE_ENV)
+    if given is not None:
+        try:
+            probe(given)
+        except OSError as e:
+            raise NativeUnavailable(f"${CACHE_ENV}={os.environ[CACHE_ENV]} ({given}) cannot be written, so the "
+                                    f"native kernels cannot be built there: {e.strerror or e}; point it at a "
+                                    f"writable directory, or unset it") from None
+        return given
+    base = Path(platformdirs.user_cache_dir("ktlib"))  # ~/.cache/ktlib on Linux ($XDG_CACHE_HOME honoured)
+    for candidate in (base, Path(tempfile.gettempdir()) / "ktlib"):
+        try:
+            probe(candidate)
+            return candidate
+        except OSError:
+            continue
+    raise NativeUnavailable(f"no writable cache directory for the native kernels (tried {base} and the "
+                            f"temporary directory); set ${CACHE_ENV}")
+
+
+def cpu() -> dict[str, str]:
+    """The first CPU's fields as /proc/cpuinfo gives them ("model name", "cpu family", "model", "flags", ...);
+    empty where there is no /proc/cpuinfo. A virtual machine may hide the model name."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
+
+
+def _machine() -> str:
+    """What -march=native compiles for: a library built for one CPU must not be loaded on another."""
+    fields = cpu()
+    if not fields:
+        return platform.processor() + platform.machine()
+    return "\n".join(f"{k}: {fields.get(k, '')}" for k in ("model name", "cpu family", "model", "flags"))
+
+
+def target() -> str:
+    """$KTLIB_NATIVE_TARGET, else "native"; anything not in TARGETS is one clear error."""
+    name = os.environ.get(TARGET_ENV) or "native"
+    if name not in TARGETS:
+        raise NativeUnavailable(f"${TARGET_ENV}={name!r} is not one of {', '.join(TARGETS)}")
+    return name
+
+
+def build(source: Path | None = None, flag_sets=None) -> Path:
+    """The compiled library of a C source (the kernels by default) for this compiler and CPU, with the first
+    of flag_sets (default: those of `target()`) the compiler accepts: from the cache, or compiled into it."""
+    source = source or SOURCE
+    flag_sets = flag_sets or TARGETS[target()]
+    cc = compiler()
+    if cc is None:
+        raise NativeUnavailable("the native engine needs a C compiler (cc, gcc or clang; $CC) and none was "
+                                "found; install one, or use engine='batched' (pure PyTorch, about 2x slower)")
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NativeUnavailable(f"the C compiler {cc!r} does not run ({e}); use engine='batched'") from None
+    key = hashlib.sha256("\0".join([source.read_text(), cc, version, repr(flag_sets), _machine()]).encode())
+    built = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    if built.exists():
+        return built
+    tmp = built.with_name(f".{built.name}.{os.getpid()}.part")
+    errors = []
+    for flags in flag_sets:
+        out = subprocess.run([cc, *flags, "-shared", "-fPIC", str(source), "-o", str(tmp)],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            os.replace(tmp, built)  # atomic: another process may be building the same file
+            return built
+        errors.append(f"{cc} {' '.join(flags)}: {out.stderr.strip()[-500:]}")
+    tmp.unlink(missing_ok=True)
+    raise NativeUnavailable(f"{source.name} did not compile; use engine='batched'.\n" + "\n".join(errors))
+
+
+def check(lib: ctypes.CDLL) -> None:
+    """kernels.c hard-codes the net: refuse it unless its constants are ktlib.compute.model's and ours."""
+    from ktlib.compute.model import LAYERS, TANH_A, reference
+
+    lib.kt_tanh_a.restype = ctypes.c_float
+    sizes = (ctypes.c_int * len(LAYERS))()
+    lib.kt_layer_sizes(sizes)
+    want = {"parameters per layer": [sum(p.numel() for p in layer.parameters()) for layer in reference().layers()],
+            "A of A tanh(S a)": float(ctypes.c_float(TANH_A).value), "batch limit": MAX_BATCH, "code bits": CODE_BITS}
+    got = {"parameters per layer": list(sizes), "A of A tanh(S a)": lib.kt_tanh_a(),
+           "batch limit": lib.kt_max_batch(), "code bits": lib.kt_code_bits()}
+    wrong = [f"{name}: {got[name]} in kernels.c, {want[name]} in ktlib" for name in want if got[name] != want[name]]
+    if wrong:
+        raise NativeUnavailable("kernels.c does not match the net it computes: " + "; ".join(wrong))
+
+
+def library() -> ctypes.CDLL:
+    """The kernels for `target()`, built or loaded on first use, checked against the net."""
+    return _load(SOURCE, target())
+
+
+@lru_cache(maxsize=None)
+def _load(source: Path, name: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(build(source, TARGETS[name])))
+    i, p = ctypes.c_int, ctypes.c_void_p
+    lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p]
+    lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
+    lib.kt_gradients.restype = lib.kt_outputs.restype = i
+    lib.kt_vectors.restype = ctypes.c_char_p
+    lib.kt_sigmoid.argtypes = [p, p, ctypes.c_int64]
+    check(lib)
+    return lib
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """The kernels' own sigmoid (their activation function, exp and a division) of x, value by value."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    library().kt_sigmoid(_ptr(x), _ptr(out), x.numel())
+    return out
+
+
+def vectors() -> str:
+    """The vector instructions the loaded kernels were compiled to (kt_vectors): avx512, avx2, sse2, neon."""
+    return library().kt_vectors().decode()
+
+
+def _ptr(t: torch.Tensor, dtype=torch.float32) -> int:
+    assert t.dtype == dtype and t.is_contiguous(), (t.dtype, t.shape)
+    return t.data_ptr()
+
+
+def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
+              idx: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Into grad (R, P): each run's batch gradient. x: (R, N, ...) layer-n inputs, target: (R, N, 20),
+    idx: (R, B) the batch's indices into each run's N images, keep: (P,) 0 for the weights C3's connection
+    table removes (engine.keep_mask)."""
+    R, N = x.shape[:2]
+    status = library().kt_gradients(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N,
+                                    x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(keep))
+    if status:
+        raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most {MAX_BATCH})")
+    return grad
+
+
+def outputs(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool) -> torch.Tensor:
+    """The outputs (R, M, 20) of the R runs whose parameters are theta, on x: (R, M, ...) inputs of
+    layer n, or one (M, ...) set for all runs when shared."""
+    R, M = len(theta), x.shape[0] if shared else x.shape[1]
+    out = torch.empty(R, M, 20)
+    features = x[0].numel() if shared else x[0, 0].numel()
+    status = library().kt_outputs(n, R, theta.shape[1], _ptr(theta), _ptr(x), M, features, int(shared), _ptr(out))
+    if status:
+        raise ValueError(f"kt_outputs refused n={n}")
+    return out

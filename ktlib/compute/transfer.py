@@ -1,0 +1,89 @@
+"""Knowledge transfer: the nets a recipe copies from, and a target net made from one (ktlib.recipes says how)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ktlib.config import check_levels
+from ktlib.compute.model import LAYERS, Net, build
+from ktlib.recipes import BASELINE, COPIES, RECIPES, check_recipe, first_trained
+
+
+# ---------------------------------------------------------------- the nets a recipe copies from
+
+def _real(layer: nn.Module, name: str, t: torch.Tensor) -> torch.Tensor:
+    """Where a tensor's entries are real parameters: C3's connection table removes some of its weights."""
+    mask = getattr(layer, "mask", None)
+    return mask.bool() if name == "weight" and mask is not None else torch.ones_like(t, dtype=torch.bool)
+
+
+def copy_source(kind: str, trained: Net, seed: int) -> Net:
+    """The net a recipe copying `kind` copies from, drawn from seed (trained: the source net itself)."""
+    if kind not in COPIES:
+        raise ValueError(f"a recipe copies one of {COPIES}, got {kind!r}")
+    if kind == "trained":
+        return trained
+    net = build(seed, trained.F6.weight.shape[0])
+    if kind == "random-lecun":  # as a fresh initialisation is drawn
+        return net
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in LAYERS:
+            layer, theirs = getattr(net, name), getattr(trained, name)
+            for pname, p in layer.named_parameters():
+                real, t = _real(layer, pname, p), theirs.get_parameter(pname)
+                if kind == "random-normal":
+                    fan_in = layer.mask.flatten(1).sum(1).view(-1, *[1] * (p.dim() - 1)) \
+                        if hasattr(layer, "mask") and pname == "weight" else 4.0  # sub-sampling: a 2x2 tile
+                    p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5 if pname != "bias"
+                            else torch.zeros_like(p))
+                elif kind == "random-matched":
+                    p.mul_(t[real].std() / p[real].std())
+                else:  # shuffled
+                    values = t[real]
+                    p.copy_(torch.zeros_like(p))
+                    p[real] = values[torch.randperm(len(values), generator=gen)]
+                p.mul_(real)
+    return net
+
+
+# ---------------------------------------------------------------- the target net
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def transfer(source: Net, n: int, seed: int, recipe: str = BASELINE) -> Net:
+    """A new net: layers C1.. up to the n-th copied from source (the net the recipe copies, `copy_source`),
+    frozen unless the recipe trains them; the rest initialised from seed, alike in every recipe."""
+    n = check_levels(n)
+    net = build(seed, code_bits=source.F6.weight.shape[0])
+    for name in LAYERS[:n]:
+        layer = copy.deepcopy(getattr(source, name))
+        if first_trained(recipe, n) > 0:
+            freeze(layer)
+        setattr(net, name, layer)
+    return net
+
+
+def layer_lrs(recipe: str, n: int, lr: float) -> list[float]:
+    """The learning rate of each layer a run of this recipe trains, from its first trained layer up."""
+    r = RECIPES[check_recipe(recipe)]
+    return [lr * (r.lr_factor if i < n else 1.0) for i in range(first_trained(recipe, n), len(LAYERS))]
+
+
+def trainable(net: nn.Module) -> list[nn.Parameter]:
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def frozen_levels(net: Net) -> int:
+    """How many bottom layers are frozen (the n of the paper)."""
+    n = 0
+    for layer in net.layers():
+        if any(p.requires_grad for p in layer.parameters()):
+            break
+        n += 1
+    return n

@@ -39,12 +39,11 @@ from distributed import get_task_stream
 import ktlib
 from ktlib import config
 from ktlib.compute import cluster, data, engine, executors, experiment, model, native, readouts
+from ktlib.compute.model import connections
+from ktlib.config import ENGINES
+from ktlib.recipes import RECIPES, first_trained
 from ktlib.record import files, layout, studies, sweep
 from ktlib.record.files import RESULTS_FILE, read_results
-from ktlib.config import ENGINES
-from ktlib.compute.model import connections
-from ktlib.recipes import RECIPES, first_trained
-
 
 PEAK_SOURCE = Path(__file__).with_name("peak.c")
 WIDTHS = (512, 256, 128)

@@ -7,12 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from ktlib.compute import data as D
-from ktlib.record import download as DL
 from ktlib import paths
-from ktlib.record import reproduce
+from ktlib.compute import data as D
 from ktlib.config import ENGINES, PROFILES, Config
 from ktlib.recipes import RECIPES
+from ktlib.record import download as DL
+from ktlib.record import reproduce
 from ktlib.record.files import RESULTS_FILE
 from ktlib.record.plan import Plan
 from ktlib.record.studies import STUDIES

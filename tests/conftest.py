@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ktlib.compute import data as D
 from ktlib import paths
+from ktlib.compute import data as D
 
 CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,13 +10,11 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from ktlib.analysis import page as generated
-from ktlib.analysis import claims
-from ktlib.analysis import contrasts
-from ktlib.record import layout
-from ktlib.record import files
 from conftest import ROOT, toc_pages
+
+from ktlib.analysis import claims, contrasts
+from ktlib.analysis import page as generated
+from ktlib.record import files, layout
 
 HTML = ROOT / "_build" / "html"
 NOTEBOOKS = ROOT / "notebooks"

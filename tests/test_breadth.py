@@ -5,17 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktlib.analysis import breadth
-from ktlib.analysis import contrasts
-from ktlib.analysis import claims
-from ktlib.record import layout
-from ktlib.record import files
-from ktlib.record import studies
-from ktlib.record.plan import Plan
-from ktlib.config import Config, Purpose
-from ktlib.compute.experiment import Experiment, grid
+from ktlib.analysis import breadth, claims, contrasts
 from ktlib.analysis.intervals import Cube
+from ktlib.compute.experiment import Experiment, grid
+from ktlib.config import Config, Purpose
 from ktlib.recipes import BASELINE, MATCHED_CONTROL
+from ktlib.record import files, layout, studies
+from ktlib.record.plan import Plan
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ import itertools
 import pandas as pd
 import pytest
 
-from ktlib.record import compare
-from ktlib.analysis import claims
-from ktlib.analysis import contrasts
-from ktlib.analysis import verdicts
+from ktlib.analysis import claims, contrasts, verdicts
 from ktlib.compute.model import build, free_parameters
 from ktlib.compute.train import COLUMNS
 from ktlib.recipes import TUNED
+from ktlib.record import compare
 from ktlib.record.files import write_results
 
 

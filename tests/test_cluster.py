@@ -11,20 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import dry_run, ktlib_cli, run, write_emnist
 from distributed import Client, LocalCluster
+from test_sweep import NUMBERS, small
 
 import ktlib
 from ktlib import config
-from ktlib.compute import cluster
-from ktlib.compute import executors
-from ktlib.compute import experiment
-from ktlib.compute import native
-from ktlib.record import files
-from ktlib.record import studies
+from ktlib.compute import cluster, executors, experiment, native
 from ktlib.compute import data as D
 from ktlib.recipes import RECIPES
-from conftest import dry_run, ktlib_cli, run, write_emnist
-from test_sweep import NUMBERS, small
+from ktlib.record import files, studies
 
 ROWS = NUMBERS + ["recipe"]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import dry_run, fingerprint
 
 from ktlib import cli
 from ktlib.compute import train
 from ktlib.record import files
-from conftest import dry_run, fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHARS, as_ordinary_user, dry_run, idx_bytes, ktlib_cli, run, write_emnist, write_gz, write_mapping
 
 from ktlib.compute import data as D
 from ktlib.record import download as DL
-from conftest import CHARS, as_ordinary_user, dry_run, idx_bytes, ktlib_cli, run, write_emnist, write_gz, write_mapping
 
 # --------------------------------------------------------------------------- reading
 

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import on_a_small_disk, run, write_emnist
 
 from ktlib import cli
 from ktlib.compute import data as D
 from ktlib.record import download as DL
-from conftest import on_a_small_disk, run, write_emnist
-
 
 
 def _official_like_archive(src: Path) -> bytes:

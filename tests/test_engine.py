@@ -5,12 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ktlib.compute import engine
-from ktlib.compute import native
+from ktlib.compute import engine, native, stacked
 from ktlib.compute.model import LAYERS, build, target_codes
 from ktlib.compute.train import ReachAccuracy, evaluate, train
-from ktlib.recipes import RECIPES
 from ktlib.compute.transfer import layer_lrs, trainable, transfer
+from ktlib.recipes import RECIPES
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +48,12 @@ def test_gradients_equal_autograd_on_the_plain_net(source, n, kernels):
     F.mse_loss(net(x), codes[y]).backward()
     expected = torch.cat([p.grad.flatten() for p in trainable(net)])
 
-    theta = engine.stack([net], n)
+    theta = stacked.stack([net], n)
     batch = torch.randperm(20, generator=torch.Generator().manual_seed(0))[None]  # shuffled, as in training
-    grad = engine.KERNELS[kernels](net, n).gradients(theta, engine.frozen_inputs(source, x)[n][None],
+    grad = engine.KERNELS[kernels](net, n).gradients(theta, stacked.frozen_inputs(source, x)[n][None],
                                                      codes[y][None], batch, torch.empty_like(theta))
     # the engine's parameters are 2S times the net's, so their gradients are the net's divided by 2S
-    torch.testing.assert_close(grad[0] * engine.ZS, expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(grad[0] * stacked.ZS, expected, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
@@ -62,8 +61,8 @@ def test_gradients_equal_autograd_on_the_plain_net(source, n, kernels):
 def test_outputs_equal_the_plain_nets(source, n, kernels):
     nets = [transfer(source, n, seed=s) for s in (1, 2)]
     x = images(37, 5)
-    theta = engine.stack(nets, n)
-    out = engine.KERNELS[kernels](nets[0], n).outputs(theta, engine.frozen_inputs(source, x)[n], shared=True)
+    theta = stacked.stack(nets, n)
+    out = engine.KERNELS[kernels](nets[0], n).outputs(theta, stacked.frozen_inputs(source, x)[n], shared=True)
     torch.testing.assert_close(out, torch.stack([net(x) for net in nets]), rtol=0, atol=1e-5)
 
 
@@ -78,9 +77,9 @@ def test_training_follows_the_plain_path(source, n, kernels):
     histories = [train(net, x, y, codes, seed=s, stop=never, max_epochs=3, batch_size=8).history
                  for net, s in zip(plain, seeds)]
 
-    stacked = torch.stack([engine.frozen_inputs(source, x)[n]] * 2)
-    runs = engine.train_runs([transfer(source, n, s) for s in seeds], n, stacked, torch.stack([y, y]), codes,
-                             seeds, never, 3, (engine.frozen_inputs(source, xt)[n], yt), batch_size=8,
+    feats = torch.stack([stacked.frozen_inputs(source, x)[n]] * 2)
+    runs = engine.train_runs([transfer(source, n, s) for s in seeds], n, feats, torch.stack([y, y]), codes,
+                             seeds, never, 3, (stacked.frozen_inputs(source, xt)[n], yt), batch_size=8,
                              kernels=kernels)
     for net, history, run in zip(plain, histories, runs):
         assert [h.train_loss for h in run.history] == pytest.approx([h.train_loss for h in history], rel=1e-5)
@@ -101,7 +100,7 @@ def test_each_run_stops_by_its_own_rule_and_then_stops_updating(source):
                for net, s in zip(plain, seeds)]
     assert len(set(lengths)) > 1, "the runs should stop at different epochs for this test to mean anything"
     finished = []
-    feats = engine.frozen_inputs(source, x)[3]
+    feats = stacked.frozen_inputs(source, x)[3]
     runs = engine.train_runs([transfer(source, 3, s) for s in seeds], 3, torch.stack([feats] * 3),
                              torch.stack([y] * 3), codes, seeds, rule, 60, (feats, y), batch_size=8,
                              on_run=lambda i, run: finished.append((i, len(run.history))))
@@ -118,14 +117,14 @@ def test_frozen_inputs_are_the_plain_nets_layer_outputs(source, n):
     expected = source.features(x, n)
     if LAYERS[n] in ("S2", "S4"):  # a sub-sampling layer's input is the sum over each 2x2 tile
         expected = F.avg_pool2d(expected, 2) * 4
-    torch.testing.assert_close(engine.frozen_inputs(source, x)[n], expected.flatten(1) if n == 5 else expected,
+    torch.testing.assert_close(stacked.frozen_inputs(source, x)[n], expected.flatten(1) if n == 5 else expected,
                                rtol=1e-5, atol=1e-5)
 
 
 def test_feature_cache_is_keyed_by_the_source_weights_and_the_images(source):
-    cache, x = engine.FeatureCache(), images(6, 3)
+    cache, x = stacked.FeatureCache(), images(6, 3)
     first = cache.get(source, x, 4)
-    assert torch.equal(cache.get(source, x.clone(), 2), engine.frozen_inputs(source, x)[2])
+    assert torch.equal(cache.get(source, x.clone(), 2), stacked.frozen_inputs(source, x)[2])
     assert (cache.hits, cache.misses) == (1, 1)  # the same bytes: served from the cache
     changed = build(123)
     with torch.no_grad():
@@ -140,13 +139,13 @@ def test_feature_cache_is_keyed_by_the_source_weights_and_the_images(source):
 
 def test_c1_as_24_stride_2_maps_is_c1_at_the_four_tile_positions():
     w, b, x = torch.randn(1, 6, 1, 5, 5), torch.randn(1, 6), images(3, 4)
-    w24, b24 = engine.phase_kernels(w, b)
+    w24, b24 = stacked.phase_kernels(w, b)
     phased = F.conv2d(x, w24[0], b24[0], stride=2).view(3, 4, 6, 14, 14)
     full = F.conv2d(x, w[0], b[0])
-    for p, (i, j) in enumerate(engine.PHASES):
+    for p, (i, j) in enumerate(stacked.PHASES):
         torch.testing.assert_close(phased[:, p], full[..., i::2, j::2])
     gw, gb = torch.randn_like(w24), torch.randn_like(b24)  # the gradient map is the adjoint
-    back_w, back_b = engine.phase_kernel_grads(gw, gb)
+    back_w, back_b = stacked.phase_kernel_grads(gw, gb)
     torch.testing.assert_close((w24 * gw).sum() + (b24 * gb).sum(), (w * back_w).sum() + (b * back_b).sum())
 
 
@@ -156,19 +155,19 @@ def test_a_cancelled_group_stops_at_the_next_epoch(source):
     cancel.set()
     with pytest.raises(engine.Cancelled, match="2 of 2 runs unfinished"):
         engine.train_runs([transfer(source, 5, s) for s in (0, 1)], 5,
-                          torch.stack([engine.frozen_inputs(source, x)[5]] * 2), torch.stack([y, y]), codes,
-                          [0, 1], ReachAccuracy(1.01), 10, (engine.frozen_inputs(source, x)[5], y), cancel=cancel)
+                          torch.stack([stacked.frozen_inputs(source, x)[5]] * 2), torch.stack([y, y]), codes,
+                          [0, 1], ReachAccuracy(1.01), 10, (stacked.frozen_inputs(source, x)[5], y), cancel=cancel)
 
 
 def test_the_native_kernels_refuse_what_they_are_not_built_for(source):
     x, y, codes = toy()
-    feats = torch.stack([engine.frozen_inputs(source, x)[5]])
+    feats = torch.stack([stacked.frozen_inputs(source, x)[5]])
     narrow = build(123, code_bits=12)
     with pytest.raises(ValueError, match="20 code bits, not 12"):
         engine.train_runs([transfer(narrow, 5, 0)], 5, feats, y[None], codes[:, :12], [0], ReachAccuracy(1.01), 1,
                           (feats[0], y))
     net = transfer(source, 5, 0)
-    theta = engine.stack([net], 5)
+    theta = stacked.stack([net], 5)
     with pytest.raises(ValueError, match="at most 32"):
         engine.NativeKernels(net, 5).gradients(theta, feats, codes[y][None], torch.arange(40)[None],
                                                torch.empty_like(theta))
@@ -229,8 +228,8 @@ def test_adam_with_a_slower_segment_drops_a_stopped_run_and_steps_the_rest_as_to
         opt.step(grad.clone())
     alone = theta[1:].clone()
     low, high = alone[:, :3].clone(), alone[:, 3:].clone()
-    ref = torch.optim.Adam([{"params": [low], "lr": 1e-4 * engine.ZS}, {"params": [high], "lr": 1e-3 * engine.ZS}],
-                           eps=1e-8 / engine.ZS, fused=True)
+    ref = torch.optim.Adam([{"params": [low], "lr": 1e-4 * stacked.ZS}, {"params": [high], "lr": 1e-3 * stacked.ZS}],
+                           eps=1e-8 / stacked.ZS, fused=True)
     for grad in grads:
         low.grad, high.grad = grad[1:, :3].clone(), grad[1:, 3:].clone()
         ref.step()
@@ -240,10 +239,10 @@ def test_adam_with_a_slower_segment_drops_a_stopped_run_and_steps_the_rest_as_to
 def test_a_runs_predictions_are_its_test_accuracy(source):
     x, y, codes = toy()
     xt, yt, _ = toy(seed=1)
-    feats = engine.frozen_inputs(source, x)[4]
+    feats = stacked.frozen_inputs(source, x)[4]
     runs = engine.train_runs([transfer(source, 4, s) for s in (0, 1)], 4, torch.stack([feats] * 2),
                              torch.stack([y] * 2), codes, [0, 1], ReachAccuracy(1.01), 2,
-                             (engine.frozen_inputs(source, xt)[4], yt), batch_size=8)
+                             (stacked.frozen_inputs(source, xt)[4], yt), batch_size=8)
     for run in runs:
         assert run.predictions.shape == yt.shape
         assert (run.predictions == yt).float().mean().item() == pytest.approx(run.test_accuracy)
@@ -254,7 +253,7 @@ def test_a_net_loaded_with_a_runs_weights_computes_what_the_run_did(source):
     xt, yt, _ = toy(seed=1)
     run, = engine.train_runs([build(5)], 0, x[None], y[None], codes, [5], ReachAccuracy(1.01), 2, (xt, yt),
                              batch_size=8)
-    net = engine.load(build(6), 0, run.weights)
+    net = stacked.load(build(6), 0, run.weights)
     assert evaluate(net, xt, yt, codes)[0] == run.test_accuracy
 
 
@@ -264,9 +263,9 @@ def test_frozen_inputs_do_not_depend_on_the_threads_the_process_has(source):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = engine.frozen_inputs(source, images)
+        one = stacked.frozen_inputs(source, images)
         torch.set_num_threads(4)
-        four = engine.frozen_inputs(source, images)
+        four = stacked.frozen_inputs(source, images)
         assert torch.get_num_threads() == 4  # and it leaves the caller's setting alone
     finally:
         torch.set_num_threads(threads)

@@ -3,9 +3,10 @@ contents glues, and every value a notebook glues is cited somewhere, or listed b
 import json
 import re
 
+from conftest import ROOT, toc_notebooks
+
 from ktlib.analysis import page
 from ktlib.analysis.glue import NOTEBOOKS
-from conftest import ROOT, toc_notebooks
 
 # {glue:text}`../notebooks/NB.ipynb::key:fmt` (a page) or {glue:text}`key:fmt` (a notebook's own markdown)
 ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:\.\./notebooks/(\w+)\.ipynb::)?(\w+)(?::[^`]*)?`")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import toc_notebooks
 
 from ktlib.compute import data as D
 from ktlib.record import files
-from conftest import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"

@@ -2,8 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from ktlib.compute.model import (C3_TABLE, PAPER_FREE_PARAMETERS, build, connections, forward_flops, free_parameters,
-                         predict, scaled_tanh, target_codes, training_flops)
+from ktlib.compute.model import (
+    C3_TABLE,
+    PAPER_FREE_PARAMETERS,
+    build,
+    connections,
+    forward_flops,
+    free_parameters,
+    predict,
+    scaled_tanh,
+    target_codes,
+    training_flops,
+)
 
 
 def test_free_parameters_match_table_1_layer_by_layer():

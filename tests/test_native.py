@@ -4,9 +4,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import as_ordinary_user, dry_run, ktlib_cli, run
 
 from ktlib.compute import native
-from conftest import as_ordinary_user, dry_run, ktlib_cli, run
 
 
 def test_the_kernels_are_compiled_once_and_then_reused(tmp_path, monkeypatch):

@@ -17,23 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import ktlib
-from ktlib.record import compare
-from ktlib import cli
-from ktlib.compute import executors
-from ktlib.record import files
-from ktlib.record import layout
-from ktlib.compute import experiment
-from ktlib.record import reproduce
-from ktlib.record import store
-from ktlib.record import studies
-from ktlib.record import sweep
-from ktlib.compute import data as D
-from ktlib.record import download as DL
-from ktlib.record.files import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD
 from conftest import as_ordinary_user, dry_run, fingerprint, ktlib_cli, on_a_small_disk, run, write_emnist
 from test_sweep import small
+
+import ktlib
+from ktlib import cli
+from ktlib.compute import data as D
+from ktlib.compute import executors, experiment
+from ktlib.record import compare, files, layout, reproduce, store, studies, sweep
+from ktlib.record import download as DL
+from ktlib.record.files import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from ktlib.compute import engine
-from ktlib.compute import readouts
+from ktlib.compute import readouts, stacked
 from ktlib.compute.model import build
 
 
@@ -43,6 +42,6 @@ def test_a_lecun_scale_random_net_passes_on_less_signal_at_every_level_than_the_
     with torch.no_grad():
         for p in trained.parameters():
             p.mul_(4.0)  # larger weights than an initialisation, as training leaves them
-    lecun = engine.frozen_inputs(copy_source("random-lecun", trained, 5), images)
-    matched = engine.frozen_inputs(copy_source("random-matched", trained, 5), images)
+    lecun = stacked.frozen_inputs(copy_source("random-lecun", trained, 5), images)
+    matched = stacked.frozen_inputs(copy_source("random-matched", trained, 5), images)
     assert all(readouts.spread(a) < readouts.spread(b) for a, b in zip(lecun[1:], matched[1:]))

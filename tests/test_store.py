@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import dry_run, fingerprint, ktlib_cli, on_a_small_disk, run
 
 import ktlib
-from ktlib.record import files
-from ktlib.record import store
-from conftest import dry_run, fingerprint, ktlib_cli, on_a_small_disk, run
+from ktlib.record import files, store
 
 # A sweep through the command line that starts when a line arrives on its stdin (its imports done), and
 # after its first saved run holds still, with the directory's lock, until another line arrives.

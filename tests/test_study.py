@@ -5,15 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktlib.analysis import claims
-from ktlib.analysis import contrasts
-from ktlib.analysis import confusions
-from ktlib.analysis import controls
-from ktlib.analysis import verdicts
+from ktlib.analysis import claims, confusions, contrasts, controls, verdicts
 from ktlib.analysis.intervals import Cube, estimate
 from ktlib.recipes import BASELINE, TUNED
 from ktlib.record.tables import recipe_runs, training_hours
-
 
 CORE = ["frozen", TUNED, "random-matched", "shuffled"]
 

@@ -11,24 +11,19 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT, as_ordinary_user, dry_run, fingerprint, ktlib_cli, run, toc_notebooks, write_emnist
 
 import ktlib
 from ktlib import cli, config, paths
-from ktlib.compute import executors, experiment, train
-from ktlib.record import layout
-from ktlib.record import checks
-from ktlib.record import files
 from ktlib.analysis import study
-from ktlib.record import studies
-from ktlib.record import sweep
-from ktlib.record import tables
-from ktlib.recipes import BASELINE, CORE, PROBES, RECIPES, TUNED
+from ktlib.compute import data as D
+from ktlib.compute import executors, experiment, train
+from ktlib.compute.model import PAPER_FREE_PARAMETERS
 from ktlib.compute.transfer import transfer
 from ktlib.config import Purpose, derive_seed
-from ktlib.compute import data as D
 from ktlib.paths import DATA_DIR_ENV
-from ktlib.compute.model import PAPER_FREE_PARAMETERS
-from conftest import ROOT, as_ordinary_user, dry_run, fingerprint, ktlib_cli, run, toc_notebooks, write_emnist
+from ktlib.recipes import BASELINE, CORE, PROBES, RECIPES, TUNED
+from ktlib.record import checks, files, layout, studies, sweep, tables
 
 NUMBERS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
            "stopped_by", "trainable_parameters"]  # everything but wall time and commit

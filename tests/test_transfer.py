@@ -4,7 +4,7 @@ import torch
 
 from ktlib.compute.model import LAYERS, build
 from ktlib.compute.train import Converged, train
-from ktlib.compute.transfer import copy_source, frozen_levels, transfer, trainable
+from ktlib.compute.transfer import copy_source, frozen_levels, trainable, transfer
 
 
 @pytest.fixture(scope="module")

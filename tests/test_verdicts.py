@@ -5,9 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ktlib.analysis import confusions
-from ktlib.analysis import intervals
-from ktlib.analysis import verdicts
+from ktlib.analysis import confusions, intervals, verdicts
 from ktlib.analysis.contrasts import FAILS, HOLDS, NOT_MEASURED, PARTLY, UNDECIDED
 
 

@@ -16,7 +16,6 @@ from ktlib.record import tables
 from ktlib.record.plan import Plan
 from ktlib.record.studies import CAPACITY_LEVELS, FIXED, ORDERED
 
-
 # ---------------------------------------------------------------- the design, as the plan resolved it
 
 def sizes(plan: Plan) -> tuple[int, ...]:

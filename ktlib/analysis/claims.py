@@ -8,12 +8,29 @@ from typing import Callable
 
 import pandas as pd
 
-from ktlib.config import PAPER_SOURCE_ACCURACY
+from ktlib.analysis.contrasts import (
+    FAILS,
+    HOLDS,
+    SOURCE_NEAR,
+    Contrast,
+    contrasts_best_moves_down,
+    contrasts_breadth_grows,
+    contrasts_breadth_persists,
+    contrasts_c1_s4,
+    contrasts_c5_saturates,
+    contrasts_curve_order,
+    contrasts_effort,
+    contrasts_fine_tuning,
+    contrasts_gain_shrinks,
+    contrasts_gap,
+    contrasts_k1_rises,
+    contrasts_variance,
+)
+from ktlib.analysis.glue import glued
 from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import LAYERS, PAPER_FREE_PARAMETERS
+from ktlib.config import PAPER_SOURCE_ACCURACY
 from ktlib.recipes import BASELINE, TUNED
-from ktlib.analysis.glue import glued
-from ktlib.analysis.contrasts import Contrast, FAILS, HOLDS, SOURCE_NEAR, contrasts_best_moves_down, contrasts_breadth_grows, contrasts_breadth_persists, contrasts_c1_s4, contrasts_c5_saturates, contrasts_curve_order, contrasts_effort, contrasts_fine_tuning, contrasts_gain_shrinks, contrasts_gap, contrasts_k1_rises, contrasts_variance
 
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
 PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}

@@ -10,11 +10,9 @@ import pandas as pd
 
 from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import connections, run_flops
-from ktlib.record.studies import FIXED
 from ktlib.recipes import BASELINE, TUNED, first_trained
 from ktlib.record import compare
-
-
+from ktlib.record.studies import FIXED
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ktlib.analysis import contrasts
-from ktlib.analysis import glue
+from ktlib.analysis import contrasts, glue
 from ktlib.analysis.intervals import Cube, Tables, estimate, interval_text, interval_texts
-from ktlib.recipes import BASELINE, RECIPES
 from ktlib.compute.train import CAP
+from ktlib.recipes import BASELINE, RECIPES
 
 Statistic = Callable[[dict[str, Tables]], float]
 

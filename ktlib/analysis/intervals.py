@@ -3,7 +3,6 @@ simulation that chooses among them; tallies with their intervals."""
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass, field
 from typing import Callable
 

@@ -9,8 +9,8 @@ import re
 import sys
 from pathlib import Path
 
-from ktlib.analysis.glue import glued
 from ktlib.analysis.claims import BREADTH_CLAIMS, COUNTED_CLAIMS, STUDY_CLAIMS, SWEEP_CLAIMS
+from ktlib.analysis.glue import glued
 
 
 def page() -> dict[str, str]:

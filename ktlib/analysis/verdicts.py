@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ktlib.analysis import contrasts
-from ktlib.analysis import claims
-from ktlib.analysis import glue
+from ktlib.analysis import claims, contrasts, glue
 from ktlib.analysis.intervals import Cube, clopper_pearson, jackknife_t, over_splits
 
 BEYOND, SHORT, STRADDLES = "beyond the margin", "short of the margin", "across the margin"

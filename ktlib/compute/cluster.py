@@ -17,12 +17,11 @@ import uuid
 from collections import OrderedDict
 
 from ktlib.compute import data as D
-from ktlib.compute import engine
-from ktlib.compute import train
-from ktlib.config import Config
+from ktlib.compute import stacked, train
 from ktlib.compute.executors import Group, check, failed, group_inputs, groups, train_group
 from ktlib.compute.experiment import Experiment, RunKey, Task
 from ktlib.compute.model import build, state_hash
+from ktlib.config import Config
 
 CONNECT_SECONDS = 10     # to reach a scheduler, and for it to greet us as Dask schedulers do
 WORKER_SECONDS = 600     # the longest a cluster may have no worker (a batch queue may take a while to start one)
@@ -246,7 +245,7 @@ def _value(x):
 # ---------------------------------------------------------------- on a worker
 
 _tasks: OrderedDict = OrderedDict()
-_features = engine.FeatureCache(FEATURES_PER_WORKER)
+_features = stacked.FeatureCache(FEATURES_PER_WORKER)
 _lock = threading.Lock()  # a worker given several threads runs several tasks at once
 
 

@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ktlib.compute import engine
-from ktlib.config import Config
+from ktlib.compute import engine, stacked
 from ktlib.compute.experiment import RunKey, Task
 from ktlib.compute.model import connections, training_flops
-from ktlib.recipes import first_trained
 from ktlib.compute.train import evaluate, predictions, row, source_task_accuracy, stopping_rule, train
 from ktlib.compute.transfer import layer_lrs, transfer
+from ktlib.config import Config
+from ktlib.recipes import first_trained
 
 
 def check(engine_name: str) -> None:
@@ -62,7 +62,7 @@ def groups(keys: list[RunKey]) -> list[Group]:
     return sorted({(key.recipe, key.n, key.k) for key in keys}, key=lambda g: -group_cost(*g))
 
 
-def group_inputs(task: Task, cache: engine.FeatureCache, group: Group) -> tuple:
+def group_inputs(task: Task, cache: stacked.FeatureCache, group: Group) -> tuple:
     """What the group's trials train on: their sets' inputs to the first trained layer, labels, seeds, and the
     test set's inputs to that layer."""
     recipe, n, k = group
@@ -77,7 +77,7 @@ def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: th
                 ) -> list[dict]:
     """Train one group's trials side by side, on one thread; each run's row goes to on_row as it stops."""
     cfg, (recipe, n, k), (x, y, seeds, test_x) = task.cfg, group, inputs
-    engine.one_thread()
+    torch.set_num_threads(1)  # the engine's rule, for good in a worker: every run computes on one thread
     out = []
 
     nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
@@ -85,7 +85,7 @@ def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: th
 
     def done(t: int, run: engine.Run) -> None:
         key = RunKey(n, k, t, recipe)
-        trained = engine.load(copy.deepcopy(nets[t]), start, run.weights)
+        trained = stacked.load(copy.deepcopy(nets[t]), start, run.weights)
         out.append(row(cfg, key, seeds[t], run.history, run.stopped_by, run.test_accuracy, run.predictions,
                        forgotten(task, trained, key)))
         if on_row:
@@ -110,7 +110,7 @@ def failed(cfg: Config, group: Group, error: BaseException, where: str = "") -> 
 def grouped(task: Task, keys: list[RunKey], on_row) -> None:
     """The engine in this process: one group per worker thread, longest first (see `groups`)."""
     wanted = set(keys)
-    cache = engine.FeatureCache()
+    cache = stacked.FeatureCache()
     rows: queue.Queue = queue.Queue()
     cancel = threading.Event()
 
@@ -124,7 +124,7 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
         except queue.Empty:
             pass
 
-    with engine.threads_kept():
+    with stacked.one_thread():  # as each group does; this process's count afterwards as it was
         pool = ThreadPoolExecutor(task.cfg.worker_count(), thread_name_prefix="ktlib-engine")
         try:
             futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel): g

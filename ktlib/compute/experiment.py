@@ -11,11 +11,11 @@ from typing import Callable, NamedTuple
 import torch
 
 from ktlib.compute import data as D
-from ktlib.config import Config, Purpose, derive_seed
 from ktlib.compute.model import Net, target_codes, trainable_parameters
-from ktlib.recipes import BASELINE, RECIPES, first_trained
-from ktlib.compute.transfer import copy_source
 from ktlib.compute.train import retained
+from ktlib.compute.transfer import copy_source
+from ktlib.config import Config, Purpose, derive_seed
+from ktlib.recipes import BASELINE, RECIPES, first_trained
 
 
 class RunKey(NamedTuple):

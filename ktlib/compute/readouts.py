@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ktlib.compute.engine import frozen_inputs
+from ktlib.compute.stacked import frozen_inputs, one_thread
 from ktlib.recipes import BASELINE, RECIPES
 
 
@@ -33,7 +33,7 @@ def spread(features: torch.Tensor) -> float:
     return float(features.flatten(1).std(0).mean())
 
 
-def recipes(task) -> list[str]:
+def read_recipes(task) -> list[str]:
     """The recipes whose copied layers stay as copied, and so have features to read out: one per net the task
     copies from (fine-tuned runs start from the trained net's, which frozen reads)."""
     return [r for r, recipe in RECIPES.items() if not recipe.trains and recipe.copies in task.copies]
@@ -45,25 +45,20 @@ def measure(task) -> tuple[pd.DataFrame, dict[str, list[float]]]:
     level on the test images. Forward passes only, on one thread, so the numbers do not depend on the machine."""
     cfg, (test_x, test_y) = task.cfg, task.test
     rows, spreads = [], {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            for recipe in recipes(task):
-                net = task.copied_from(recipe)
-                test_f = frozen_inputs(net, test_x)
-                spreads[recipe] = [spread(f) for f in test_f]
-                for k in cfg.sizes:
-                    for trial in range(cfg.trials):
-                        s, _ = task.trial_set(k, trial)
-                        train_f, labels = frozen_inputs(net, torch.from_numpy(s.x)), torch.from_numpy(s.y)
-                        for n in cfg.levels:
-                            if n == 0 and recipe != BASELINE:
-                                continue
-                            for name, rule in READOUTS.items():
-                                hits = (rule(train_f[n], labels, test_f[n]) == test_y).sum().item()
-                                rows.append({"n": n, "recipe": recipe, "k": k, "trial": trial, "readout": name,
-                                             "test_accuracy": hits / len(test_y)})
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), torch.no_grad():
+        for recipe in read_recipes(task):
+            net = task.copied_from(recipe)
+            test_f = frozen_inputs(net, test_x)
+            spreads[recipe] = [spread(f) for f in test_f]
+            for k in cfg.sizes:
+                for trial in range(cfg.trials):
+                    s, _ = task.trial_set(k, trial)
+                    train_f, labels = frozen_inputs(net, torch.from_numpy(s.x)), torch.from_numpy(s.y)
+                    for n in cfg.levels:
+                        if n == 0 and recipe != BASELINE:
+                            continue
+                        for name, rule in READOUTS.items():
+                            hits = (rule(train_f[n], labels, test_f[n]) == test_y).sum().item()
+                            rows.append({"n": n, "recipe": recipe, "k": k, "trial": trial, "readout": name,
+                                         "test_accuracy": hits / len(test_y)})
     return pd.DataFrame(rows, columns=COLUMNS), spreads

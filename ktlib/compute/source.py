@@ -7,11 +7,11 @@ import dataclasses
 import torch
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
-from ktlib.compute import engine
-from ktlib.config import Purpose
+from ktlib.compute import engine, stacked
 from ktlib.compute.experiment import Experiment, source_trainer
 from ktlib.compute.model import Net, build, state_hash
 from ktlib.compute.train import Fit, ReachAccuracy, evaluate, train
+from ktlib.config import Purpose
 
 
 def held_out(exp: Experiment, net: Net) -> dict:
@@ -26,12 +26,11 @@ def by_engine(exp: Experiment, net: Net, x: torch.Tensor, y: torch.Tensor, seed:
     """train.train's steps for the whole net, by the engine's kernels (one run, on one thread as the engine's
     groups are); the net is left trained."""
     cfg, held = exp.cfg, exp.source_test_set()
-    with engine.threads_kept():
-        engine.one_thread()
+    with stacked.one_thread():
         run = engine.train_runs([net], 0, x[None], y[None], exp.codes("source"), [seed], stop,
                                 cfg.source_max_epochs, (torch.from_numpy(held.x), torch.from_numpy(held.y)), cfg.lr,
                                 cfg.batch_size, kernels=cfg.engine)[0]
-    engine.load(net, 0, run.weights)
+    stacked.load(net, 0, run.weights)
     return Fit(run.history, run.stopped_by)
 
 

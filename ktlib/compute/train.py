@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from ktlib.compute.model import Net, predict, trainable_parameters
+from ktlib.compute.transfer import frozen_levels, trainable
 from ktlib.config import LAYERS, Config
 from ktlib.recipes import RECIPES, first_trained
-from ktlib.compute.transfer import frozen_levels, trainable
 
 
 @dataclass(frozen=True)

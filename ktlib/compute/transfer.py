@@ -6,10 +6,9 @@ import copy
 import torch
 from torch import nn
 
-from ktlib.config import check_levels
 from ktlib.compute.model import LAYERS, Net, build
+from ktlib.config import check_levels
 from ktlib.recipes import BASELINE, COPIES, RECIPES, check_recipe, first_trained
-
 
 # ---------------------------------------------------------------- the nets a recipe copies from
 

@@ -6,10 +6,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from ktlib.config import Config
 from ktlib.compute.experiment import Experiment, grid
 from ktlib.compute.train import DETERMINED
-from ktlib.record.files import plain, DAMAGED_ROW, HEADER, PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, ResultsError, SOURCE_FILE, SOURCE_RECORD, load_source, parse_results, read_predictions, read_readouts, read_source_record, row_line, run_keys
+from ktlib.config import Config
+from ktlib.record.files import (
+    DAMAGED_ROW,
+    HEADER,
+    PREDICTIONS_FILE,
+    READOUTS_FILE,
+    RESULTS_FILE,
+    SOURCE_FILE,
+    SOURCE_RECORD,
+    ResultsError,
+    load_source,
+    parse_results,
+    plain,
+    read_predictions,
+    read_readouts,
+    read_source_record,
+    row_line,
+    run_keys,
+)
 
 # ---------------------------------------------------------------- the same experiment?
 

@@ -18,9 +18,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ktlib.compute.data import (
+    IMAGE_MAGIC,
+    LABEL_MAGIC,
+    MAPPING_FILE,
+    DataError,
+    data_files,
+    image_file,
+    label_file,
+    load,
+    read_idx,
+    read_mapping,
+    sha256,
+)
 from ktlib.paths import DEFAULT_DATA_DIR
-from ktlib.compute.data import (IMAGE_MAGIC, LABEL_MAGIC, MAPPING_FILE, DataError, data_files, image_file, label_file,
-                                load, read_idx, read_mapping, sha256)
 from ktlib.record.store import atomic_open, ktlib_parts, new_directory, remove_stale_parts
 
 # The official archive (gzip.zip, about 560 MB) that NIST publishes; the md5 is the one torchvision pins.

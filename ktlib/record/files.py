@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ktlib.record import store
-from ktlib.compute.experiment import KEY, Experiment, RunKey
-from ktlib.compute.train import COLUMNS
 from ktlib.compute import readouts
+from ktlib.compute.experiment import KEY, Experiment, RunKey
 from ktlib.compute.model import Net, build
+from ktlib.compute.train import COLUMNS
+from ktlib.record import store
 
 RESULTS_FILE = "sweep.csv"
 PREDICTIONS_FILE = "predictions.npz"  # each run's class predictions on the test images, one byte each

@@ -7,9 +7,8 @@ import json
 import os
 from pathlib import Path
 
-
-from ktlib.record import download as DL
 from ktlib import paths
+from ktlib.record import download as DL
 from ktlib.record.files import RESULTS_FILE
 
 STUDY_DIR = "study"  # the studies' sweeps, under their profile's results directory: study/<part>/<axis>-<i>/

@@ -14,8 +14,16 @@ import pandas as pd
 from ktlib.compute import data
 from ktlib.config import LAYERS, PROFILES, Config, Profile, Purpose, derive_seed, replicates
 from ktlib.record import compare, layout, sweep
-from ktlib.record.files import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, read_predictions, read_readouts, \
-    read_results, read_source_record
+from ktlib.record.files import (
+    PREDICTIONS_FILE,
+    READOUTS_FILE,
+    RESULTS_FILE,
+    read_predictions,
+    read_readouts,
+    read_results,
+    read_source_record,
+)
+
 
 @dataclass(frozen=True)
 class Part:

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 
-
 def git_commit() -> str:
     """HEAD of the checkout ktlib runs from, marked -dirty when the code that makes the numbers differs from it.
 

@@ -11,16 +11,20 @@ import numpy as np
 import pandas as pd
 
 from ktlib.compute import data as D
-from ktlib.record import files
-from ktlib.record import layout
-from ktlib.record import checks
-from ktlib.record import provenance
-from ktlib.record import store
-from ktlib.record.compare import run_agreement
-from ktlib.config import Config
 from ktlib.compute.experiment import Experiment, grid
 from ktlib.compute.model import state_hash
-from ktlib.record.files import PREDICTIONS_FILE, READOUTS_FILE, RECORD_FILES, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, ResultsError
+from ktlib.config import Config
+from ktlib.record import checks, files, layout, provenance, store
+from ktlib.record.compare import run_agreement
+from ktlib.record.files import (
+    PREDICTIONS_FILE,
+    READOUTS_FILE,
+    RECORD_FILES,
+    RESULTS_FILE,
+    SOURCE_FILE,
+    SOURCE_RECORD,
+    ResultsError,
+)
 
 # A row keeps 6 significant digits of its test accuracy (files.write_results): its predictions give it to that.
 ROUNDING = 1e-6

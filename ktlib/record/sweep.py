@@ -10,19 +10,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm  # plain text bars: they also read well in executed notebooks
 
-from ktlib.compute import cluster
-from ktlib.compute import executors
-from ktlib.compute import readouts
-from ktlib.record import checks
-from ktlib.record import files
-from ktlib.record import provenance
-from ktlib.record import store
-from ktlib.compute import train
-from ktlib.config import Config
+from ktlib.compute import cluster, executors, readouts, train
 from ktlib.compute.experiment import Experiment, RunKey, grid
-from ktlib.compute.train import COLUMNS
 from ktlib.compute.model import Net
 from ktlib.compute.source import held_out, train_source
+from ktlib.compute.train import COLUMNS
+from ktlib.config import Config
+from ktlib.record import checks, files, provenance, store
 
 
 def checked(cfg: Config, wait: bool = False) -> Experiment:

@@ -93,14 +93,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def download(a) -> int:
+def fetch_data(a) -> int:
     md5 = DL.EMNIST_MD5 if a.md5 is None and a.sha256 is None else a.md5  # the sums given, else the official
     dest = DL.download(a.dest, a.url, md5, a.sha256, keep_archive=a.keep_archive, full=a.full, deadline=a.deadline)
     print(f"EMNIST ByClass files are in {dest}; set {paths.DATA_DIR_ENV}={dest.resolve()}")
     return 0
 
 
-def compare(a) -> int:
+def compare_build(a) -> int:
     table = reproduce.compare(a.results_dir)
     differ = table.attrs["differ"]
     if not table.attrs["exists"]:  # said first: every run is unmatched
@@ -112,12 +112,12 @@ def compare(a) -> int:
     return 0
 
 
-def seed(a) -> int:
+def seed_build(a) -> int:
     print(reproduce.seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
     return 0
 
 
-def publish(a) -> int:
+def publish_build(a) -> int:
     dest, short = reproduce.publish(a.results_dir, partial=a.partial, new_experiment=a.new_experiment,
                                     data_dir=a.data_dir)
     print(f"the record is in {dest}" + "".join(f"\n  note: {s}" for s in short))
@@ -137,7 +137,7 @@ def configuration(a) -> Config:
     return cfg
 
 
-def study(a) -> int:
+def run_study(a) -> int:
     """Run (or resume) the study the command names, by its entry in the table of studies."""
     start, plan = time.perf_counter(), Plan.of(STUDIES[a.command], configuration(a), a.count)
     plan.run(progress=not a.no_progress)
@@ -146,7 +146,7 @@ def study(a) -> int:
     return 0
 
 
-def sweep(a) -> int:
+def run_sweep(a) -> int:
     start, cfg = time.perf_counter(), configuration(a)
     rows = run(cfg, progress=not a.no_progress, wait=a.wait)
     print(f"{len(rows)} runs in {Path(cfg.results_dir) / RESULTS_FILE} "
@@ -159,13 +159,14 @@ def sweep(a) -> int:
 
 
 # Every other command is a study's: one per entry of the table of studies.
-COMMANDS = {"sweep": sweep, "download": download, "publish": publish, "compare": compare, "seed": seed}
+COMMANDS = {"sweep": run_sweep, "download": fetch_data, "publish": publish_build, "compare": compare_build,
+            "seed": seed_build}
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
-        return COMMANDS.get(a.command, study)(a)
+        return COMMANDS.get(a.command, run_study)(a)
     except (D.DataError, ValueError, RuntimeError, OSError) as e:
         print(f"ktlib: error: {e}", file=sys.stderr)
         return 2

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The nets a recipe copies from (ktlib.compute.transfer.copy_source draws them). trained: the source net. The others keep
-# its architecture and take the knowledge out:
+# The nets a recipe copies from (ktlib.compute.transfer.copy_source draws them). trained: the source net. The others
+# keep its architecture and take the knowledge out:
 # random-lecun: a fresh initialisation at LeCun's scale, U(-2.4/F, 2.4/F); it shrinks the signal layer by layer;
 # random-normal: LeCun-normal, N(0, 1/F) weights and zero biases, which keeps the signal's variance;
 # random-matched: the random-lecun draw, each tensor rescaled to the trained tensor's standard deviation;

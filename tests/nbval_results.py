@@ -3,9 +3,9 @@ taken out of it, so that the study notebook trains them again and the checks com
 
     python tests/nbval_results.py DEST baseline:0:1,5 budget:0
 
-Each argument names one sweep of a study by its part and its split or nesting order (ktlib.record.layout.sweep_dir says
-where it is); after a second colon, the training-set sizes k whose runs are taken out (without, the whole sweep). Its training-free
-readouts are taken out too: they are measured again.
+Each argument names one sweep of a study by its part and its split or nesting order (ktlib.record.layout.sweep_dir
+says where it is); after a second colon, the training-set sizes k whose runs are taken out (without, the whole sweep).
+Its training-free readouts are taken out too: they are measured again.
 """
 from __future__ import annotations
 

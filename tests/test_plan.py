@@ -1,5 +1,5 @@
-"""One plan for every study: a study is an entry in the table of studies (ktlib.record.studies.STUDIES), and its command,
-sweeps, layout and reader come with the entry."""
+"""One plan for every study: a study is an entry in the table of studies (ktlib.record.studies.STUDIES), and its
+command, sweeps, layout and reader come with the entry."""
 import pytest
 
 import ktlib

@@ -42,7 +42,8 @@ def with_source(table: pd.DataFrame, plan: Plan) -> pd.DataFrame:
 
 
 def runs(plan: Plan) -> pd.DataFrame:
-    """Every run, tidy, with its part (`variant`), nesting `order` and `source` size; the n=0 runs under every source."""
+    """Every run, tidy, with its part (`variant`), nesting `order` and `source` size; the n=0 runs under every
+    source."""
     return with_source(plan.runs(), plan)
 
 
@@ -101,7 +102,8 @@ def source_cube(rows: pd.DataFrame) -> Cube:
         one = Cube.of(runs.assign(split=runs.order), [BASELINE])
         arrays[int(source) if source.isdigit() else source] = one.arrays[BASELINE]
         shape = one
-    return Cube(dict(sorted(arrays.items(), key=lambda kv: (kv[0] == FIXED, 0 if kv[0] == FIXED else kv[0]))), shape.levels,
+    ordered = sorted(arrays.items(), key=lambda kv: (kv[0] == FIXED, 0 if kv[0] == FIXED else kv[0]))
+    return Cube(dict(ordered), shape.levels,
                 shape.sizes, shape.split_ids, keyed_by="source", replicate="order")
 
 
@@ -207,7 +209,7 @@ def readout_table(readouts: pd.DataFrame, readout: str = "nearest-neighbour") ->
                          for key, g in per_order.groupby(level=["source", "n", "k"], observed=True)])
 
 
-# ---------------------------------------------------------------- the notebook's sections: (glued values, what it shows)
+# ---------------------------------------------------------------- the notebook's sections: (glued values, shown)
 
 @dataclass
 class Read:
@@ -249,7 +251,8 @@ def instruments_section(r: Read) -> tuple[dict, pd.DataFrame]:
     capped = r.stored[r.stored.stopped_by == "cap"]
     found = controls.instruments(r.rows[r.rows.n > 0], r.plan.cfg.n_classes, by=("source", "recipe"))
     control = found.xs(MATCHED_CONTROL, level="recipe")
-    values = {"dead_times": contrasts.DEAD, "caps": len(capped), "caps_top": int((capped.n == max(r.plan.cfg.levels)).sum()),
+    values = {"dead_times": contrasts.DEAD, "caps": len(capped),
+              "caps_top": int((capped.n == max(r.plan.cfg.levels)).sum()),
               "caps_train_min": float(capped.train_accuracy.min()), "control_dead": int(control.dead.sum()),
               "control_runs": int(control.runs.sum()), "control_cap": int(control.cap.sum())}
     return values, found[["runs", "dead", "cap"]]

@@ -31,6 +31,7 @@ from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import LAYERS, PAPER_FREE_PARAMETERS
 from ktlib.config import PAPER_SOURCE_ACCURACY
 from ktlib.recipes import BASELINE, TUNED
+from ktlib.analysis.glue import NOTEBOOKS
 
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
 PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}
@@ -113,7 +114,7 @@ class SweepClaim:
 
 
 def _v(key: str, fmt: str = "s") -> str:  # a value the variance notebook glues, for the texts below
-    return glued("03_variance", key, fmt)
+    return glued(NOTEBOOKS["variance"], key, fmt)
 
 
 SWEEP_CLAIMS = {
@@ -223,10 +224,13 @@ class CountedClaim:
 
 
 COUNTED_CLAIMS = {
-    "table1": CountedClaim("04_parameters", "Counted layer by layer, the net's free parameters are those of Table 1."),
-    "shares": CountedClaim("04_parameters", "Retraining only F6 leaves under a twentieth of the parameters free; "
+    "table1": CountedClaim(NOTEBOOKS["parameters"],
+                           "Counted layer by layer, the net's free parameters are those of Table 1."),
+    "shares": CountedClaim(NOTEBOOKS["parameters"],
+                           "Retraining only F6 leaves under a twentieth of the parameters free; "
                                             "retraining C5 and F6 frees almost all of them; C1-S4 hold a small share."),
-    "source": CountedClaim("01_source", "The source net, trained on its own classes, reaches the paper's training "
+    "source": CountedClaim(NOTEBOOKS["source"],
+                           "The source net, trained on its own classes, reaches the paper's training "
                                         "accuracy. (True by construction: its training stops there. Its held-out "
                                         "accuracy says what it learned.)", "Near the paper's accuracy",
                            f"within {_v('source_near', '.0%')} of it."),
@@ -235,4 +239,5 @@ COUNTED_CLAIMS = {
 # each, in this order (`page`).
 CLAIMS = {**{nb: [k for k, c in COUNTED_CLAIMS.items() if c.notebook == nb]
              for nb in dict.fromkeys(c.notebook for c in COUNTED_CLAIMS.values())},
-          "03_variance": list(SWEEP_CLAIMS), "06_controls": list(STUDY_CLAIMS), "08_breadth": list(BREADTH_CLAIMS)}
+          NOTEBOOKS["variance"]: list(SWEEP_CLAIMS), NOTEBOOKS["controls"]: list(STUDY_CLAIMS),
+          NOTEBOOKS["breadth"]: list(BREADTH_CLAIMS)}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ktlib.analysis.claims import BREADTH_CLAIMS, COUNTED_CLAIMS, STUDY_CLAIMS, SWEEP_CLAIMS
 from ktlib.analysis.glue import glued
+from ktlib.analysis.glue import NOTEBOOKS
 
 
 def page() -> dict[str, str]:
@@ -18,8 +19,9 @@ def page() -> dict[str, str]:
     counted claims, the claims about the runs on the paper's split and over splits, the claims about more source
     classes, and how each became contrasts. Rows are numbered in the order of COUNTED_CLAIMS, SWEEP_CLAIMS,
     STUDY_CLAIMS and BREADTH_CLAIMS."""
-    runs = {**{k: ("03_variance", c) for k, c in SWEEP_CLAIMS.items()},
-            **{k: ("06_controls", c) for k, c in STUDY_CLAIMS.items()}}
+    controls, breadth = NOTEBOOKS["controls"], NOTEBOOKS["breadth"]
+    runs = {**{k: (NOTEBOOKS["variance"], c) for k, c in SWEEP_CLAIMS.items()},
+            **{k: (controls, c) for k, c in STUDY_CLAIMS.items()}}
     number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs, *BREADTH_CLAIMS])}
     counted = ["| # | The paper's claim | What we measured | Verdict |", "| --- | --- | --- | --- |"]
     counted += [f"| {number[k]} | {c.words} | {glued(c.notebook, k + '_measured')} | "
@@ -30,13 +32,13 @@ def page() -> dict[str, str]:
               f"**{glued(nb, k + '_verdict')}** | {glued(nb, k + '_chance')} |" for k, (nb, c) in runs.items()]
     over = ["| # | Our claim | Contrasts over splits: estimate [95% interval] (where it must lie) | Verdict | Chance of "
             "holding | Splits where it holds [95% interval] |", "| --- | --- | --- | --- | --- | --- |"]
-    over += [f"| {number[k]} | {c.title} | {glued('06_controls', k + '_over_measured')} | "
-             f"**{glued('06_controls', k + '_over_verdict')}** | {glued('06_controls', k + '_over_chance')} | "
-             f"{glued('06_controls', k + '_tally')} |" for k, (_, c) in runs.items()]
+    over += [f"| {number[k]} | {c.title} | {glued(controls, k + '_over_measured')} | "
+             f"**{glued(controls, k + '_over_verdict')}** | {glued(controls, k + '_over_chance')} | "
+             f"{glued(controls, k + '_tally')} |" for k, (_, c) in runs.items()]
     breadth = ["| # | Our claim, and the paper's words | Contrasts over nesting orders: estimate [95% interval] (where it "
                "must lie) | Verdict | Chance of holding |", "| --- | --- | --- | --- | --- |"]
-    breadth += [f"| {number[k]} | {c.words} {glued('08_breadth', k + '_paper')} | {glued('08_breadth', k + '_measured')} "
-                f"| **{glued('08_breadth', k + '_verdict')}** | {glued('08_breadth', k + '_chance')} |"
+    breadth += [f"| {number[k]} | {c.words} {glued(breadth, k + '_paper')} | {glued(breadth, k + '_measured')} "
+                f"| **{glued(breadth, k + '_verdict')}** | {glued(breadth, k + '_chance')} |"
                 for k, c in BREADTH_CLAIMS.items()]
     how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {**COUNTED_CLAIMS, **SWEEP_CLAIMS,
                                                                        **STUDY_CLAIMS, **BREADTH_CLAIMS}.items() if c.how]

@@ -54,12 +54,23 @@ def spread(rows: pd.DataFrame, k: int, ax=None):
     return ax.figure
 
 
+def panel_grid(panels: int, columns: int = 2, width: float = 5.2, height: float = 3.8, **shared):
+    """A figure of `panels` axes, `columns` to a row, each large enough to read at page width; the axes left over
+    hidden. (figure, the axes in reading order)."""
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False, **shared)
+    for ax in axes.flat[panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:panels])
+
+
 def spreads(rows: pd.DataFrame, sizes=(1, 10, 40)):
-    """Figures 3-5 side by side, on a shared y axis so that the spreads compare."""
+    """Figures 3-5, two to a row, on a shared y axis so that the spreads compare."""
     sizes = [k for k in sizes if k in set(rows.k)] or sorted(set(rows.k))[:3]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.8), sharey=True)
-    for ax, k in zip(np.atleast_1d(axes), sizes):
+    fig, axes = panel_grid(len(sizes), sharey=True)
+    for ax, k in zip(axes, sizes):
         spread(rows, k, ax)
+        ax.yaxis.set_tick_params(labelleft=True)
     fig.tight_layout()
     return fig
 
@@ -173,13 +184,12 @@ def figure2_intervals(cells: pd.DataFrame, rows: pd.DataFrame):
     return fig
 
 
-def recipe_panels(cells: pd.DataFrame, columns: int = 2):
-    """The recipes against n, one panel per training-set size, `columns` panels to a row (each large enough to read
-    at page width), each mean with its 95% interval; the legend in a panel of its own."""
+def recipe_panels(cells: pd.DataFrame):
+    """The recipes against n, one panel per training-set size, two to a row, each mean with its 95% interval; the
+    legend in a panel of its own."""
     sizes = sorted(cells.index.get_level_values("k").unique())
-    rows = -(-(len(sizes) + 1) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.6 * columns, 3.9 * rows), squeeze=False)
-    for ax, k in zip(axes.flat, sizes):
+    fig, axes = panel_grid(len(sizes) + 1, width=5.6, height=3.9)
+    for ax, k in zip(axes, sizes):
         for recipe in [r for r in RECIPES if r in cells.index.get_level_values("recipe")]:
             style = recipe_style(recipe)
             c = cells.xs((recipe, k), level=("recipe", "k"))
@@ -190,10 +200,8 @@ def recipe_panels(cells: pd.DataFrame, columns: int = 2):
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{k} per class")
         ax.grid(alpha=0.3)
-    legend = axes.flat[len(sizes)]
-    legend.legend(*axes.flat[0].get_legend_handles_labels(), loc="center", title="recipe")
-    for ax in axes.flat[len(sizes):]:
-        ax.axis("off")
+    axes[-1].axis("off")
+    axes[-1].legend(*axes[0].get_legend_handles_labels(), loc="center", title="recipe")
     fig.tight_layout()
     return fig
 
@@ -202,11 +210,11 @@ def breadth(gains: pd.DataFrame, errors: pd.DataFrame, reference: float | None =
     """Against the number of source classes (log scale), one line per training-set size, each with its 95% interval
     over the nesting orders: the gain over n=0 of the best n and of n=5, and a readout's error on level-5 features;
     the fixed-image control as an open marker beside the largest source; `reference`, an error to draw across."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = panel_grid(4, width=5.4, height=4.0)
     panels = [(gains[gains["gain of"] == "best n"], "estimate", "gain over n=0 of the best n"),
               (gains[gains["gain of"] != "best n"], "estimate", f"gain over n=0 of {gains['gain of'].iloc[-1]}"),
               (errors[errors.n == errors.n.max()], "error", "1-NN error on level-5 features")]
-    for ax, (table, value, title) in zip(axes, panels):
+    for ax, (table, value, title) in zip(axes, panels):  # the fourth panel holds the legend
         for i, (k, t) in enumerate(table.groupby("k")):
             nested = t[t.source.astype(str) != fixed]
             x = nested.source.astype(str).astype(int).to_numpy()
@@ -230,7 +238,8 @@ def breadth(gains: pd.DataFrame, errors: pd.DataFrame, reference: float | None =
         axes[2].axhline(reference, color="black", ls="--", lw=1)
         axes[2].annotate("Bartlett & Baxter: 400 classes", (axes[2].get_xlim()[0], reference), fontsize=8,
                          xytext=(4, 4), textcoords="offset points")
-    axes[0].legend(title="training set", fontsize=8)
+    axes[3].axis("off")
+    axes[3].legend(*axes[0].get_legend_handles_labels(), loc="center", title="training set")
     fig.tight_layout()
     return fig
 
@@ -247,14 +256,11 @@ def confusion(matrix: pd.DataFrame, title: str, ax=None):
     return ax.figure
 
 
-def confusions(matrices: dict[str, pd.DataFrame], columns: int = 2):
-    """Confusion matrices by title, `columns` to a row: each large enough to read its class labels at page width."""
-    rows = -(-len(matrices) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.6 * rows), squeeze=False)
-    for ax, (title, matrix) in zip(axes.flat, matrices.items()):
+def confusions(matrices: dict[str, pd.DataFrame]):
+    """Confusion matrices by title, two to a row: each large enough to read its class labels at page width."""
+    fig, axes = panel_grid(len(matrices), width=4.6, height=4.6)
+    for ax, (title, matrix) in zip(axes, matrices.items()):
         confusion(matrix, title, ax)
-    for ax in axes.flat[len(matrices):]:
-        ax.set_visible(False)
     fig.tight_layout()
     return fig
 

@@ -39,7 +39,8 @@ def with_probes(rows: pd.DataFrame, splits: int) -> pd.DataFrame:
 
 
 def protocol(rows: pd.DataFrame) -> pd.DataFrame:
-    """The baseline's runs and those of the protocol variants (ktlib.analysis.verdicts.variant_changes compares them)."""
+    """The baseline's runs and those of the protocol variants (ktlib.analysis.verdicts.variant_changes compares
+    them)."""
     return rows[rows.variant.isin(["baseline", *VARIANTS])]
 
 
@@ -87,7 +88,7 @@ def eligibility_section(plan: Plan) -> tuple[dict, pd.DataFrame]:
     return values, pd.DataFrame({"can be a source": [chars(source_ok)], "only a target": [chars(only)]})
 
 
-# ---------------------------------------------------------------- the controls notebook's sections: (glued values, shown)
+# ---------------------------------------------------------------- the controls notebook's sections
 
 @dataclass
 class Read:
@@ -282,7 +283,8 @@ def split0_section(r: Read):
                          "study split 0 (engine source net)": one_split(split0)})
     same = both.iloc[:, 0] == both.iloc[:, 1]
     return ({"split0_moved": compare.comparison_text(moved, "the paper sweep"), "split0_same_verdicts": int(same.sum()),
-             "split0_claims": len(both)}, both, f"the same verdicts, whichever trained the source net: {bool(same.all())}")
+             "split0_claims": len(both)}, both,
+            f"the same verdicts, whichever trained the source net: {bool(same.all())}")
 
 
 def verdicts_section(r: Read):
@@ -313,7 +315,8 @@ def best_level_section(r: Read):
 
 
 def maturity_section(r: Read):
-    """Per split: the k=1 gain of the top n beside its source net's epochs and held-out accuracy, with Spearman's rho."""
+    """Per split: the k=1 gain of the top n beside its source net's epochs and held-out accuracy, with Spearman's
+    rho."""
     nets = r.plan.sources().query("variant == 'baseline'").set_index("split")
     gain = pd.Series(contrasts.contrasts_k1_rises(r.cube)[0].per_split(r.cube), index=r.cube.splits_of_rows())
     table = pd.DataFrame({"k=1 gain of n=5": gain, "source epochs": nets.epochs,

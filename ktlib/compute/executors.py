@@ -1,6 +1,6 @@
 """Where the runs are computed: every executor takes a sweep's runs by their keys (`submit`) and hands back one row
-per run (`drain`). This module's runs in this process, by the plain path or the engine's groups; ktlib.compute.cluster's on
-Dask workers."""
+per run (`drain`). This module's runs in this process, by the plain path or the engine's groups;
+ktlib.compute.cluster's on Dask workers."""
 from __future__ import annotations
 
 import copy

@@ -115,7 +115,8 @@ class Plan:
 
     def _read(self, read, needs: str, what: str) -> pd.DataFrame:
         """What `read` returns of each sweep holding `needs`, with its part (`variant`) and replicate, in one table."""
-        frames = [read(where).assign(variant=part, **{self.design.axis: i}) for part, i, where in self.sweeps(needs=needs)]
+        frames = [read(where).assign(variant=part, **{self.design.axis: i})
+                  for part, i, where in self.sweeps(needs=needs)]
         if not frames:
             raise FileNotFoundError(f"{self.root} holds no {what} of the {self.design.name}")
         return pd.concat(frames, ignore_index=True)
@@ -185,7 +186,8 @@ class Plan:
     def against_record(self) -> dict[str, dict]:
         """Per sweep: how far its runs are from the committed record's of the same data (compare.compare_with_record;
         the engine may differ, as in the sweep notebook's check)."""
-        record = layout.study_root(layout.record_path(self.cfg.profile, checksums=data.opened(self.cfg.data_dir)[1]).parent)
+        sums = data.opened(self.cfg.data_dir)[1]
+        record = layout.study_root(layout.record_path(self.cfg.profile, checksums=sums).parent)
         checks = {}
         for _, cfg in self.configs():
             where = Path(cfg.results_dir)

@@ -121,7 +121,8 @@ def executor(cfg: Config):
 def run_sweeps(configs: list[Config], progress: bool = True, wait: bool = False, name: str = "sweep") -> None:
     """Run (or resume) these sweeps on one executor. Every directory is checked before any work; then each sweep is
     opened (its directory held, its source net made or loaded) and its runs submitted. In this process each sweep's
-    runs are computed before the next source net trains; on a cluster, while it trains. `name` labels the progress bar."""
+    runs are computed before the next source net trains; on a cluster, while it trains. `name` labels the progress
+    bar."""
     executors.check(configs[0].engine)  # source nets train here, by the engine
     experiments = [checked(cfg, wait) for cfg in configs]  # a bad directory is refused now, not after an hour
     opened: list[Sweep] = []

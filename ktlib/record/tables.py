@@ -20,8 +20,8 @@ def mean_table(rows: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame
 
 def training_hours(rows: pd.DataFrame, engine: str) -> float:
     """The runs' training time on one core, in hours, as they recorded it when they were computed: the engine
-    trains each group of trials side by side on one thread (ktlib.compute.executors.groups), so a group takes its last run's
-    time; the plain path trains one run at a time."""
+    trains each group of trials side by side on one thread (ktlib.compute.executors.groups), so a group takes its last
+    run's time; the plain path trains one run at a time."""
     if engine == "plain":
         return float(rows.seconds.sum()) / 3600
     group = [c for c in ("variant", "split", "recipe", "n", "k") if c in rows]

@@ -27,7 +27,8 @@ ENGINE ?= native
 CLUSTER ?=
 PUBLISH ?=
 comma := ,
-# The notebooks, in the book's order: the table of contents is the one list of them.
+# The notebooks, in the book's order, as the table of contents lists them (ktlib.analysis.glue.NOTEBOOKS names the
+# same; tests/test_glue.py keeps them so).
 NOTEBOOKS := $(shell sed -n 's|^ *- file: notebooks/||p' _toc.yml)
 # EMNIST ByClass comes from $KTLIB_DATA_DIR; without it, it is downloaded into data/emnist. A relative path
 # is taken from this directory, where make was typed: ktlib reads it from the launch directory ($PWD), which
@@ -147,8 +148,8 @@ html: install mathjax
 unit: install
 	$(BIN)/python -m pytest -ra tests
 
-# nbval re-executes every notebook. Of the study, these runs are recomputed (part:split, and after a colon the
-# training-set sizes k, else all): the study notebook trains them again and its checks compare them with the
+# nbval re-executes every notebook. Of the studies, these runs are recomputed (part:split, or part:order in the
+# breadth study, and after a colon the training-set sizes k, else all): the study notebook trains them again and its checks compare them with the
 # committed record. The other runs are taken from the record, and their source nets trained again and checked
 # against it. The whole study would not fit in CI's time: its split 0 alone takes about half an hour on 2 cores.
 # The subset is the paper's split at the two ends at which the book states its headline numbers: every part of

@@ -25,15 +25,14 @@ import tempfile
 import time
 
 import torch
+from costs import breadth_cost, on_cluster, study_cost, useful_flops  # this directory
+from peak import ceiling, seconds_of
 
 import ktlib
-from ktlib.compute import engine, executors, experiment, model, native
+from ktlib.compute import engine, executors, experiment, model, native, stacked
 from ktlib.compute.model import connections
 from ktlib.config import ENGINES
 from ktlib.record import sweep
-
-from costs import breadth_cost, on_cluster, study_cost, useful_flops  # this directory
-from peak import ceiling, seconds_of
 
 
 def layer_profile(trials: int = 5, images: int = 800, steps: int = 50) -> None:
@@ -42,14 +41,14 @@ def layer_profile(trials: int = 5, images: int = 800, steps: int = 50) -> None:
     of 32, `images` per run: k=40), each layer's cost the difference between starting below and above it.
     Weights and images are random: the time does not depend on their values."""
     peak = ceiling(1)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # for the rest of this process, which ends with this profile
     conn, net = connections(), model.build(0)
     gen = torch.Generator().manual_seed(0)
-    feats = engine.frozen_inputs(net, torch.rand(images, 1, 32, 32, generator=gen))
+    feats = stacked.frozen_inputs(net, torch.rand(images, 1, 32, 32, generator=gen))
     step, evaluation = {6: 0.0}, {6: 0.0}
     for n in range(6):
         kernels = engine.NativeKernels(net, n)
-        theta = engine.stack([model.build(s) for s in range(trials)], n)
+        theta = stacked.stack([model.build(s) for s in range(trials)], n)
         grad, x = torch.empty_like(theta), feats[n].expand(trials, *feats[n].shape).contiguous()
         target = torch.rand(trials, images, native.CODE_BITS, generator=gen)
         idx = torch.stack([torch.randperm(images, generator=gen)[:32] for _ in range(trials)])

@@ -10,15 +10,14 @@ import tempfile
 import time
 
 from distributed import get_task_stream
+from peak import ceiling  # this directory
 
 import ktlib
-from ktlib.compute import cluster, data, engine, executors, experiment, model, readouts
+from ktlib.compute import cluster, data, executors, experiment, model, readouts, stacked
 from ktlib.compute.model import connections
 from ktlib.recipes import RECIPES, first_trained
 from ktlib.record import files, layout, studies, sweep
 from ktlib.record.files import RESULTS_FILE, read_results
-
-from peak import ceiling  # this directory
 
 
 def run_flops(r: dict, cfg: ktlib.Config, conn=None) -> float:
@@ -99,9 +98,9 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     groups = [(r["recipe"], r["n"], r["k"]) for r in done.to_dict("records")]
     done["flops"] = [run_flops(r, cfg, conn) for r in done.to_dict("records")]
     done["seconds_here"] = [f / rate[g] + setup[g] for f, g in zip(done.flops, groups)]
-    sweeps = done.groupby(["variant", "split"]).ngroups
+    sweeps = done.groupby(["part", "split"]).ngroups
     per_sweep = sum(fixed.values()) / 2  # a source net and its readouts, the mean of the two timed here
-    by_part = done.groupby("variant").seconds_here.sum() / cfg.worker_count()
+    by_part = done.groupby("part").seconds_here.sum() / cfg.worker_count()
     total = by_part.sum() + sweeps * per_sweep
     print(f"\nthe committed study ({len(done)} runs, {sweeps} sweeps), its runs' epochs at the rates above, on "
           f"{cfg.worker_count()} workers kept busy: {total / 60:.1f} min (of which source nets and readouts "
@@ -109,7 +108,7 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
           f"{100 * done.flops.sum() / sum(f / rate[g] for f, g in zip(done.flops, groups)) / 1e9 / peak:.1f}% "
           f"of the FMA peak")
     print("  by part: " + ", ".join(f"{v} {s / 60:.1f} min" for v, s in by_part.items()))
-    recipes = done[done.variant.isin(["baseline", "probes"])].groupby("recipe").seconds_here.sum()
+    recipes = done[done.part.isin([studies.BASELINE_PART, studies.PROBES_PART])].groupby("recipe").seconds_here.sum()
     print("  baseline and probes by recipe: " + ", ".join(
         f"{r} {s / cfg.worker_count() / 60:.1f} min ({100 * s / cfg.worker_count() / total:.0f}%)"
         for r, s in recipes.sort_values(ascending=False).items()))
@@ -117,8 +116,8 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     # on a Dask cluster: one task per group of a sweep, at the rates above (scheduling overhead not counted);
     # each sweep's source net takes the seconds its record gives
     sweeps = []
-    for variant, split, where in layout.study_sweeps(record, [p.name for p in studies.STUDY.parts]):
-        part = done[(done.variant == variant) & (done.split == split)]
+    for name, split, where in layout.study_sweeps(record, [p.name for p in studies.STUDY.parts]):
+        part = done[(done.part == name) & (done.split == split)]
         sweeps.append((files.read_source_record(where)["seconds"],
                        part.groupby(["recipe", "n", "k"]).seconds_here.sum().tolist()))
     print(f"on a Dask cluster ({sum(len(t) for _, t in sweeps)} tasks; the longest "
@@ -141,7 +140,7 @@ def breadth_cost(data_dir: str | None, committed: str, measured_minutes: float |
     rows = plan.stored()
     sweeps = []
     for name, sweep_cfg in plan.configs():
-        part = rows[(rows.variant == name) & (rows.order == sweep_cfg.source_order)]
+        part = rows[(rows.part == name) & (rows.order == sweep_cfg.source_order)]
         sweeps.append((files.read_source_record(sweep_cfg.results_dir)["seconds"],
                        part.groupby(["recipe", "n", "k"]).seconds.max().tolist()))
     groups = sum(sum(t) for _, t in sweeps)
@@ -149,7 +148,7 @@ def breadth_cost(data_dir: str | None, committed: str, measured_minutes: float |
     print(f"the breadth study's record: {len(rows)} runs in {sum(len(t) for _, t in sweeps)} groups over "
           f"{len(sweeps)} sweeps; the groups' training loops {groups / 60:.1f} min on one thread, the source nets "
           f"{nets / 60:.1f} min (the largest {max(s for s, _ in sweeps):.0f} s)")
-    loops = rows.groupby(["variant", "order", "recipe", "n", "k"]).seconds.max().reset_index()
+    loops = rows.groupby(["part", "order", "recipe", "n", "k"]).seconds.max().reset_index()
     for by in (["recipe", "n"], ["k"]):
         share = loops.groupby(by).seconds.sum().sort_values(ascending=False) / loops.seconds.sum()
         print(f"  the groups' time by {' and '.join(by)}: " + ", ".join(
@@ -257,7 +256,7 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
     load = time.perf_counter() - start
     groups = executors.groups(grid)
     start = time.perf_counter()
-    inputs = [executors.group_inputs(task, engine.FeatureCache(), g) for g in groups]
+    inputs = [executors.group_inputs(task, stacked.FeatureCache(), g) for g in groups]
     prep = (time.perf_counter() - start) / len(groups)
     size = statistics.mean(sum(t.numel() * t.element_size() for t in (x, y, tx)) for x, y, _, tx in inputs)
     with cluster.connect(dataclasses.replace(cfg, cluster="local:1")) as pool:
@@ -279,7 +278,7 @@ def on_cluster(data_dir: str | None, committed: str) -> None:
     per_epoch = {g: times[2][g] / epochs[g] for g in times[2]}
     sweeps = []
     parts = [p.name for p in studies.STUDY.parts]
-    for variant, split, where in layout.study_sweeps(layout.study_root(committed), parts):
+    for name, split, where in layout.study_sweeps(layout.study_root(committed), parts):
         done = read_results(where / RESULTS_FILE)[1].groupby(["recipe", "n", "k"]).epochs.sum()
         sweeps.append((files.read_source_record(where)["seconds"],
                        [per_epoch[g] * e + overhead for g, e in done.items()]))

@@ -1,7 +1,7 @@
 /* The cores' fp32 ceiling, for benchmarks/bench.py: fused multiply-adds in independent chains, nothing else.
 
    Each function runs CHAINS independent accumulators of W-bit vectors through acc = acc * a + b for
-   `iters` rounds and returns the rate in GFLOP/s (a multiply-add is 2 FLOPs, as in ktlib.model's count).
+   `iters` rounds and returns the rate in GFLOP/s (a multiply-add is 2 FLOPs, as in ktlib.compute.model's count).
    Sixteen chains cover any FMA latency times the FMA units of current x86 and Arm cores, so the loop is
    bound by FMA throughput alone. Compiled by bench.py with the engine's compiler and flags, so each
    width becomes what the engine's own vectors become on this machine. */

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ktlib import config
-from ktlib.compute import native
+from ktlib.compute import native, stacked
 
 PEAK_SOURCE = Path(__file__).with_name("peak.c")
 WIDTHS = (512, 256, 128)
@@ -82,16 +82,12 @@ def cpu() -> str:
 def ceiling(threads: int) -> float:
     """Print the cores' ceiling on `threads` threads, the FMA peak, with three blocked kernels beside it, and
     return the FMA peak: the figure every % of peak in this script is of."""
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with stacked.torch_threads(threads):
         fma = fma_peak(threads)
         blocked = {"MKL sgemm 4096x4096 (torch)": matmul_peak(),
                    "oneDNN conv2d 64->64 maps, 3x3, 56x56, 32 images (torch)": conv_peak()}
         if threads == config.cores():  # numpy's OpenBLAS runs on every core it finds
             blocked["OpenBLAS sgemm 4096x4096 (numpy)"] = openblas_peak()
-    finally:
-        torch.set_num_threads(torch_threads)
     peak = max(fma.values())
     width = max(fma, key=fma.get)
     print(f"CPU: {cpu()}")

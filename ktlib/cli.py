@@ -12,9 +12,8 @@ from ktlib.compute import data as D
 from ktlib.config import ENGINES, PROFILES, Config
 from ktlib.recipes import RECIPES
 from ktlib.record import download as DL
-from ktlib.record import reproduce
+from ktlib.record import reproduce, studies
 from ktlib.record.files import RESULTS_FILE
-from ktlib.record.plan import Plan
 from ktlib.record.studies import STUDIES
 from ktlib.record.sweep import run
 from ktlib.record.tables import mean_table
@@ -93,15 +92,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def fetch_data(a) -> int:
+def download_command(a) -> int:
     md5 = DL.EMNIST_MD5 if a.md5 is None and a.sha256 is None else a.md5  # the sums given, else the official
     dest = DL.download(a.dest, a.url, md5, a.sha256, keep_archive=a.keep_archive, full=a.full, deadline=a.deadline)
     print(f"EMNIST ByClass files are in {dest}; set {paths.DATA_DIR_ENV}={dest.resolve()}")
     return 0
 
 
-def compare_build(a) -> int:
-    table = reproduce.compare(a.results_dir)
+def compare_command(a) -> int:
+    table = reproduce.compare_build(a.results_dir)
     differ = table.attrs["differ"]
     if not table.attrs["exists"]:  # said first: every run is unmatched
         print(f"there is no record in {table.attrs['record']}: no run of {a.results_dir} is paired")
@@ -112,12 +111,12 @@ def compare_build(a) -> int:
     return 0
 
 
-def seed_build(a) -> int:
+def seed_command(a) -> int:
     print(reproduce.seed(a.results_dir, a.profile, a.engine, seed_value=a.seed, data_dir=a.data_dir))
     return 0
 
 
-def publish_build(a) -> int:
+def publish_command(a) -> int:
     dest, short = reproduce.publish(a.results_dir, partial=a.partial, new_experiment=a.new_experiment,
                                     data_dir=a.data_dir)
     print(f"the record is in {dest}" + "".join(f"\n  note: {s}" for s in short))
@@ -137,16 +136,16 @@ def configuration(a) -> Config:
     return cfg
 
 
-def run_study(a) -> int:
+def study_command(a) -> int:
     """Run (or resume) the study the command names, by its entry in the table of studies."""
-    start, plan = time.perf_counter(), Plan.of(STUDIES[a.command], configuration(a), a.count)
+    start, plan = time.perf_counter(), studies.plan(a.command, configuration(a), a.count)
     plan.run(progress=not a.no_progress)
     print(f"{len(plan.stored())} runs in {len(plan.configs())} sweeps in {plan.root} "
           f"({time.perf_counter() - start:.0f} s this invocation)")
     return 0
 
 
-def run_sweep(a) -> int:
+def sweep_command(a) -> int:
     start, cfg = time.perf_counter(), configuration(a)
     rows = run(cfg, progress=not a.no_progress, wait=a.wait)
     print(f"{len(rows)} runs in {Path(cfg.results_dir) / RESULTS_FILE} "
@@ -159,14 +158,14 @@ def run_sweep(a) -> int:
 
 
 # Every other command is a study's: one per entry of the table of studies.
-COMMANDS = {"sweep": run_sweep, "download": fetch_data, "publish": publish_build, "compare": compare_build,
-            "seed": seed_build}
+COMMANDS = {"sweep": sweep_command, "download": download_command, "publish": publish_command,
+            "compare": compare_command, "seed": seed_command}
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
-        return COMMANDS.get(a.command, run_study)(a)
+        return COMMANDS.get(a.command, study_command)(a)
     except (D.DataError, ValueError, RuntimeError, OSError) as e:
         print(f"ktlib: error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ class Profile:
     splits: int
     variant_splits: int
     draws: int
-    orders: int  # the breadth study's nesting orders of the source classes (ktlib.record.breadth)
+    orders: int  # the breadth study's nesting orders of the source classes (ktlib.record.studies.BREADTH)
 
 
 # paper: the paper's protocol; smoke: the same pipeline shrunk to seconds
@@ -43,11 +43,12 @@ SOURCE_TRAINING = ("plain", "engine")
 PATIENCE_UNITS = ("epochs", "steps")
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6")  # the net's layers by name, bottom up: n retains the first n
 PAPER_SOURCE_ACCURACY = 0.9438  # the training accuracy the paper's source net reached
+TOLERANCE = 0.03  # a re-run reproduces the record when no cell mean moves by more than this (the Claims page glues it)
 # Trials, class splits and nesting orders each draw their images and initial weights from a 31-bit seed (derive_seed):
 # among n of them two share a seed, and so are one run counted twice, with a chance of about n^2 / 2^32 (0.02% at
 # 1,000, 2% at 10,000). A replicate count is refused above this, before anything is allocated for it.
 MAX_REPLICATES = 1000
-NATIVE_MAX_BATCH, NATIVE_CODE_BITS = 32, 20  # what ktlib/kernels.c is built for (ktlib.compute.native)
+NATIVE_MAX_BATCH, NATIVE_CODE_BITS = 32, 20  # what ktlib/compute/kernels.c is built for (ktlib.compute.native)
 
 
 class Purpose(IntEnum):

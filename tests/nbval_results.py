@@ -25,7 +25,7 @@ def prepare(dest: Path, recomputed: list[str]) -> None:
     for item in recomputed:
         part, split, sizes = (item.split(":") + ["", ""])[:3]
         if not split.isdigit():
-            raise SystemExit(f"{item}: name a sweep as PART:SPLIT[:K,K...], such as baseline:0:1,40")
+            raise SystemExit(f"{item}: name a sweep as PART:SPLIT-OR-ORDER[:K,K...], such as baseline:0:1,40")
         found = [where for p, i, where in study_sweeps(study_root(dest)) if (p, i) == (part, int(split))]
         if not found:
             raise SystemExit(f"{item}: the committed studies have no sweep {part}/<split or order>-{split} in {record}")

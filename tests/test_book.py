@@ -17,7 +17,7 @@ from ktlib.analysis import page as generated
 from ktlib.record import files, layout
 
 HTML = ROOT / "_build" / "html"
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"
 RECORD = layout.record_path("paper").parent
 PAGES = toc_pages()
 
@@ -152,7 +152,7 @@ def nbval(notebook: Path, results_dir: Path) -> subprocess.CompletedProcess:
 
 def altered_copy(name: str, tmp_path: Path, old: str, new: str) -> Path:
     """A copy of a committed notebook with `old` replaced by `new` in the stored output of one checked cell."""
-    nb = json.loads((NOTEBOOKS / name).read_text(encoding="utf-8"))
+    nb = json.loads((NOTEBOOK_DIR / name).read_text(encoding="utf-8"))
     hits = 0
     for cell in nb["cells"]:
         if cell["cell_type"] == "code" and "NBVAL_CHECK_OUTPUT" in "".join(cell["source"]):
@@ -175,7 +175,7 @@ def altered_copy(name: str, tmp_path: Path, old: str, new: str) -> Path:
     ("06_controls.ipynb", "holds", "fails"),     # a claim's verdict on one class split of the study
 ])
 def test_nbval_fails_when_a_stored_check_is_altered(tmp_path, name, old, new):
-    shutil.copy(NOTEBOOKS / name, tmp_path / "unaltered.ipynb")
+    shutil.copy(NOTEBOOK_DIR / name, tmp_path / "unaltered.ipynb")
     control = nbval(tmp_path / "unaltered.ipynb", RECORD)
     assert control.returncode == 0, control.stdout[-3000:]
     altered = nbval(altered_copy(name, tmp_path, old, new), RECORD)

@@ -11,7 +11,7 @@ from ktlib.compute.experiment import Experiment, grid
 from ktlib.config import Config, Purpose
 from ktlib.recipes import BASELINE, MATCHED_CONTROL
 from ktlib.record import files, layout, studies
-from ktlib.record.plan import Plan
+from ktlib.record.plans import Plan
 
 
 @pytest.fixture(scope="module")

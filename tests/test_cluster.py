@@ -222,7 +222,7 @@ def test_a_study_on_a_cluster_writes_what_it_writes_in_process(tmp_path, data_di
     there = studies.plan("study", ktlib.Config.for_profile("smoke", results_dir=str(tmp_path / "there"),
                                                     cluster=scheduler[0], **base))
     a, b = here.run(progress=False), there.run(progress=False)
-    key = ["variant", "split"]
+    key = ["part", "split"]
     assert a[key + ROWS].sort_values(key + ["recipe", "n", "k", "trial"], ignore_index=True).equals(
         b[key + ROWS].sort_values(key + ["recipe", "n", "k", "trial"], ignore_index=True))
     assert here.sources().state_sha256.tolist() == there.sources().state_sha256.tolist()

@@ -306,10 +306,8 @@ def test_an_unknown_kernel_target_is_one_clear_error(monkeypatch):
 @pytest.fixture
 def one_thread():
     """As a group trains (executors.train_group): on more threads, torch may split a long sum differently."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with stacked.torch_threads():
+        yield
 
 
 class _Given:

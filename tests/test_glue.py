@@ -85,3 +85,22 @@ def test_the_contract_check_fails_on_a_citation_of_a_key_no_notebook_glues(monke
     monkeypatch.setattr(page, "page", lambda: {**real(), "extra": "{glue:text}`../notebooks/02_sweep.ipynb::nokey`"})
     cited = citations()
     assert ("02_sweep", "nokey") in cited and "nokey" not in glued("02_sweep")
+
+
+def test_papermills_injected_parameters_fold_into_the_one_parameters_cell_beside_their_comments(tmp_path):
+    cell = lambda source, tags: {"cell_type": "code", "metadata": {"tags": tags}, "source": source, "outputs": [],
+                                 "execution_count": None}
+    nb = {"cells": [cell('seed = 0            # all randomness\nprofile = "paper"   # or "smoke"\nsplits = None',
+                         ["parameters"]),
+                    cell('# Parameters\nprofile = "smoke"\nsplits = 2\nextra = 1\n', ["injected-parameters"]),
+                    cell("print(profile)", [])],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps(nb))
+    page.fold_parameters(path)
+    cells = json.loads(path.read_text())["cells"]
+    assert len(cells) == 2 and cells[1]["source"] == "print(profile)"
+    assert "".join(cells[0]["source"]) == ('seed = 0            # all randomness\nprofile = "smoke"   # or "smoke"\n'
+                                           'splits = 2\nextra = 1')
+    page.fold_parameters(path)  # a folded notebook has nothing left to fold
+    assert json.loads(path.read_text())["cells"] == cells

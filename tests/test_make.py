@@ -55,10 +55,13 @@ def checkout_files(repo: Path) -> dict[str, bytes]:
 
 
 def executed_with(repo: Path, profile: str) -> None:
+    """Each executed notebook ran with this profile, which its one parameters cell shows (papermill's injected cell
+    folded into it), and holds no error."""
     for nb in NOTEBOOKS:
         cells = nbformat.read(repo / "_build/executed" / f"{nb}.ipynb", 4).cells
-        injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert f'profile = "{profile}"' in injected[0].source, nb
+        params = [c for c in cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+        assert len(params) == 1 and "parameters" in params[0].metadata.tags, nb
+        assert f'profile = "{profile}"' in params[0].source, nb
         assert not [o for c in cells for o in c.get("outputs", []) if o.output_type == "error"], nb
 
 

@@ -91,7 +91,7 @@ def test_a_build_on_other_data_publishes_to_a_record_of_its_own_and_leaves_the_s
     assert tag.startswith("data-") and subsets.read_text() == "the record of the subset"
     published = tmp_path / "results" / f"smoke-{tag}" / RESULTS_FILE
     assert published.read_bytes() == (Path(cfg.results_dir) / RESULTS_FILE).read_bytes()
-    assert reproduce.compare(cfg.results_dir).loc[RESULTS_FILE, "equal"] == len(rows)
+    assert reproduce.compare_build(cfg.results_dir).loc[RESULTS_FILE, "equal"] == len(rows)
 
 
 def test_publish_refuses_a_build_with_fewer_runs_than_its_grid_or_the_record_unless_told(tmp_path, data_dir,
@@ -512,13 +512,13 @@ def test_compare_counts_runs_equal_within_tolerance_different_and_unmatched(tmp_
     monkeypatch.chdir(tmp_path)
     cfg = small(tmp_path, data_dir, sizes=[1])
     rows = ktlib.run(cfg, progress=False)
-    assert reproduce.compare(cfg.results_dir).loc[RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
+    assert reproduce.compare_build(cfg.results_dir).loc[RESULTS_FILE, "unmatched"] == len(rows)  # no record yet
     record = reproduce.publish(cfg.results_dir, data_dir=data_dir)[0] / RESULTS_FILE
     meta, theirs = files.read_results(record)
     theirs.loc[0, "test_accuracy"] += compare.TOLERANCE / 2
     theirs.loc[1, "test_accuracy"] += 2 * compare.TOLERANCE
     files.write_results(record, meta, theirs.drop(index=2))
-    table = reproduce.compare(cfg.results_dir)
+    table = reproduce.compare_build(cfg.results_dir)
     assert table.loc[RESULTS_FILE].to_dict() == {
         "runs": len(rows), "equal": len(rows) - 3, "within tolerance": 1, "different": 1, "unmatched": 1}
     assert table.attrs["record"] == str(record.parent)
@@ -590,7 +590,7 @@ def test_compare_says_first_when_there_is_no_record_and_counts_the_sweeps_only_t
     assert first == f"there is no record in results/{record.name}: no run of {builds[0]} is paired"
     monkeypatch.chdir(checkout)
     shutil.copytree(builds[0], record / "study" / "baseline" / "split-0")  # a sweep the record has, the build not
-    table = reproduce.compare(str(builds[0]))
+    table = reproduce.compare_build(str(builds[0]))
     assert table.loc[RESULTS_FILE, "equal"] == 2
     assert table.loc["study/baseline/split-0"].to_dict() == {"runs": 0, "equal": 0, "within tolerance": 0,
                                                              "different": 0, "unmatched": 2}

@@ -21,7 +21,7 @@ def study_rows(acc, splits=4, trials=5, levels=range(6), sizes=(1, 5, 10, 20, 40
             a = acc(recipe, n, k, split, trial)
             out.append({"split": split, "trial": trial, "recipe": recipe, "n": n, "k": k, "test_accuracy": a,
                         "train_accuracy": min(1.0, a + 0.3), "epochs": 100 - 10 * n, "seconds": 1.0,
-                        "variant": "baseline"})
+                        "part": "baseline"})
     return pd.DataFrame(out)
 
 
@@ -49,15 +49,15 @@ def test_a_paired_difference_keeps_its_pairing_through_the_resampling():
     noise = {(s, t): rng.normal(0, 0.05) for s in range(4) for t in range(5)}
     rows = study_rows(lambda r, n, k, s, t: 0.5 + noise[s, t] + 0.05 * n, levels=[0, 1], sizes=[1],
                       recipes=["frozen"])
-    table = controls.of_kind(controls.intervals(Cube.of(rows), "t", 300, 1), "gain").loc[("frozen", 1, 1)]
+    table = controls.of_kind(controls.interval_table(Cube.of(rows), "t", 300, 1), "gain").loc[("frozen", 1, 1)]
     assert table.estimate == pytest.approx(0.05) and table.high - table.low < 1e-9
-    cell = controls.of_kind(controls.intervals(Cube.of(rows), "t", 300, 1), "cell").loc[("frozen", 0, 1)]
+    cell = controls.of_kind(controls.interval_table(Cube.of(rows), "t", 300, 1), "cell").loc[("frozen", 0, 1)]
     assert cell.high - cell.low > 0.02
 
 
 def test_the_same_seed_gives_the_same_intervals():
     rows = study_rows(lambda r, n, k, s, t: 0.3 + 0.01 * ((s * 7 + t * 3 + n) % 5), levels=[0, 1], sizes=[1, 5])
-    a, b = (controls.intervals(Cube.of(rows), "percentile, splits then trials", 100, 7) for _ in range(2))
+    a, b = (controls.interval_table(Cube.of(rows), "percentile, splits then trials", 100, 7) for _ in range(2))
     assert a.equals(b)
 
 
@@ -74,7 +74,7 @@ def knowledge_rows(split_fails: int | None = None):
 
 
 def test_the_controls_separate_knowledge_from_capacity():
-    table = controls.intervals(Cube.of(knowledge_rows()), "t", 200, 0)
+    table = controls.interval_table(Cube.of(knowledge_rows()), "t", 200, 0)
     knowledge = controls.of_kind(table, "knowledge")
     assert knowledge.loc[("random-matched", 5, 1)].estimate == pytest.approx(0.2)  # frozen +0.10, control -0.10
     assert knowledge.loc[("shuffled", 5, 1)].estimate == pytest.approx(0.1)
@@ -219,7 +219,7 @@ def test_the_chosen_rate_is_the_fine_tuning_recipe_with_the_best_mean():
 
 def test_readouts_agree_in_direction_where_both_intervals_exclude_zero():
     rows = knowledge_rows()
-    table = controls.intervals(Cube.of(rows), "t", 100, 0)
+    table = controls.interval_table(Cube.of(rows), "t", 100, 0)
     readouts = pd.concat([rows[rows.recipe != TUNED].assign(readout=rule) for rule in ("nearest-mean", "other")])
     flipped = readouts.assign(test_accuracy=lambda d: d.test_accuracy.where(
         (d.readout != "other") | (d.recipe != "random-matched"), d.test_accuracy + 0.5))

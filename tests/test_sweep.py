@@ -492,21 +492,21 @@ def test_a_study_runs_every_split_recipe_and_variant_and_resumes_without_retrain
     cfg = ktlib.Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path))
     plan = studies.plan("study", cfg)
     rows = plan.run(progress=False)
-    assert rows.groupby("variant").split.nunique().to_dict() == {"baseline": 2, **{p.name: 1 for p in plan.parts[1:]}}
-    assert set(rows[rows.variant == "baseline"].recipe) == set(CORE)
-    probes = rows[rows.variant == "probes"]
+    assert rows.groupby("part").split.nunique().to_dict() == {"baseline": 2, **{p.name: 1 for p in plan.parts[1:]}}
+    assert set(rows[rows.part == "baseline"].recipe) == set(CORE)
+    probes = rows[rows.part == "probes"]
     assert set(probes.recipe) == set(PROBES) and (probes.n > 0).all()  # their n=0 runs: the baseline's
     assert set(study.with_probes(rows, plan.counts["variant_splits"]).recipe) == set(RECIPES)
-    assert set(rows[rows.variant.isin(studies.VARIANTS)].recipe) == {BASELINE}
+    assert set(rows[rows.part.isin(studies.VARIANTS)].recipe) == {BASELINE}
     readouts = plan.readouts()
     assert set(readouts.readout) == {"nearest-mean", "nearest-neighbour"}
     frozen_kinds = {r for r in RECIPES if not RECIPES[r].trains}  # the recipes whose features stay as copied
-    assert set(readouts[readouts.variant == "baseline"].recipe) == frozen_kinds & set(CORE)
+    assert set(readouts[readouts.part == "baseline"].recipe) == frozen_kinds & set(CORE)
     assert set(study.with_probes(readouts, plan.counts["variant_splits"]).recipe) == frozen_kinds
-    budget = rows[rows.variant == "budget"]
+    budget = rows[rows.part == "budget"]
     assert (budget.epochs == studies.BUDGET_EPOCHS).all() and (budget.stopped_by == "cap").all()
     nets = plan.sources()
-    assert nets.groupby("variant").source.nunique()["baseline"] == 2  # each split its own classes and net
+    assert nets.groupby("part").source.nunique()["baseline"] == 2  # each split its own classes and net
     again = plan.run(progress=False)
     assert again.equals(rows)  # nothing was trained again: even the seconds are those saved
 
@@ -539,4 +539,4 @@ def test_a_smaller_study_in_a_directory_that_holds_more_splits_returns_only_its_
     studies.plan("study", cfg, 2).run(progress=False)
     rows = studies.plan("study", cfg, 1).run(progress=False)
     on_disk = studies.plan("study", cfg, 2).runs()
-    assert set(rows.split) == {0} and set(on_disk[on_disk.variant == "baseline"].split) == {0, 1}
+    assert set(rows.split) == {0} and set(on_disk[on_disk.part == "baseline"].split) == {0, 1}

@@ -13,7 +13,7 @@ from ktlib.compute import data
 from ktlib.config import Purpose, derive_seed
 from ktlib.recipes import BASELINE, MATCHED_CONTROL
 from ktlib.record import tables
-from ktlib.record.plan import Plan
+from ktlib.record.plans import Plan
 from ktlib.record.studies import CAPACITY_LEVELS, FIXED, ORDERED
 
 # ---------------------------------------------------------------- the design, as the plan resolved it
@@ -36,13 +36,13 @@ def _listed(numbers) -> str:
 
 def with_source(table: pd.DataFrame, plan: Plan) -> pd.DataFrame:
     """The table with each row's source size ('fixed' for the control), ordered as the sizes are."""
-    sources = pd.Categorical(table.variant.str.removeprefix(ORDERED), [str(m) for m in sizes(plan)] + [FIXED],
+    sources = pd.Categorical(table.part.str.removeprefix(ORDERED), [str(m) for m in sizes(plan)] + [FIXED],
                              ordered=True)  # tables in this order
     return table.assign(source=sources)
 
 
 def runs(plan: Plan) -> pd.DataFrame:
-    """Every run, tidy, with its part (`variant`), nesting `order` and `source` size; the n=0 runs under every
+    """Every run, tidy, with its `part`, nesting `order` and `source` size; the n=0 runs under every
     source."""
     return with_source(plan.runs(), plan)
 
@@ -62,7 +62,7 @@ def spreads(plan: Plan) -> pd.DataFrame:
     """Per sweep, recipe and level: how much that level's output varies from image to image on the test images, by
     source size."""
     table = plan.spreads()
-    return table.assign(source=table.variant.str.removeprefix(ORDERED))[["source", "order", "recipe", "n", "spread"]]
+    return table.assign(source=table.part.str.removeprefix(ORDERED))[["source", "order", "recipe", "n", "spread"]]
 
 
 def orders_table(plan: Plan) -> pd.DataFrame:
@@ -99,7 +99,7 @@ def source_cube(rows: pd.DataFrame) -> Cube:
     nesting order: the form the breadth contrasts (ktlib.analysis.contrasts) read."""
     arrays, shape = {}, None
     for source, runs in rows[rows.recipe == BASELINE].groupby("source", observed=True):
-        one = Cube.of(runs.assign(split=runs.order), [BASELINE])
+        one = Cube.of(runs, [BASELINE], replicate="order")
         arrays[int(source) if source.isdigit() else source] = one.arrays[BASELINE]
         shape = one
     ordered = sorted(arrays.items(), key=lambda kv: (kv[0] == FIXED, 0 if kv[0] == FIXED else kv[0]))
@@ -179,7 +179,7 @@ def decided_signs(trained: pd.DataFrame, readout: pd.DataFrame) -> pd.DataFrame:
 
 def source_summary(nets: pd.DataFrame) -> pd.DataFrame:
     """Per source size: the source nets' held-out accuracy (mean, lowest, highest), epochs, and epoch-cap hits."""
-    return nets.groupby("variant", sort=False).agg(
+    return nets.groupby("part", sort=False).agg(
         classes=("classes", "first"), held_out_mean=("held_out_accuracy", "mean"),
         held_out_min=("held_out_accuracy", "min"), held_out_max=("held_out_accuracy", "max"),
         epochs_mean=("epochs", "mean"), capped=("cap", "sum"), nets=("cap", "size"))
@@ -231,8 +231,8 @@ def run_section(r: Read, wall_seconds: float) -> tuple[dict, pd.DataFrame]:
     """How many runs, how long they took, where they came from; the runs per part and recipe."""
     values = {"breadth_runs": len(r.stored), "breadth_wall_minutes": wall_seconds / 60,
               "breadth_training_hours": tables.training_hours(r.stored, r.plan.cfg.engine),
-              "breadth_provenance": tables.provenance(r.stored)}
-    return values, r.stored.groupby(["variant", "recipe"], sort=False).size().unstack("recipe", fill_value=0)
+              "breadth_provenance": tables.where_computed(r.stored)}
+    return values, r.stored.groupby(["part", "recipe"], sort=False).size().unstack("recipe", fill_value=0)
 
 
 def sources_section(r: Read):

@@ -26,12 +26,11 @@ from ktlib.analysis.contrasts import (
     contrasts_k1_rises,
     contrasts_variance,
 )
-from ktlib.analysis.glue import glued
+from ktlib.analysis.glue import NOTEBOOKS, glued
 from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import LAYERS, PAPER_FREE_PARAMETERS
 from ktlib.config import PAPER_SOURCE_ACCURACY
 from ktlib.recipes import BASELINE, TUNED
-from ktlib.analysis.glue import NOTEBOOKS
 
 # The paper's derived shares of the 52,256 free parameters, in percent (its text, p. 4).
 PAPER_SHARES = {"F6 only trainable": 4.6, "C5 and F6 trainable": 96.7, "C1-S4 (retained when n=4)": 3.3}
@@ -231,12 +230,12 @@ COUNTED_CLAIMS = {
                                             "retraining C5 and F6 frees almost all of them; C1-S4 hold a small share."),
     "source": CountedClaim(NOTEBOOKS["source"],
                            "The source net, trained on its own classes, reaches the paper's training "
-                                        "accuracy. (True by construction: its training stops there. Its held-out "
-                                        "accuracy says what it learned.)", "Near the paper's accuracy",
+                           "accuracy. (True by construction: its training stops there. Its held-out "
+                           "accuracy says what it learned.)", "Near the paper's accuracy",
                            f"within {_v('source_near', '.0%')} of it."),
 }
-# Every claim the book judges, by the notebook that judges it (on the paper's split): the Claims page has one row for
-# each, in this order (`page`).
+# Every claim the book judges, by the notebook that judges it (on the paper's split); the Claims page (ktlib.analysis.
+# page) has one row for each, numbered in the order of the registries above.
 CLAIMS = {**{nb: [k for k, c in COUNTED_CLAIMS.items() if c.notebook == nb]
              for nb in dict.fromkeys(c.notebook for c in COUNTED_CLAIMS.values())},
           NOTEBOOKS["variance"]: list(SWEEP_CLAIMS), NOTEBOOKS["controls"]: list(STUDY_CLAIMS),

@@ -10,7 +10,8 @@ import pandas as pd
 from ktlib.analysis import plots
 from ktlib.config import Purpose
 from ktlib.recipes import BASELINE, MATCHED_CONTROL
-from ktlib.record.plan import Plan
+from ktlib.record.plans import Plan
+from ktlib.record.studies import BASELINE_PART
 from ktlib.record.tables import mean_table, recipe_runs
 
 
@@ -75,7 +76,7 @@ def case_summary(predicted: np.ndarray, labels: np.ndarray, classes: str) -> dic
 
 def case_table(stored: dict, sizes: list[int], levels: list[int], recipe: str) -> pd.DataFrame:
     """`case_summary` of every split's runs of a recipe, per k and n: stored is a study's predictions by split
-    (ktlib.record.plan.Plan.predictions)."""
+    (ktlib.record.plans.Plan.predictions)."""
     return pd.DataFrame([{"split": split, "k": k, "n": n,
                           **case_summary(runs_of(keys, predicted, recipe, n, k), labels, classes)}
                          for split, (keys, predicted, labels, classes) in stored.items()
@@ -168,8 +169,8 @@ class Read:
     @classmethod
     def of(cls, plan: Plan) -> "Read":
         stored = plan.stored()
-        runs = stored[(stored.variant == "baseline") & (stored.split == 0)]
-        return cls(plan, plan.predictions("baseline"), runs, [min(plan.cfg.sizes), max(plan.cfg.sizes)])
+        runs = stored[(stored.part == BASELINE_PART) & (stored.split == 0)]
+        return cls(plan, plan.predictions(BASELINE_PART), runs, [min(plan.cfg.sizes), max(plan.cfg.sizes)])
 
     @property
     def paper(self) -> tuple:
@@ -210,7 +211,7 @@ def cases_section(r: Read):
 def crossed_section(r: Read):
     """How much a new draw of the classes widens three contrasts' intervals, beside how the class splits drew
     their classes."""
-    nets = r.plan.sources().query("variant == 'baseline'")
+    nets = r.plan.sources().query(f"part == '{BASELINE_PART}'")
     fall = class_draws(nets)
     values = {f"{role}_lower_{end}": fall[f"{role}_lower"][i] for role in ("target", "source")
               for end, i in (("min", 0), ("max", 1))} | {"shared_targets": fall["shared_targets"]}

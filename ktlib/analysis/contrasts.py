@@ -10,8 +10,8 @@ import pandas as pd
 
 from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import connections, run_flops
+from ktlib.config import TOLERANCE
 from ktlib.recipes import BASELINE, TUNED, first_trained
-from ktlib.record import compare
 from ktlib.record.studies import FIXED
 
 
@@ -36,7 +36,7 @@ THRESHOLDS = {
                               "transfer gain"),
     "fits": Threshold(0.95, "a net fits its training set when its mean training accuracy is at least this: only "
                             "where the most-retained net fits does a train-test gap measure overfitting"),
-    "tolerance": Threshold(compare.TOLERANCE, "a re-run reproduces the record when no cell mean moves by more than "
+    "tolerance": Threshold(TOLERANCE, "a re-run reproduces the record when no cell mean moves by more than "
                                               "this"),
     "dead": Threshold(2.0, "a run is dead when it stops with training accuracy at most this many times chance: "
                            "it never began to learn"),

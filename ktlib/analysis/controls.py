@@ -69,7 +69,7 @@ def _intervals(cube: Cube, stats: dict[tuple, Statistic], method: str, draws: in
         return estimate(cube, {name: _measurable(s) for name, s in stats.items()}, method, draws, seed)
 
 
-def intervals(cube: Cube, method: str, draws: int, seed: int) -> pd.DataFrame:
+def interval_table(cube: Cube, method: str, draws: int, seed: int) -> pd.DataFrame:
     """Every statistic's estimate and 95% interval over splits, by `method` (ktlib.analysis.intervals.METHODS)."""
     return _intervals(cube, statistics(cube), method, draws, seed)
 
@@ -87,17 +87,6 @@ def of_kind(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     if len(names) == 1:
         return rows.set_axis(pd.Index([i[1] for i in rows.index], name=names[0]))
     return rows.set_axis(pd.MultiIndex.from_tuples([i[1:] for i in rows.index], names=names))
-
-
-def knowledge_label(control: str) -> str:
-    return f"frozen - {control}"
-
-
-def gains_at(table: pd.DataFrame, k: int) -> pd.DataFrame:
-    """At one training-set size, by n: each recipe's gain over n=0, and frozen minus each control, as text."""
-    gains = interval_texts(of_kind(table, "gain")).unstack("recipe").xs(k, level="k")
-    knowledge = interval_texts(of_kind(table, "knowledge")).unstack("control").xs(k, level="k")
-    return gains.join(knowledge.rename(columns=knowledge_label))
 
 
 # ---------------------------------------------------------------- the controls as instruments

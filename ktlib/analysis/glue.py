@@ -1,8 +1,8 @@
 """The book's glue: the notebooks by name, how a page cites a value a notebook glued, and the gluing itself."""
 from __future__ import annotations
 
-# The notebooks, by what each measures: the one place their names are typed (the book's _toc.yml lists the same, in
-# this order; tests/test_book.py checks it).
+# The notebooks, by what each measures: the one place ktlib names them. The book's table of contents (_toc.yml) lists
+# them too, for the book and the Makefile; tests/test_glue.py keeps the two the same, in the same order.
 NOTEBOOKS = {"source": "01_source", "sweep": "02_sweep", "variance": "03_variance", "parameters": "04_parameters",
              "study": "05_study", "controls": "06_controls", "errors": "07_errors", "breadth": "08_breadth"}
 

@@ -79,9 +79,12 @@ class Cube:
         return dataclasses.replace(self, arrays=arrays, origin=self.origin[splits])
 
     @classmethod
-    def of(cls, rows: pd.DataFrame, recipes: list[str] | None = None, values: tuple[str, ...] = VALUES) -> "Cube":
-        """The rows' recipes (by default every one with runs above n=0) and values as arrays; a recipe that
-        does not fill every split, trial, n and k is an error."""
+    def of(cls, rows: pd.DataFrame, recipes: list[str] | None = None, values: tuple[str, ...] = VALUES,
+           replicate: str = "split") -> "Cube":
+        """The rows' recipes (by default every one with runs above n=0) and values as arrays, the first axis the
+        column `replicate` names (a class split, or a nesting order); a recipe that does not fill every replicate,
+        trial, n and k is an error."""
+        rows = rows.rename(columns={replicate: "split"}) if replicate != "split" else rows
         rows = rows if "split" in rows else rows.assign(split=0)
         recipes = recipes or [r for r in rows.recipe.unique() if (rows[rows.recipe == r].n > 0).any()]
         levels, sizes = sorted(rows.n.unique()), sorted(rows.k.unique())
@@ -94,7 +97,8 @@ class Cube:
             if table.isna().any().any():
                 raise ValueError(f"the {recipe} runs do not fill every split, trial, n and k")
             arrays[recipe] = {v: table[v].to_numpy(float).reshape(shape) for v in values}
-        return cls(arrays, [int(n) for n in levels], [int(k) for k in sizes], [int(s) for s in splits])
+        return cls(arrays, [int(n) for n in levels], [int(k) for k in sizes], [int(s) for s in splits],
+                   replicate=replicate)
 
     def tables(self) -> dict[str, Tables]:
         """Each recipe's Tables over the cube's splits and trials (a resampled cube's: `resampled`)."""

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 from ktlib.analysis.claims import BREADTH_CLAIMS, COUNTED_CLAIMS, STUDY_CLAIMS, SWEEP_CLAIMS
-from ktlib.analysis.glue import glued
-from ktlib.analysis.glue import NOTEBOOKS
+from ktlib.analysis.glue import NOTEBOOKS, glued
 
 
 def page() -> dict[str, str]:
@@ -19,9 +18,9 @@ def page() -> dict[str, str]:
     counted claims, the claims about the runs on the paper's split and over splits, the claims about more source
     classes, and how each became contrasts. Rows are numbered in the order of COUNTED_CLAIMS, SWEEP_CLAIMS,
     STUDY_CLAIMS and BREADTH_CLAIMS."""
-    controls, breadth = NOTEBOOKS["controls"], NOTEBOOKS["breadth"]
+    over_nb, breadth_nb = NOTEBOOKS["controls"], NOTEBOOKS["breadth"]
     runs = {**{k: (NOTEBOOKS["variance"], c) for k, c in SWEEP_CLAIMS.items()},
-            **{k: (controls, c) for k, c in STUDY_CLAIMS.items()}}
+            **{k: (over_nb, c) for k, c in STUDY_CLAIMS.items()}}
     number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs, *BREADTH_CLAIMS])}
     counted = ["| # | The paper's claim | What we measured | Verdict |", "| --- | --- | --- | --- |"]
     counted += [f"| {number[k]} | {c.words} | {glued(c.notebook, k + '_measured')} | "
@@ -32,13 +31,13 @@ def page() -> dict[str, str]:
               f"**{glued(nb, k + '_verdict')}** | {glued(nb, k + '_chance')} |" for k, (nb, c) in runs.items()]
     over = ["| # | Our claim | Contrasts over splits: estimate [95% interval] (where it must lie) | Verdict | Chance of "
             "holding | Splits where it holds [95% interval] |", "| --- | --- | --- | --- | --- | --- |"]
-    over += [f"| {number[k]} | {c.title} | {glued(controls, k + '_over_measured')} | "
-             f"**{glued(controls, k + '_over_verdict')}** | {glued(controls, k + '_over_chance')} | "
-             f"{glued(controls, k + '_tally')} |" for k, (_, c) in runs.items()]
+    over += [f"| {number[k]} | {c.title} | {glued(over_nb, k + '_over_measured')} | "
+             f"**{glued(over_nb, k + '_over_verdict')}** | {glued(over_nb, k + '_over_chance')} | "
+             f"{glued(over_nb, k + '_tally')} |" for k, (_, c) in runs.items()]
     breadth = ["| # | Our claim, and the paper's words | Contrasts over nesting orders: estimate [95% interval] (where it "
                "must lie) | Verdict | Chance of holding |", "| --- | --- | --- | --- | --- |"]
-    breadth += [f"| {number[k]} | {c.words} {glued(breadth, k + '_paper')} | {glued(breadth, k + '_measured')} "
-                f"| **{glued(breadth, k + '_verdict')}** | {glued(breadth, k + '_chance')} |"
+    breadth += [f"| {number[k]} | {c.words} {glued(breadth_nb, k + '_paper')} | {glued(breadth_nb, k + '_measured')} "
+                f"| **{glued(breadth_nb, k + '_verdict')}** | {glued(breadth_nb, k + '_chance')} |"
                 for k, c in BREADTH_CLAIMS.items()]
     how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {**COUNTED_CLAIMS, **SWEEP_CLAIMS,
                                                                        **STUDY_CLAIMS, **BREADTH_CLAIMS}.items() if c.how]

@@ -40,7 +40,7 @@ def accuracy_vs_levels(rows: pd.DataFrame, ax=None):
     return ax.figure
 
 
-def spread(rows: pd.DataFrame, k: int, ax=None):
+def trial_spread(rows: pd.DataFrame, k: int, ax=None):
     """The paper's Figures 3-5: min, mean and max over the trials at one training-set size."""
     ax = ax or plt.subplots(figsize=(5, 3.6))[1]
     g = rows[rows.k == k].groupby("n").test_accuracy
@@ -64,12 +64,12 @@ def panel_grid(panels: int, columns: int = 2, width: float = 5.2, height: float 
     return fig, list(axes.flat[:panels])
 
 
-def spreads(rows: pd.DataFrame, sizes=(1, 10, 40)):
+def figures3_5(rows: pd.DataFrame, sizes=(1, 10, 40)):
     """Figures 3-5, two to a row, on a shared y axis so that the spreads compare."""
     sizes = [k for k in sizes if k in set(rows.k)] or sorted(set(rows.k))[:3]
     fig, axes = panel_grid(len(sizes), sharey=True)
     for ax, k in zip(axes, sizes):
-        spread(rows, k, ax)
+        trial_spread(rows, k, ax)
         ax.yaxis.set_tick_params(labelleft=True)
     fig.tight_layout()
     return fig
@@ -108,17 +108,17 @@ def source_history(record: dict, goal: float, images: int):
     return fig
 
 
-def characters(x: np.ndarray, y: np.ndarray, chars: str, per_class: int = 6, columns: int = 5):
+def characters(x: np.ndarray, y: np.ndarray, chars: str, per_class: int = 6, columns: int = 4):
     """A grid of example inputs, per_class side by side for each class, as the net sees them."""
     classes = np.unique(y)
     rows = int(np.ceil(len(classes) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 0.75 * rows + 0.3))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 0.85 * rows + 0.3))
     for ax in axes.flat:
         ax.axis("off")
     for ax, c in zip(axes.flat, classes):
         strip = np.concatenate([img[0] for img in x[y == c][:per_class]], axis=1)
         ax.imshow(strip, cmap="gray_r", interpolation="nearest")
-        ax.set_title(repr(chars[c]), fontsize=9)
+        ax.set_title(repr(chars[c]), fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -126,7 +126,7 @@ def characters(x: np.ndarray, y: np.ndarray, chars: str, per_class: int = 6, col
 def architecture(net: Net, retained: int = 4):
     """The net as boxes: each layer's output shape and free parameters; the bottom `retained` shaded."""
     shapes, counts = layer_shapes(net), free_parameters(net)
-    fig, ax = plt.subplots(figsize=(11, 2.6))
+    fig, ax = plt.subplots(figsize=(11, 3.0))  # its text sized to read at page width, where it is drawn at about 60%
     boxes = [("input", "1@32x32", "")] + [
         (name, f"{s[0]}@{s[1]}x{s[2]}" if s[1] > 1 else f"{s[0]} units", f"{counts[name]:,} params")
         for name, s in shapes.items()]
@@ -135,15 +135,15 @@ def architecture(net: Net, retained: int = 4):
         x0 = i * (w + gap)
         color = "white" if i == 0 else "#c6dbef" if i <= retained else "#fdd0a2"
         ax.add_patch(Rectangle((x0, 0), w, 1, facecolor=color, edgecolor="black"))
-        ax.text(x0 + w / 2, 0.7, name, ha="center", va="center", fontsize=11, weight="bold")
-        ax.text(x0 + w / 2, 0.45, shape, ha="center", va="center", fontsize=9)
-        ax.text(x0 + w / 2, 0.2, params, ha="center", va="center", fontsize=8)
+        ax.text(x0 + w / 2, 0.72, name, ha="center", va="center", fontsize=16, weight="bold")
+        ax.text(x0 + w / 2, 0.45, shape, ha="center", va="center", fontsize=13)
+        ax.text(x0 + w / 2, 0.18, params, ha="center", va="center", fontsize=11.5)
         if i:
             ax.add_patch(FancyArrowPatch((x0 - gap, 0.5), (x0, 0.5), arrowstyle="->", mutation_scale=12))
     ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#c6dbef", edgecolor="black",
                            label=f"copied from the source net and frozen (n={retained})"))
     ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#fdd0a2", edgecolor="black", label="trained on the target task"))
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False, fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False, fontsize=13)
     ax.set_xlim(-0.1, len(boxes) * (w + gap))
     ax.set_ylim(-0.1, 1.1)
     ax.axis("off")

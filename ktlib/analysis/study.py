@@ -14,10 +14,10 @@ from ktlib.analysis.intervals import Cube, interval_texts
 from ktlib.compute import data
 from ktlib.config import Purpose
 from ktlib.recipes import BASELINE, CORE, MATCHED_CONTROL, RECIPES, TUNED
-from ktlib.record import compare, layout, tables
+from ktlib.record import tables
 from ktlib.record.files import RESULTS_FILE, read_results
-from ktlib.record.plan import Plan
-from ktlib.record.studies import BUDGET_EPOCHS, PATIENCE_STEPS, VARIANTS
+from ktlib.record.plans import Plan
+from ktlib.record.studies import BASELINE_PART, BUDGET_EPOCHS, PATIENCE_STEPS, PROBES_PART, VARIANTS
 
 
 def recipe_table(plan: Plan) -> pd.DataFrame:
@@ -34,21 +34,21 @@ def with_probes(rows: pd.DataFrame, splits: int) -> pd.DataFrame:
     """The baseline's runs (or readouts) of its first `splits` splits, with the probes' beside them: every recipe on
     the same splits, the n=0 runs the baseline's (the probes' readouts of the baseline's recipe are left out, as
     copies of the baseline's)."""
-    base = rows[(rows.variant == "baseline") & (rows.split < splits)]
-    return pd.concat([base, rows[(rows.variant == "probes") & (rows.recipe != BASELINE)]], ignore_index=True)
+    base = rows[(rows.part == BASELINE_PART) & (rows.split < splits)]
+    return pd.concat([base, rows[(rows.part == PROBES_PART) & (rows.recipe != BASELINE)]], ignore_index=True)
 
 
 def protocol(rows: pd.DataFrame) -> pd.DataFrame:
     """The baseline's runs and those of the protocol variants (ktlib.analysis.verdicts.variant_changes compares
     them)."""
-    return rows[rows.variant.isin(["baseline", *VARIANTS])]
+    return rows[rows.part.isin([BASELINE_PART, *VARIANTS])]
 
 
 def spreads(plan: Plan) -> pd.DataFrame:
     """Each level's spread per split and recipe, in the baseline's and the probes' sweeps (the probes' copy of the
     baseline's recipe left out): a level whose output barely varies passes little of the image on to the layers
     that train."""
-    table = plan.spreads(("baseline", "probes")).drop(columns="variant")
+    table = plan.spreads((BASELINE_PART, PROBES_PART)).drop(columns="part")
     return table.drop_duplicates(["split", "recipe", "n"], ignore_index=True)
 
 
@@ -60,14 +60,14 @@ def run_section(plan: Plan, rows: pd.DataFrame, wall_seconds: float) -> tuple[di
               "variant_splits": plan.counts["variant_splits"], "budget_epochs": BUDGET_EPOCHS,
               "patience_steps": PATIENCE_STEPS, "study_wall_minutes": wall_seconds / 60,
               "study_training_hours": tables.training_hours(rows, plan.cfg.engine),
-              "study_provenance": tables.provenance(rows)}
-    return values, rows.groupby(["variant", "recipe"]).size().unstack("recipe", fill_value=0)
+              "study_provenance": tables.where_computed(rows)}
+    return values, rows.groupby(["part", "recipe"]).size().unstack("recipe", fill_value=0)
 
 
 def sources_section(plan: Plan):
     """Each sweep's source net, and the baseline's held-out accuracy over the splits."""
     nets = plan.sources()
-    baseline = nets[nets.variant == "baseline"]
+    baseline = nets[nets.part == BASELINE_PART]
     values = {f"held_out_{name}": float(100 * getattr(baseline.held_out_accuracy, name)())
               for name in ("mean", "min", "max")}
     return values, nets.drop(columns="state_sha256").style.format({"train_accuracy": "{:.4f}",
@@ -103,7 +103,7 @@ class Read:
 
     @cached_property
     def baseline(self) -> pd.DataFrame:
-        return self.rows[self.rows.variant == "baseline"]
+        return self.rows[self.rows.part == BASELINE_PART]
 
     @cached_property
     def probes(self) -> pd.DataFrame:  # every recipe, on the splits where all ran
@@ -125,16 +125,16 @@ class Read:
     def method(self) -> str:
         return intervals.chosen_method(self.coverage)
 
-    def intervals(self, rows: pd.DataFrame, recipes) -> pd.DataFrame:
-        return controls.intervals(Cube.of(rows, list(recipes)), self.method, self.plan.draws, self.boot)
+    def interval_table(self, rows: pd.DataFrame, recipes) -> pd.DataFrame:
+        return controls.interval_table(Cube.of(rows, list(recipes)), self.method, self.plan.draws, self.boot)
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        return self.intervals(self.baseline, CORE)
+        return self.interval_table(self.baseline, CORE)
 
     @cached_property
     def probe_table(self) -> pd.DataFrame:
-        return self.intervals(self.probes, RECIPES)
+        return self.interval_table(self.probes, RECIPES)
 
     @cached_property
     def readouts(self) -> pd.DataFrame:
@@ -142,7 +142,7 @@ class Read:
 
     @cached_property
     def readout_table(self) -> pd.DataFrame:
-        baseline = self.readouts[self.readouts.variant == "baseline"]
+        baseline = self.readouts[self.readouts.part == BASELINE_PART]
         return controls.readout_intervals(baseline, self.method, self.plan.draws, self.boot)
 
     @cached_property
@@ -259,7 +259,7 @@ def tuning_table(r: Read) -> pd.DataFrame:
 
 def forgetting_section(r: Read):
     """What each fine-tuned recipe forgets of the source task, against the source net's own held-out accuracy."""
-    held_out = r.plan.sources().query("variant == 'baseline'").set_index("split").held_out_accuracy
+    held_out = r.plan.sources().query(f"part == '{BASELINE_PART}'").set_index("split").held_out_accuracy
     found = controls.forgetting_intervals(r.probes, held_out, r.method, r.plan.draws, r.boot)
     lost = controls.of_kind(found, "forgetting")
     return (controls.forgetting_values(lost, r.spots), interval_texts(lost).unstack("recipe"),
@@ -267,13 +267,11 @@ def forgetting_section(r: Read):
 
 
 def split0_section(r: Read):
-    """The paper's sweep (a plainly trained source net) against the study's split 0 (an engine-trained one): how far
-    the runs moved, and whether the sweep's claims get the same verdicts."""
-    paper_meta, paper_rows = read_results(Path(r.plan.cfg.results_dir) / RESULTS_FILE)
+    """The paper's sweep (a plainly trained source net) against the study's split 0 (an engine-trained one): whether
+    the sweep's claims get the same verdicts (how far the runs moved is the record wing's comparison,
+    ktlib.record.plans.Plan.against_paper_sweep)."""
+    _, paper_rows = read_results(Path(r.plan.cfg.results_dir) / RESULTS_FILE)
     split0 = tables.recipe_runs(r.baseline[r.baseline.split == 0], BASELINE)
-    split0_meta, _ = read_results(layout.sweep_dir(r.plan.root, "baseline", 0) / RESULTS_FILE)
-    moved = compare.compare_with_record(split0, split0_meta, Path(r.plan.cfg.results_dir) / RESULTS_FILE,
-                                        ignore=("recipes", "source_training"))
 
     def one_split(runs):  # the sweep's claims on one split's runs, as the variance notebook judges them
         cube = contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
@@ -282,8 +280,7 @@ def split0_section(r: Read):
     both = pd.DataFrame({"paper sweep (plain source net)": one_split(paper_rows),
                          "study split 0 (engine source net)": one_split(split0)})
     same = both.iloc[:, 0] == both.iloc[:, 1]
-    return ({"split0_moved": compare.comparison_text(moved, "the paper sweep"), "split0_same_verdicts": int(same.sum()),
-             "split0_claims": len(both)}, both,
+    return ({"split0_same_verdicts": int(same.sum()), "split0_claims": len(both)}, both,
             f"the same verdicts, whichever trained the source net: {bool(same.all())}")
 
 
@@ -317,7 +314,7 @@ def best_level_section(r: Read):
 def maturity_section(r: Read):
     """Per split: the k=1 gain of the top n beside its source net's epochs and held-out accuracy, with Spearman's
     rho."""
-    nets = r.plan.sources().query("variant == 'baseline'").set_index("split")
+    nets = r.plan.sources().query(f"part == '{BASELINE_PART}'").set_index("split")
     gain = pd.Series(contrasts.contrasts_k1_rises(r.cube)[0].per_split(r.cube), index=r.cube.splits_of_rows())
     table = pd.DataFrame({"k=1 gain of n=5": gain, "source epochs": nets.epochs,
                           "held-out accuracy": nets.held_out_accuracy})
@@ -334,11 +331,11 @@ def variants_section(r: Read):
     frozen = protocol(r.rows)
     frozen = frozen[(frozen.recipe == BASELINE) & (frozen.split < r.plan.counts["variant_splits"])]
     cubes = {variant: contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
-             for variant, runs in frozen.groupby("variant")}
+             for variant, runs in frozen.groupby("part")}
     changes = verdicts.variant_changes(cubes, claims.SWEEP_CLAIMS, r.plan.draws, r.boot)
-    caps = frozen[frozen.stopped_by == "cap"].groupby("variant").size()
-    values = {"variant_splits_read": r.rows[r.rows.variant.isin(VARIANTS)].split.nunique(),
+    caps = frozen[frozen.stopped_by == "cap"].groupby("part").size()
+    values = {"variant_splits_read": r.rows[r.rows.part.isin(VARIANTS)].split.nunique(),
               **verdicts.variant_values(changes),
               "caps_patience_steps": int(caps.get("patience-steps", 0)),  # the variant against ours
-              "caps_frozen_baseline_variant_splits": int(caps.get("baseline", 0))}
+              "caps_frozen_baseline_variant_splits": int(caps.get(BASELINE_PART, 0))}
     return values, changes, changes[["variant", "claim", "variant verdicts"]].to_string(index=False)

@@ -7,6 +7,7 @@ import pandas as pd
 
 from ktlib.analysis import claims, contrasts, glue
 from ktlib.analysis.intervals import Cube, clopper_pearson, jackknife_t, over_splits
+from ktlib.record.studies import BASELINE_PART
 
 BEYOND, SHORT, STRADDLES = "beyond the margin", "short of the margin", "across the margin"
 
@@ -200,13 +201,13 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
 
 def variant_changes(cubes: dict[str, Cube], which: dict[str, claims.SweepClaim], draws: int, seed: int) -> pd.DataFrame:
     """Per protocol variant and claim: the verdicts on the variant's splits, next to the baseline's on the same
-    splits (the cube `baseline`, restricted to them), how many splits changed, and which."""
+    splits (the cube of the baseline part, restricted to them), how many splits changed, and which."""
     out = []
     for variant, c in cubes.items():
-        if variant == "baseline":
+        if variant == BASELINE_PART:
             continue
         splits = c.splits_of_rows()
-        base = cubes["baseline"]
+        base = cubes[BASELINE_PART]
         base_cube = base.resampled(np.array([base.splits_of_rows().index(s) for s in splits]))
         theirs = within_splits(base_cube, which, draws, seed)[1]
         mine = within_splits(c, which, draws, seed)[1]
@@ -231,9 +232,9 @@ def variant_values(changes: pd.DataFrame) -> dict:
     """What the book says of each protocol variant: the claims whose verdict it changed on some split, how many
     (claim, split) pairs, and the claims it changed on the paper's split; and the sentence over all variants."""
     out = {}
-    for variant, part in changes.groupby("variant"):
-        moved = part[part.changed > 0]
-        on_paper = [claim for claim, splits in zip(part.claim, part["changed on"]) if 0 in splits]
+    for variant, rows in changes.groupby("variant"):
+        moved = rows[rows.changed > 0]
+        on_paper = [claim for claim, splits in zip(rows.claim, rows["changed on"]) if 0 in splits]
         out[glue.glue_key(variant, "changed")] = ", ".join(moved.claim) if len(moved) else "none"
         out[glue.glue_key(variant, "changed_count")] = int(moved.changed.sum())
         out[glue.glue_key(variant, "changed_split0")] = ", ".join(on_paper) or "none"

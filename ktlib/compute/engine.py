@@ -99,7 +99,7 @@ class TorchKernels:
 
 
 class NativeKernels:
-    """The engine's steps in C (ktlib/kernels.c, built on first use) for runs with n frozen layers."""
+    """The engine's steps in C (ktlib/compute/kernels.c, built on first use) for runs with n frozen layers."""
 
     def __init__(self, net: Net, n: int):
         if net.F6.weight.shape[0] != native.CODE_BITS:

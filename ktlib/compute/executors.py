@@ -124,7 +124,7 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
         except queue.Empty:
             pass
 
-    with stacked.one_thread():  # as each group does; this process's count afterwards as it was
+    with stacked.torch_threads():  # as each group does; this process's count afterwards as it was
         pool = ThreadPoolExecutor(task.cfg.worker_count(), thread_name_prefix="ktlib-engine")
         try:
             futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel): g

@@ -1,5 +1,6 @@
 """What a configuration fixes before anything trains: the class split, the seeds, the image sets, the codes, the grid
-of runs, and the row each run leaves."""
+of runs, and the fields of each run's row that are known before it trains (`Experiment.determined`; the row itself is
+made by ktlib.compute.train.row)."""
 from __future__ import annotations
 
 import functools

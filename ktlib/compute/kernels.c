@@ -1,5 +1,5 @@
-/* The net of ktlib.model, forward and backward, for ktlib.engine's "native" path. What the engine computes
-   and why it equals the plain path is explained once, in the book's method chapter (book/method.md); the
+/* The net of ktlib.compute.model, forward and backward, for ktlib.compute.engine's "native" path. What the engine
+   computes and why it equals the plain path is explained once, in the book's method chapter (book/method.md); the
    comments here say how this file does it.
 
    Sixteen images sit in the lanes of one vector (`vec`), so every operation of the net, whatever the
@@ -8,7 +8,7 @@
    keeps sigma = sigmoid(z), and hands on y = A tanh(S a) = 2A sigma - A; a sub-sampling layer's input is
    the sum of y over each 2x2 tile.
 
-   Built by ktlib/native.py with the machine's C compiler; GCC's vector extensions become AVX-512, AVX2
+   Built by ktlib/compute/native.py with the machine's C compiler; GCC's vector extensions become AVX-512, AVX2
    or NEON instructions as the machine has them. */
 #include <stddef.h>
 #include <stdint.h>
@@ -24,7 +24,7 @@ typedef int32_t ivec __attribute__((vector_size(4 * L)));
 #define A 1.7159f
 #define CHUNKS 2  /* a training batch of up to 32 images: two vectors' worth */
 
-/* Parameters per layer, in the order of engine.slots: C1 w b, S2 coef b, C3 w b, S4 coef b, C5 w b, F6 w b. */
+/* Parameters per layer, in the order of stacked.slots: C1 w b, S2 coef b, C3 w b, S4 coef b, C5 w b, F6 w b. */
 static const int LAYER_SIZE[6] = {156, 12, 2416, 32, 48120, 2420};
 
 typedef struct {
@@ -406,7 +406,7 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
 
 /* ---------------------------------------------------------------- entry points */
 
-/* What this file assumes of the net, which ktlib/native.py checks against ktlib.model when it loads the
+/* What this file assumes of the net, which ktlib/compute/native.py checks against ktlib.compute.model when it loads the
    library: parameters per layer, A, the batch limit and the code width (ktlib.Config refuses a
    configuration beyond the last two before any work). */
 int kt_max_batch(void) { return CHUNKS * L; }

@@ -1,4 +1,4 @@
-"""Build ktlib/kernels.c with the machine's C compiler on first use, cache it, and call it through ctypes."""
+"""Build ktlib/compute/kernels.c with the machine's C compiler on first use, cache it, and call it through ctypes."""
 from __future__ import annotations
 
 import ctypes
@@ -177,7 +177,7 @@ def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, 
               idx: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Into grad (R, P): each run's batch gradient. x: (R, N, ...) layer-n inputs, target: (R, N, 20),
     idx: (R, B) the batch's indices into each run's N images, keep: (P,) 0 for the weights C3's connection
-    table removes (engine.keep_mask)."""
+    table removes (stacked.keep_mask)."""
     R, N = x.shape[:2]
     status = library().kt_gradients(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N,
                                     x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(keep))

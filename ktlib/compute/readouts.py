@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ktlib.compute.stacked import frozen_inputs, one_thread
+from ktlib.compute.stacked import frozen_inputs, torch_threads
 from ktlib.recipes import BASELINE, RECIPES
 
 
@@ -45,7 +45,7 @@ def measure(task) -> tuple[pd.DataFrame, dict[str, list[float]]]:
     level on the test images. Forward passes only, on one thread, so the numbers do not depend on the machine."""
     cfg, (test_x, test_y) = task.cfg, task.test
     rows, spreads = [], {}
-    with one_thread(), torch.no_grad():
+    with torch_threads(), torch.no_grad():
         for recipe in read_recipes(task):
             net = task.copied_from(recipe)
             test_f = frozen_inputs(net, test_x)

@@ -26,7 +26,7 @@ def by_engine(exp: Experiment, net: Net, x: torch.Tensor, y: torch.Tensor, seed:
     """train.train's steps for the whole net, by the engine's kernels (one run, on one thread as the engine's
     groups are); the net is left trained."""
     cfg, held = exp.cfg, exp.source_test_set()
-    with stacked.one_thread():
+    with stacked.torch_threads():
         run = engine.train_runs([net], 0, x[None], y[None], exp.codes("source"), [seed], stop,
                                 cfg.source_max_epochs, (torch.from_numpy(held.x), torch.from_numpy(held.y)), cfg.lr,
                                 cfg.batch_size, kernels=cfg.engine)[0]

@@ -19,11 +19,12 @@ from ktlib.compute.model import TANH_S as S
 
 
 @contextlib.contextmanager
-def one_thread():
-    """Compute the block on one thread, and leave the process's thread count as it was. torch splits a long sum by
-    its thread count, so what is computed on one thread gives the same numbers on any machine."""
+def torch_threads(n: int = 1):
+    """Compute the block on n threads, one unless told otherwise, and leave the process's thread count as it was:
+    the one place ktlib saves and restores it. torch splits a long sum by its thread count, so what is computed on
+    one thread gives the same numbers on any machine."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -212,7 +213,7 @@ def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = 512) -> list[t
     layout = slots(source, 0)
     p = views(stack([source], 0), layout)
     parts = []
-    with one_thread(), torch.no_grad():  # as a group trains: on more threads, oneDNN's sums may round differently
+    with torch_threads(), torch.no_grad():  # as a group trains: on more threads, oneDNN's sums may round differently
         for i in range(0, len(images), chunk):
             ins, sig = forward(p, images[i:i + chunk][None], 0, stop=5)
             parts.append([t[0] for t in ins[:5] + [_y(sig[4])]])  # F6's input is C5's output

@@ -47,11 +47,11 @@ def differences(theirs: dict, mine: dict, prefix: str = "") -> list[str]:
 
 def experiment_differences(theirs: dict, mine: dict, ignore: tuple[str, ...] = ()) -> list[str]:
     """What makes two results files' headers different experiments; `ignore`: config fields allowed to differ."""
-    def part(meta: dict) -> dict:
+    def experiment(meta: dict) -> dict:
         out = {key: meta.get(key) for key in EXPERIMENT}
         out["config"] = {k: v for k, v in (out["config"] or {}).items() if k not in ignore}
         return out
-    return differences(part(theirs), part(mine))
+    return differences(experiment(theirs), experiment(mine))
 
 
 def whole_header(path: Path, meta: dict) -> dict:

@@ -7,12 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from ktlib.compute.experiment import KEY
+from ktlib.config import TOLERANCE
 from ktlib.record.checks import experiment_differences
 from ktlib.record.files import ResultsError, read_results
 from ktlib.record.tables import mean_table
-
-TOLERANCE = 0.03  # a re-run reproduces the record when no cell mean moves by more than this (the Claims page glues it)
-
 
 
 def _matched(rows: pd.DataFrame, record: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, pd.Series]:

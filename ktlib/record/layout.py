@@ -12,7 +12,7 @@ from ktlib.record import download as DL
 from ktlib.record.files import RESULTS_FILE
 
 STUDY_DIR = "study"  # the studies' sweeps, under their profile's results directory: study/<part>/<axis>-<i>/
-# What a study's replicates are (ktlib.record.plan.Design.axis), by the name its directories and its tables' column
+# What a study's replicates are (ktlib.record.plans.Design.axis), by the name its directories and its tables' column
 # take: class splits or nesting orders of the source classes; and the Config field each replicate sets.
 AXES = {"split": "split", "order": "source_order"}
 

@@ -161,7 +161,7 @@ def seed(results_dir: str, profile: str, engine: str, root: str | Path = ".", se
     return f"{dest} starts from the committed record {record}"
 
 
-def compare(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
+def compare_build(results_dir: str, root: str | Path = ".") -> pd.DataFrame:
     """Per results file of a build and of the record (their sweeps and their studies'): how many of the build's runs
     equal the record's (same epochs and test accuracy), how many differ by no more than the tolerance, how many by
     more, and how many only one side has (all of them when there is no record of this build's data, or for a sweep

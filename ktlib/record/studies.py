@@ -1,6 +1,7 @@
-"""Every study beyond the paper's sweep, as a table entry (ktlib.record.plan.Design): its parts, what each changes
-and over which replicates it runs. A new study is an entry here, its analysis module and its notebook; `ktlib <name>`
-runs it."""
+"""Every study beyond the paper's sweep, as a table entry (ktlib.record.plans.Design): its parts, what each changes
+and over which replicates it runs. A new study is an entry here, with part names of its own; `ktlib <name>` runs it
+and ktlib.plan(<name>, cfg) reads it back. Its analysis module goes in ktlib/analysis/, and its notebook in the
+book's _toc.yml and ktlib.analysis.glue.NOTEBOOKS."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 from ktlib.compute import data
 from ktlib.config import Config, Purpose, derive_seed
 from ktlib.recipes import BASELINE, CORE, MATCHED_CONTROL, PROBES
-from ktlib.record.plan import Design, Part, Plan
+from ktlib.record.plans import Design, Part, Plan
 
 # ---------------------------------------------------------------- the study: many splits, the recipes, the variants
 
@@ -21,6 +22,8 @@ VARIANTS = {
     "patience-steps": dict(patience=PATIENCE_STEPS, patience_unit="steps", recipes=[BASELINE]),
 }
 
+BASELINE_PART, PROBES_PART = "baseline", "probes"  # the study's part on every split, and its probes' part
+
 STUDY = Design(
     "study", "the study beyond the paper: many class splits, the recipes and controls, protocol variants",
     # source nets by the engine: the same steps as train.train to rounding, ~17x faster (the paper's sweep keeps its
@@ -28,7 +31,7 @@ STUDY = Design(
     base=dict(recipes=CORE, source_training="engine"),
     # the baseline (every split, the recipes of CORE); the probes (the other recipes; their n=0 runs are the
     # baseline's of the same split, so they have none) and each variant, on the first few splits
-    parts=(Part("baseline"), Part("probes", "variant_splits", dict(recipes=PROBES), zero=False),
+    parts=(Part(BASELINE_PART), Part(PROBES_PART, "variant_splits", dict(recipes=PROBES), zero=False),
            *(Part(name, "variant_splits", changes) for name, changes in VARIANTS.items())),
     counts=lambda profile, splits: {"variant_splits": min(profile.variant_splits, splits)})
 
@@ -74,5 +77,16 @@ STUDIES = {design.name: design for design in (STUDY, BREADTH)}
 
 
 def plan(name: str, cfg: Config, count: int | None = None) -> Plan:
-    """The study `name` on `cfg`, with `count` replicates (default: the profile's)."""
-    return Plan.of(STUDIES[name], cfg, count)
+    """The study `name` on `cfg`, with `count` replicates (default: the profile's). Its parts must be its own: every
+    study keeps its sweeps under study/<part>/, so a part named like another study's is refused (parts that the data
+    decide are checked by tests/test_plan.py)."""
+    found = Plan.of(STUDIES[name], cfg, count)
+    mine = {p.name for p in found.parts}
+    for other, design in STUDIES.items():
+        if other == name or callable(design.parts):
+            continue
+        shared = mine & {p.name for p in design.parts}
+        if shared:
+            raise ValueError(f"the {name}'s parts {sorted(shared)} are the {other}'s too: their sweeps would share "
+                             f"directories under study/; name them apart")
+    return found

@@ -24,11 +24,11 @@ def training_hours(rows: pd.DataFrame, engine: str) -> float:
     run's time; the plain path trains one run at a time."""
     if engine == "plain":
         return float(rows.seconds.sum()) / 3600
-    group = [c for c in ("variant", "split", "recipe", "n", "k") if c in rows]
+    group = [c for c in ("part", "split", "recipe", "n", "k") if c in rows]
     return float(rows.groupby(group).seconds.max().sum()) / 3600
 
 
-def provenance(rows: pd.DataFrame, commit: str | None = None) -> str:
+def where_computed(rows: pd.DataFrame, commit: str | None = None) -> str:
     """Which of the runs this build computed (they carry its commit) and which it read from the committed record
     (they carry the commit they were computed at), in a sentence."""
     commit = commit or git_commit()

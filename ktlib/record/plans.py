@@ -1,7 +1,7 @@
 """A study as data, and the one lifecycle and reader of every study. A Design (ktlib.record.studies holds them) names
 its parts: each a sweep per replicate (a class split, or a nesting order of the source classes), the study's
 configuration with a few fields changed. A Plan is a design on a configuration: its sweeps run on one executor, and
-read back as tidy tables, one row per run (or readout, or source net) with its part (`variant`) and replicate."""
+read back as tidy tables, one row per run (or readout, or source net) with its `part` and replicate."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +13,7 @@ import pandas as pd
 
 from ktlib.compute import data
 from ktlib.config import LAYERS, PROFILES, Config, Profile, Purpose, derive_seed, replicates
-from ktlib.record import compare, layout, sweep
+from ktlib.record import compare, layout, sweep, tables
 from ktlib.record.files import (
     PREDICTIONS_FILE,
     READOUTS_FILE,
@@ -114,8 +114,8 @@ class Plan:
                 if (not parts or name in parts) and (Path(cfg.results_dir) / needs).exists()]
 
     def _read(self, read, needs: str, what: str) -> pd.DataFrame:
-        """What `read` returns of each sweep holding `needs`, with its part (`variant`) and replicate, in one table."""
-        frames = [read(where).assign(variant=part, **{self.design.axis: i})
+        """What `read` returns of each sweep holding `needs`, with its `part` and replicate, in one table."""
+        frames = [read(where).assign(part=part, **{self.design.axis: i})
                   for part, i, where in self.sweeps(needs=needs)]
         if not frames:
             raise FileNotFoundError(f"{self.root} holds no {what} of the {self.design.name}")
@@ -127,16 +127,16 @@ class Plan:
             return table
         first_part, first = self.sweeps()[0][:2]  # its n=0 runs serve every sweep
         axis = self.design.axis
-        zero = table[(table.n == 0) & (table.variant == first_part) & (table[axis] == first)]
-        copies = [zero.assign(variant=name, **{axis: i}) for name, i, _ in self.sweeps()[1:]]
+        zero = table[(table.n == 0) & (table.part == first_part) & (table[axis] == first)]
+        copies = [zero.assign(part=name, **{axis: i}) for name, i, _ in self.sweeps()[1:]]
         return pd.concat([table[table.n > 0], zero, *copies], ignore_index=True)
 
     def stored(self) -> pd.DataFrame:
-        """Every run as its results file stores it, with its part (`variant`) and replicate."""
+        """Every run as its results file stores it, with its `part` and replicate."""
         return self._read(lambda where: read_results(where / RESULTS_FILE)[1], RESULTS_FILE, "runs")
 
     def runs(self) -> pd.DataFrame:
-        """Every run, tidy: one row per run, with its part (`variant`) and replicate; with shared_zero, the n=0 runs
+        """Every run, tidy: one row per run, with its `part` and replicate; with shared_zero, the n=0 runs
         under every sweep."""
         return self._shared(self.stored())
 
@@ -149,7 +149,7 @@ class Plan:
         out = []
         for part, i, where in self.sweeps():
             r, (meta, _) = read_source_record(where), read_results(where / RESULTS_FILE)
-            out.append({"variant": part, self.design.axis: i, "source": r["classes"], "target": meta["target_classes"],
+            out.append({"part": part, self.design.axis: i, "source": r["classes"], "target": meta["target_classes"],
                         "epochs": r["epochs"], "train_accuracy": r["train_accuracy"],
                         "held_out_accuracy": r["held_out_accuracy"], "state_sha256": r["state_sha256"]})
         return pd.DataFrame(out)
@@ -160,7 +160,7 @@ class Plan:
         out = []
         for part, i, where in self.sweeps(parts, READOUTS_FILE):
             for recipe, values in read_readouts(where)[0]["spread"].items():
-                out += [{"variant": part, self.design.axis: i, "recipe": recipe, "n": n,
+                out += [{"part": part, self.design.axis: i, "recipe": recipe, "n": n,
                          "level": "pixels" if n == 0 else LAYERS[n - 1], "spread": value}
                         for n, value in enumerate(values)]
         return pd.DataFrame(out)
@@ -171,17 +171,26 @@ class Plan:
                 for _, i, where in self.sweeps((part,), PREDICTIONS_FILE)}
 
     def provenance(self) -> pd.DataFrame:
-        """Per sweep: the commit, split, classes, protocol, source net and versions that made it."""
+        """Per sweep: the commit, split or order, classes, protocol, source net and versions that made it."""
         out = {}
+        axis = self.design.axis
         for _, _, where in self.sweeps():
             meta, _ = read_results(where / RESULTS_FILE)
             out[str(where.relative_to(self.root))] = {
-                "git commit": meta["git_commit"], "split": meta["config"]["split"],
+                "git commit": meta["git_commit"], axis: meta["config"][layout.AXES[axis]],
                 "source classes": meta["source_classes"], "target classes": meta["target_classes"],
                 "code scheme": meta["config"]["code_scheme"], "stopping": meta["config"]["stopping"],
                 "source net sha256": meta["source"]["state_sha256"][:16] + "...",
                 "torch": meta["versions"]["torch"], "engine": meta["config"]["engine"]}
         return pd.DataFrame(out).T
+
+    def against_paper_sweep(self, part: str, index: int, recipe: str) -> dict:
+        """One sweep's runs of `recipe` against the paper's sweep in the same results directory, which ran the paper's
+        recipe alone and trained its source net plainly (compare.compare_with_record)."""
+        meta, rows = read_results(layout.sweep_dir(self.root, part, index, self.design.axis) / RESULTS_FILE)
+        return compare.compare_with_record(tables.recipe_runs(rows, recipe), meta,
+                                           Path(self.cfg.results_dir) / RESULTS_FILE,
+                                           ignore=("recipes", "source_training"))
 
     def against_record(self) -> dict[str, dict]:
         """Per sweep: how far its runs are from the committed record's of the same data (compare.compare_with_record;

@@ -243,3 +243,12 @@ def test_the_variants_sentence_counts_the_pairs_that_changed():
     changes = pd.DataFrame({"changed": [0, 2, 0, 1]})
     assert verdicts.variants_sentence(changes).startswith("Of the 4 pairs of a variant and a claim, 2 changed")
     assert verdicts.variants_sentence(changes.assign(changed=0)).startswith("No verdict changed")
+
+
+def test_the_training_hours_count_each_sweeps_groups_apart_whether_its_replicates_are_splits_or_orders():
+    """Two sweeps (orders 0 and 1) of one part, one group each of two runs: each group takes its slower run's time."""
+    rows = pd.DataFrame({"part": ["classes-5"] * 4, "order": [0, 0, 1, 1], "recipe": ["frozen"] * 4, "n": [1] * 4,
+                         "k": [1] * 4, "seconds": [1800.0, 3600.0, 3600.0, 1800.0]})
+    assert training_hours(rows, "native") == 2.0
+    assert training_hours(rows.rename(columns={"order": "split"}), "native") == 2.0
+    assert training_hours(rows, "plain") == 3.0

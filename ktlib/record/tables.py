@@ -24,7 +24,7 @@ def training_hours(rows: pd.DataFrame, engine: str) -> float:
     run's time; the plain path trains one run at a time."""
     if engine == "plain":
         return float(rows.seconds.sum()) / 3600
-    group = [c for c in ("part", "split", "recipe", "n", "k") if c in rows]
+    group = [c for c in ("part", "split", "order", "recipe", "n", "k") if c in rows]  # a group: one sweep's cell
     return float(rows.groupby(group).seconds.max().sum()) / 3600
 
 

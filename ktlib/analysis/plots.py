@@ -130,14 +130,14 @@ def architecture(net: Net, retained: int = 4):
     boxes = [("input", "1@32x32", "")] + [
         (name, f"{s[0]}@{s[1]}x{s[2]}" if s[1] > 1 else f"{s[0]} units", f"{counts[name]:,} params")
         for name, s in shapes.items()]
-    w, gap = 1.4, 0.45
+    w, gap = 1.6, 0.35
     for i, (name, shape, params) in enumerate(boxes):
         x0 = i * (w + gap)
         color = "white" if i == 0 else "#c6dbef" if i <= retained else "#fdd0a2"
         ax.add_patch(Rectangle((x0, 0), w, 1, facecolor=color, edgecolor="black"))
         ax.text(x0 + w / 2, 0.72, name, ha="center", va="center", fontsize=16, weight="bold")
         ax.text(x0 + w / 2, 0.45, shape, ha="center", va="center", fontsize=13)
-        ax.text(x0 + w / 2, 0.18, params, ha="center", va="center", fontsize=11.5)
+        ax.text(x0 + w / 2, 0.18, params, ha="center", va="center", fontsize=11)
         if i:
             ax.add_patch(FancyArrowPatch((x0 - gap, 0.5), (x0, 0.5), arrowstyle="->", mutation_scale=12))
     ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#c6dbef", edgecolor="black",

@@ -89,10 +89,11 @@ class Plan:
         for part in self.parts:
             for i in range(self.counts[part.over]):
                 zero = part.zero and not (self.design.shared_zero and out)
-                levels = self.cfg.levels if zero else [n for n in self.cfg.levels if n > 0]
+                levels = part.changes.get("levels", self.cfg.levels)  # a part may set its own
                 where = layout.sweep_dir(self.root, part.name, i, self.design.axis)
-                out.append((part.name, dataclasses.replace(self.cfg, levels=levels, results_dir=str(where),
-                                                           **{layout.AXES[self.design.axis]: i}, **part.changes)))
+                out.append((part.name, dataclasses.replace(self.cfg, **{
+                    **part.changes, "levels": levels if zero else [n for n in levels if n > 0],
+                    "results_dir": str(where), layout.AXES[self.design.axis]: i})))
         return out
 
     def run(self, progress: bool = True) -> pd.DataFrame:

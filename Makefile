@@ -149,9 +149,10 @@ unit: install
 	$(BIN)/python -m pytest -ra tests
 
 # nbval re-executes every notebook. Of the studies, these runs are recomputed (part:split, or part:order in the
-# breadth study, and after a colon the training-set sizes k, else all): the study notebook trains them again and its checks compare them with the
-# committed record. The other runs are taken from the record, and their source nets trained again and checked
-# against it. The whole study would not fit in CI's time: its split 0 alone takes about half an hour on 2 cores.
+# breadth study, and after a colon the training-set sizes k, else all): the study notebook trains them again and its
+# checks compare them with the committed record. The other runs are taken from the record, and their source nets
+# trained again and checked against it. The whole study would not fit in CI's time: its split 0 alone takes about half
+# an hour on 2 cores.
 # The subset is the paper's split at the two ends at which the book states its headline numbers: every part of
 # the study at k = 1, and the core recipes at k = 40 too (about 4 minutes on 2 cores). The probes at k = 40
 # (fine-tuning at lower rates, the other random controls) would add 8 minutes, and are read from the record. Of the

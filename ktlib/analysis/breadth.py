@@ -3,6 +3,7 @@ learns more classes, over nesting orders, with the capacity control and the fixe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -223,8 +224,21 @@ class Read:
 
     @classmethod
     def of(cls, plan: Plan) -> "Read":
-        rows = runs(plan)
-        return cls(plan, plan.stored(), rows, readouts(plan), source_cube(rows))
+        stored = plan.stored()  # read once: the tidy runs are these with the n=0 runs given to every sweep
+        rows = with_source(plan.with_shared_zero(stored), plan)
+        return cls(plan, stored, rows, readouts(plan), source_cube(rows))
+
+    @cached_property
+    def gain_table(self) -> pd.DataFrame:
+        return gains(self.cube)
+
+    @cached_property
+    def error_table(self) -> pd.DataFrame:
+        return readout_table(self.readouts)
+
+    @cached_property
+    def stops(self) -> pd.DataFrame:
+        return stops_paying(self.cube)
 
 
 def run_section(r: Read, wall_seconds: float) -> tuple[dict, pd.DataFrame]:
@@ -280,19 +294,18 @@ def knowledge_section(r: Read) -> tuple[dict, pd.DataFrame]:
 def gains_section(r: Read):
     """The gains of the best n and of the top n per source and k, beside the readout's error: the figure and its
     numbers."""
-    found, errors = gains(r.cube), readout_table(r.readouts)
-    fig = plots.breadth(found, errors, claims.BAXTER_ERROR, FIXED)
+    fig = plots.breadth(r.gain_table, r.error_table, claims.BAXTER_ERROR, FIXED)
     return {"fig_breadth": fig}, fig
 
 
 def gains_text(r: Read) -> str:
-    return interval_texts(gains(r.cube).set_index(["source", "k", "gain of"])).unstack("source").to_string()
+    return interval_texts(r.gain_table.set_index(["source", "k", "gain of"])).unstack("source").to_string()
 
 
 def doubling_section(r: Read) -> tuple[dict, pd.DataFrame]:
     """What each doubling of the source classes adds at each k, and the headline numbers."""
     per_k = doubling(r.cube)
-    values = headline(r.cube, stops_paying(r.cube))
+    values = headline(r.cube, r.stops)
     values |= {f"per_doubling_large{'' if name == 'estimate' else '_' + name}": float(value)
                for name, value in per_k.iloc[-1].items()}
     return values, interval_texts(per_k).to_frame("each doubling adds [95% interval]")
@@ -301,7 +314,7 @@ def doubling_section(r: Read) -> tuple[dict, pd.DataFrame]:
 def stops_section(r: Read):
     """Per source and order: the smallest k at which transfer stops paying."""
     values = {"clear_gain": contrasts.CLEAR_GAIN, "large_k": max(r.plan.cfg.sizes)}
-    return values, stops_paying(r.cube).style.format("{:.0f}", na_rep="")
+    return values, r.stops.style.format("{:.0f}", na_rep="")
 
 
 def images_section(r: Read) -> tuple[dict, pd.DataFrame]:
@@ -324,7 +337,7 @@ def verdicts_section(r: Read):
 
 def landmark_values(r: Read) -> dict:
     """The readout's error with the fewest and the most source classes, beside the error the paper quotes."""
-    error = readout_table(r.readouts).set_index(["source", "n", "k"]).error
+    error = r.error_table.set_index(["source", "n", "k"]).error
     top, small, large = max(r.plan.cfg.levels), min(r.plan.cfg.sizes), max(r.plan.cfg.sizes)
     fewest, most = str(contrasts.nested(r.cube)[0]), str(contrasts.nested(r.cube)[-1])
     return {"error_fewest_small": float(error[fewest, top, small]), "error_most_small": float(error[most, top, small]),

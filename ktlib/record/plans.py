@@ -122,14 +122,15 @@ class Plan:
             raise FileNotFoundError(f"{self.root} holds no {what} of the {self.design.name}")
         return pd.concat(frames, ignore_index=True)
 
-    def _shared(self, table: pd.DataFrame) -> pd.DataFrame:
-        """The table, with shared_zero the first sweep's n=0 rows given to every sweep."""
+    def with_shared_zero(self, table: pd.DataFrame) -> pd.DataFrame:
+        """A table as its sweeps store it (`stored`, or the readouts), with shared_zero the first sweep's n=0 rows
+        given to every sweep."""
         if not self.design.shared_zero:
             return table
-        first_part, first = self.sweeps()[0][:2]  # its n=0 runs serve every sweep
+        (first_part, first, _), *others = self.sweeps()  # the first sweep's n=0 runs serve every sweep
         axis = self.design.axis
         zero = table[(table.n == 0) & (table.part == first_part) & (table[axis] == first)]
-        copies = [zero.assign(part=name, **{axis: i}) for name, i, _ in self.sweeps()[1:]]
+        copies = [zero.assign(part=name, **{axis: i}) for name, i, _ in others]
         return pd.concat([table[table.n > 0], zero, *copies], ignore_index=True)
 
     def stored(self) -> pd.DataFrame:
@@ -139,11 +140,11 @@ class Plan:
     def runs(self) -> pd.DataFrame:
         """Every run, tidy: one row per run, with its `part` and replicate; with shared_zero, the n=0 runs
         under every sweep."""
-        return self._shared(self.stored())
+        return self.with_shared_zero(self.stored())
 
     def readouts(self) -> pd.DataFrame:
         """Every training-free readout, tidy, like `runs`."""
-        return self._shared(self._read(lambda where: read_readouts(where)[1], READOUTS_FILE, "readouts"))
+        return self.with_shared_zero(self._read(lambda where: read_readouts(where)[1], READOUTS_FILE, "readouts"))
 
     def sources(self) -> pd.DataFrame:
         """Each sweep's source net: classes, epochs, training and held-out accuracy."""

@@ -109,6 +109,10 @@ class Read:
     def probes(self) -> pd.DataFrame:  # every recipe, on the splits where all ran
         return with_probes(self.rows, self.plan.counts["variant_splits"])
 
+    @cached_property
+    def nets(self) -> pd.DataFrame:  # the baseline's source nets, by split
+        return self.plan.sources().query(f"part == '{BASELINE_PART}'").set_index("split")
+
     @property
     def boot(self) -> int:  # one seed: every table resamples the same splits and trials
         return self.plan.seed(Purpose.BOOTSTRAP)
@@ -259,7 +263,7 @@ def tuning_table(r: Read) -> pd.DataFrame:
 
 def forgetting_section(r: Read):
     """What each fine-tuned recipe forgets of the source task, against the source net's own held-out accuracy."""
-    held_out = r.plan.sources().query(f"part == '{BASELINE_PART}'").set_index("split").held_out_accuracy
+    held_out = r.nets.held_out_accuracy
     found = controls.forgetting_intervals(r.probes, held_out, r.method, r.plan.draws, r.boot)
     lost = controls.of_kind(found, "forgetting")
     return (controls.forgetting_values(lost, r.spots), interval_texts(lost).unstack("recipe"),
@@ -314,7 +318,7 @@ def best_level_section(r: Read):
 def maturity_section(r: Read):
     """Per split: the k=1 gain of the top n beside its source net's epochs and held-out accuracy, with Spearman's
     rho."""
-    nets = r.plan.sources().query(f"part == '{BASELINE_PART}'").set_index("split")
+    nets = r.nets
     gain = pd.Series(contrasts.contrasts_k1_rises(r.cube)[0].per_split(r.cube), index=r.cube.splits_of_rows())
     table = pd.DataFrame({"k=1 gain of n=5": gain, "source epochs": nets.epochs,
                           "held-out accuracy": nets.held_out_accuracy})

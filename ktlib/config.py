@@ -68,6 +68,8 @@ class Purpose(IntEnum):
     COVERAGE = 12      # the simulation that chooses how intervals over splits are made
     SOURCE_ORDER = 13  # a nesting order of the source classes (and the seeds of the source nets drawn from it)
     FIXED_TARGETS = 14  # the breadth study's target classes, the same for every source net
+    VALIDATION = 15    # the target classes' validation images: test-file images that the test set does not hold
+    RESEED = 16        # a reseeded replicate's source net and trials (Config.reseed)
 
 
 def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:
@@ -88,6 +90,9 @@ class Config:
     source_chars: str | None = None        # None: drawn by seed among classes with enough images
     target_chars: str | None = None
     source_size: int | None = None         # how many classes the source net learns; None: n_classes (the targets)
+    reseed: int = 0                        # 0: the split's own seeds; r > 0: its source net and every trial's
+                                           # images and initial weights drawn again, the classes and the test and
+                                           # validation images kept (the study's chance baseline for its variants)
     source_order: int | None = None        # None: the source classes drawn by the split's seed; o: the first
                                            # source_size of nesting order o (ktlib.compute.data.nesting_order), whose
                                            # seed also draws the source net's (so the sizes of one order nest)
@@ -131,6 +136,7 @@ class Config:
         _choice("patience_unit", self.patience_unit, PATIENCE_UNITS)
         self.seed = _integer("seed", self.seed, 0)
         self.split = _integer("split", self.split, 0)
+        self.reseed = _integer("reseed", self.reseed, 0)
         if isinstance(self.recipes, str) or not self.recipes:
             raise ValueError(f"recipes must be a non-empty list of {tuple(RECIPES)}, got {self.recipes!r}")
         self.recipes = [r for r in RECIPES if r in {check_recipe(r) for r in self.recipes}]
@@ -230,6 +236,8 @@ class Config:
         d = dataclasses.asdict(self)
         for where in ("data_dir", "results_dir", "workers", "cluster"):
             d.pop(where)
+        if not self.reseed:  # the split's own seeds: a record made before reseeding existed says the same
+            d.pop("reseed")
         return d
 
     @classmethod

@@ -45,7 +45,7 @@ def write_emnist(root: Path, per_class: dict[str, tuple[int, int]] | None = None
     """A small, valid EMNIST ByClass directory: per_class[split] = images per class (all 62 classes).
 
     Each image is noise plus a class-dependent stroke, stored transposed as EMNIST stores them."""
-    per_class = per_class or {"train": 12, "test": 6}
+    per_class = per_class or {"train": 12, "test": 12}
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     write_mapping(root / D.MAPPING_FILE)
@@ -68,8 +68,8 @@ def tiny_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_data(tmp_path_factory) -> Path:
-    """Synthetic EMNIST with enough images for the smoke profile (40 source, 10 test images per class)."""
-    return write_emnist(tmp_path_factory.mktemp("smoke") / "emnist", {"train": 42, "test": 10})
+    """Synthetic EMNIST with enough images for the smoke profile (40 source, 10 test and 10 validation images per class)."""
+    return write_emnist(tmp_path_factory.mktemp("smoke") / "emnist", {"train": 42, "test": 20})
 
 
 @pytest.fixture(scope="session")

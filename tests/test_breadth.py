@@ -110,7 +110,7 @@ def synthetic(slope: float, orders: int = 4, trials: int = 3, noise: float = 0.0
         test = np.full((orders, trials, 3, 2), 0.5) + rng.normal(0, noise, (orders, trials, 3, 2))
         test[:, :, 2] += 0.1 + slope * np.log2(m / 5)  # n=2 is best
         test[:, :, 1] += 0.05
-        arrays[m] = {v: test for v in ("test_accuracy", "train_accuracy", "epochs")}
+        arrays[m] = {v: test for v in ("test_accuracy", "train_accuracy", "epochs", "validation_accuracy")}
     return Cube(arrays, [0, 1, 2], [1, 40], list(range(orders)), keyed_by="source", replicate="order")
 
 

@@ -4,7 +4,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from ktlib.analysis import claims, contrasts, verdicts
+from ktlib.analysis import claims, contrasts, controls, verdicts
 from ktlib.compute.model import build, free_parameters
 from ktlib.compute.train import COLUMNS
 from ktlib.recipes import TUNED
@@ -13,11 +13,14 @@ from ktlib.record.files import write_results
 
 
 def grid(acc, epochs=lambda n, k, t: 100, sizes=(1, 5, 10, 20, 40), levels=range(6), trials=5,
-         train=lambda n, k, t: 1.0):
-    """Tidy rows of the paper's recipe with test accuracy acc(n, k, trial)."""
+         train=lambda n, k, t: 1.0, valid=None, steps=lambda n, k, t: 2 ** (10 - n)):
+    """Tidy rows of the paper's recipe with test accuracy acc(n, k, trial), validation accuracy valid(n, k, trial)
+    (default: the test accuracy), and a test curve that reaches its final accuracy at steps(n, k, t)."""
+    valid = valid or acc
     return pd.DataFrame([{"n": n, "recipe": "frozen", "k": k, "trial": t, "test_accuracy": acc(n, k, t),
-                          "train_accuracy": train(n, k, t), "epochs": epochs(n, k, t),
-                          "seconds": epochs(n, k, t) / 100}
+                          "validation_accuracy": valid(n, k, t), "train_accuracy": train(n, k, t),
+                          "epochs": epochs(n, k, t), "seconds": epochs(n, k, t) / 100,
+                          "test_curve": f"1:0 {max(2, steps(n, k, t))}:{acc(n, k, t)}"}
                          for n, k, t in itertools.product(levels, sizes, range(trials))])
 
 
@@ -70,14 +73,22 @@ def test_a_large_spread_over_trials_fails_the_variance_claim():
     assert judged(grid(paper_like))["variance"] == "holds"
 
 
-def test_effort_is_counted_in_arithmetic_and_epochs_only_reported():
+def test_effort_is_judged_on_the_steps_to_an_accuracy_both_sides_reach_and_the_rest_only_reported():
     many = lambda n, k, t: 200 if n == 5 else 100  # n=5 needs twice the epochs, each far cheaper
     table, v, _ = verdicts.within_splits(contrasts.cube(grid(paper_like, epochs=many), 20),
                                          {"effort": claims.SWEEP_CLAIMS["effort"]}, 200, 0)
-    assert v.loc[0, "effort"] == "holds"
-    epochs = table[~table.decides]
-    assert len(epochs) == 5 and epochs.contrast.str.startswith("epochs").all()
-    assert epochs.set_index("contrast").estimate.loc["epochs n=5 - n=0 at k=1"] == 100
+    assert v.loc[0, "effort"] == "holds"  # each level reaches the common accuracy in half the steps of the one below
+    deciding = table[table.decides].set_index("contrast").estimate
+    assert len(deciding) == 5 and deciding.loc["log2 steps to a common accuracy, n=5 - n=0 at k=1"] == -5
+    reported = table[~table.decides].set_index("contrast").estimate
+    assert len(reported) == 15 and reported.loc["epochs n=5 - n=0 at k=1"] == 100
+    slower = lambda n, k, t: 2 ** (5 + n)  # now the more retained, the slower
+    assert judged(grid(paper_like, steps=slower), {"effort": claims.SWEEP_CLAIMS["effort"]})["effort"] == "fails"
+
+
+def test_a_run_that_never_reaches_the_common_accuracy_counts_as_slower_than_its_last_step():
+    assert contrasts._first_reached("1:0.1 4:0.3 16:0.5", 0.3) == 2
+    assert contrasts._first_reached("1:0.1 4:0.3 16:0.5", 0.6) == 5  # beyond its last reading, at 32 steps
 
 
 def test_the_gap_is_judged_only_where_the_most_retained_net_fits_its_training_set():
@@ -111,11 +122,29 @@ def study_grid(acc, splits=4):
     return pd.concat(out, ignore_index=True)
 
 
-def test_each_splits_best_n_is_chosen_on_the_other_splits():
-    # each split's own best is n = split + 1 (+0.05); n=3 is a little better everywhere (+0.02), so over the
-    # other splits n=3 is best for every split, though on its own split 0 would pick n=1, split 1 n=2, split 3 n=4
-    rows = study_grid(lambda r, n, k, s, t: 0.5 + (0.05 if n == s + 1 else 0) + (0.02 if n == 3 else 0))
-    assert contrasts.chosen_elsewhere(contrasts.cube(rows, 20), "frozen", 1) == {0: 3, 1: 3, 2: 3, 3: 3}
+def test_each_splits_best_n_is_chosen_on_its_validation_images_not_its_test_images():
+    # on validation, each split's best is n = split + 1; on test, n = 3 is best everywhere
+    rows = study_grid(lambda r, n, k, s, t: 0.5 + (0.02 if n == 3 else 0))
+    rows["validation_accuracy"] = 0.5 + 0.05 * (rows.n == rows.split + 1)
+    assert contrasts.chosen_on_validation(contrasts.cube(rows, 20), "frozen", 1) == {0: 1, 1: 2, 2: 3, 3: 4}
+
+
+def test_every_selection_rule_refuses_runs_without_validation_accuracy():
+    rows = study_grid(lambda r, n, k, s, t: 0.5 + 0.01 * n).drop(columns="validation_accuracy")
+    with pytest.raises(ValueError, match="validation"):
+        contrasts.chosen_on_validation(contrasts.cube(rows, 20), "frozen", 1)
+    with pytest.raises(ValueError, match="validation"):
+        contrasts.best_level_shares(contrasts.cube(rows, 20), 1, 10, 0)
+    with pytest.raises(ValueError, match="validation_accuracy"):
+        controls.chosen_rate(rows)
+    spreads = pd.DataFrame({"split": 0, "n": [1, 1], "recipe": ["frozen", "random-matched"], "spread": 1.0})
+    with pytest.raises(ValueError, match="validation images"):
+        controls.chosen_control(spreads)
+    with pytest.raises(ValueError, match="validation images"):
+        controls.chosen_control(spreads.assign(images="test"))
+    # and a claim that would choose says why it is not measured, rather than choosing on test
+    v = verdicts.within_splits(contrasts.cube(rows, 20), claims.STUDY_CLAIMS, 50, 0)[1]
+    assert (v.fine_tuning == "not measured").all()
 
 
 def test_fine_tuning_is_better_only_where_it_clears_the_margin():

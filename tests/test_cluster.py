@@ -27,7 +27,7 @@ ROWS = NUMBERS + ["recipe"]
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 6})
+    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 10})
 
 
 @contextlib.contextmanager

@@ -16,10 +16,10 @@ from ktlib.record import download as DL
 
 def test_reads_both_splits_with_counts_and_mapping(tiny_dir):
     data = D.load(tiny_dir)
-    assert data.train.images.shape == (62 * 12, 28, 28) and data.test.images.shape == (62 * 6, 28, 28)
+    assert data.train.images.shape == (62 * 12, 28, 28) and data.test.images.shape == (62 * 12, 28, 28)
     assert data.train.labels.shape == (62 * 12,)
     assert "".join(data.mapping[i] for i in range(62)) == CHARS
-    assert (data.counts("train") == 12).all() and (data.counts("test") == 6).all()
+    assert (data.counts("train") == 12).all() and (data.counts("test") == 12).all()
 
 
 def test_images_come_back_upright(tmp_path):

@@ -31,7 +31,7 @@ from ktlib.record.files import PREDICTIONS_FILE, READOUTS_FILE, RESULTS_FILE, SO
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 6})
+    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 10})
 
 
 def as_the_records_data(monkeypatch, data_dir):

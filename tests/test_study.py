@@ -20,8 +20,8 @@ def study_rows(acc, splits=4, trials=5, levels=range(6), sizes=(1, 5, 10, 20, 40
         for recipe in (recipes if n > 0 else [BASELINE]):
             a = acc(recipe, n, k, split, trial)
             out.append({"split": split, "trial": trial, "recipe": recipe, "n": n, "k": k, "test_accuracy": a,
-                        "train_accuracy": min(1.0, a + 0.3), "epochs": 100 - 10 * n, "seconds": 1.0,
-                        "part": "baseline"})
+                        "validation_accuracy": a, "train_accuracy": min(1.0, a + 0.3), "epochs": 100 - 10 * n,
+                        "seconds": 1.0, "part": "baseline", "test_curve": f"1:0 {2 ** (10 - n)}:{a}"})
     return pd.DataFrame(out)
 
 
@@ -202,7 +202,7 @@ def test_the_instruments_count_per_any_grouping_such_as_the_breadth_studys_sourc
 
 
 def test_the_chosen_control_is_the_random_one_whose_spread_is_nearest_the_trained_nets():
-    spreads = pd.DataFrame([{"split": 0, "n": n, "recipe": r, "spread": v * (n + 1)}
+    spreads = pd.DataFrame([{"split": 0, "n": n, "recipe": r, "spread": v * (n + 1), "images": "validation"}
                             for n in range(6) for r, v in [("frozen", 1.0), ("random-matched", 0.8),
                                                            ("random-normal", 1.5), ("random-lecun", 0.01),
                                                            ("shuffled", 1.0)]])

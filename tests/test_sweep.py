@@ -1,5 +1,6 @@
 import inspect
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def small(tmp_path, data_dir, **overrides) -> ktlib.Config:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 6})
+    return write_emnist(tmp_path_factory.mktemp("emnist"), {"train": 14, "test": 10})
 
 
 # --------------------------------------------------------------------------- config
@@ -204,6 +205,41 @@ def test_training_test_and_source_sets_are_disjoint_and_from_the_right_split(tmp
             assert not set(train.index) & set(source.index)  # same split, other classes
 
 
+def test_validation_images_are_as_many_as_the_test_images_and_none_of_them(tmp_path, data_dir):
+    exp = experiment.Experiment.load(small(tmp_path, data_dir))
+    test, valid = exp.test_set(), exp.validation_set()
+    assert np.bincount(valid.y).tolist() == np.bincount(test.y).tolist() == [exp.cfg.test_per_class] * 20
+    rest = np.flatnonzero(~np.isin(np.arange(len(exp.data.test.labels)), test.index))
+    held = rest[valid.index]  # the validation set's images, as indices into the test file
+    assert not set(held) & set(test.index)
+    assert (exp.data.test.labels[held] == np.array(exp.split.target)[valid.y]).all()
+    assert (exp.validation_set().x == valid.x).all()  # drawn by its own seed, the same every time
+
+
+def test_too_few_test_file_images_for_validation_is_refused_naming_the_classes(tmp_path, data_dir):
+    with pytest.raises(D.DataError, match="fewer than 12 test-file images"):
+        experiment.Experiment.load(small(tmp_path, data_dir, test_per_class=6))
+
+
+def test_a_reseeded_replicate_keeps_the_classes_and_held_out_images_and_draws_the_rest_again(tmp_path, data_dir):
+    own, again = (experiment.Experiment.load(small(tmp_path, data_dir, reseed=r)) for r in (0, 1))
+    assert own.split == again.split
+    assert (own.test_set().index == again.test_set().index).all()
+    assert (own.validation_set().x == again.validation_set().x).all()
+    assert own.trial_seed(1, 0) != again.trial_seed(1, 0) and own.source_key() != again.source_key()
+    assert "reseed" not in own.cfg.experiment() and again.cfg.experiment()["reseed"] == 1
+
+
+def test_the_test_curve_is_read_at_each_power_of_two_steps_and_at_the_last_step(tmp_path, data_dir):
+    rows = ktlib.run(small(tmp_path, data_dir), progress=False)
+    for r in rows.itertuples():
+        steps = [s for s, _ in train.curve_points(r.test_curve)]
+        per_epoch = math.ceil(r.k * 20 / 32)
+        assert steps[-1] == r.epochs * per_epoch and steps == sorted(set(steps))
+        assert all(s & (s - 1) == 0 or (s - per_epoch).bit_length() < s.bit_length() for s in steps[:-1])
+        assert train.curve_points(r.test_curve)[-1][1] == r.test_accuracy
+
+
 @pytest.mark.parametrize("engine", ["native", "batched"])
 def test_the_plain_path_and_the_engine_give_the_same_runs_within_rounding(tmp_path, data_dir, engine):
     fast = ktlib.run(small(tmp_path / engine, data_dir, levels=[0, 2, 4, 5], engine=engine), progress=False)
@@ -212,6 +248,8 @@ def test_the_plain_path_and_the_engine_give_the_same_runs_within_rounding(tmp_pa
     assert len(both) == 16 and (both.epochs == both.epochs_plain).all()  # here every run trains 20 epochs
     assert both.train_loss.to_numpy() == pytest.approx(both.train_loss_plain.to_numpy(), rel=1e-5)
     assert (both.test_accuracy == both.test_accuracy_plain).all()
+    assert (both.validation_accuracy == both.validation_accuracy_plain).all()
+    assert (both.test_curve == both.test_curve_plain).all()  # read at the same steps, to the same accuracies
     with pytest.raises(RuntimeError, match="holds runs of another experiment"):
         ktlib.run(small(tmp_path / engine, data_dir, levels=[0, 2, 4, 5], engine="plain"), progress=False)
 
@@ -319,6 +357,30 @@ def test_a_damaged_row_inside_a_results_file_is_an_error_naming_the_line(tmp_pat
     path.write_text("".join(lines))
     with pytest.raises(files.ResultsError, match=r"sweep.csv:4: a row with missing values"):
         ktlib.run(cfg, progress=False)
+
+
+@pytest.mark.parametrize("curve, message", [("", "a row with missing values"), ("4:0.5 2:0.6", "is not a test curve"),
+                                            ("1:1.5", "is not a test curve")])
+def test_a_damaged_test_curve_is_an_error_naming_the_line(tmp_path, data_dir, curve, message):
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    ktlib.run(cfg, progress=False)
+    path = Path(cfg.results_dir) / files.RESULTS_FILE
+    meta, rows = files.read_results(path)
+    rows.loc[1, "test_curve"] = curve
+    files.write_results(path, meta, rows)
+    with pytest.raises(files.ResultsError, match=f"sweep.csv:4: .*{message}"):
+        files.read_results(path)
+
+
+def test_a_record_from_before_the_validation_images_reads_with_those_columns_empty(tmp_path, data_dir):
+    cfg = small(tmp_path, data_dir, sizes=[1])
+    ktlib.run(cfg, progress=False)
+    path = Path(cfg.results_dir) / files.RESULTS_FILE
+    meta, rows = files.read_results(path)
+    files.write_results(path, meta, rows.drop(columns=list(files.LATER)))
+    _, older = files.read_results(path)
+    assert older.validation_accuracy.isna().all() and older.drop(columns=list(files.LATER)).equals(
+        rows.drop(columns=list(files.LATER)))
 
 
 def test_a_sweep_removes_the_temporary_files_of_killed_writers(tmp_path, data_dir):

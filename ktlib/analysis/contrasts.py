@@ -10,6 +10,7 @@ import pandas as pd
 
 from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import connections, run_flops
+from ktlib.compute.train import curve_points
 from ktlib.config import TOLERANCE
 from ktlib.recipes import BASELINE, TUNED, first_trained
 from ktlib.record.studies import FIXED
@@ -40,9 +41,13 @@ THRESHOLDS = {
                                               "this"),
     "dead": Threshold(2.0, "a run is dead when it stops with training accuracy at most this many times chance: "
                            "it never began to learn"),
+    # set with the validation images and the test curves, before any run recorded a curve (issue 36)
+    "learned": Threshold(0.9, "'effort required to learn': the optimiser steps a run takes until its test accuracy "
+                              "first reaches this share of a cell's final mean accuracy"),
 }
-SOURCE_NEAR, CLEAR_GAIN, BARELY, SLIGHT, FITS, TOLERANCE, DEAD = (
-    THRESHOLDS[name].value for name in ("source_near", "clear_gain", "barely", "slight", "fits", "tolerance", "dead"))
+SOURCE_NEAR, CLEAR_GAIN, BARELY, SLIGHT, FITS, TOLERANCE, DEAD, LEARNED = (
+    THRESHOLDS[name].value for name in ("source_near", "clear_gain", "barely", "slight", "fits", "tolerance", "dead",
+                                        "learned"))
 
 # A verdict, from where the contrasts' intervals lie against their margins (ktlib.analysis.verdicts.verdict).
 HOLDS, PARTLY, FAILS, UNDECIDED, NOT_MEASURED = "holds", "partly", "fails", "undecided", "not measured"
@@ -66,16 +71,67 @@ class Contrast:
 
 
 
-CLAIM_VALUES = ("test_accuracy", "train_accuracy", "epochs", "gflops")  # what a claim's contrasts read
+# What a claim's contrasts read: each run's numbers, its training arithmetic, how fast it learned (`learning_steps`),
+# and the training-free readout of its training set on raw pixels (`pixel_baseline`).
+CLAIM_VALUES = ("test_accuracy", "train_accuracy", "epochs", "gflops", "validation_accuracy", "log2_steps_to_common",
+                "log2_steps_to_share", "pixel_nearest_mean")
 
 
-def cube(rows: pd.DataFrame, classes: int, recipes: list[str] | None = None) -> Cube:
+def cube(rows: pd.DataFrame, classes: int, recipes: list[str] | None = None,
+         readouts: pd.DataFrame | None = None) -> Cube:
     """The runs as arrays for the claims, with each run's training arithmetic in GFLOP (ktlib.compute.model.run_flops:
-    its steps and per-epoch evaluations on its k x classes training images)."""
+    its steps and per-epoch evaluations on its k x classes training images), how many steps it took to learn
+    (`learning_steps`), and, given the readouts, the nearest class mean on the raw pixels of its training set."""
     start = [first_trained(r, n) for r, n in zip(rows.recipe, rows.n)]
     conn = connections()
     gflops = [run_flops(s, e, k * classes, conn=conn) / 1e9 for s, e, k in zip(start, rows.epochs, rows.k)]
-    return Cube.of(rows.assign(gflops=gflops), recipes, CLAIM_VALUES)
+    rows = learning_steps(rows.assign(gflops=gflops))
+    return Cube.of(pixel_baseline(rows, readouts), recipes, CLAIM_VALUES)
+
+
+def _first_reached(curve: str, accuracy: float) -> float:
+    """log2 of the optimiser steps at which a run's test curve first reaches `accuracy`; a run that never does is
+    counted at the next reading it would have had, twice its last step (so it counts as slower than any that did)."""
+    points = curve_points(curve)
+    steps = next((s for s, a in points if a >= accuracy), 2 * points[-1][0])
+    return float(np.log2(steps))
+
+
+def learning_steps(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with how fast each run learned, after Raghu et al. (2019), in log2 optimiser steps on its test curve
+    (ktlib.compute.train.on_curve): to LEARNED of the lowest final mean test accuracy among the frozen recipe's
+    levels at its split and k, an accuracy every level attains (log2_steps_to_common); and to LEARNED of its own
+    cell's final mean (log2_steps_to_share), which flatters a net that learns little. NaN without curves."""
+    if "test_curve" not in rows or not rows.test_curve.fillna("").astype(bool).all():
+        return rows.assign(log2_steps_to_common=np.nan, log2_steps_to_share=np.nan)
+    split = ["split"] if "split" in rows else []
+    means = rows.groupby([*split, "recipe", "n", "k"]).test_accuracy.transform("mean")
+    frozen = rows[(rows.recipe == BASELINE)].groupby([*split, "k", "n"]).test_accuracy.mean()
+    lowest = frozen.groupby(level=[*split, "k"]).min().rename("lowest")
+    common = rows.join(lowest, on=[*split, "k"]).lowest
+    return rows.assign(log2_steps_to_common=[_first_reached(c, LEARNED * a) for c, a in zip(rows.test_curve, common)],
+                       log2_steps_to_share=[_first_reached(c, LEARNED * a) for c, a in zip(rows.test_curve, means)])
+
+
+def pixel_baseline(rows: pd.DataFrame, readouts: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows with the nearest class mean's test accuracy on the raw pixels of each run's own training set (the
+    readouts' n=0 nearest-mean row of its split, k and trial); NaN without readouts."""
+    if readouts is None:
+        return rows.assign(pixel_nearest_mean=np.nan)
+    split = ["split"] if "split" in rows and "split" in readouts else []
+    pixels = readouts[(readouts.n == 0) & (readouts.readout == "nearest-mean")]
+    pixels = pixels.set_index([*split, "k", "trial"]).test_accuracy.rename("pixel_nearest_mean")
+    return rows.drop(columns="pixel_nearest_mean", errors="ignore").join(pixels, on=[*split, "k", "trial"])
+
+
+def measured_value(c: Cube, value: str, what: str) -> None:
+    """Refuse a value the record does not hold (a record made before the validation images and the test curves, or
+    runs read without their readouts), naming it: ValueError(what), which a claim shows as 'this grid lacks ...'."""
+    if any(value not in values or np.isnan(values[value]).any() for values in c.arrays.values()):
+        raise ValueError(what)
+
+
+VALIDATION = "validation accuracy (a record made before the validation images: nothing is chosen on its test images)"
 
 
 def _difference(a: int, b: int, k: int, value: str = "test_accuracy", recipe: str = BASELINE):
@@ -143,10 +199,30 @@ def contrasts_variance(c: Cube) -> list[Contrast]:
 
 def contrasts_effort(c: Cube) -> list[Contrast]:
     k = c.sizes[0]
-    return ([Contrast(f"GFLOP n={n} - n=0 at k={k}", _difference(n, 0, k, "gflops"), above=False, fmt="+.2f")
-             for n in c.levels[1:]]
+    measured_value(c, "log2_steps_to_common", "test curves (a record made before they were kept)")
+    return ([Contrast(f"log2 steps to a common accuracy, n={n} - n=0 at k={k}",
+                      _difference(n, 0, k, "log2_steps_to_common"), above=False, fmt="+.2f") for n in c.levels[1:]]
+            + [Contrast(f"log2 steps to {LEARNED:.0%} of its own final, n={n} - n=0 at k={k}",
+                        _difference(n, 0, k, "log2_steps_to_share"), above=False, decides=False, fmt="+.2f")
+               for n in c.levels[1:]]
+            + [Contrast(f"GFLOP n={n} - n=0 at k={k}", _difference(n, 0, k, "gflops"), above=False, decides=False,
+                        fmt="+.2f") for n in c.levels[1:]]
             + [Contrast(f"epochs n={n} - n=0 at k={k}", _difference(n, 0, k, "epochs"), above=False, decides=False,
                         fmt="+.0f") for n in c.levels[1:]])
+
+
+def contrasts_beats_pixels(c: Cube) -> list[Contrast]:
+    k = c.sizes[0]
+    measured_value(c, "pixel_nearest_mean", "the training-free readouts")
+    return [Contrast(f"n={n} - nearest class mean on pixels at k={k}",
+                     lambda cube, n=n: (cube.at("test_accuracy", n, k) - cube.at("pixel_nearest_mean", n, k)).mean(1))
+            for n in c.levels]
+
+
+def contrasts_level_steps(c: Cube) -> list[Contrast]:
+    """Each retained level's own step, n minus n-1, at every k: reported, deciding nothing."""
+    return [Contrast(f"n={b} - n={a} at k={k}", _difference(b, a, k), decides=False)
+            for k in c.sizes for a, b in zip(c.levels, c.levels[1:])]
 
 
 def informative_gap_sizes(c: Cube) -> list[int]:
@@ -188,15 +264,13 @@ def contrasts_curve_order(c: Cube) -> list[Contrast]:
             for n in c.levels for a, b in zip(c.sizes, c.sizes[1:])]
 
 
-def chosen_elsewhere(c: Cube, recipe: str, k: int) -> dict[int, int]:
-    """Per split (by its row's origin): the level n >= 1 with the best mean at k over the *other* splits, so that
-    no split's own noise picks its best n (which would bias a best-against-best difference)."""
-    S = c.shape[0]
-    if S < 2:
-        raise ValueError("a second class split, to choose each split's best n on the others")
-    means = _level_grid(c, "test_accuracy", k, recipe)[:, :, 1:].mean(1)  # (S, N-1)
-    others = (means.sum(0) - means) / (S - 1)
-    return {int(o): c.levels[1:][int(i)] for o, i in zip(c.origin, others.argmax(1))}
+def chosen_on_validation(c: Cube, recipe: str, k: int) -> dict[int, int]:
+    """Per split (by its row's origin): the level n >= 1 with the best mean validation accuracy at k over the split's
+    trials. The test images never choose, so a best-against-best difference on them is not flattered by the noise
+    that picked the best."""
+    measured_value(c, "validation_accuracy", VALIDATION)
+    means = _level_grid(c, "validation_accuracy", k, recipe)[:, :, 1:].mean(1)  # (S, N-1)
+    return {int(o): c.levels[1:][int(i)] for o, i in zip(c.origin, means.argmax(1))}
 
 
 def contrasts_fine_tuning(c: Cube) -> list[Contrast]:
@@ -204,7 +278,7 @@ def contrasts_fine_tuning(c: Cube) -> list[Contrast]:
         raise ValueError("fine-tuned runs")
     out = []
     for k in c.sizes:
-        chosen = {r: chosen_elsewhere(c, r, k) for r in (TUNED, BASELINE)}
+        chosen = {r: chosen_on_validation(c, r, k) for r in (TUNED, BASELINE)}
 
         def margin(cube: Cube, k=k, chosen=chosen) -> np.ndarray:
             rows = np.arange(cube.shape[0])
@@ -217,12 +291,14 @@ def contrasts_fine_tuning(c: Cube) -> list[Contrast]:
 
 
 def best_level_shares(c: Cube, k: int, draws: int, seed: int) -> pd.Series:
-    """The level with the best mean at k, over bootstrap draws of splits then trials: the share of draws in which
-    each n is best. An argmax has no confidence interval; its distribution is what the draws can say."""
+    """The level with the best mean validation accuracy at k, over bootstrap draws of splits then trials: the share
+    of draws in which each n is chosen. An argmax has no confidence interval; its distribution is what the draws
+    can say."""
+    measured_value(c, "validation_accuracy", VALIDATION)
     rng = np.random.default_rng(seed)
     S, T = c.shape
     best = [c.levels[int(_level_grid(c.resampled(rng.integers(0, S, S), rng.integers(0, T, (S, T))),
-                                     "test_accuracy", k).mean((0, 1)).argmax())] for _ in range(draws)]
+                                     "validation_accuracy", k).mean((0, 1)).argmax())] for _ in range(draws)]
     return pd.Series(best).value_counts(normalize=True).sort_index().rename_axis("n").rename("share of draws")
 
 
@@ -240,9 +316,9 @@ def nested(c: Cube) -> list[int]:
 
 
 def best_gain(c: Cube, source, k: int) -> Callable[[Cube], np.ndarray]:
-    """Per order: the gain over n=0 at k of the level n >= 1 whose mean is best over the *other* orders (so that no
-    order's own noise picks it, which would flatter the gain)."""
-    chosen = chosen_elsewhere(c, source, k)
+    """Per order: the gain over n=0 at k of the level n >= 1 whose mean validation accuracy is best in that order
+    (so that no noise of the test images picks it, which would flatter the gain)."""
+    chosen = chosen_on_validation(c, source, k)
 
     def gain(cube: Cube) -> np.ndarray:
         rows = np.arange(cube.shape[0])

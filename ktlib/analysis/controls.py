@@ -154,16 +154,30 @@ def knowledge_values(at: pd.DataFrame, cells: dict[str, tuple[int, int]]) -> dic
 
 def chosen_control(spreads: pd.DataFrame) -> str:
     """Of the random controls, the one that best keeps the signal: the smallest mean, over splits and levels
-    1-5, of |log(its spread / the trained net's spread)| (ktlib.compute.readouts.spread)."""
+    1-5, of |log(its spread / the trained net's spread)| (ktlib.compute.readouts.spread), measured on the validation
+    images."""
+    if "images" not in spreads or (spreads.images != "validation").any():
+        raise ValueError(f"spreads measured on the validation images, which choose; these are on "
+                         f"{sorted(set(spreads.get('images', ['test'])))}")
     s = spreads[spreads.n > 0].pivot_table(index=["split", "n"], columns="recipe", values="spread")
     randoms = [r for r in s.columns if RECIPES[r].copies.startswith("random-")]
     distance = {r: float(np.abs(np.log(s[r] / s[BASELINE])).mean()) for r in randoms}
     return min(distance, key=distance.get)
 
 
+def validated(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows, if every one has its validation accuracy; else one error: a choice is made on validation images or
+    not at all (a record made before they existed has only test accuracies, which must not choose)."""
+    if "validation_accuracy" not in rows or rows.validation_accuracy.isna().any():
+        raise ValueError("a choice needs every run's validation_accuracy; these runs lack it (a record made before "
+                         "the validation images), and nothing is chosen on test accuracy")
+    return rows
+
+
 def chosen_rate(rows: pd.DataFrame) -> str:
-    """Of the recipes that fine-tune, the one with the highest mean test accuracy over every n >= 1 and k."""
-    means = rows[rows.n > 0].groupby("recipe").test_accuracy.mean()
+    """Of the recipes that fine-tune, the one with the highest mean validation accuracy over every n >= 1 and k."""
+    rows = validated(rows[rows.n > 0])
+    means = rows.groupby("recipe").validation_accuracy.mean()
     return str(means[tuned(means.index)].idxmax())
 
 

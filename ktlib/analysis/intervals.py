@@ -13,7 +13,10 @@ from scipy import stats
 from ktlib.recipes import BASELINE
 from ktlib.record.tables import recipe_runs
 
-VALUES = ("test_accuracy", "train_accuracy", "epochs")  # a run's values the study's tables read
+VALUES = ("test_accuracy", "train_accuracy", "epochs", "validation_accuracy")  # a run's values the study's tables read
+# Values a record made before the validation images and the test curves lacks: a Cube holds them as NaN, and what
+# reads them refuses (ktlib.analysis.contrasts.on_validation).
+LATER_VALUES = ("validation_accuracy", "log2_steps_to_common", "log2_steps_to_share", "pixel_nearest_mean")
 LEVEL = 0.95  # the intervals' coverage
 
 
@@ -86,6 +89,7 @@ class Cube:
         trial, n and k is an error."""
         rows = rows.rename(columns={replicate: "split"}) if replicate != "split" else rows
         rows = rows if "split" in rows else rows.assign(split=0)
+        rows = rows.assign(**{v: np.nan for v in values if v in LATER_VALUES and v not in rows})
         recipes = recipes or [r for r in rows.recipe.unique() if (rows[rows.recipe == r].n > 0).any()]
         levels, sizes = sorted(rows.n.unique()), sorted(rows.k.unique())
         splits, trials = sorted(rows.split.unique()), sorted(rows.trial.unique())
@@ -94,7 +98,8 @@ class Cube:
         arrays = {}
         for recipe in recipes:
             table = recipe_runs(rows, recipe).set_index(["split", "trial", "n", "k"])[list(values)].reindex(index)
-            if table.isna().any().any():
+            absent = [v for v in values if v in LATER_VALUES and table[v].isna().all()]
+            if table.drop(columns=absent).isna().any().any():
                 raise ValueError(f"the {recipe} runs do not fill every split, trial, n and k")
             arrays[recipe] = {v: table[v].to_numpy(float).reshape(shape) for v in values}
         return cls(arrays, [int(n) for n in levels], [int(k) for k in sizes], [int(s) for s in splits],

@@ -15,7 +15,7 @@ import torch
 from ktlib.compute import native
 from ktlib.compute.model import LAYERS, Net, predict
 from ktlib.compute.stacked import ZS, _y, forward, grad_scale, gradients, keep_mask, slots, stack, views
-from ktlib.compute.train import Epoch, stop_reason
+from ktlib.compute.train import Epoch, on_curve, stop_reason
 
 # ---------------------------------------------------------------- training
 
@@ -143,22 +143,27 @@ class Cancelled(Exception):
 @dataclass
 class Run:
     """One run's outcome: its per-epoch history, why it stopped, its final test accuracy and predicted test
-    classes, and its trained parameters (layers n.., flattened, in the net's own scale)."""
+    classes, its trained parameters (layers n.., flattened, in the net's own scale), its final validation accuracy,
+    and its test accuracy curve (train.on_curve: (steps, accuracy), ending with its last step)."""
     history: list[Epoch]
     stopped_by: str
     test_accuracy: float
     weights: torch.Tensor
     predictions: torch.Tensor
+    validation_accuracy: float
+    curve: list[tuple[int, float]]
 
 
 def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seeds: list[int],
                stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float | list[float] = 1e-3,
                batch_size: int = 32, on_run=None, cancel: threading.Event | None = None,
-               kernels: str = "native") -> list[Run]:
+               kernels: str = "native", validation: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[Run]:
     """Train R nets side by side from layer n up (below it they are fixed); each stops by its own rule.
 
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
-    test: the test set's layer-n inputs (M, ...) and labels (M,), shared by all runs. Shuffling is
+    test, validation: the test and validation sets' layer-n inputs (M, ...) and labels (M,), shared by all runs (no
+    validation: its accuracy is NaN); the test accuracy is also read at the steps train.on_curve names, a forward
+    pass that changes nothing. Shuffling is
     `train.train`'s (a generator per run, seeded with that run's seed). on_run(index, Run) is called as
     each run stops; once `cancel` is set, Cancelled is raised at the next epoch. lr: one learning rate, or
     one per trained layer from layer n up (transfer.layer_lrs). kernels: "native" (C, see native.py) or
@@ -175,8 +180,10 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     active = list(range(R))            # which run each row of theta is
     histories: list[list[Epoch]] = [[] for _ in range(R)]
+    curves: list[list[tuple[int, float]]] = [[] for _ in range(R)]
     results: list[Run | None] = [None] * R
     target = codes[y]
+    per_epoch, taken = math.ceil(N / batch_size), 0  # optimiser steps: every run takes as many per epoch
     start = time.perf_counter()
     while active:
         if cancel is not None and cancel.is_set():
@@ -184,7 +191,11 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
         perms = torch.stack([torch.randperm(N, generator=gens[r]) for r in active])
         for idx in perms.split(batch_size, dim=1):
             opt.step(steps.gradients(theta, x, target, idx.contiguous(), grad))
+        taken += per_epoch
         accs, losses, _ = evaluate(steps, theta, x, y, codes)
+        if on_curve(taken - per_epoch, taken):
+            for r, accuracy in zip(active, evaluate(steps, theta, test[0], test[1], codes, shared=True)[0]):
+                curves[r].append((taken, accuracy))
         seconds = time.perf_counter() - start
         done = {}
         for row, r in enumerate(active):
@@ -194,11 +205,15 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
                 done[row] = reason
         if not done:
             continue
-        test_acc, _, test_preds = evaluate(steps, theta[torch.tensor(list(done))], test[0], test[1], codes,
-                                           shared=True)
-        for (row, reason), accuracy, preds in zip(done.items(), test_acc, test_preds):
+        stopped = theta[torch.tensor(list(done))]
+        test_acc, _, test_preds = evaluate(steps, stopped, test[0], test[1], codes, shared=True)
+        valid_acc = (evaluate(steps, stopped, *validation, codes, shared=True)[0] if validation is not None
+                     else [float("nan")] * len(done))
+        for (row, reason), accuracy, preds, valid in zip(done.items(), test_acc, test_preds, valid_acc):
             r = active[row]
-            results[r] = Run(histories[r], reason, accuracy, theta[row] / ZS, preds)
+            if not curves[r] or curves[r][-1][0] != taken:
+                curves[r].append((taken, accuracy))
+            results[r] = Run(histories[r], reason, accuracy, theta[row] / ZS, preds, valid, curves[r])
             if on_run:
                 on_run(r, results[r])
         keep = torch.tensor([row for row in range(len(active)) if row not in done], dtype=torch.long)

@@ -4,6 +4,7 @@ ktlib.compute.cluster's on Dask workers."""
 from __future__ import annotations
 
 import copy
+import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ import torch
 from ktlib.compute import engine, stacked
 from ktlib.compute.experiment import RunKey, Task
 from ktlib.compute.model import connections, training_flops
-from ktlib.compute.train import evaluate, predictions, row, source_task_accuracy, stopping_rule, train
+from ktlib.compute.train import Epoch, evaluate, on_curve, predictions, row, source_task_accuracy, stopping_rule, train
 from ktlib.compute.transfer import layer_lrs, transfer
 from ktlib.config import Config
 from ktlib.recipes import first_trained
@@ -37,11 +38,19 @@ def plain(task: Task, keys: list[RunKey], on_row) -> None:
     for key in keys:
         train_set, seed = task.trial_set(key.k, key.trial)
         net = transfer(task.copied_from(key.recipe), key.n, seed, key.recipe)
+        per_epoch, curve = math.ceil(len(train_set.y) / cfg.batch_size), []
+
+        def read(epoch: Epoch) -> None:  # the test accuracy as the run trains (train.on_curve)
+            if on_curve((epoch.epoch - 1) * per_epoch, epoch.epoch * per_epoch):
+                curve.append((epoch.epoch * per_epoch, evaluate(net, *task.test, task.codes)[0]))
+
         fit = train(net, torch.from_numpy(train_set.x), torch.from_numpy(train_set.y), task.codes, seed=seed,
                     stop=stopping_rule(cfg, len(train_set.y)), max_epochs=cfg.max_epochs,
-                    lr=layer_lrs(key.recipe, key.n, cfg.lr), batch_size=cfg.batch_size)
-        on_row(row(cfg, key, seed, fit.history, fit.stopped_by, evaluate(net, *task.test, task.codes)[0],
-                   predictions(net, task.test[0], task.codes), forgotten(task, net, key)))
+                    lr=layer_lrs(key.recipe, key.n, cfg.lr), batch_size=cfg.batch_size, on_epoch=read)
+        accuracy, steps = evaluate(net, *task.test, task.codes)[0], len(fit.history) * per_epoch
+        on_row(row(cfg, key, seed, fit.history, fit.stopped_by, accuracy, predictions(net, task.test[0], task.codes),
+                   forgotten(task, net, key), evaluate(net, *task.validation, task.codes)[0],
+                   curve if curve and curve[-1][0] == steps else [*curve, (steps, accuracy)]))
 
 
 # ---------------------------------------------------------------- the engine's groups
@@ -64,19 +73,20 @@ def groups(keys: list[RunKey]) -> list[Group]:
 
 def group_inputs(task: Task, cache: stacked.FeatureCache, group: Group) -> tuple:
     """What the group's trials train on: their sets' inputs to the first trained layer, labels, seeds, and the
-    test set's inputs to that layer."""
+    test and validation sets' inputs to that layer."""
     recipe, n, k = group
     copied, start = task.copied_from(recipe), first_trained(recipe, n)  # fine-tuned starts at the image
     sets = [task.trial_set(k, t) for t in range(task.cfg.trials)]
     x = torch.stack([cache.get(copied, torch.from_numpy(s.x), start) for s, _ in sets])
     y = torch.stack([torch.from_numpy(s.y) for s, _ in sets])
-    return x, y, [seed for _, seed in sets], cache.get(copied, task.test[0], start)
+    return (x, y, [seed for _, seed in sets], cache.get(copied, task.test[0], start),
+            cache.get(copied, task.validation[0], start))
 
 
 def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: threading.Event | None = None
                 ) -> list[dict]:
     """Train one group's trials side by side, on one thread; each run's row goes to on_row as it stops."""
-    cfg, (recipe, n, k), (x, y, seeds, test_x) = task.cfg, group, inputs
+    cfg, (recipe, n, k), (x, y, seeds, test_x, valid_x) = task.cfg, group, inputs
     torch.set_num_threads(1)  # the engine's rule, for good in a worker: every run computes on one thread
     out = []
 
@@ -87,13 +97,13 @@ def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: th
         key = RunKey(n, k, t, recipe)
         trained = stacked.load(copy.deepcopy(nets[t]), start, run.weights)
         out.append(row(cfg, key, seeds[t], run.history, run.stopped_by, run.test_accuracy, run.predictions,
-                       forgotten(task, trained, key)))
+                       forgotten(task, trained, key), run.validation_accuracy, run.curve))
         if on_row:
             on_row(out[-1])
 
     engine.train_runs(nets, start, x, y, task.codes, seeds, stopping_rule(cfg, y.shape[1]), cfg.max_epochs,
                       (test_x, task.test[1]), layer_lrs(recipe, n, cfg.lr), cfg.batch_size, on_run=done,
-                      cancel=cancel, kernels=cfg.engine)
+                      cancel=cancel, kernels=cfg.engine, validation=(valid_x, task.validation[1]))
     return out
 
 

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 
 from ktlib.compute import data as D
@@ -69,6 +70,11 @@ class Experiment:
         split = D.split_classes(data, derive_seed(cfg.split_seed(), Purpose.SPLIT), cfg.n_classes,
                                 cfg.source_per_class, max(cfg.sizes), cfg.test_per_class, cfg.source_chars,
                                 cfg.target_chars, cfg.source_size, order)
+        need = 2 * cfg.test_per_class  # test and validation images, disjoint
+        short = [data.mapping[c] for c in split.target if data.counts("test")[c] < need]
+        if short:
+            raise D.DataError(f"target classes {short} have fewer than {need} test-file images: test_per_class="
+                              f"{cfg.test_per_class} test images and as many validation images per class")
         return cls(cfg, data, split, checksums)
 
     def chars(self, role: str) -> str:
@@ -89,7 +95,13 @@ class Experiment:
         """The seed of one purpose of the source net (and the nets the controls draw from it): the split's, and
         with a nesting order, that order's own, so that each order's source nets are independent of another's
         while the targets' sets and seeds stay the same for all."""
-        return self.seed(purpose) if self.cfg.source_order is None else self.seed(purpose, self.cfg.source_order)
+        seed = self.seed(purpose) if self.cfg.source_order is None else self.seed(purpose, self.cfg.source_order)
+        return self.reseeded(seed)
+
+    def reseeded(self, seed: int) -> int:
+        """A seed of the source net or of a trial, drawn again for a reseeded replicate (Config.reseed); itself for
+        the split's own seeds."""
+        return seed if not self.cfg.reseed else derive_seed(seed, Purpose.RESEED, self.cfg.reseed)
 
     def source_set(self) -> D.Subset:
         return D.draw(self.data.train, self.split.source, self.cfg.source_per_class,
@@ -104,6 +116,14 @@ class Experiment:
     def test_set(self) -> D.Subset:
         return D.draw(self.data.test, self.split.target, self.cfg.test_per_class, self.seed(Purpose.TEST_DATA))
 
+    def validation_set(self) -> D.Subset:
+        """As many images of each target class as the test set has, from the test file's images the test set does
+        not hold: every choice is made on these, and the test images only judge (its index: into those images)."""
+        rest = np.ones(len(self.data.test.labels), bool)
+        rest[self.test_set().index] = False
+        pool = D.Split(self.data.test.images[rest], self.data.test.labels[rest])
+        return D.draw(pool, self.split.target, self.cfg.test_per_class, self.seed(Purpose.VALIDATION))
+
     def trial_set(self, k: int, trial: int) -> tuple[D.Subset, int]:
         """The k-per-class training set of one trial and that trial's seed (shared by every n and recipe)."""
         seed = self.trial_seed(k, trial)
@@ -111,7 +131,7 @@ class Experiment:
 
     def trial_seed(self, k: int, trial: int) -> int:
         """The seed of one trial's training set and initial weights, shared by every n and recipe."""
-        return self.seed(Purpose.TRIAL, k, trial)
+        return self.reseeded(self.seed(Purpose.TRIAL, k, trial))
 
     def copies(self, source: Net) -> dict[str, Net]:
         """The nets this configuration's recipes copy from: the trained source net, and the controls drawn
@@ -128,12 +148,12 @@ class Experiment:
 
     def task(self, source: Net) -> "Task":
         """What the runs of this experiment share, for an executor."""
-        test, held = self.test_set(), self.source_test_set()
+        test, held, valid = self.test_set(), self.source_test_set(), self.validation_set()
         # each (k, trial) set drawn once: every n and recipe, and every group holding it, trains on the same
         sets = functools.lru_cache(maxsize=None)(self.trial_set)
         return Task(self.cfg, source, sets, (torch.from_numpy(test.x), torch.from_numpy(test.y)),
                     self.codes("target"), self.copies(source), (torch.from_numpy(held.x), torch.from_numpy(held.y)),
-                    self.codes("source"), self.checksums)
+                    self.codes("source"), self.checksums, (torch.from_numpy(valid.x), torch.from_numpy(valid.y)))
 
     def source_config(self) -> dict:
         """Everything that determines the source net: its fields of the config, its classes, the data."""
@@ -141,6 +161,8 @@ class Experiment:
         trainer = {} if source_trainer(c) == "plain" else {"source_trainer": source_trainer(c)}
         if c.source_order is not None:  # its seeds are the order's (source_seed)
             trainer["source_order"] = c.source_order
+        if c.reseed:  # and a reseeded replicate's, its own
+            trainer["reseed"] = c.reseed
         return dict(seed=c.split_seed(), n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
                     source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
                     source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,
@@ -167,6 +189,7 @@ class Task:
     source_test: tuple[torch.Tensor, torch.Tensor]         # held-out images and labels of the source classes
     source_codes: torch.Tensor                             # the source classes' codes
     checksums: dict                                        # the data's sha256 sums, for a worker that reads them
+    validation: tuple[torch.Tensor, torch.Tensor]          # the validation images and labels, which choices read
 
     def copied_from(self, recipe: str) -> Net:
         """The net whose bottom layers a run of this recipe copies."""

@@ -42,14 +42,15 @@ def read_recipes(task) -> list[str]:
 def measure(task) -> tuple[pd.DataFrame, dict[str, list[float]]]:
     """Every readout of the task's grid: for each recipe with features, n, k and trial, each rule's test accuracy
     on level n's features (n=0, the pixels, once, under the baseline recipe); and each recipe's spread per
-    level on the test images. Forward passes only, on one thread, so the numbers do not depend on the machine."""
+    level on the validation images (the matched control is chosen on it: ktlib.analysis.controls.chosen_control).
+    Forward passes only, on one thread, so the numbers do not depend on the machine."""
     cfg, (test_x, test_y) = task.cfg, task.test
     rows, spreads = [], {}
     with torch_threads(), torch.no_grad():
         for recipe in read_recipes(task):
             net = task.copied_from(recipe)
             test_f = frozen_inputs(net, test_x)
-            spreads[recipe] = [spread(f) for f in test_f]
+            spreads[recipe] = [spread(f) for f in frozen_inputs(net, task.validation[0])]
             for k in cfg.sizes:
                 for trial in range(cfg.trials):
                     s, _ = task.trial_set(k, trial)

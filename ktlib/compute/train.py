@@ -175,11 +175,33 @@ def source_task_accuracy(source: Net, run_net: Net, n: int, recipe: str, source_
     return evaluate(hybrid, *source_test, source_codes)[0]
 
 
+def on_curve(before: int, after: int) -> bool:
+    """Whether a run's test accuracy is read after an epoch that took it from `before` to `after` optimiser steps:
+    when the epoch passes a power of two (1, 2, 4, ...). The curve then has a constant resolution in log steps, and
+    costs a forward pass of the test images per doubling, a few per cent of a run. The test images only measure the
+    curve (how fast a run learns): nothing is chosen on it."""
+    return after.bit_length() > before.bit_length()
+
+
+def curve_text(points: list[tuple[int, float]]) -> str:
+    """A run's test accuracy curve as its results column holds it: 'steps:accuracy' pairs, by steps."""
+    return " ".join(f"{steps}:{accuracy:.6g}" for steps, accuracy in points)
+
+
+def curve_points(text: str) -> list[tuple[int, float]]:
+    """The (optimiser steps, test accuracy) pairs of a test_curve column (curve_text); a ValueError if it is not one."""
+    points = [(int(a), float(b)) for a, b in (p.split(":") for p in str(text).split())]
+    if not points or any(b <= a for (a, _), (b, _) in zip(points, points[1:])):
+        raise ValueError(f"not a test curve: {str(text)[:40]!r}")
+    return points
+
+
 # A run's row, in the order of the results file's columns; `row` fills them, all but the commit (ktlib.record.sweep's),
-# and ktlib.record.files.read_results reads them back.
-COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
-           "stopped_by", "seconds", "trainable_parameters", "source_task_accuracy", "epoch_rule_epochs",
-           "epoch_rule_train_accuracy", "git_commit"]
+# and ktlib.record.files.read_results reads them back. validation_accuracy: on the validation images, which every
+# choice reads; test_curve: the test accuracy as the run trained (on_curve).
+COLUMNS = ["n", "retained", "recipe", "k", "trial", "seed", "test_accuracy", "validation_accuracy", "train_accuracy",
+           "train_loss", "epochs", "stopped_by", "seconds", "trainable_parameters", "source_task_accuracy",
+           "epoch_rule_epochs", "epoch_rule_train_accuracy", "test_curve", "git_commit"]
 # The fields of a run's row that its key and the experiment fix before it trains (Experiment.determined).
 DETERMINED = ("retained", "seed", "trainable_parameters")
 
@@ -190,14 +212,17 @@ def retained(n: int) -> str:
 
 
 def row(cfg: Config, key, seed: int, history: list[Epoch], stopped_by: str, test_accuracy: float,
-        predicted: torch.Tensor, source_task_accuracy: float) -> dict:
+        predicted: torch.Tensor, source_task_accuracy: float, validation_accuracy: float,
+        curve: list[tuple[int, float]]) -> dict:
     """A finished run's row of COLUMNS (all but the commit, which the sweep adds), with the first record's rule
     replayed on its history (`epoch_rule`); its test predictions under "predictions", kept apart from the file's
-    columns. `key`: the run's ktlib.compute.experiment.RunKey."""
+    columns. `key`: the run's ktlib.compute.experiment.RunKey; `curve`: its test accuracy at the steps on_curve
+    names, which ends with its last step."""
     last, replayed = history[-1], epoch_rule(cfg, history)
     return {**key._asdict(), "retained": retained(key.n), "seed": seed, "test_accuracy": test_accuracy,
-            "train_accuracy": last.train_accuracy, "train_loss": last.train_loss, "epochs": len(history),
-            "stopped_by": stopped_by, "seconds": last.seconds,
+            "validation_accuracy": validation_accuracy, "train_accuracy": last.train_accuracy,
+            "train_loss": last.train_loss, "epochs": len(history), "stopped_by": stopped_by, "seconds": last.seconds,
             "trainable_parameters": trainable_parameters(first_trained(key.recipe, key.n)),
             "source_task_accuracy": source_task_accuracy, "epoch_rule_epochs": replayed[0],
-            "epoch_rule_train_accuracy": replayed[1], "predictions": predicted.numpy().astype("uint8")}
+            "epoch_rule_train_accuracy": replayed[1], "test_curve": curve_text(curve),
+            "predictions": predicted.numpy().astype("uint8")}

@@ -18,7 +18,7 @@ import torch
 from ktlib.compute import readouts
 from ktlib.compute.experiment import KEY, Experiment, RunKey
 from ktlib.compute.model import Net, build
-from ktlib.compute.train import COLUMNS
+from ktlib.compute.train import COLUMNS, curve_points
 from ktlib.record import store
 
 RESULTS_FILE = "sweep.csv"
@@ -28,7 +28,7 @@ SOURCE_RECORD = "source.json"  # the source net's training record, readable with
 READOUTS_FILE = "readouts.csv"  # the training-free readouts of the grid (ktlib.compute.readouts)
 RECORD_FILES = (RESULTS_FILE, SOURCE_RECORD, SOURCE_FILE, PREDICTIONS_FILE, READOUTS_FILE)  # what a record keeps
 # Columns of words; every other column holds numbers, these whole ones.
-TEXT_COLUMNS = ("retained", "recipe", "stopped_by", "git_commit", "readout")
+TEXT_COLUMNS = ("retained", "recipe", "stopped_by", "git_commit", "readout", "test_curve")
 INTEGER_COLUMNS = ("n", "k", "trial", "seed", "epochs", "trainable_parameters", "epoch_rule_epochs")
 # Empty where a run has none: the source task's accuracy is measured only for runs that train copied layers, and
 # where the first record's stopping rule would have stopped a run only if it would have stopped it sooner.
@@ -36,7 +36,11 @@ OPTIONAL = ("source_task_accuracy", "epoch_rule_epochs", "epoch_rule_train_accur
 # What a number may be: the accuracies are shares of images, in [0, 1]; every other number column is a count, a
 # loss or a time, finite and >= 0, and a whole number no larger than LARGEST (beyond it a float64 cannot hold every
 # whole number exactly: no count we write comes near). Anything else is damage, refused on opening.
-SHARES = ("test_accuracy", "train_accuracy", "source_task_accuracy", "epoch_rule_train_accuracy")
+SHARES = ("test_accuracy", "validation_accuracy", "train_accuracy", "source_task_accuracy",
+          "epoch_rule_train_accuracy")
+# Columns a record made before the validation images existed lacks: read as empty (NaN, ""), so that its numbers
+# stay readable and any choice on them is refused (ktlib.analysis.controls.validated).
+LATER = {"validation_accuracy": float("nan"), "test_curve": ""}
 LARGEST = 2 ** 53
 # A results file's header: what a sweep writes in it (ktlib.record.sweep.Sweep.meta), and of what type.
 HEADER = {"config": dict, "data_checksums": dict, "source_classes": str, "target_classes": str, "source": dict,
@@ -92,10 +96,14 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
         found = re.search(r"line (\d+), saw (\d+)", str(e))
         where = f":{int(found.group(1)) + 1}: a row of {found.group(2)} fields" if found else f": {e}"
         raise ResultsError(f"{path}{where}; the file is damaged: {DAMAGED_ROW}") from None
+    older = columns is COLUMNS and not any(c in rows for c in LATER)
+    if older:
+        rows = rows.assign(**LATER)
     missing = [c for c in columns if c not in rows]
     if missing:
         raise ResultsError(f"{path}: no column {missing}")
-    incomplete = rows[[c for c in columns if c not in (*OPTIONAL, "git_commit")]].isna().any(axis=1)
+    incomplete = rows[[c for c in columns if c not in (*OPTIONAL, *(LATER if older else ()), "git_commit")]
+                      ].isna().any(axis=1)
     if incomplete.any():
         raise ResultsError(f"{path}:{row_line(incomplete)}: a row with missing values; the file is damaged: "
                            f"{DAMAGED_ROW}")
@@ -116,11 +124,23 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
             raise ResultsError(f"{path}:{row_line(outside)}: {c}={plain(rows[c][outside].iloc[0])!r} is not {rule}; "
                                f"the file is damaged: {DAMAGED_ROW}")
         rows[c] = values.astype("int64") if c in INTEGER_COLUMNS and values.notna().all() else values
+    if "test_curve" in columns and not older:
+        unreadable = ~rows.test_curve.map(readable_curve)
+        if unreadable.any():
+            raise ResultsError(f"{path}:{row_line(unreadable)}: test_curve={rows.test_curve[unreadable].iloc[0]!r} is "
+                               f"not a test curve; the file is damaged: {DAMAGED_ROW}")
     twice = rows.duplicated([c for c in (*KEY, "readout") if c in columns])
     if twice.any():
         raise ResultsError(f"{path}:{row_line(twice)}: a second row for the same run; the file is damaged: "
                            f"{DAMAGED_ROW}")
     return meta, rows, cut
+
+
+def readable_curve(text) -> bool:
+    try:
+        return all(0 <= accuracy <= 1 for _, accuracy in curve_points(text))
+    except ValueError:
+        return False
 
 
 DAMAGED_ROW = "delete that line (the run is done again) or restore the file from a copy"

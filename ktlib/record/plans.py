@@ -158,13 +158,15 @@ class Plan:
 
     def spreads(self, parts: tuple[str, ...] = ()) -> pd.DataFrame:
         """Per sweep (of `parts` only, if given), recipe and level: how much that level's output varies from image
-        to image on the test images (ktlib.compute.readouts.spread), as its readouts file records it."""
+        to image (ktlib.compute.readouts.spread), as its readouts file records it, and on which images: "validation",
+        or "test" in a record made before the validation images existed."""
         out = []
         for part, i, where in self.sweeps(parts, READOUTS_FILE):
-            for recipe, values in read_readouts(where)[0]["spread"].items():
+            meta = read_readouts(where)[0]
+            for recipe, values in meta["spread"].items():
                 out += [{"part": part, self.design.axis: i, "recipe": recipe, "n": n,
-                         "level": "pixels" if n == 0 else LAYERS[n - 1], "spread": value}
-                        for n, value in enumerate(values)]
+                         "level": "pixels" if n == 0 else LAYERS[n - 1], "spread": value,
+                         "images": meta.get("spread_images", "test")} for n, value in enumerate(values)]
         return pd.DataFrame(out)
 
     def predictions(self, part: str) -> dict[int, tuple[pd.DataFrame, object, object, str]]:

@@ -23,6 +23,10 @@ VARIANTS = {
 }
 
 BASELINE_PART, PROBES_PART = "baseline", "probes"  # the study's part on every split, and its probes' part
+# The variants' yardstick: the paper's recipe under the baseline's protocol on the variants' splits, with every seed
+# but the classes' and the held-out images' drawn again (Config.reseed). How often its verdicts differ from the
+# baseline's is how often a verdict moves by chance alone; a variant's moves are read against that rate.
+RESEEDED_PART = "reseeded"
 
 STUDY = Design(
     "study", "the study beyond the paper: many class splits, the recipes and controls, protocol variants",
@@ -32,7 +36,8 @@ STUDY = Design(
     # the baseline (every split, the recipes of CORE); the probes (the other recipes; their n=0 runs are the
     # baseline's of the same split, so they have none) and each variant, on the first few splits
     parts=(Part(BASELINE_PART), Part(PROBES_PART, "variant_splits", dict(recipes=PROBES), zero=False),
-           *(Part(name, "variant_splits", changes) for name, changes in VARIANTS.items())),
+           *(Part(name, "variant_splits", changes) for name, changes in VARIANTS.items()),
+           Part(RESEEDED_PART, "variant_splits", dict(recipes=[BASELINE], reseed=1))),
     counts=lambda profile, splits: {"variant_splits": min(profile.variant_splits, splits)})
 
 # ---------------------------------------------------------------- the breadth study: more source classes

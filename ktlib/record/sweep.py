@@ -99,7 +99,8 @@ class Sweep:
             if meta["source"]["state_sha256"] == self.meta["source"]["state_sha256"]:
                 return
         rows, spreads = readouts.measure(self.task)
-        files.write_results(where / files.READOUTS_FILE, {**self.meta, "spread": spreads}, rows)
+        files.write_results(where / files.READOUTS_FILE, {**self.meta, "spread": spreads,
+                                                          "spread_images": "validation"}, rows)
 
     def save(self, result: dict) -> None:
         """Write one finished run: its predictions, then its row (this process is the files' only writer)."""

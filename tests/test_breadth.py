@@ -124,7 +124,7 @@ def test_each_doubling_of_the_source_classes_adds_the_slope_of_the_best_gain():
 def test_the_breadth_claims_hold_for_a_growing_gain_and_fail_for_a_shrinking_one():
     from ktlib.analysis import verdicts
     for slope, expected in ((0.03, contrasts.HOLDS), (-0.03, contrasts.FAILS)):
-        _, judged, _ = verdicts.across_splits(synthetic(slope, noise=0.005), claims.BREADTH_CLAIMS, "t", 200, 0)
+        _, judged = verdicts.across_splits(synthetic(slope, noise=0.005), claims.BREADTH_CLAIMS, "t", 200, 0)
         assert set(judged) == {expected}
 
 

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from ktlib.analysis import claims, contrasts, controls, verdicts
+from ktlib.analysis.contrasts import PARTLY_ACROSS, PARTLY_SHORT
 from ktlib.compute.model import build, free_parameters
 from ktlib.compute.train import COLUMNS
 from ktlib.recipes import TUNED
@@ -33,13 +34,13 @@ def paper_like(n, k, t):
 
 def judged(rows, which=claims.SWEEP_CLAIMS, splits=None):
     """The verdicts of one split's runs (rows without a split column are one split)."""
-    return verdicts.within_splits(contrasts.cube(rows, 20), which, 200, 0)[1].iloc[0]
+    return verdicts.within_splits(contrasts.cube(rows, 20), which)[1].iloc[0]
 
 
 def test_paper_like_grid_gets_the_papers_verdicts():
     v = judged(grid(paper_like))
     assert v["k1_rises"] == v["best_moves_down"] == v["gain_shrinks"] == v["effort"] == "holds"
-    assert v["c1_s4"] == "partly"  # +0.08 and +0.08 at k <= 5, +0.016 above: short of the 0.02 margin there
+    assert v["c1_s4"] == PARTLY_SHORT  # +0.08 and +0.08 at k <= 5, +0.016 above: short of the 0.02 margin there
 
 
 def test_accuracy_falling_with_n_fails_the_k1_claim():
@@ -48,8 +49,8 @@ def test_accuracy_falling_with_n_fails_the_k1_claim():
 
 def test_a_peak_below_the_top_level_is_not_a_rise_to_the_top():
     peaked = lambda n, k, t: 0.3 + 0.02 * min(n, 4) - (0.01 if n == 5 else 0)
-    table, v, _ = verdicts.within_splits(contrasts.cube(grid(peaked), 20), {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"]}, 200, 0)
-    assert v.loc[0, "k1_rises"] == "partly"  # gain and slope beyond their margins, n=5 - n=4 short of zero
+    table, v = verdicts.within_splits(contrasts.cube(grid(peaked), 20), {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"]})
+    assert v.loc[0, "k1_rises"] == PARTLY_SHORT  # gain and slope beyond their margins, n=5 - n=4 short of zero
     assert list(table.outcome) == [verdicts.BEYOND, verdicts.BEYOND, verdicts.SHORT]
 
 
@@ -75,8 +76,8 @@ def test_a_large_spread_over_trials_fails_the_variance_claim():
 
 def test_effort_is_judged_on_the_steps_to_an_accuracy_both_sides_reach_and_the_rest_only_reported():
     many = lambda n, k, t: 200 if n == 5 else 100  # n=5 needs twice the epochs, each far cheaper
-    table, v, _ = verdicts.within_splits(contrasts.cube(grid(paper_like, epochs=many), 20),
-                                         {"effort": claims.SWEEP_CLAIMS["effort"]}, 200, 0)
+    table, v = verdicts.within_splits(contrasts.cube(grid(paper_like, epochs=many), 20),
+                                      {"effort": claims.SWEEP_CLAIMS["effort"]})
     assert v.loc[0, "effort"] == "holds"  # each level reaches the common accuracy in half the steps of the one below
     deciding = table[table.decides].set_index("contrast").estimate
     assert len(deciding) == 5 and deciding.loc["log2 steps to a common accuracy, n=5 - n=0 at k=1"] == -5
@@ -108,7 +109,7 @@ def test_the_gain_shrinks_when_transfer_helps_less_with_more_data():
 def test_the_curves_lie_in_the_order_of_k_only_if_every_step_up_is_positive():
     ordered = lambda n, k, t: 0.3 + k / 100 + 0.01 * n
     assert judged(grid(ordered))["curve_order"] == "holds"
-    assert judged(grid(paper_like))["curve_order"] == "partly"  # at n=5, k=20 is no better than k=10
+    assert judged(grid(paper_like))["curve_order"] == PARTLY_ACROSS  # at n=5, k=20 is no better than k=10
     assert judged(grid(lambda n, k, t: 0.5 - k / 1000))["curve_order"] == "fails"
 
 
@@ -143,17 +144,17 @@ def test_every_selection_rule_refuses_runs_without_validation_accuracy():
     with pytest.raises(ValueError, match="validation images"):
         controls.chosen_control(spreads.assign(images="test"))
     # and a claim that would choose says why it is not measured, rather than choosing on test
-    v = verdicts.within_splits(contrasts.cube(rows, 20), claims.STUDY_CLAIMS, 50, 0)[1]
+    v = verdicts.within_splits(contrasts.cube(rows, 20), claims.STUDY_CLAIMS)[1]
     assert (v.fine_tuning == "not measured").all()
 
 
 def test_fine_tuning_is_better_only_where_it_clears_the_margin():
     rows = study_grid(lambda r, n, k, s, t: paper_like(n, k, t) + (0.03 if r == TUNED and k == 1 else 0.0))
     c = contrasts.cube(rows, 20)
-    v = verdicts.within_splits(c, claims.STUDY_CLAIMS, 200, 0)[1]
-    assert (v.fine_tuning == "partly").all()  # +0.03 at k=1, none at the other sizes
+    v = verdicts.within_splits(c, claims.STUDY_CLAIMS)[1]
+    assert (v.fine_tuning == PARTLY_SHORT).all()  # +0.03 at k=1, none at the other sizes
     frozen_only = contrasts.cube(rows[rows.recipe == "frozen"], 20)
-    assert verdicts.within_splits(frozen_only, claims.STUDY_CLAIMS, 200, 0)[1].fine_tuning.iloc[0] == "not measured"
+    assert verdicts.within_splits(frozen_only, claims.STUDY_CLAIMS)[1].fine_tuning.iloc[0] == "not measured"
 
 
 def test_a_grid_without_the_needed_cells_is_marked_not_measured():
@@ -164,8 +165,8 @@ def test_a_grid_without_the_needed_cells_is_marked_not_measured():
 
 
 def test_one_trial_leaves_every_claim_not_measured_rather_than_failing():
-    table, v, chance = verdicts.within_splits(contrasts.cube(grid(paper_like, trials=1), 20), claims.SWEEP_CLAIMS, 100, 0)
-    assert (v.iloc[0] == "not measured").all() and chance.isna().all().all() and table.empty
+    table, v = verdicts.within_splits(contrasts.cube(grid(paper_like, trials=1), 20), claims.SWEEP_CLAIMS)
+    assert (v.iloc[0] == "not measured").all() and table.empty
     assert verdicts.shown(table).empty
 
 
@@ -239,5 +240,6 @@ def test_record_of_another_experiment_is_not_compared_and_the_fields_are_named(t
 
 
 def test_summary_counts_the_verdicts_in_words():
-    found = pd.Series(["holds", "holds", "partly", "fails", "undecided", "not measured"])
-    assert contrasts.summary(found) == "2 hold, 1 holds in part, 1 fails, 1 is undecided, 1 is not measured"
+    found = pd.Series(["holds", "holds", PARTLY_SHORT, "fails", "undecided", "not measured"])
+    assert contrasts.summary(found) == ("2 hold, 1 holds in part and fails in part, 1 fails, 1 is undecided, "
+                                        "1 is not measured")

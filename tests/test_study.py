@@ -8,6 +8,7 @@ import pytest
 from ktlib.analysis import claims, confusions, contrasts, controls, verdicts
 from ktlib.analysis.intervals import Cube, estimate
 from ktlib.recipes import BASELINE, TUNED
+from ktlib.record.studies import RESEEDED_PART
 from ktlib.record.tables import recipe_runs, training_hours
 
 CORE = ["frozen", TUNED, "random-matched", "shuffled"]
@@ -86,20 +87,20 @@ def test_the_controls_separate_knowledge_from_capacity():
 def test_each_claim_is_judged_on_each_split_and_tallied():
     rows = knowledge_rows(split_fails=2)
     which = {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"], "fine_tuning": claims.STUDY_CLAIMS["fine_tuning"]}
-    _, by_split, chances = verdicts.within_splits(contrasts.cube(rows, 20, CORE), which, 200, 0)
+    _, by_split = verdicts.within_splits(contrasts.cube(rows, 20, CORE), which)
     assert list(by_split.k1_rises) == ["holds", "holds", "fails", "holds"]
     assert verdicts.tally(by_split.k1_rises) == "holds in 3 of 4 splits [0.19, 0.99]; fails in 1"
     assert by_split.fine_tuning.loc[0] == "holds"  # best against best: +0.1 at k=1, +0.03 elsewhere, all > 0.02
-    assert chances.k1_rises.loc[0] == 1.0 and chances.k1_rises.loc[2] == 0.0
+    assert verdicts.tally(by_split.k1_rises, shared=7.5) == ("holds in 3 of 4 splits (a pair of which shares 7.5 "
+                                                             "target classes); fails in 1")
 
 
-def test_over_splits_every_claim_gets_a_verdict_from_its_intervals_and_a_chance():
+def test_over_splits_every_claim_gets_a_verdict_from_its_intervals():
     rows = knowledge_rows(split_fails=3)
     which = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}
-    table, over, chance = verdicts.across_splits(contrasts.cube(rows, 20, CORE), which, "t", 200, 0)
+    table, over = verdicts.across_splits(contrasts.cube(rows, 20, CORE), which, "t", 200, 0)
     assert list(over.index) == list(which)
     assert over["k1_rises"] == "undecided"  # three splits rise, one is flat: four values, wide t intervals
-    assert 0 < chance["k1_rises"] < 1
     assert set(table.outcome) <= {verdicts.BEYOND, verdicts.SHORT, verdicts.STRADDLES}
 
 
@@ -108,7 +109,7 @@ def test_a_variant_that_changes_a_verdict_is_counted():
     variant = knowledge_rows(split_fails=0)
     variant = variant[(variant.split == 0) & (variant.recipe == BASELINE)]
     cubes = {"baseline": contrasts.cube(rows, 20, [BASELINE]), "budget": contrasts.cube(variant, 20, [BASELINE])}
-    changes = verdicts.variant_changes(cubes, {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"]}, 100, 0)
+    changes = verdicts.variant_changes(cubes, {"k1_rises": claims.SWEEP_CLAIMS["k1_rises"]})
     assert changes.set_index("claim").loc["k1_rises", "changed"] == 1
     assert changes.set_index("claim").loc["k1_rises", "changed on"] == [0]
 
@@ -174,13 +175,19 @@ def test_the_quoted_cells_are_the_top_and_middle_levels_at_the_ends_of_k():
     assert set(controls.spots([0, 5], [1]).values()) == {(5, 1)}  # the smoke profile's grid
 
 
-def test_a_variants_values_name_the_claims_it_changed_and_where():
-    changes = pd.DataFrame({"variant": ["budget", "budget", "one-of-n"], "claim": ["gap", "variance", "gap"],
-                            "changed": [2, 0, 0], "changed on": [[0, 2], [], []]})
+def test_a_variants_values_name_the_claims_it_changed_and_read_its_moves_against_the_reseeded_baselines():
+    def variant(name, changed):
+        return pd.DataFrame({"variant": name, "claim": [f"claim{i}" for i in range(10)], "splits": "0, 1, 2",
+                             "changed": changed, "changed on": [[0, 2][:c] for c in changed]})
+    changes = pd.concat([variant("budget", [2] * 10), variant("one-of-n", [0] * 10),
+                         variant(RESEEDED_PART, [1] + [0] * 9)], ignore_index=True)
     values = verdicts.variant_values(changes)
-    assert (values["budget_changed"], values["budget_changed_count"], values["budget_changed_split0"]) == ("gap", 2, "gap")
-    assert (values["one_of_n_changed"], values["one_of_n_changed_split0"]) == ("none", "none")
-    assert values["variants_sentence"].startswith("Of the 3 pairs of a variant and a claim, 1 changed")
+    assert (values["budget_changed_count"], values["one_of_n_changed"], values["one_of_n_changed_split0"]) == (
+        20, "none", "none")
+    assert values["reseeded_flip_rate"].startswith("1 of 30, 3% [")
+    assert values["variants_sentence"].startswith("The same protocol with other seeds moved 1 of 30 verdicts")
+    assert values["variants_sentence"].endswith("budget moved more, beyond that rate's interval: there our protocol "
+                                                "decides verdicts.")
 
 
 def test_a_run_is_dead_at_twice_chance_and_the_epoch_rule_replay_counts_before():
@@ -239,10 +246,12 @@ def test_forgetting_is_the_source_accuracy_lost_with_the_runs_copied_layers():
     assert set(lost.index.get_level_values("recipe")) == {TUNED}
 
 
-def test_the_variants_sentence_counts_the_pairs_that_changed():
-    changes = pd.DataFrame({"changed": [0, 2, 0, 1]})
-    assert verdicts.variants_sentence(changes).startswith("Of the 4 pairs of a variant and a claim, 2 changed")
-    assert verdicts.variants_sentence(changes.assign(changed=0)).startswith("No verdict changed")
+def test_no_variant_is_said_to_move_verdicts_when_its_rate_is_within_chances():
+    changes = pd.DataFrame({"variant": ["budget"] * 2 + [RESEEDED_PART] * 2, "claim": ["a", "b"] * 2,
+                            "splits": "0, 1, 2", "changed": [1, 1, 1, 0], "changed on": [[0], [1], [2], []]})
+    sentence = verdicts.variants_sentence(changes)
+    assert sentence.startswith("The same protocol with other seeds moved 1 of 6 verdicts (17% [")
+    assert sentence.endswith("No variant moved more verdicts by a margin that the two intervals clear.")
 
 
 def test_the_training_hours_count_each_sweeps_groups_apart_whether_its_replicates_are_splits_or_orders():

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from ktlib.analysis import confusions, intervals, verdicts
-from ktlib.analysis.contrasts import FAILS, HOLDS, NOT_MEASURED, PARTLY, UNDECIDED
+from ktlib.analysis.contrasts import FAILS, HOLDS, NOT_MEASURED, PARTLY_ACROSS, PARTLY_SHORT, UNDECIDED
 
 
 def test_an_interval_beyond_short_of_or_holding_its_margin():
@@ -17,18 +17,19 @@ def test_an_interval_beyond_short_of_or_holding_its_margin():
     assert verdicts.outcome(0.1, 0.2, 0.0, above=False) == verdicts.SHORT
 
 
-def test_the_verdict_rule_holds_partly_fails_or_is_undecided():
+def test_the_verdict_rule_holds_partly_fails_or_is_undecided_and_partly_says_how_the_rest_fall():
     B, S, X = verdicts.BEYOND, verdicts.SHORT, verdicts.STRADDLES
     assert verdicts.verdict([B, B]) == HOLDS
-    assert verdicts.verdict([B, X, S]) == PARTLY
+    assert verdicts.verdict([B, X, S]) == PARTLY_SHORT
+    assert verdicts.verdict([B, X, X]) == PARTLY_ACROSS
     assert verdicts.verdict([S, S]) == FAILS
     assert verdicts.verdict([S, X]) == UNDECIDED
     assert verdicts.verdict([]) == NOT_MEASURED
 
 
 def test_a_tally_carries_its_exact_interval():
-    tally = verdicts.tally(pd.Series(["holds"] * 3 + ["partly"] * 7))
-    assert tally == "holds in 3 of 10 splits [0.07, 0.65]; partly in 7"
+    tally = verdicts.tally(pd.Series(["holds"] * 3 + [PARTLY_ACROSS] * 7))
+    assert tally == "holds in 3 of 10 splits [0.07, 0.65]; partly, undecided elsewhere in 7"
     assert intervals.clopper_pearson(0, 10) == (0.0, pytest.approx(0.3085, abs=1e-4))
     assert intervals.clopper_pearson(10, 10) == (pytest.approx(0.6915, abs=1e-4), 1.0)
 
@@ -82,3 +83,38 @@ def test_the_spearman_interval_holds_the_correlation_and_narrows_with_more_point
     assert -1 < low < rho < high < 1
     rho40, low40, high40 = intervals.spearman_interval(np.arange(40.0), np.arange(40.0) + np.tile(y - x, 4))
     assert high40 - low40 < high - low
+
+
+def test_the_claims_page_shows_a_claims_failing_contrasts_first_and_all_of_them_when_it_has_many():
+    rows = [{"split": "all", "claim": "c", "contrast": f"c{i}", "estimate": e, "low": lo, "high": hi, "margin": 0.0,
+             "side": "above", "decides": True, "outcome": verdicts.outcome(lo, hi, 0.0, True), "fmt": "+.2f"}
+            for i, (e, lo, hi) in enumerate([(0.5, 0.4, 0.6), (0.1, -0.1, 0.3), (-0.2, -0.3, -0.1)])]
+    table = pd.DataFrame(rows)
+    assert verdicts.measured(table, "c").split("; ")[0].startswith("c2: -0.20")  # short first, then across
+    assert verdicts.measured(table, "c").split("; ")[1].startswith("c1: +0.10")
+    many = pd.concat([table] + [table.iloc[[0]].assign(contrast=f"more{i}") for i in range(6)])
+    text = verdicts.measured(many, "c")
+    assert text.startswith("7 of 9 contrasts beyond their margins; the others: c2: -0.20") and "c1: +0.10" in text
+
+
+def test_a_cube_reweighted_by_a_draw_of_the_classes_weighs_each_split_by_the_classes_drawn():
+    rows = pd.DataFrame([{"split": s, "trial": t, "recipe": "frozen", "n": n, "k": 1, "test_accuracy": 0.5,
+                          "train_accuracy": 1.0, "epochs": 1} for s in (0, 1) for t in (0, 1) for n in (0, 1)])
+    cube = intervals.Cube.of(rows)
+    labels = np.repeat([0, 1], 10)
+    keys = pd.DataFrame({"n": [0, 0, 1, 1], "k": 1, "trial": [0, 1, 0, 1], "recipe": "frozen"})
+    right = np.concatenate([np.ones(10), np.zeros(10)])  # every image of the first class right, of the second wrong
+    predicted = np.where(right.astype(bool), labels, 1 - labels)[None].repeat(4, 0)
+    c = cube.with_classes({0: (keys, predicted, labels, "ab"), 1: (keys, predicted, labels, "bc")})
+    assert c.class_names == ["a", "b", "c"] and c.class_ids.tolist() == [[0, 1], [1, 2]]
+    assert c.reweighted(np.array([1, 1, 1])).at("test_accuracy", 1, 1).tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    # drawing a twice and b once: split 0 (a right, b wrong) rises to 2/3; split 1 holds only b (right there)
+    assert c.reweighted(np.array([2, 1, 0])).at("test_accuracy", 1, 1)[:, 0].tolist() == [2 / 3, 1.0]
+    assert c.resampled(np.array([1, 1])).class_ids.tolist() == [[1, 2], [1, 2]]
+    assert c.shared_classes() == 1.0
+
+
+def test_the_crossed_interval_covers_a_new_draw_of_the_classes_where_the_splits_alone_do_not():
+    table = intervals.crossed_coverage(0, reps=200, draws=300).set_index(["scenario", "method"]).coverage
+    assert table.loc[("classes vary most", intervals.CROSSED)] >= 0.92
+    assert table.loc[("classes vary most", intervals.SPLITS_ONLY)] <= 0.88

@@ -330,9 +330,8 @@ def images_section(r: Read) -> tuple[dict, pd.DataFrame]:
 
 def verdicts_section(r: Read):
     """The paper's two guesses about more source classes, judged over the nesting orders."""
-    table, judged, chances = verdicts.across_splits(r.cube, claims.BREADTH_CLAIMS, "t", r.plan.draws, r.plan.seed())
-    return verdicts.claim_values(table, judged, chances), verdicts.shown(table), \
-        pd.DataFrame({"verdict": judged, "chance": chances.round(2)}).to_string()
+    table, judged = verdicts.across_splits(r.cube, claims.BREADTH_CLAIMS, "t", r.plan.draws, r.plan.seed())
+    return verdicts.claim_values(table, judged), verdicts.shown(table), judged.to_string()
 
 
 def landmark_values(r: Read) -> dict:

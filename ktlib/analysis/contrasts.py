@@ -49,8 +49,11 @@ SOURCE_NEAR, CLEAR_GAIN, BARELY, SLIGHT, FITS, TOLERANCE, DEAD, LEARNED = (
     THRESHOLDS[name].value for name in ("source_near", "clear_gain", "barely", "slight", "fits", "tolerance", "dead",
                                         "learned"))
 
-# A verdict, from where the contrasts' intervals lie against their margins (ktlib.analysis.verdicts.verdict).
-HOLDS, PARTLY, FAILS, UNDECIDED, NOT_MEASURED = "holds", "partly", "fails", "undecided", "not measured"
+# A verdict, from where the contrasts' intervals lie against their margins (ktlib.analysis.verdicts.verdict). A claim
+# that holds in part says how the rest fall: some short of their margins, or (none short) some across them.
+HOLDS, FAILS, UNDECIDED, NOT_MEASURED = "holds", "fails", "undecided", "not measured"
+PARTLY_SHORT, PARTLY_ACROSS = "partly, short elsewhere", "partly, undecided elsewhere"
+PARTLY = (PARTLY_SHORT, PARTLY_ACROSS)
 
 
 
@@ -350,7 +353,9 @@ def contrasts_breadth_persists(c: Cube) -> list[Contrast]:
 
 def summary(verdicts: pd.Series) -> str:
     """'3 hold, 2 hold in part, 1 fails': how the verdicts fall."""
-    words = {HOLDS: ("holds", "hold"), PARTLY: ("holds in part", "hold in part"), FAILS: ("fails", "fail"),
+    words = {HOLDS: ("holds", "hold"), PARTLY_SHORT: ("holds in part and fails in part", "hold in part and fail in part"),
+             PARTLY_ACROSS: ("holds in part and is undecided in part", "hold in part and are undecided in part"),
+             FAILS: ("fails", "fail"),
              UNDECIDED: ("is undecided", "are undecided"), NOT_MEASURED: ("is not measured", "are not measured")}
     counts = verdicts.value_counts()
     return ", ".join(f"{counts[v]} {words[v][int(counts[v] != 1)]}" for v in words if v in counts)

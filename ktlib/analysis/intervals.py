@@ -53,6 +53,11 @@ class Cube:
     origin: np.ndarray = field(default=None)  # (S,): which of them each row is, by position (resampled: repeats)
     keyed_by: str = "recipe"
     replicate: str = "split"
+    # With the test predictions (`with_classes`): each run's test accuracy on each target class, and each split's
+    # target classes as indices into one list of every class the splits drew, so a draw of the classes can reweigh them.
+    by_class: dict[str, np.ndarray] | None = None  # recipe -> (S, T, N, K, C)
+    class_ids: np.ndarray | None = None  # (S, C)
+    class_names: list[str] | None = None  # the list class_ids index
 
     def __post_init__(self):
         if self.origin is None:
@@ -79,7 +84,48 @@ class Cube:
         splits = np.arange(S) if splits is None else splits
         trials = np.broadcast_to(np.arange(T), (len(splits), T)) if trials is None else trials
         arrays = {r: {v: a[splits[:, None], trials] for v, a in values.items()} for r, values in self.arrays.items()}
-        return dataclasses.replace(self, arrays=arrays, origin=self.origin[splits])
+        if self.by_class is None:
+            return dataclasses.replace(self, arrays=arrays, origin=self.origin[splits])
+        return dataclasses.replace(self, arrays=arrays, origin=self.origin[splits], class_ids=self.class_ids[splits],
+                                   by_class={r: a[splits[:, None], trials] for r, a in self.by_class.items()})
+
+    def reweighted(self, weights: np.ndarray) -> "Cube":
+        """The cube with each split's test accuracy the mean over its target classes weighted by `weights` (one per
+        class of `with_classes`' list: how often a draw of the classes, with replacement, drew each). A split none
+        of whose classes was drawn has no test accuracy in that draw (NaN)."""
+        w = weights[self.class_ids].astype(float)  # (S, C)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = 1 / w.sum(1)
+        arrays = {r: {**values, "test_accuracy": np.einsum("stnkc,sc,s->stnk", self.by_class[r], w, scale)}
+                  for r, values in self.arrays.items()}
+        return dataclasses.replace(self, arrays=arrays)
+
+    def shared_classes(self) -> float:
+        """How many target classes two splits share, on average over pairs (with_classes)."""
+        sets = [set(row) for row in self.class_ids.tolist()]
+        pairs = [len(a & b) for i, a in enumerate(sets) for b in sets[i + 1:]]
+        return float(np.mean(pairs)) if pairs else float("nan")
+
+    def with_classes(self, predictions: dict[int, tuple]) -> "Cube":
+        """The cube with every run's test accuracy per target class, from each split's test predictions (keys,
+        predictions, labels, target classes, as ktlib.record.plans.Plan.predictions gives them); the n=0 runs are
+        stored under the baseline recipe, as in `of`. The classes' mean is each run's test accuracy, as the
+        record has it (every class has as many test images)."""
+        universe = sorted(set().union(*(set(p[3]) for p in predictions.values())))
+        ids, by_class = [], {r: [] for r in self.arrays}
+        for split in self.split_ids:
+            keys, predicted, labels, classes = predictions[split]
+            right = predicted == labels
+            accuracy = np.stack([right[:, labels == c].mean(1) for c in range(len(classes))], 1)  # (runs, C)
+            where = {(int(n), int(k), int(t), str(r)): i for i, (n, k, t, r) in
+                     enumerate(keys[["n", "k", "trial", "recipe"]].itertuples(index=False))}
+            ids.append([universe.index(c) for c in classes])
+            for recipe in self.arrays:
+                by_class[recipe].append(np.array([[[accuracy[where[(n, k, t, recipe if n else BASELINE)]]
+                                                    for k in self.sizes] for n in self.levels]
+                                                  for t in range(self.shape[1])]))
+        return dataclasses.replace(self, by_class={r: np.stack(a) for r, a in by_class.items()},
+                                   class_ids=np.array(ids), class_names=universe)
 
     @classmethod
     def of(cls, rows: pd.DataFrame, recipes: list[str] | None = None, values: tuple[str, ...] = VALUES,
@@ -256,6 +302,76 @@ def coverage(seed: int, shapes: tuple[tuple[int, int], ...] = ((10, 5), (3, 5), 
             for m in methods:
                 out.append({"splits": S, "trials": T, "scenario": name, "method": m,
                             "coverage": hit[m] / reps, "width": width[m] / reps})
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- intervals that cover a new draw of the classes
+
+# The splits' target classes are a draw too, and two splits share some of them: an interval over splits alone speaks
+# for new splits of these classes, not for new classes. This bootstrap draws the splits and, crossed with them, every
+# class the splits drew (with replacement, once per draw, so a class weighs on every split that holds it): Owen's
+# (2007) pigeonhole bootstrap for a mean over a crossed design, which errs on the wide side.
+CROSSED = "t, splits and classes"
+SPLITS_ONLY = "t"  # the interval over splits alone shown beside it: Student's t, the units the splits
+
+
+def crossed_interval(estimate, draws: np.ndarray, splits: int, level: float = LEVEL) -> tuple:
+    """estimate +- t(splits - 1) x the crossed draws' standard deviation (last axis), scaled by sqrt(S / (S - 1)) as
+    the t interval's standard error is: with only ten splits, the bootstrap's percentiles are too narrow (they use
+    the normal's tails and the biased variance), which the coverage simulation shows."""
+    half = stats.t.ppf(0.5 + level / 2, splits - 1) * np.nanstd(draws, -1) * np.sqrt(splits / (splits - 1))
+    return estimate - half, estimate + half
+
+
+def class_weights(rng: np.random.Generator, classes: int, draws: int) -> np.ndarray:
+    """(draws, classes): how often each class is drawn in each of `draws` draws of as many classes, with replacement."""
+    return rng.multinomial(classes, np.full(classes, 1 / classes), size=draws)
+
+
+# Each scenario draws one simulated study: per split an effect, per class of the pool an effect (each split takes
+# `classes` of the pool without replacement, so splits share classes), per trial an effect shared by its classes, and
+# per trial and class noise; the truth is 0, every effect being centred. Unit scales: only the shapes and ratios matter.
+_skewed = lambda g, n: (g.lognormal(0, 1, n) - np.exp(0.5)) / np.sqrt((np.e - 1) * np.e)  # noqa: E731
+CROSSED_SCENARIOS = {
+    "classes vary most": (lambda g, n: 0.3 * g.normal(size=n), lambda g, n: g.normal(size=n)),
+    "splits and classes vary alike": (lambda g, n: g.normal(size=n), lambda g, n: g.normal(size=n)),
+    "skewed splits": (_skewed, lambda g, n: 0.5 * g.normal(size=n)),
+    "skewed classes": (lambda g, n: 0.5 * g.normal(size=n), _skewed),
+    "no class effect": (lambda g, n: g.normal(size=n), lambda g, n: np.zeros(n)),
+}
+
+
+def crossed_coverage(seed: int, splits: int = 10, trials: int = 5, classes: int = 20, pool: int = 42,
+                     reps: int = COVERAGE_REPS, draws: int = 1000) -> pd.DataFrame:
+    """The coverage of the truth (and mean width) of the interval over splits alone (SPLITS_ONLY), the nested
+    bootstrap over splits then trials, and the crossed one (CROSSED), per CROSSED_SCENARIOS, at the study's shape:
+    `splits` splits of `classes` target classes drawn from a pool of `pool`, `trials` trials."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, (split_effect, class_effect) in CROSSED_SCENARIOS.items():
+        hit = dict.fromkeys((SPLITS_ONLY, "percentile, splits then trials", "percentile, splits and classes",
+                             CROSSED), 0)
+        width = dict.fromkeys(hit, 0.0)
+        for _ in range(reps):
+            ids = np.stack([rng.choice(pool, classes, replace=False) for _ in range(splits)])  # (S, C)
+            y = (split_effect(rng, splits)[:, None, None] + class_effect(rng, pool)[ids][:, None, :]
+                 + 0.5 * rng.normal(size=(splits, trials, 1)) + rng.normal(size=(splits, trials, classes)))
+            per_split = y.mean((1, 2))
+            picks = rng.integers(0, splits, (draws, splits))
+            t_idx = rng.integers(0, trials, (draws, splits, trials))
+            nested = y.mean(2)[picks[:, :, None], t_idx].mean((1, 2))
+            w = class_weights(rng, pool, draws)[:, ids]  # (draws, S, C)
+            cls = y.mean(1)  # (S, C)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                weighted = (w * cls).sum(2) / w.sum(2)  # (draws, S)
+            crossed = np.nanmean(np.take_along_axis(weighted, picks, 1), 1)
+            ends = {SPLITS_ONLY: t_interval(per_split), "percentile, splits then trials": percentile_interval(nested),
+                    "percentile, splits and classes": percentile_interval(crossed),
+                    CROSSED: crossed_interval(per_split.mean(), crossed, splits)}
+            for m, (low, high) in ends.items():
+                hit[m] += int(low <= 0 <= high)
+                width[m] += float(high - low)
+        out += [{"scenario": name, "method": m, "coverage": hit[m] / reps, "width": width[m] / reps} for m in hit]
     return pd.DataFrame(out)
 
 

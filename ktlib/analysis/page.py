@@ -26,19 +26,18 @@ def page() -> dict[str, str]:
     counted += [f"| {number[k]} | {c.words} | {glued(c.notebook, k + '_measured')} | "
                 f"**{glued(c.notebook, k + '_verdict')}** |" for k, c in COUNTED_CLAIMS.items()]
     split = ["| # | Our claim, and the paper's words | Contrasts: estimate [95% interval] (where it must lie) | Verdict "
-             "| Chance of holding |", "| --- | --- | --- | --- | --- |"]
+             "|", "| --- | --- | --- | --- |"]
     split += [f"| {number[k]} | {c.words} {glued(nb, k + '_paper')} | {glued(nb, k + '_measured')} | "
-              f"**{glued(nb, k + '_verdict')}** | {glued(nb, k + '_chance')} |" for k, (nb, c) in runs.items()]
-    over = ["| # | Our claim | Contrasts over splits: estimate [95% interval] (where it must lie) | Verdict | Chance of "
-            "holding | Splits where it holds [95% interval] |", "| --- | --- | --- | --- | --- | --- |"]
+              f"**{glued(nb, k + '_verdict')}** |" for k, (nb, c) in runs.items()]
+    over = ["| # | Our claim | Contrasts over splits and a new draw of the classes: estimate [95% interval] (where it "
+            "must lie) | Verdict | Verdict over splits alone | Splits where it holds |", "| --- | --- | --- | --- | --- | --- |"]
     over += [f"| {number[k]} | {c.title} | {glued(over_nb, k + '_over_measured')} | "
-             f"**{glued(over_nb, k + '_over_verdict')}** | {glued(over_nb, k + '_over_chance')} | "
+             f"**{glued(over_nb, k + '_over_verdict')}** | {glued(over_nb, k + '_splits_verdict')} | "
              f"{glued(over_nb, k + '_tally')} |" for k, (_, c) in runs.items()]
     breadth = ["| # | Our claim, and the paper's words | Contrasts over nesting orders: estimate [95% interval] (where it "
-               "must lie) | Verdict | Chance of holding |", "| --- | --- | --- | --- | --- |"]
+               "must lie) | Verdict |", "| --- | --- | --- | --- |"]
     breadth += [f"| {number[k]} | {c.words} {glued(breadth_nb, k + '_paper')} | {glued(breadth_nb, k + '_measured')} "
-                f"| **{glued(breadth_nb, k + '_verdict')}** | {glued(breadth_nb, k + '_chance')} |"
-                for k, c in BREADTH_CLAIMS.items()]
+                f"| **{glued(breadth_nb, k + '_verdict')}** |" for k, c in BREADTH_CLAIMS.items()]
     how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {**COUNTED_CLAIMS, **SWEEP_CLAIMS,
                                                                        **STUDY_CLAIMS, **BREADTH_CLAIMS}.items() if c.how]
     return {name: "\n".join(lines) + "\n" for name, lines in

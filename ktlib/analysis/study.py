@@ -15,9 +15,9 @@ from ktlib.compute import data
 from ktlib.config import Purpose
 from ktlib.recipes import BASELINE, CORE, MATCHED_CONTROL, RECIPES, TUNED
 from ktlib.record import tables
-from ktlib.record.files import RESULTS_FILE, read_results
+from ktlib.record.files import RESULTS_FILE, read_readouts, read_results
 from ktlib.record.plans import Plan
-from ktlib.record.studies import BASELINE_PART, BUDGET_EPOCHS, PATIENCE_STEPS, PROBES_PART, VARIANTS
+from ktlib.record.studies import BASELINE_PART, BUDGET_EPOCHS, PATIENCE_STEPS, PROBES_PART, RESEEDED_PART, VARIANTS
 
 
 def recipe_table(plan: Plan) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def with_probes(rows: pd.DataFrame, splits: int) -> pd.DataFrame:
 def protocol(rows: pd.DataFrame) -> pd.DataFrame:
     """The baseline's runs and those of the protocol variants (ktlib.analysis.verdicts.variant_changes compares
     them)."""
-    return rows[rows.part.isin([BASELINE_PART, *VARIANTS])]
+    return rows[rows.part.isin([BASELINE_PART, *VARIANTS, RESEEDED_PART])]
 
 
 def spreads(plan: Plan) -> pd.DataFrame:
@@ -150,8 +150,10 @@ class Read:
         return controls.readout_intervals(baseline, self.method, self.plan.draws, self.boot)
 
     @cached_property
-    def cube(self) -> Cube:
-        return contrasts.cube(self.baseline, self.plan.cfg.n_classes, CORE)
+    def cube(self) -> Cube:  # with the readouts on pixels, and each run's accuracy per class, for the claims
+        readouts = self.readouts[self.readouts.part == BASELINE_PART]
+        return contrasts.cube(self.baseline, self.plan.cfg.n_classes, CORE, readouts).with_classes(
+            self.plan.predictions(BASELINE_PART))
 
     def counts(self) -> dict:
         return {"draws": self.plan.draws, "splits_read": self.baseline.split.nunique(),
@@ -274,35 +276,42 @@ def split0_section(r: Read):
     """The paper's sweep (a plainly trained source net) against the study's split 0 (an engine-trained one): whether
     the sweep's claims get the same verdicts (how far the runs moved is the record wing's comparison,
     ktlib.record.plans.Plan.against_paper_sweep)."""
-    _, paper_rows = read_results(Path(r.plan.cfg.results_dir) / RESULTS_FILE)
+    where = Path(r.plan.cfg.results_dir)
+    _, paper_rows = read_results(where / RESULTS_FILE)
     split0 = tables.recipe_runs(r.baseline[r.baseline.split == 0], BASELINE)
+    readouts = r.readouts[(r.readouts.part == BASELINE_PART) & (r.readouts.split == 0)].drop(columns="split")
 
-    def one_split(runs):  # the sweep's claims on one split's runs, as the variance notebook judges them
-        cube = contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
-        return verdicts.within_splits(cube, claims.SWEEP_CLAIMS, r.plan.draws, r.boot)[1].iloc[0]
+    def one_split(runs, read):  # the sweep's claims on one split's runs, as the variance notebook judges them
+        cube = contrasts.cube(runs.drop(columns="split", errors="ignore"), r.plan.cfg.n_classes, [BASELINE], read)
+        return verdicts.within_splits(cube, claims.SWEEP_CLAIMS)[1].iloc[0]
 
-    both = pd.DataFrame({"paper sweep (plain source net)": one_split(paper_rows),
-                         "study split 0 (engine source net)": one_split(split0)})
+    both = pd.DataFrame({"paper sweep (plain source net)": one_split(paper_rows, read_readouts(where)[1]),
+                         "study split 0 (engine source net)": one_split(split0, readouts)})
     same = both.iloc[:, 0] == both.iloc[:, 1]
     return ({"split0_same_verdicts": int(same.sum()), "split0_claims": len(both)}, both,
             f"the same verdicts, whichever trained the source net: {bool(same.all())}")
 
 
 def verdicts_section(r: Read):
-    """Each claim on every split, over the splits, and its chance of holding; the study's own claims on the paper's
-    split."""
+    """Each claim on every split, and over the splits: judged on intervals that also cover a new draw of the classes
+    (CROSSED), beside the verdict on the splits alone; the study's own claims on the paper's split."""
     which = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS}
-    by_split, split_verdicts, split_chances = verdicts.within_splits(r.cube, which, r.plan.draws, r.boot)
-    over, over_verdicts, over_chances = verdicts.across_splits(r.cube, which, r.method, r.plan.draws, r.boot)
+    by_split, split_verdicts = verdicts.within_splits(r.cube, which)
+    over, over_verdicts = verdicts.across_splits(r.cube, which, intervals.CROSSED, r.plan.draws, r.boot)
+    alone, alone_verdicts = verdicts.across_splits(r.cube, which, intervals.SPLITS_ONLY, r.plan.draws, r.boot)
     study_only = list(claims.STUDY_CLAIMS)  # their verdict on the paper's split comes from here, not notebook 03
-    values = verdicts.claim_values(over, over_verdicts, over_chances, "_over")
-    values |= {f"{key}_tally": verdicts.tally(column) for key, column in split_verdicts.items()}
-    values |= verdicts.claim_values(by_split[by_split.split == 0], split_verdicts.loc[0, study_only],
-                                    split_chances.loc[0, study_only])
+    shared = r.cube.shared_classes()
+    values = verdicts.claim_values(over, over_verdicts, "_over")
+    values |= {f"{key}_splits_verdict": v for key, v in alone_verdicts.items()}
+    values |= {f"{key}_tally": verdicts.tally(column, shared) for key, column in split_verdicts.items()}
+    values |= verdicts.claim_values(by_split[by_split.split == 0], split_verdicts.loc[0, study_only])
+    values |= {"shared_targets_pair": shared, "crossed_method": intervals.CROSSED,
+               "splits_method": intervals.SPLITS_ONLY}
     shown = pd.DataFrame({"paper's split": split_verdicts.loc[0], "splits where it holds": split_verdicts.apply(
-        verdicts.tally), "over splits": over_verdicts, "chance of holding": over_chances.round(2)})
-    check = (f"{split_verdicts.T.to_string()}\n"
-             f"{pd.DataFrame({'over splits': over_verdicts, 'chance': over_chances.round(2)}).to_string()}")
+        verdicts.tally, shared=shared), "over splits and classes": over_verdicts, "over splits alone": alone_verdicts})
+    widening = (over.high - over.low) / (alone.high - alone.low).to_numpy()
+    values |= {"crossed_widening_min": float(widening.min()), "crossed_widening_max": float(widening.max())}
+    check = f"{split_verdicts.T.to_string()}\n{shown.iloc[:, 2:].to_string()}"
     return values, shown, verdicts.shown(over), check
 
 
@@ -336,7 +345,7 @@ def variants_section(r: Read):
     frozen = frozen[(frozen.recipe == BASELINE) & (frozen.split < r.plan.counts["variant_splits"])]
     cubes = {variant: contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
              for variant, runs in frozen.groupby("part")}
-    changes = verdicts.variant_changes(cubes, claims.SWEEP_CLAIMS, r.plan.draws, r.boot)
+    changes = verdicts.variant_changes(cubes, claims.SWEEP_CLAIMS)
     caps = frozen[frozen.stopped_by == "cap"].groupby("part").size()
     values = {"variant_splits_read": r.rows[r.rows.part.isin(VARIANTS)].split.nunique(),
               **verdicts.variant_values(changes),

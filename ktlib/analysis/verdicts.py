@@ -1,13 +1,21 @@
-"""Judging the claims about the runs: each contrast's interval against its margin, on each split and over splits;
-the verdict, the chance that the claim holds under resampling, and the tally of splits with its interval."""
+"""Judging the claims about the runs: each contrast's interval against its margin, on each split and over splits
+(where the intervals also cover a new draw of the classes); the verdict, and the tally of splits."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from ktlib.analysis import claims, contrasts, glue
-from ktlib.analysis.intervals import Cube, clopper_pearson, jackknife_t, over_splits
-from ktlib.record.studies import BASELINE_PART
+from ktlib.analysis.intervals import (
+    CROSSED,
+    Cube,
+    class_weights,
+    clopper_pearson,
+    crossed_interval,
+    jackknife_t,
+    over_splits,
+)
+from ktlib.record.studies import BASELINE_PART, RESEEDED_PART
 
 BEYOND, SHORT, STRADDLES = "beyond the margin", "short of the margin", "across the margin"
 
@@ -22,19 +30,16 @@ def outcome(low: float, high: float, margin: float, above: bool) -> str:
 
 
 def verdict(outcomes: list[str]) -> str:
-    """holds: every deciding contrast's interval lies beyond its margin; partly: some do; fails: every one lies short
-    of it; undecided: none lies beyond, and some interval lies across its margin."""
+    """holds: every deciding contrast's interval lies beyond its margin; partly: some do, and the others lie short of
+    theirs (PARTLY_SHORT, if any does) or only across them (PARTLY_ACROSS); fails: every one lies short; undecided:
+    none lies beyond, and some lies across its margin."""
     if not outcomes:
         return contrasts.NOT_MEASURED
     if all(o == BEYOND for o in outcomes):
         return contrasts.HOLDS
     if BEYOND in outcomes:
-        return contrasts.PARTLY
+        return contrasts.PARTLY_SHORT if SHORT in outcomes else contrasts.PARTLY_ACROSS
     return contrasts.FAILS if all(o == SHORT for o in outcomes) else contrasts.UNDECIDED
-
-
-def _beyond(values: np.ndarray, contrast: contrasts.Contrast) -> np.ndarray:
-    return values > contrast.margin if contrast.above else values < contrast.margin
 
 
 def measured_contrasts(c: Cube, which: dict[str, claims.SweepClaim]) -> dict[str, list[contrasts.Contrast] | str]:
@@ -62,26 +67,20 @@ def _table(rows: list[dict]) -> pd.DataFrame:
                                        "decides", "outcome", "fmt"])
 
 
-def within_splits(c: Cube, which: dict[str, claims.SweepClaim], draws: int, seed: int) -> tuple[pd.DataFrame, ...]:
+def within_splits(c: Cube, which: dict[str, claims.SweepClaim]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each claim on each split alone: every contrast with Student's t interval over the split's trials (the
-    jackknife's standard error, which for a mean is the usual one); the verdict; and the chance of holding, the
-    share of `draws` redraws of each split's trials in which every deciding contrast lies beyond its margin.
-    Returns (contrasts, verdicts split x claim, chances split x claim)."""
+    jackknife's standard error, which for a mean is the usual one), and the verdict. Returns (contrasts, verdicts
+    split x claim)."""
     S, T = c.shape
     index = pd.Index(c.splits_of_rows(), name="split")
     if T < 2:  # no interval over one trial: nothing is judged (the smoke profile has one)
-        return (_table([]), pd.DataFrame(contrasts.NOT_MEASURED, index=index, columns=list(which)),
-                pd.DataFrame(np.nan, index=index, columns=list(which)))
-    rng = np.random.default_rng(seed)
-    redraws = [c.resampled(None, rng.integers(0, T, (S, T))) for _ in range(draws)]
+        return _table([]), pd.DataFrame(contrasts.NOT_MEASURED, index=index, columns=list(which))
     left_out = [c.resampled(None, np.tile(np.delete(np.arange(T), j), (S, 1))) for j in range(T)]
-    built = measured_contrasts(c, which)
-    rows, verdicts, chances = [], {}, {}
-    for key, found in built.items():
+    rows, verdicts = [], {}
+    for key, found in measured_contrasts(c, which).items():
         if isinstance(found, str):
-            verdicts[key], chances[key] = [contrasts.NOT_MEASURED] * S, [np.nan] * S
+            verdicts[key] = [contrasts.NOT_MEASURED] * S
             continue
-        held = np.ones((draws, S), bool)
         per_split = []
         for con in found:
             estimate = con.per_split(c)
@@ -89,57 +88,61 @@ def within_splits(c: Cube, which: dict[str, claims.SweepClaim], draws: int, seed
             per_split.append([outcome(lo, hi, con.margin, con.above) for lo, hi in zip(low, high)])
             rows += [_row(split, key, con, estimate[s], low[s], high[s], per_split[-1][s])
                      for s, split in enumerate(index)]
-            if con.decides:
-                held &= np.stack([_beyond(con.per_split(x), con) for x in redraws])
         decide = [o for o, con in zip(per_split, found) if con.decides]
         verdicts[key] = [verdict([o[s] for o in decide]) for s in range(S)]
-        chances[key] = list(held.mean(0))
-    return _table(rows), pd.DataFrame(verdicts, index=index), pd.DataFrame(chances, index=index)
+    return _table(rows), pd.DataFrame(verdicts, index=index)
 
 
 def across_splits(c: Cube, which: dict[str, claims.SweepClaim], method: str, draws: int,
-                  seed: int) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """Each claim over all splits: every contrast's mean over splits with an interval by `method`
-    (ktlib.analysis.intervals.METHODS); the verdict; and the chance of holding, the share of `draws` bootstrap draws (of
-    splits, and of trials too for the nested method) in which every deciding contrast lies beyond its margin.
-    Returns (contrasts, verdicts, chances)."""
+                  seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    """Each claim over all splits: every contrast's mean over splits with an interval by `method`: CROSSED, which also
+    draws the classes again (the cube needs its classes: Cube.with_classes; only test accuracy depends on them), or
+    one of ktlib.analysis.intervals.METHODS, over the splits alone; and the verdict. Returns (contrasts, verdicts)."""
     S, T = c.shape
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, S, (draws, S))
-    nested = ([c.resampled(p, rng.integers(0, T, (S, T))) for p in picks]
-              if method == "percentile, splits then trials" else None)
-    rows, verdicts, chances = [], {}, {}
+    deep = None
+    if method == CROSSED:
+        weights = class_weights(rng, len(c.class_names), draws)
+        deep = [c.resampled(p).reweighted(w) for p, w in zip(picks, weights)]
+    elif method == "percentile, splits then trials":
+        deep = [c.resampled(p, rng.integers(0, T, (S, T))) for p in picks]
+    rows, verdicts = [], {}
     for key, found in measured_contrasts(c, which).items():
         if isinstance(found, str):
-            verdicts[key], chances[key] = contrasts.NOT_MEASURED, np.nan
+            verdicts[key] = contrasts.NOT_MEASURED
             continue
-        held, outcomes = np.ones(draws, bool), []
+        outcomes = []
         for con in found:
             per_split = con.per_split(c)
             estimate = per_split.mean()
-            drawn = per_split[picks].mean(1)
-            deep = None if nested is None else np.array([con.per_split(x).mean() for x in nested])
-            low, high = over_splits(method, estimate, per_split, drawn, deep)
+            drawn = None if deep is None else np.array([np.nanmean(con.per_split(x)) for x in deep])
+            if method == CROSSED:
+                low, high = crossed_interval(estimate, drawn, S)
+            else:
+                low, high = over_splits(method, estimate, per_split, per_split[picks].mean(1), drawn)
             o = outcome(float(low), float(high), con.margin, con.above)
             rows.append(_row("all", key, con, estimate, float(low), float(high), o))
             if con.decides:
                 outcomes.append(o)
-                held &= _beyond(drawn if deep is None else deep, con)
-        verdicts[key], chances[key] = verdict(outcomes), float(held.mean())
-    return _table(rows), pd.Series(verdicts, name="verdict"), pd.Series(chances, name="chance of holding")
+        verdicts[key] = verdict(outcomes)
+    return _table(rows), pd.Series(verdicts, name="verdict")
 
 
-def tally(verdicts: pd.Series) -> str:
-    """'holds in 3 of 10 splits [0.07, 0.65]; partly in 7': the splits where a claim holds, with the exact
-    (Clopper-Pearson) 95% interval of that share, and how the others fell."""
+def tally(verdicts: pd.Series, shared: float | None = None) -> str:
+    """'holds in 3 of 10 splits; partly, short elsewhere in 7': how the claim fell split by split. With `shared`, the
+    mean number of target classes two splits share, it says that the splits are not independent draws; the exact
+    (Clopper-Pearson) interval of the share that holds, which assumes they are, is given only without it."""
     counts = verdicts.value_counts()
     hits, n = int(counts.get(contrasts.HOLDS, 0)), len(verdicts)
-    low, high = clopper_pearson(hits, n)
-    others = [f"{word} in {counts[v]}" for v, word in ((contrasts.PARTLY, "partly"), (contrasts.UNDECIDED, "undecided"),
-                                                        (contrasts.FAILS, "fails"), (contrasts.NOT_MEASURED, "not measured"))
-              if v in counts]
-    return (f"holds in {hits} of {n} split{'s' * (n != 1)} [{low:.2f}, {high:.2f}]"
-            + (f"; {', '.join(others)}" if others else ""))
+    others = [f"{v} in {counts[v]}" for v in (*contrasts.PARTLY, contrasts.UNDECIDED, contrasts.FAILS,
+                                              contrasts.NOT_MEASURED) if v in counts]
+    if shared is None:
+        low, high = clopper_pearson(hits, n)
+        head = f"holds in {hits} of {n} split{'s' * (n != 1)} [{low:.2f}, {high:.2f}]"
+    else:
+        head = f"holds in {hits} of {n} split{'s' * (n != 1)} (a pair of which shares {shared:.1f} target classes)"
+    return head + (f"; {', '.join(others)}" if others else "")
 
 
 def margin_text(r: pd.Series) -> str:
@@ -154,34 +157,37 @@ def contrast_text(table: pd.DataFrame) -> pd.Series:
 
 
 SHOWN = 6  # a claim with more deciding contrasts than this is summarised on the Claims page
+ORDER = {SHORT: 0, STRADDLES: 1, BEYOND: 2}  # the contrasts that keep a claim from holding first
 
 
 def measured(table: pd.DataFrame, claim: str) -> str:
-    """A claim's contrasts in one line for the Claims page: the deciding ones, then the reported ones; for a claim
-    with many, how their intervals fall and the one nearest its margin."""
-    part = table[table.claim == claim].sort_values("decides", ascending=False, kind="stable")
+    """A claim's contrasts in one line for the Claims page: the deciding ones, those short of their margin first,
+    then those across it, then those beyond; then the reported ones. For a claim with many, every one that does not
+    lie beyond its margin, and how many do."""
+    part = table[table.claim == claim]
     if not len(part):
         return contrasts.NOT_MEASURED
-    deciding = part[part.decides]
+    deciding = part[part.decides].sort_values("outcome", key=lambda o: o.map(ORDER), kind="stable")
     if len(deciding) <= SHOWN:
-        return "; ".join(contrast_text(part))
-    sign = deciding.side.map({"above": 1, "below": -1})
-    nearest = deciding.loc[((deciding.estimate - deciding.margin) * sign).idxmin()]
-    counts = deciding.outcome.value_counts()
-    return (f"{len(deciding)} contrasts, " + ", ".join(f"{n} {o}" for o, n in counts.items())
-            + "; nearest its margin: " + contrast_text(nearest.to_frame().T).iloc[0])
+        return "; ".join(contrast_text(pd.concat([deciding, part[~part.decides]])))
+    failing = deciding[deciding.outcome != BEYOND]
+    head = f"{len(deciding) - len(failing)} of {len(deciding)} contrasts beyond their margins"
+    if not len(failing):
+        sign = deciding.side.map({"above": 1, "below": -1})
+        nearest = deciding.loc[((deciding.estimate - deciding.margin) * sign).idxmin()]
+        return f"{head}; nearest its margin: " + contrast_text(nearest.to_frame().T).iloc[0]
+    return f"{head}; the others: " + "; ".join(contrast_text(failing))
 
 
-def claim_values(table: pd.DataFrame, verdicts: pd.Series, chances: pd.Series, suffix: str = "") -> dict:
-    """Each claim's contrasts, verdict and chance of holding, as the Claims page cites them (<claim><suffix>_measured,
-    _verdict and _chance); and the paper's words it tests, as <claim>_paper."""
+def claim_values(table: pd.DataFrame, verdicts: pd.Series, suffix: str = "") -> dict:
+    """Each claim's contrasts and verdict, as the Claims page cites them (<claim><suffix>_measured and _verdict); and
+    the paper's words it tests, as <claim>_paper."""
     words = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS, **claims.BREADTH_CLAIMS}
     out = {}
     for key, v in verdicts.items():
         if not suffix:  # once per claim: where it is judged first (the paper's split, or the breadth study)
             out[f"{key}_paper"] = words[key].paper
-        out |= {f"{key}{suffix}_measured": measured(table, key), f"{key}{suffix}_verdict": v,
-                f"{key}{suffix}_chance": "-" if np.isnan(chances[key]) else f"{chances[key]:.2f}"}
+        out |= {f"{key}{suffix}_measured": measured(table, key), f"{key}{suffix}_verdict": v}
     return out
 
 
@@ -199,18 +205,18 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- protocol variants
 
-def variant_changes(cubes: dict[str, Cube], which: dict[str, claims.SweepClaim], draws: int, seed: int) -> pd.DataFrame:
-    """Per protocol variant and claim: the verdicts on the variant's splits, next to the baseline's on the same
-    splits (the cube of the baseline part, restricted to them), how many splits changed, and which."""
+def variant_changes(cubes: dict[str, Cube], which: dict[str, claims.SweepClaim]) -> pd.DataFrame:
+    """Per protocol variant (and the reseeded baseline, RESEEDED_PART) and claim: the verdicts on the variant's
+    splits, next to the baseline's on the same splits (the cube of the baseline part, restricted to them), how many
+    splits changed, and which."""
     out = []
+    base = cubes[BASELINE_PART]
     for variant, c in cubes.items():
         if variant == BASELINE_PART:
             continue
         splits = c.splits_of_rows()
-        base = cubes[BASELINE_PART]
         base_cube = base.resampled(np.array([base.splits_of_rows().index(s) for s in splits]))
-        theirs = within_splits(base_cube, which, draws, seed)[1]
-        mine = within_splits(c, which, draws, seed)[1]
+        theirs, mine = within_splits(base_cube, which)[1], within_splits(c, which)[1]
         for key in which:
             moved = [int(s) for s in mine.index if mine.loc[s, key] != theirs.loc[s, key]]
             out.append({"variant": variant, "claim": key, "splits": ", ".join(map(str, splits)),
@@ -219,24 +225,45 @@ def variant_changes(cubes: dict[str, Cube], which: dict[str, claims.SweepClaim],
     return pd.DataFrame(out)
 
 
+def flip_rates(changes: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: how many of its (claim, split) verdicts differ from the baseline's, of how many, the share, and
+    its exact interval (Clopper-Pearson, as if the pairs were independent, which claims judged on the same runs are
+    not); the reseeded baseline's share is the rate at which verdicts move by chance."""
+    out = {}
+    for variant, rows in changes.groupby("variant", sort=False):
+        pairs = int(rows.splits.str.split(", ").map(len).sum())
+        moved = int(rows.changed.sum())
+        low, high = clopper_pearson(moved, pairs)
+        out[variant] = {"moved": moved, "pairs": pairs, "rate": moved / pairs, "low": low, "high": high}
+    return pd.DataFrame(out).T.rename_axis("variant")
+
+
 def variants_sentence(changes: pd.DataFrame) -> str:
-    """How many (variant, claim) pairs changed a verdict, in a sentence decided by the count."""
-    changed = int((changes.changed > 0).sum())
-    if not changed:
-        return "No verdict changed on any split: these verdicts do not hang on our protocol."
-    return (f"Of the {len(changes)} pairs of a variant and a claim, {changed} changed their verdict on at least one "
-            f"split: our protocol decides some verdicts, and those verdicts say as much about it as about the paper.")
+    """How the variants' moves compare with the reseeded baseline's, in a sentence decided by the counts."""
+    rates = flip_rates(changes)
+    chance = rates.loc[RESEEDED_PART]
+    above = [v for v, r in rates.drop(RESEEDED_PART).iterrows() if r.low > chance.high]
+    base = (f"The same protocol with other seeds moved {int(chance.moved)} of {int(chance.pairs)} verdicts "
+            f"({chance.rate:.0%} [{chance.low:.0%}, {chance.high:.0%}]): that many move by chance alone.")
+    if not above:
+        return base + " No variant moved more verdicts by a margin that the two intervals clear."
+    return base + f" {', '.join(above)} moved more, beyond that rate's interval: there our protocol decides verdicts."
 
 
 def variant_values(changes: pd.DataFrame) -> dict:
     """What the book says of each protocol variant: the claims whose verdict it changed on some split, how many
-    (claim, split) pairs, and the claims it changed on the paper's split; and the sentence over all variants."""
+    (claim, split) pairs, and the claims it changed on the paper's split; its rate against the reseeded
+    baseline's; and the sentence over all variants."""
     out = {}
+    rates = flip_rates(changes)
     for variant, rows in changes.groupby("variant"):
         moved = rows[rows.changed > 0]
         on_paper = [claim for claim, splits in zip(rows.claim, rows["changed on"]) if 0 in splits]
+        r = rates.loc[variant]
         out[glue.glue_key(variant, "changed")] = ", ".join(moved.claim) if len(moved) else "none"
         out[glue.glue_key(variant, "changed_count")] = int(moved.changed.sum())
         out[glue.glue_key(variant, "changed_split0")] = ", ".join(on_paper) or "none"
+        out[glue.glue_key(variant, "flip_rate")] = (f"{int(r.moved)} of {int(r.pairs)}, {r.rate:.0%} "
+                                                   f"[{r.low:.0%}, {r.high:.0%}]")
     out["variants_sentence"] = variants_sentence(changes)
     return out

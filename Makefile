@@ -158,7 +158,8 @@ unit: install
 # (fine-tuning at lower rates, the other random controls) would add 8 minutes, and are read from the record. Of the
 # breadth study (notebooks/08_breadth), the first order's smallest and largest sources at k = 1, where its headline
 # number is, and the n=0 runs there, which every source shares.
-NBVAL_RECOMPUTED := baseline:0:1,40 probes:0:1 budget:0:1 one-of-n:0:1 patience-steps:0:1 classes-5:0:1 classes-39:0:1
+NBVAL_RECOMPUTED := baseline:0:1,40 probes:0:1 budget:0:1 one-of-n:0:1 patience-steps:0:1 reseeded:0:1 classes-5:0:1 \
+  classes-39:0:1
 
 # lint-imports: the modules' layers (pyproject.toml) hold, with no import cycle; --durations: CI's log says where its
 # minutes go

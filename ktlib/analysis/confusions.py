@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ktlib.analysis import plots
+from ktlib.analysis.controls import validated
 from ktlib.config import Purpose
 from ktlib.recipes import BASELINE, MATCHED_CONTROL
 from ktlib.record.plans import Plan
@@ -160,7 +161,9 @@ def class_draws(sources: pd.DataFrame) -> dict:
 @dataclass
 class Read:
     """The study's stored test predictions of its baseline, by split, and the paper's split's runs: where its errors
-    are read from. `best`: per smallest and largest k, the level with the best mean on the paper's split."""
+    are read from. `best`: per smallest and largest k, the level with the best mean validation accuracy on the
+    paper's split (chosen on the validation images, so that the test errors it shows are not the ones that chose
+    it)."""
     plan: Plan
     stored: dict
     runs: pd.DataFrame
@@ -179,7 +182,7 @@ class Read:
 
     @property
     def best(self) -> dict[int, int]:
-        means = mean_table(self.runs[self.runs.recipe == BASELINE])
+        means = mean_table(validated(self.runs[self.runs.recipe == BASELINE]), "validation_accuracy")
         return {k: int(means[k].idxmax()) for k in self.sizes}
 
     def panels(self) -> list[tuple[int, int]]:
@@ -205,7 +208,8 @@ def cases_section(r: Read):
     """Case confusions in every split, k and n; the paper's split's shown."""
     cases = case_table(r.stored, r.sizes, sorted(set(r.runs.n)), BASELINE)
     shown = cases[cases.split == 0].set_index(["k", "n"]).drop(columns="split").style.format("{:.3f}")
-    return case_values(cases, r.paper[3]), shown, lost_to_case(cases).style.format("{:.3f}")
+    values = {**case_values(cases, r.paper[3]), "case_sizes": " and ".join(map(str, r.sizes))}
+    return values, shown, lost_to_case(cases).style.format("{:.3f}")
 
 
 def crossed_section(r: Read):

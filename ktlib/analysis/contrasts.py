@@ -116,6 +116,23 @@ def learning_steps(rows: pd.DataFrame) -> pd.DataFrame:
                        log2_steps_to_share=[_first_reached(c, LEARNED * a) for c, a in zip(rows.test_curve, means)])
 
 
+def curve_means(rows: pd.DataFrame, k: int) -> pd.DataFrame:
+    """At one size: the mean test accuracy over trials at each power of two of optimiser steps (rows), per n
+    (columns), each run read at its latest reading (a run that stopped keeps its final accuracy)."""
+    at_k = rows[rows.k == k]
+    last = max(curve_points(c)[-1][0] for c in at_k.test_curve)
+    steps = [2 ** i for i in range(int(np.log2(last)) + 2)]
+    out = {}
+    for n, runs in at_k.groupby("n"):
+        read = []
+        for curve in runs.test_curve:
+            points = curve_points(curve)
+            read.append([next(a for s, a in reversed(points) if s <= step) if step >= points[0][0] else np.nan
+                         for step in steps])
+        out[int(n)] = np.nanmean(read, 0)
+    return pd.DataFrame(out, index=pd.Index(steps, name="optimiser steps")).rename_axis(columns="n")
+
+
 def pixel_baseline(rows: pd.DataFrame, readouts: pd.DataFrame | None) -> pd.DataFrame:
     """The rows with the nearest class mean's test accuracy on the raw pixels of each run's own training set (the
     readouts' n=0 nearest-mean row of its split, k and trial); NaN without readouts."""

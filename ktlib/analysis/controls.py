@@ -111,6 +111,15 @@ def instruments(rows: pd.DataFrame, classes: int, by: tuple[str, ...] = ("recipe
     return out.sort_index(key=lambda i: i.map(order) if i.name == "recipe" else i)
 
 
+def most_capped(table: pd.DataFrame, recipes: list[str]) -> dict:
+    """The cell (n, k) where `recipes` hit the epoch cap most often, and each one's count of caps there, as a sentence."""
+    caps = table.loc[list(recipes)].cap.groupby(level=["n", "k"]).sum()
+    n, k = caps.idxmax()
+    there = table.xs((n, k), level=("n", "k")).loc[list(recipes)]
+    return {"most_capped_n": int(n), "most_capped_k": int(k),
+            "most_capped": ", ".join(f"{recipe} {int(row.cap)} of {int(row.runs)}" for recipe, row in there.iterrows())}
+
+
 def dead_by_recipe(table: pd.DataFrame) -> pd.DataFrame:
     """`instruments` summed over n and k, per recipe: runs, dead now, dead under the first record's rule, caps."""
     return table.groupby("recipe", sort=False)[["runs", "dead", "dead_before", "cap"]].sum()

@@ -90,6 +90,21 @@ def effort(rows: pd.DataFrame):
     return fig
 
 
+def learning_curves(curves: dict[int, pd.DataFrame], common: dict[int, float]):
+    """Mean test accuracy against optimiser steps (ktlib.analysis.contrasts.curve_means), one panel per size, one
+    curve per n; the dashed line is the common accuracy the effort claim times each level to."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for ax, (k, table) in zip(axes[0], curves.items()):
+        for n in table.columns:
+            ax.plot(table.index, table[n], marker=".", label=f"n={n} ({retained(n)})")
+        ax.axhline(common[k], color="grey", ls="--", lw=1)
+        ax.set(xscale="log", xlabel="optimiser steps (log scale)", ylabel="test accuracy (mean over trials)",
+               title=f"{k} image{'s' * (int(k) != 1)} per class")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def source_history(record: dict, goal: float, images: int):
     """Training accuracy and loss of the source net per epoch, with the stopping goal."""
     h = pd.DataFrame(record["history"])

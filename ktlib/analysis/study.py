@@ -160,6 +160,23 @@ class Read:
                 "probe_splits": self.probes.split.nunique()}
 
 
+def crossed_coverage_section(r: Read):
+    """The coverage of intervals over splits alone and over splits and a new draw of the classes, simulated at the
+    study's shape: its splits, trials, target classes per split and the pool they were drawn from."""
+    S, T = r.cube.shape
+    sim = intervals.crossed_coverage(r.plan.seed(Purpose.COVERAGE), S, T, r.plan.cfg.n_classes,
+                                     len(r.cube.class_names), reps=intervals.COVERAGE_REPS // 2)
+    table = sim.pivot_table(index="scenario", columns="method", values="coverage", sort=False)
+    cover = sim.set_index(["scenario", "method"]).coverage
+    values = {"class_pool": len(r.cube.class_names), "crossed_reps": intervals.COVERAGE_REPS // 2,
+              "crossed_worst": float(table[intervals.CROSSED].min()),
+              "crossed_worst_scenario": str(table[intervals.CROSSED].idxmin()),
+              "splits_only_classes": float(cover.loc[("classes vary most", intervals.SPLITS_ONLY)]),
+              "crossed_classes": float(cover.loc[("classes vary most", intervals.CROSSED)])}
+    styled = table.style.format("{:.3f}")
+    return values, styled, f"coverage, splits and classes:\n{table.round(2).to_string()}"
+
+
 def coverage_section(r: Read):
     """The simulated coverage of each interval method, and the method the rule picks."""
     sim = r.coverage
@@ -182,16 +199,24 @@ def figure2(r: Read):
 
 
 def spreads_section(r: Read):
-    """Each level's spread per recipe on the probe splits; the control run on every split, chosen by it."""
+    """Each level's spread on the validation images: per recipe on the probe splits, where the rule chooses the
+    control run on every split; and for the recipes run on every split, over all of them, with the fewest a split
+    gave."""
     found = spreads(r.plan)
-    found = found[found.split < r.plan.counts["variant_splits"]]
-    table = found.pivot_table(index="recipe", columns="level", values="spread", sort=False)
+    probes = found[found.split < r.plan.counts["variant_splits"]]
+    table = probes.pivot_table(index="recipe", columns="level", values="spread", sort=False)
+    every = found[found.recipe.isin(CORE)].pivot_table(index=["recipe", "split"], columns="level", values="spread")
+    c5 = every["C5"].unstack("recipe")
     values = {"lecun_c5_spread": float(table.loc["random-lecun", "C5"]),
               "matched_c5_spread": float(table.loc[MATCHED_CONTROL, "C5"]),
-              "trained_c5_spread": float(table.loc[BASELINE, "C5"])}
-    check = (f"{table.round(3).to_string()}\nthe random control run on every split is the one whose spread is nearest "
-             f"the trained net's: {controls.chosen_control(found) == MATCHED_CONTROL}")
-    return values, table.style.format("{:.4f}"), check
+              "trained_c5_spread": float(table.loc[BASELINE, "C5"]),
+              "matched_c5_spread_all": float(c5[MATCHED_CONTROL].mean()),
+              "matched_c5_spread_least": float(c5[MATCHED_CONTROL].min()),
+              "trained_c5_spread_all": float(c5[BASELINE].mean()), "spread_splits_all": len(c5),
+              "chosen_control": controls.chosen_control(probes)}
+    check = (f"{table.round(3).to_string()}\nthe random control run on every split is the one whose spread on the "
+             f"validation images is nearest the trained net's: {values['chosen_control'] == MATCHED_CONTROL}")
+    return values, table.style.format("{:.4f}"), c5.round(3), check
 
 
 def instruments_section(r: Read):
@@ -199,6 +224,7 @@ def instruments_section(r: Read):
     everything = with_probes(r.rows, r.plan.counts["splits"])  # every recipe, every split
     found = controls.instruments(everything, r.plan.cfg.n_classes)
     values = controls.instrument_values(found, everything, [n for n in r.plan.cfg.levels if n > 0][-1])
+    values |= controls.most_capped(found, CORE)
     return values, controls.dead_by_recipe(found), found[(found.dead > 0) | (found.dead_before > 0) | (found.cap > 0)]
 
 
@@ -252,11 +278,14 @@ def agreement_section(r: Read):
 
 
 def tuning_section(r: Read):
-    """The fine-tuned recipes' mean accuracy above n=0, and whether the rate run on every split is the one the rule
-    picks."""
-    means = r.probes[r.probes.n > 0].groupby("recipe").test_accuracy.mean()
-    check = f"the fine-tuning run on every split is the one the rule picks: {controls.chosen_rate(r.probes) == TUNED}"
-    return means[controls.tuned(means.index)].rename("mean test accuracy, n >= 1"), check
+    """The fine-tuned recipes' mean validation accuracy above n=0 (what the rule reads) beside their test accuracy,
+    and whether the rate run on every split is the one the rule picks on the validation images."""
+    above = r.probes[r.probes.n > 0]
+    means = above.groupby("recipe")[["validation_accuracy", "test_accuracy"]].mean()
+    means = means.loc[controls.tuned(means.index)].rename(columns=lambda c: f"mean {c.replace('_', ' ')}, n >= 1")
+    chosen = controls.chosen_rate(r.probes)
+    values = {"chosen_rate": chosen, "chosen_rate_is_tuned": "is" if chosen == TUNED else "is not"}
+    return values, means, f"the fine-tuning run on every split is the one the rule picks: {chosen == TUNED}"
 
 
 def tuning_table(r: Read) -> pd.DataFrame:
@@ -264,11 +293,16 @@ def tuning_table(r: Read) -> pd.DataFrame:
 
 
 def forgetting_section(r: Read):
-    """What each fine-tuned recipe forgets of the source task, against the source net's own held-out accuracy."""
+    """What each fine-tuned recipe forgets of the source task, against the source net's own held-out accuracy: every
+    rate on the probe splits, and the rate run on every split over all of them."""
     held_out = r.nets.held_out_accuracy
-    found = controls.forgetting_intervals(r.probes, held_out, r.method, r.plan.draws, r.boot)
-    lost = controls.of_kind(found, "forgetting")
-    return (controls.forgetting_values(lost, r.spots), interval_texts(lost).unstack("recipe"),
+    lost = controls.of_kind(controls.forgetting_intervals(r.probes, held_out, r.method, r.plan.draws, r.boot),
+                            "forgetting")
+    every = controls.of_kind(controls.forgetting_intervals(r.baseline[r.baseline.recipe.isin([BASELINE, TUNED])],
+                                                           held_out, r.method, r.plan.draws, r.boot), "forgetting")
+    values = controls.forgetting_values(lost, r.spots)
+    values |= {f"{key}_all": text for key, text in controls.forgetting_values(every, r.spots).items()}
+    return (values, interval_texts(lost).unstack("recipe"), interval_texts(every).unstack("recipe"),
             interval_texts(lost, "+.2f").unstack("recipe").to_string())
 
 
@@ -316,7 +350,8 @@ def verdicts_section(r: Read):
 
 
 def best_level_section(r: Read):
-    """How often each n is best at the largest k, over bootstrap draws of splits and trials."""
+    """How often each n is chosen (best on the validation images) at the largest k, over bootstrap draws of splits
+    and trials."""
     k_large, top = max(r.cube.sizes), max(r.cube.levels)
     shares = contrasts.best_level_shares(r.cube, k_large, r.plan.draws, r.boot)
     return {"k_largest_study": k_large,
@@ -340,7 +375,8 @@ def maturity_section(r: Read):
 
 def variants_section(r: Read):
     """Whether any of our protocol's choices decides a verdict: each variant's verdicts against the baseline's on the
-    splits where both ran, and the epoch-cap hits of each."""
+    splits where both ran, beside the same protocol with other seeds (the rate at which verdicts move by chance);
+    and the epoch-cap hits of each."""
     frozen = protocol(r.rows)
     frozen = frozen[(frozen.recipe == BASELINE) & (frozen.split < r.plan.counts["variant_splits"])]
     cubes = {variant: contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
@@ -351,4 +387,6 @@ def variants_section(r: Read):
               **verdicts.variant_values(changes),
               "caps_patience_steps": int(caps.get("patience-steps", 0)),  # the variant against ours
               "caps_frozen_baseline_variant_splits": int(caps.get(BASELINE_PART, 0))}
-    return values, changes, changes[["variant", "claim", "variant verdicts"]].to_string(index=False)
+    rates = verdicts.flip_rates(changes)
+    return values, changes, rates, f"{changes[['variant', 'claim', 'variant verdicts']].to_string(index=False)}\n" \
+                                   f"{rates.to_string()}"

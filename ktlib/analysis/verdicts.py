@@ -191,6 +191,19 @@ def claim_values(table: pd.DataFrame, verdicts: pd.Series, suffix: str = "") -> 
     return out
 
 
+STEP_WORDS = {BEYOND: "helps", SHORT: "costs", STRADDLES: "neither, within the interval"}
+
+
+def level_steps(c: Cube) -> pd.DataFrame:
+    """Each retained level's own step, n minus n-1 at every k (contrasts.contrasts_level_steps), with its interval
+    over trials on each split, and whether the level helps (the interval above zero), costs (below) or neither: a
+    table to read, deciding no verdict."""
+    table = within_splits(c, {"level steps": claims.SweepClaim("", contrasts.contrasts_level_steps)})[0]
+    return pd.DataFrame({"split": table.split, "step": table.contrast,
+                         "estimate [95% interval]": contrast_text(table).str.split(": ").str[1].str.replace(
+                             " (reported)", ""), "the level": table.outcome.map(STEP_WORDS)})
+
+
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The contrasts as a table to read: claim, contrast, estimate [interval], margin, and where the interval lies."""
     if table.empty:

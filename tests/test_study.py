@@ -178,6 +178,7 @@ def test_the_quoted_cells_are_the_top_and_middle_levels_at_the_ends_of_k():
 def test_a_variants_values_name_the_claims_it_changed_and_read_its_moves_against_the_reseeded_baselines():
     def variant(name, changed):
         return pd.DataFrame({"variant": name, "claim": [f"claim{i}" for i in range(10)], "splits": "0, 1, 2",
+                             "baseline": "holds, holds, holds", "variant verdicts": "holds, fails, holds",
                              "changed": changed, "changed on": [[0, 2][:c] for c in changed]})
     changes = pd.concat([variant("budget", [2] * 10), variant("one-of-n", [0] * 10),
                          variant(RESEEDED_PART, [1] + [0] * 9)], ignore_index=True)
@@ -247,8 +248,12 @@ def test_forgetting_is_the_source_accuracy_lost_with_the_runs_copied_layers():
 
 
 def test_no_variant_is_said_to_move_verdicts_when_its_rate_is_within_chances():
-    changes = pd.DataFrame({"variant": ["budget"] * 2 + [RESEEDED_PART] * 2, "claim": ["a", "b"] * 2,
-                            "splits": "0, 1, 2", "changed": [1, 1, 1, 0], "changed on": [[0], [1], [2], []]})
+    measured = "holds, holds, holds"
+    changes = pd.DataFrame({"variant": ["budget"] * 3 + [RESEEDED_PART] * 3, "claim": ["a", "b", "c"] * 2,
+                            "splits": "0, 1, 2", "baseline": [measured, measured, "not measured"] * 2,
+                            "variant verdicts": "holds, fails, holds", "changed": [1, 1, 0, 1, 0, 0],
+                            "changed on": [[0], [1], [], [2], [], []]})
+    assert verdicts.flip_rates(changes).pairs.tolist() == [6, 6]  # a claim not measured on one side is left out
     sentence = verdicts.variants_sentence(changes)
     assert sentence.startswith("The same protocol with other seeds moved 1 of 6 verdicts (17% [")
     assert sentence.endswith("No variant moved more verdicts by a margin that the two intervals clear.")

@@ -15,7 +15,7 @@ from ktlib.record.tables import recipe_runs
 
 VALUES = ("test_accuracy", "train_accuracy", "epochs", "validation_accuracy")  # a run's values the study's tables read
 # Values a record made before the validation images and the test curves lacks: a Cube holds them as NaN, and what
-# reads them refuses (ktlib.analysis.contrasts.on_validation).
+# reads them refuses (ktlib.analysis.contrasts.measured_value).
 LATER_VALUES = ("validation_accuracy", "log2_steps_to_common", "log2_steps_to_share", "pixel_nearest_mean")
 LEVEL = 0.95  # the intervals' coverage
 

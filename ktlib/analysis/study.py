@@ -174,6 +174,7 @@ def crossed_coverage_section(r: Read):
               "splits_only_classes": float(cover.loc[("classes vary most", intervals.SPLITS_ONLY)]),
               "crossed_classes": float(cover.loc[("classes vary most", intervals.CROSSED)])}
     styled = table.style.format("{:.3f}")
+    values["crossed_coverage"] = styled
     return values, styled, f"coverage, splits and classes:\n{table.round(2).to_string()}"
 
 
@@ -349,6 +350,12 @@ def verdicts_section(r: Read):
     return values, shown, verdicts.shown(over), check
 
 
+def level_steps_section(r: Read) -> pd.DataFrame:
+    """Each retained level's own step at every k, over splits and a new draw of the classes."""
+    steps = verdicts.level_steps(r.cube, (intervals.CROSSED, r.plan.draws, r.boot))
+    return steps.drop(columns="split").set_index("step")
+
+
 def best_level_section(r: Read):
     """How often each n is chosen (best on the validation images) at the largest k, over bootstrap draws of splits
     and trials."""
@@ -379,7 +386,7 @@ def variants_section(r: Read):
     and the epoch-cap hits of each."""
     frozen = protocol(r.rows)
     frozen = frozen[(frozen.recipe == BASELINE) & (frozen.split < r.plan.counts["variant_splits"])]
-    cubes = {variant: contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE])
+    cubes = {variant: contrasts.cube(runs, r.plan.cfg.n_classes, [BASELINE], r.readouts[r.readouts.part == variant])
              for variant, runs in frozen.groupby("part")}
     changes = verdicts.variant_changes(cubes, claims.SWEEP_CLAIMS)
     caps = frozen[frozen.stopped_by == "cap"].groupby("part").size()

@@ -194,11 +194,13 @@ def claim_values(table: pd.DataFrame, verdicts: pd.Series, suffix: str = "") -> 
 STEP_WORDS = {BEYOND: "helps", SHORT: "costs", STRADDLES: "neither, within the interval"}
 
 
-def level_steps(c: Cube) -> pd.DataFrame:
+def level_steps(c: Cube, over: tuple[str, int, int] | None = None) -> pd.DataFrame:
     """Each retained level's own step, n minus n-1 at every k (contrasts.contrasts_level_steps), with its interval
-    over trials on each split, and whether the level helps (the interval above zero), costs (below) or neither: a
-    table to read, deciding no verdict."""
-    table = within_splits(c, {"level steps": claims.SweepClaim("", contrasts.contrasts_level_steps)})[0]
+    over trials on each split (or, given `over` = (method, draws, seed), over the splits as across_splits makes it),
+    and whether the level helps (the interval above zero), costs (below) or neither: a table to read, deciding no
+    verdict."""
+    which = {"level steps": claims.SweepClaim("", contrasts.contrasts_level_steps)}
+    table = within_splits(c, which)[0] if over is None else across_splits(c, which, *over)[0]
     return pd.DataFrame({"split": table.split, "step": table.contrast,
                          "estimate [95% interval]": contrast_text(table).str.split(": ").str[1].str.replace(
                              " (reported)", ""), "the level": table.outcome.map(STEP_WORDS)})
@@ -239,15 +241,17 @@ def variant_changes(cubes: dict[str, Cube], which: dict[str, claims.SweepClaim])
 
 
 def flip_rates(changes: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: how many of its (claim, split) verdicts differ from the baseline's, of how many, the share, and
-    its exact interval (Clopper-Pearson, as if the pairs were independent, which claims judged on the same runs are
-    not); the reseeded baseline's share is the rate at which verdicts move by chance."""
+    """Per variant: how many of its (claim, split) verdicts differ from the baseline's, of how many (those measured on
+    both sides), the share, and its exact interval (Clopper-Pearson, as if the pairs were independent, which claims
+    judged on the same runs are not); the reseeded baseline's share is the rate at which verdicts move by chance."""
     out = {}
     for variant, rows in changes.groupby("variant", sort=False):
-        pairs = int(rows.splits.str.split(", ").map(len).sum())
-        moved = int(rows.changed.sum())
+        judged = rows[~(rows.baseline + rows["variant verdicts"]).str.contains(contrasts.NOT_MEASURED)]
+        pairs = int(judged.splits.str.split(", ").map(len).sum())
+        moved = int(judged.changed.sum())
         low, high = clopper_pearson(moved, pairs)
-        out[variant] = {"moved": moved, "pairs": pairs, "rate": moved / pairs, "low": low, "high": high}
+        out[variant] = {"moved": moved, "pairs": pairs, "rate": moved / pairs if pairs else np.nan, "low": low,
+                        "high": high}
     return pd.DataFrame(out).T.rename_axis("variant")
 
 

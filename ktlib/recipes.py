@@ -48,8 +48,9 @@ RECIPES = {
     "random-lecun": Recipe("random-lecun", about="random weights at LeCun's initial scale, frozen"),
 }
 BASELINE = "frozen"  # the recipe under which the shared n=0 runs are stored
-# The study's choices among them, each made by a rule (ktlib.analysis.controls.chosen_rate, chosen_control) applied to a
-# trial run on splits 0 and 1 before the study ran; the controls notebook applies it again to the record:
+# The study's choices among them, each made by a rule (ktlib.analysis.controls.chosen_rate, chosen_control) first
+# applied to a trial run on splits 0 and 1 (on its test images) that the record does not keep; the controls notebook
+# applies each rule to the record's validation images and says whether it picks the same:
 TUNED = "fine-tuned"                 # fine-tuning, at the copied layers' rate with the best mean accuracy
 MATCHED_CONTROL = "random-matched"   # the random control that keeps the signal's scale best
 CORE = [name for name, r in RECIPES.items() if r.every_split]  # run on every class split

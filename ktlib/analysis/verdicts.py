@@ -96,7 +96,8 @@ def within_splits(c: Cube, which: dict[str, claims.SweepClaim]) -> tuple[pd.Data
 def across_splits(c: Cube, which: dict[str, claims.SweepClaim], method: str, draws: int,
                   seed: int) -> tuple[pd.DataFrame, pd.Series]:
     """Each claim over all splits: every contrast's mean over splits with an interval by `method`: CROSSED, which also
-    draws the classes again (the cube needs its classes: Cube.with_classes; only test accuracy depends on them), or
+    draws the classes again (the cube needs its classes: Cube.with_classes; only test accuracy is read per class, so
+    a contrast that sets it against training accuracy or a readout has only its test part drawn again), or
     one of ktlib.analysis.intervals.METHODS, over the splits alone; and the verdict. Returns (contrasts, verdicts)."""
     S, T = c.shape
     rng = np.random.default_rng(seed)

@@ -344,7 +344,7 @@ def verdicts_section(r: Read):
                "splits_method": intervals.SPLITS_ONLY}
     shown = pd.DataFrame({"paper's split": split_verdicts.loc[0], "splits where it holds": split_verdicts.apply(
         verdicts.tally, shared=shared), "over splits and classes": over_verdicts, "over splits alone": alone_verdicts})
-    widening = (over.high - over.low) / (alone.high - alone.low).to_numpy()
+    widening = ((over.high - over.low) / (alone.high - alone.low).to_numpy())[over.by_class.astype(bool)]
     values |= {"crossed_widening_min": float(widening.min()), "crossed_widening_max": float(widening.max())}
     check = f"{split_verdicts.T.to_string()}\n{shown.iloc[:, 2:].to_string()}"
     return values, shown, verdicts.shown(over), check

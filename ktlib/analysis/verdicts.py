@@ -55,16 +55,17 @@ def measured_contrasts(c: Cube, which: dict[str, claims.SweepClaim]) -> dict[str
     return out
 
 
-def _row(split, key: str, con: contrasts.Contrast, estimate: float, low: float, high: float, where: str) -> dict:
-    """One contrast's line of a judgement table."""
+def _row(split, key: str, con: contrasts.Contrast, estimate: float, low: float, high: float, where: str,
+         by_class: bool | None = None) -> dict:
+    """One contrast's line of a judgement table; by_class: whether a new draw of the classes moves it (CROSSED)."""
     return {"split": split, "claim": key, "contrast": con.label, "estimate": estimate, "low": low, "high": high,
             "margin": con.margin, "side": "above" if con.above else "below", "decides": con.decides,
-            "outcome": where, "fmt": con.fmt}
+            "outcome": where, "fmt": con.fmt, "by_class": by_class}
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "claim", "contrast", "estimate", "low", "high", "margin", "side",
-                                       "decides", "outcome", "fmt"])
+                                       "decides", "outcome", "fmt", "by_class"])
 
 
 def within_splits(c: Cube, which: dict[str, claims.SweepClaim]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -123,7 +124,9 @@ def across_splits(c: Cube, which: dict[str, claims.SweepClaim], method: str, dra
             else:
                 low, high = over_splits(method, estimate, per_split, per_split[picks].mean(1), drawn)
             o = outcome(float(low), float(high), con.margin, con.above)
-            rows.append(_row("all", key, con, estimate, float(low), float(high), o))
+            moved = None if method != CROSSED else not np.allclose(con.per_split(deep[0]), con.per_split(
+                c.resampled(picks[0])), equal_nan=True)  # does the first draw's class weighting move it?
+            rows.append(_row("all", key, con, estimate, float(low), float(high), o, moved))
             if con.decides:
                 outcomes.append(o)
         verdicts[key] = verdict(outcomes)

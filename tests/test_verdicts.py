@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ktlib.analysis import confusions, intervals, verdicts
+from ktlib.analysis import claims, contrasts, intervals, verdicts
 from ktlib.analysis.contrasts import FAILS, HOLDS, NOT_MEASURED, PARTLY_ACROSS, PARTLY_SHORT, UNDECIDED
 
 
@@ -67,13 +67,24 @@ def test_the_chosen_method_is_the_one_nearest_95_percent_in_its_worst_case():
 
 
 def test_a_class_hard_in_every_split_widens_the_crossed_interval():
+    """Six splits of six classes from a pool of twelve, each class's own effect shared by every split that holds it."""
     rng = np.random.default_rng(1)
-    hard = {c: rng.normal(0, 0.05) for c in "ABCDEFGHIJKL"}  # each class's own effect, shared by every split
-    differences = {s: pd.Series({c: 0.1 + hard[c] + rng.normal(0, 0.005) for c in cs})
-                   for s, cs in enumerate(["ABCDEF", "CDEFGH", "EFGHIJ", "GHIJKL", "ABIJKL", "ACEGIK"])}
-    table = confusions.crossed_intervals(differences, 2000, 0)
-    assert table.loc["splits", "estimate"] == table.loc["splits and classes", "estimate"]
-    assert table.loc["splits and classes", "width"] > 1.5 * table.loc["splits", "width"]
+    hard = {c: rng.normal(0, 0.05) for c in "ABCDEFGHIJKL"}
+    draws = ["ABCDEF", "CDEFGH", "EFGHIJ", "GHIJKL", "ABIJKL", "ACEGIK"]
+    by_class = np.zeros((6, 2, 2, 1, 6))  # (splits, trials, n, k, classes): n=1 gains 0.1 plus its class's effect
+    for s, classes in enumerate(draws):
+        by_class[s, :, 1, 0] = 0.5 + np.array([0.1 + hard[c] for c in classes]) + rng.normal(0, 0.005, (2, 6))
+        by_class[s, :, 0, 0] = 0.5
+    test = by_class.mean(-1)
+    cube = intervals.Cube({"frozen": {"test_accuracy": test}}, [0, 1], [1], by_class={"frozen": by_class},
+                          class_ids=np.array([["ABCDEFGHIJKL".index(c) for c in cs] for cs in draws]),
+                          class_names=list("ABCDEFGHIJKL"))
+    gain = {"gain": claims.SweepClaim("", lambda c: [contrasts.Contrast("n=1 - n=0", lambda x: (
+        x.at("test_accuracy", 1, 1) - x.at("test_accuracy", 0, 1)).mean(1))])}
+    crossed = verdicts.across_splits(cube, gain, intervals.CROSSED, 2000, 0)[0].iloc[0]
+    alone = verdicts.across_splits(cube, gain, intervals.SPLITS_ONLY, 2000, 0)[0].iloc[0]
+    assert crossed.estimate == alone.estimate and crossed.by_class
+    assert crossed.high - crossed.low > 1.5 * (alone.high - alone.low)
 
 
 def test_the_spearman_interval_holds_the_correlation_and_narrows_with_more_points():

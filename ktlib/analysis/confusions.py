@@ -1,5 +1,5 @@
 """Where the errors are: per-class accuracy, confusions and case pairs, from runs' stored test predictions; and how
-much the draw of the classes adds to an interval."""
+the class splits drew their classes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,8 +9,7 @@ import pandas as pd
 
 from ktlib.analysis import plots
 from ktlib.analysis.controls import validated
-from ktlib.config import Purpose
-from ktlib.recipes import BASELINE, MATCHED_CONTROL
+from ktlib.recipes import BASELINE
 from ktlib.record.plans import Plan
 from ktlib.record.studies import BASELINE_PART
 from ktlib.record.tables import mean_table, recipe_runs
@@ -102,48 +101,7 @@ def case_values(cases: pd.DataFrame, classes: str) -> dict:
             "splits_read": cases.split.nunique()}
 
 
-# ---------------------------------------------------------------- the classes as a source of variation
-
-def class_differences(splits: dict, a: tuple[str, int], b: tuple[str, int], k: int) -> dict[int, pd.Series]:
-    """Per split (from study.predictions): each target class's test accuracy of (recipe, n) a minus b at k, mean
-    over the paired trials, indexed by the class's character."""
-    out = {}
-    for split, (keys, predictions, labels, classes) in splits.items():
-        runs = [runs_of(keys, predictions, r, n, k) for r, n in (a, b)]
-        right = [(p == labels).astype(float) for p in runs]  # (trials, images)
-        diff = (right[0] - right[1]).mean(0)
-        out[split] = pd.Series([diff[labels == c].mean() for c in range(len(classes))], index=list(classes))
-    return out
-
-
-def crossed_intervals(differences: dict[int, pd.Series], draws: int, seed: int) -> pd.DataFrame:
-    """A mean over splits of each split's mean class difference, with percentile intervals from two bootstraps:
-    splits alone, and splits crossed with classes (each draw also redraws the classes that splits draw from,
-    with replacement, and weights every split's classes by how often each was drawn: a hard class then weighs
-    on every split that holds it)."""
-    rng = np.random.default_rng(seed)
-    universe = sorted(set().union(*(d.index for d in differences.values())))
-    splits = list(differences)
-    values = np.full((len(splits), len(universe)), np.nan)
-    for i, s in enumerate(splits):
-        values[i, [universe.index(c) for c in differences[s].index]] = differences[s].to_numpy()
-    held = ~np.isnan(values)
-    filled = np.nan_to_num(values)
-    estimate = float(np.mean([differences[s].mean() for s in splits]))
-    alone, crossed = np.empty(draws), np.empty(draws)
-    for d in range(draws):
-        pick = rng.integers(0, len(splits), len(splits))
-        alone[d] = np.nanmean(values[pick], 1).mean()
-        weight = np.bincount(rng.integers(0, len(universe), len(universe)), minlength=len(universe))
-        total = (held[pick] * weight).sum(1)
-        per_split = (filled[pick] * weight).sum(1) / np.where(total > 0, total, np.nan)
-        crossed[d] = np.nanmean(per_split)
-    out = []
-    for name, drawn in (("splits", alone), ("splits and classes", crossed)):
-        low, high = np.quantile(drawn, [0.025, 0.975])
-        out.append({"resampled": name, "estimate": estimate, "low": low, "high": high, "width": high - low})
-    return pd.DataFrame(out).set_index("resampled")
-
+# ---------------------------------------------------------------- how the splits draw their classes
 
 def class_draws(sources: pd.DataFrame) -> dict:
     """How the splits' classes fall (study.sources' baseline rows): lowercase letters among the target and the
@@ -212,22 +170,9 @@ def cases_section(r: Read):
     return values, shown, lost_to_case(cases).style.format("{:.3f}")
 
 
-def crossed_section(r: Read):
-    """How much a new draw of the classes widens three contrasts' intervals, beside how the class splits drew
-    their classes."""
-    nets = r.plan.sources().query(f"part == '{BASELINE_PART}'")
-    fall = class_draws(nets)
-    values = {f"{role}_lower_{end}": fall[f"{role}_lower"][i] for role in ("target", "source")
-              for end, i in (("min", 0), ("max", 1))} | {"shared_targets": fall["shared_targets"]}
-    k_small, k_large, top = min(r.plan.cfg.sizes), max(r.plan.cfg.sizes), max(r.plan.cfg.levels)
-    contrasts = {f"n={top} - n=0, k={k_small}": ((BASELINE, top), (BASELINE, 0), k_small),
-                 f"n=4 - n=0, k={k_large}": ((BASELINE, 4), (BASELINE, 0), k_large),
-                 f"frozen - {MATCHED_CONTROL}, n={top}, k={k_small}": ((BASELINE, top), (MATCHED_CONTROL, top),
-                                                                      k_small)}
-    crossed = pd.concat({name: crossed_intervals(class_differences(r.stored, *spec), r.plan.draws,
-                                                 r.plan.seed(Purpose.BOOTSTRAP))
-                         for name, spec in contrasts.items()}, names=["contrast"])
-    widening = crossed.width.unstack("resampled")
-    widening = widening["splits and classes"] / widening["splits"]
-    values |= {"widening_min": float(widening.min()), "widening_max": float(widening.max())}
-    return values, crossed
+def classes_section(r: Read) -> dict:
+    """How the class splits drew their classes: lowercase letters among targets and sources, and the target classes
+    two splits share."""
+    fall = class_draws(r.plan.sources().query(f"part == '{BASELINE_PART}'"))
+    return {f"{role}_lower_{end}": fall[f"{role}_lower"][i] for role in ("target", "source")
+            for end, i in (("min", 0), ("max", 1))} | {"shared_targets": fall["shared_targets"]}

@@ -39,8 +39,8 @@ def with_probes(rows: pd.DataFrame, splits: int) -> pd.DataFrame:
 
 
 def protocol(rows: pd.DataFrame) -> pd.DataFrame:
-    """The baseline's runs and those of the protocol variants (ktlib.analysis.verdicts.variant_changes compares
-    them)."""
+    """The baseline's runs, those of the protocol variants and those of the reseeded baseline
+    (ktlib.analysis.verdicts.variant_changes compares them)."""
     return rows[rows.part.isin([BASELINE_PART, *VARIANTS, RESEEDED_PART])]
 
 

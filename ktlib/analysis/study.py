@@ -338,12 +338,13 @@ def verdicts_section(r: Read):
     shared = r.cube.shared_classes()
     values = verdicts.claim_values(over, over_verdicts, "_over")
     values |= {f"{key}_splits_verdict": v for key, v in alone_verdicts.items()}
-    values |= {f"{key}_tally": verdicts.tally(column, shared) for key, column in split_verdicts.items()}
+    values |= {f"{key}_tally": verdicts.tally(column, independent=False) for key, column in split_verdicts.items()}
     values |= verdicts.claim_values(by_split[by_split.split == 0], split_verdicts.loc[0, study_only])
     values |= {"shared_targets_pair": shared, "crossed_method": intervals.CROSSED,
                "splits_method": intervals.SPLITS_ONLY}
     shown = pd.DataFrame({"paper's split": split_verdicts.loc[0], "splits where it holds": split_verdicts.apply(
-        verdicts.tally, shared=shared), "over splits and classes": over_verdicts, "over splits alone": alone_verdicts})
+        verdicts.tally, independent=False), "over splits and classes": over_verdicts,
+        "over splits alone": alone_verdicts})
     widening = ((over.high - over.low) / (alone.high - alone.low).to_numpy())[over.by_class.astype(bool)]
     values |= {"crossed_widening_min": float(widening.min()), "crossed_widening_max": float(widening.max())}
     check = f"{split_verdicts.T.to_string()}\n{shown.iloc[:, 2:].to_string()}"

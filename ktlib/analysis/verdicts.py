@@ -133,19 +133,18 @@ def across_splits(c: Cube, which: dict[str, claims.SweepClaim], method: str, dra
     return _table(rows), pd.Series(verdicts, name="verdict")
 
 
-def tally(verdicts: pd.Series, shared: float | None = None) -> str:
-    """'holds in 3 of 10 splits; partly, short elsewhere in 7': how the claim fell split by split. With `shared`, the
-    mean number of target classes two splits share, it says that the splits are not independent draws; the exact
-    (Clopper-Pearson) interval of the share that holds, which assumes they are, is given only without it."""
+def tally(verdicts: pd.Series, independent: bool = True) -> str:
+    """'holds in 3 of 10 splits [0.07, 0.65]; partly, short elsewhere in 7': how the claim fell split by split, with
+    the exact (Clopper-Pearson) interval of the share that holds. That interval takes the splits for independent
+    draws; splits that share target classes are not (independent=False drops it, and the reader is told why)."""
     counts = verdicts.value_counts()
     hits, n = int(counts.get(contrasts.HOLDS, 0)), len(verdicts)
     others = [f"{v} in {counts[v]}" for v in (*contrasts.PARTLY, contrasts.UNDECIDED, contrasts.FAILS,
                                               contrasts.NOT_MEASURED) if v in counts]
-    if shared is None:
+    head = f"holds in {hits} of {n} split{'s' * (n != 1)}"
+    if independent:
         low, high = clopper_pearson(hits, n)
-        head = f"holds in {hits} of {n} split{'s' * (n != 1)} [{low:.2f}, {high:.2f}]"
-    else:
-        head = f"holds in {hits} of {n} split{'s' * (n != 1)} (a pair of which shares {shared:.1f} target classes)"
+        head += f" [{low:.2f}, {high:.2f}]"
     return head + (f"; {', '.join(others)}" if others else "")
 
 

@@ -347,7 +347,9 @@ def verdicts_section(r: Read):
         "over splits alone": alone_verdicts})
     widening = ((over.high - over.low) / (alone.high - alone.low).to_numpy())[over.by_class.astype(bool)]
     values |= {"crossed_widening_min": float(widening.min()), "crossed_widening_max": float(widening.max())}
-    check = f"{split_verdicts.T.to_string()}\n{shown.iloc[:, 2:].to_string()}"
+    check = (f"{split_verdicts.T.to_string()}\n{shown.iloc[:, 2:].to_string()}\ntarget classes a pair of splits "
+             f"shares: {shared:.2f}; the class redraw widens intervals {widening.min():.2f} to {widening.max():.2f} "
+             f"times")
     return values, shown, verdicts.shown(over), check
 
 

@@ -129,3 +129,12 @@ def test_the_crossed_interval_covers_a_new_draw_of_the_classes_where_the_splits_
     table = intervals.crossed_coverage(0, reps=200, draws=300).set_index(["scenario", "method"]).coverage
     assert table.loc[("classes vary most", intervals.CROSSED)] >= 0.92
     assert table.loc[("classes vary most", intervals.SPLITS_ONLY)] <= 0.88
+
+
+def test_each_levels_step_is_told_in_words_by_the_layer_it_adds():
+    steps = pd.DataFrame({"split": 0, "step": ["n=1 - n=0 at k=1", "n=2 - n=1 at k=1", "n=5 - n=4 at k=1",
+                                               "n=5 - n=4 at k=40"],
+                          "the level": [verdicts.STEP_WORDS[o] for o in (verdicts.BEYOND, verdicts.STRADDLES,
+                                                                         verdicts.BEYOND, verdicts.SHORT)]})
+    assert verdicts.steps_sentence(steps) == ("at k=1, C1 and C5 each help, S2 cannot be told from zero; "
+                                              "at k=40, C5 costs")

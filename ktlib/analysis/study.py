@@ -353,10 +353,12 @@ def verdicts_section(r: Read):
     return values, shown, verdicts.shown(over), check
 
 
-def level_steps_section(r: Read) -> pd.DataFrame:
-    """Each retained level's own step at every k, over splits and a new draw of the classes."""
+def level_steps_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """Each retained level's own step at every k, over splits and a new draw of the classes, as a table and in
+    words."""
     steps = verdicts.level_steps(r.cube, (intervals.CROSSED, r.plan.draws, r.boot))
-    return steps.drop(columns="split").set_index("step")
+    return ({"level_steps_over_sentence": verdicts.steps_sentence(steps)},
+            steps.drop(columns="split").set_index("step"))
 
 
 def best_level_section(r: Read):

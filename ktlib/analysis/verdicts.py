@@ -15,6 +15,7 @@ from ktlib.analysis.intervals import (
     jackknife_t,
     over_splits,
 )
+from ktlib.config import LAYERS
 from ktlib.record.studies import BASELINE_PART, RESEEDED_PART
 
 BEYOND, SHORT, STRADDLES = "beyond the margin", "short of the margin", "across the margin"
@@ -207,6 +208,23 @@ def level_steps(c: Cube, over: tuple[str, int, int] | None = None) -> pd.DataFra
     return pd.DataFrame({"split": table.split, "step": table.contrast,
                          "estimate [95% interval]": contrast_text(table).str.split(": ").str[1].str.replace(
                              " (reported)", ""), "the level": table.outcome.map(STEP_WORDS)})
+
+
+def steps_sentence(steps: pd.DataFrame) -> str:
+    """`level_steps`' table in words, size by size: which retained levels help, which cost, and which cannot be told
+    from zero, by the layer each adds ('at k=1, C3, S4 and C5 each help, C1 and S2 cannot be told from zero; ...')."""
+    parts = []
+    found = steps.step.str.extract(r"n=(\d+) - n=\d+ at k=(\d+)").astype(int).set_axis(["n", "k"], axis=1)
+    for k, rows in steps.assign(**found).groupby("k", sort=False):
+        said = []
+        for word, one, many in ((STEP_WORDS[BEYOND], "helps", "each help"), (STEP_WORDS[SHORT], "costs", "each cost"),
+                                (STEP_WORDS[STRADDLES], "cannot be told from zero", "cannot be told from zero")):
+            names = [LAYERS[n - 1] for n in rows[rows["the level"] == word].n]
+            if names:
+                listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+                said.append(f"{listed} {one if len(names) == 1 else many}")
+        parts.append(f"at k={k}, {', '.join(said)}")
+    return "; ".join(parts)
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:

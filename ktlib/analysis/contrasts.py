@@ -109,19 +109,26 @@ def learning_steps(rows: pd.DataFrame) -> pd.DataFrame:
         return rows.assign(log2_steps_to_common=np.nan, log2_steps_to_share=np.nan)
     split = ["split"] if "split" in rows else []
     means = rows.groupby([*split, "recipe", "n", "k"]).test_accuracy.transform("mean")
-    frozen = rows[(rows.recipe == BASELINE)].groupby([*split, "k", "n"]).test_accuracy.mean()
-    lowest = frozen.groupby(level=[*split, "k"]).min().rename("lowest")
-    common = rows.join(lowest, on=[*split, "k"]).lowest
-    return rows.assign(log2_steps_to_common=[_first_reached(c, LEARNED * a) for c, a in zip(rows.test_curve, common)],
+    common = rows.join(common_accuracies(rows), on=[*split, "k"]).common
+    return rows.assign(log2_steps_to_common=[_first_reached(c, a) for c, a in zip(rows.test_curve, common)],
                        log2_steps_to_share=[_first_reached(c, LEARNED * a) for c, a in zip(rows.test_curve, means)])
+
+
+def common_accuracies(rows: pd.DataFrame) -> pd.Series:
+    """Per split (if the rows have several) and k: the accuracy the effort claim times every level to, LEARNED of the
+    lowest final mean test accuracy among the frozen recipe's levels, which every level attains."""
+    split = ["split"] if "split" in rows else []
+    frozen = rows[rows.recipe == BASELINE].groupby([*split, "k", "n"]).test_accuracy.mean()
+    return (LEARNED * frozen.groupby(level=[*split, "k"]).min()).rename("common")
 
 
 def curve_means(rows: pd.DataFrame, k: int) -> pd.DataFrame:
     """At one size: the mean test accuracy over trials at each power of two of optimiser steps (rows), per n
     (columns), each run read at its latest reading (a run that stopped keeps its final accuracy)."""
     at_k = rows[rows.k == k]
+    first = min(curve_points(c)[0][0] for c in at_k.test_curve)
     last = max(curve_points(c)[-1][0] for c in at_k.test_curve)
-    steps = [2 ** i for i in range(int(np.log2(last)) + 2)]
+    steps = [2 ** i for i in range(int(np.log2(first)), int(np.log2(last)) + 2) if 2 ** i >= first]
     out = {}
     for n, runs in at_k.groupby("n"):
         read = []

@@ -243,3 +243,11 @@ def test_summary_counts_the_verdicts_in_words():
     found = pd.Series(["holds", "holds", PARTLY_SHORT, "fails", "undecided", "not measured"])
     assert contrasts.summary(found) == ("2 hold, 1 holds in part and fails in part, 1 fails, 1 is undecided, "
                                         "1 is not measured")
+
+
+def test_learning_curves_are_averaged_at_each_power_of_two_each_run_read_at_its_latest_reading():
+    rows = pd.DataFrame({"k": 1, "n": 0, "recipe": "frozen", "test_accuracy": [0.4, 0.2],
+                         "test_curve": ["1:0.1 2:0.2 4:0.3 6:0.4", "1:0.0 2:0.2"]})
+    means = contrasts.curve_means(rows, 1)[0]
+    assert means.index.tolist() == [1, 2, 4, 8] and means.tolist() == pytest.approx([0.05, 0.2, 0.25, 0.3])
+    assert contrasts.common_accuracies(rows).tolist() == pytest.approx([contrasts.LEARNED * 0.3])

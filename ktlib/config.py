@@ -91,8 +91,8 @@ class Config:
     target_chars: str | None = None
     source_size: int | None = None         # how many classes the source net learns; None: n_classes (the targets)
     reseed: int = 0                        # 0: the split's own seeds; r > 0: its source net and every trial's
-                                           # images and initial weights drawn again, the classes and the test and
-                                           # validation images kept (the study's chance baseline for its variants)
+                                           # images and initial weights drawn again, the classes, their codes and
+                                           # the test and validation images kept (the study's chance baseline)
     source_order: int | None = None        # None: the source classes drawn by the split's seed; o: the first
                                            # source_size of nesting order o (ktlib.compute.data.nesting_order), whose
                                            # seed also draws the source net's (so the sizes of one order nest)

@@ -25,8 +25,8 @@ VARIANTS = {
 BASELINE_PART, PROBES_PART = "baseline", "probes"  # the study's part on every split, and its probes' part
 # The variants' yardstick: the paper's recipe under the baseline's protocol on the variants' splits, with the source
 # net, the training sets and the initial weights drawn again, the classes, their codes and the held-out images kept
-# (Config.reseed). How often its verdicts differ from the
-# baseline's is how often a verdict moves by chance alone; a variant's moves are read against that rate.
+# (Config.reseed). How often its verdicts differ from the baseline's is how often a verdict moves by chance alone; a
+# variant's moves are read against that rate.
 RESEEDED_PART = "reseeded"
 
 STUDY = Design(

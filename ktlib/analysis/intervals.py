@@ -387,10 +387,11 @@ def chosen_method(table: pd.DataFrame, level: float = LEVEL) -> str:
 
 def estimate(cube: Cube, statistics: dict[str, Callable[[dict[str, Tables]], float]], method: str, draws: int,
              seed: int) -> pd.DataFrame:
-    """Each statistic on all runs, and its 95% interval by `method` (METHODS) over the splits; with one split, by
-    Student's t over its trials (the jackknife's). The statistics must be means, or differences of means, of cells:
-    then the mean of the splits' values is the statistic on all runs, and each split's value is the unit the
-    interval counts. The bootstrap draws splits, then for the nested method each drawn split's trials."""
+    """Each statistic on all runs, and its 95% interval by `method` (METHODS, or CROSSED, for a cube with its classes)
+    over the splits; with one split, by Student's t over its trials (the jackknife's). The statistics must be means,
+    or differences of means, of cells: then the mean of the splits' values is the statistic on all runs, and each
+    split's value is the unit the interval counts. The bootstrap draws splits, then for the nested method each drawn
+    split's trials, and for CROSSED the classes."""
     rng = np.random.default_rng(seed)
     S, T = cube.shape
     full = cube.tables()
@@ -408,8 +409,13 @@ def estimate(cube: Cube, statistics: dict[str, Callable[[dict[str, Tables]], flo
         if method == "percentile, splits then trials":
             tables = [cube.resampled(p, rng.integers(0, T, (S, T))).tables() for p in picks]
             nested = np.array([[statistics[n](t) for t in tables] for n in names])
-        with np.errstate(invalid="ignore"):
-            low, high = over_splits(method, point, per_split, drawn, nested)
+        if method == CROSSED:
+            weights = class_weights(rng, len(cube.class_names), draws)
+            tables = [cube.resampled(p).reweighted(w).tables() for p, w in zip(picks, weights)]
+            low, high = crossed_interval(point, np.array([[statistics[n](t) for t in tables] for n in names]), S)
+        else:
+            with np.errstate(invalid="ignore"):
+                low, high = over_splits(method, point, per_split, drawn, nested)
     return pd.DataFrame({"estimate": point, "low": low, "high": high}, index=pd.Index(names, tupleize_cols=False))
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ktlib.analysis import claims, contrasts, controls, intervals, plots, verdicts
@@ -129,16 +130,34 @@ class Read:
     def method(self) -> str:
         return intervals.chosen_method(self.coverage)
 
-    def interval_table(self, rows: pd.DataFrame, recipes) -> pd.DataFrame:
-        return controls.interval_table(Cube.of(rows, list(recipes)), self.method, self.plan.draws, self.boot)
+    def interval_table(self, rows: pd.DataFrame, recipes, parts: tuple[str, ...]) -> pd.DataFrame:
+        """Every statistic of the controls over the splits of `rows`, on intervals that also draw the classes again
+        (the test predictions of `parts` give each run's accuracy per class)."""
+        cube = Cube.of(rows, list(recipes)).with_classes(self.predictions(parts))
+        return controls.interval_table(cube, intervals.CROSSED, self.plan.draws, self.boot)
+
+    @cached_property
+    def stored_predictions(self) -> dict[str, dict]:  # the baseline's and the probes', read once
+        return {part: self.plan.predictions(part) for part in (BASELINE_PART, PROBES_PART)}
+
+    def predictions(self, parts: tuple[str, ...]) -> dict[int, tuple]:
+        """Per split, the test predictions of these parts' runs together (Plan.predictions; they share the split's
+        test images)."""
+        found = [self.stored_predictions[part] for part in parts]
+        out = {}
+        for split in found[0]:
+            each = [f[split] for f in found if split in f]
+            out[split] = (pd.concat([e[0] for e in each], ignore_index=True), np.concatenate([e[1] for e in each]),
+                          each[0][2], each[0][3])
+        return out
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        return self.interval_table(self.baseline, CORE)
+        return self.interval_table(self.baseline, CORE, (BASELINE_PART,))
 
     @cached_property
     def probe_table(self) -> pd.DataFrame:
-        return self.interval_table(self.probes, RECIPES)
+        return self.interval_table(self.probes, RECIPES, (BASELINE_PART, PROBES_PART))
 
     @cached_property
     def readouts(self) -> pd.DataFrame:
@@ -153,7 +172,7 @@ class Read:
     def cube(self) -> Cube:  # with the readouts on pixels, and each run's accuracy per class, for the claims
         readouts = self.readouts[self.readouts.part == BASELINE_PART]
         return contrasts.cube(self.baseline, self.plan.cfg.n_classes, CORE, readouts).with_classes(
-            self.plan.predictions(BASELINE_PART))
+            self.predictions((BASELINE_PART,)))
 
     def counts(self) -> dict:
         return {"draws": self.plan.draws, "splits_read": self.baseline.split.nunique(),

@@ -85,6 +85,11 @@ def test_a_class_hard_in_every_split_widens_the_crossed_interval():
     alone = verdicts.across_splits(cube, gain, intervals.SPLITS_ONLY, 2000, 0)[0].iloc[0]
     assert crossed.estimate == alone.estimate and crossed.by_class
     assert crossed.high - crossed.low > 1.5 * (alone.high - alone.low)
+    # the controls' tables make the same interval from cell means
+    stat = {"gain": lambda t: float(t["frozen"].test.loc[1, 1] - t["frozen"].test.loc[0, 1])}
+    table = intervals.estimate(cube, stat, intervals.CROSSED, 2000, 0).loc["gain"]
+    assert table.estimate == pytest.approx(crossed.estimate)
+    assert table.high - table.low == pytest.approx(crossed.high - crossed.low, rel=0.1)
 
 
 def test_the_spearman_interval_holds_the_correlation_and_narrows_with_more_points():

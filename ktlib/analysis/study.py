@@ -188,6 +188,7 @@ def crossed_coverage_section(r: Read):
     table = sim.pivot_table(index="scenario", columns="method", values="coverage", sort=False)
     cover = sim.set_index(["scenario", "method"]).coverage
     values = {"class_pool": len(r.cube.class_names), "crossed_reps": intervals.COVERAGE_REPS // 2,
+              "target_classes_per_split": r.plan.cfg.n_classes,
               "crossed_worst": float(table[intervals.CROSSED].min()),
               "crossed_worst_scenario": str(table[intervals.CROSSED].idxmin()),
               "splits_only_classes": float(cover.loc[("classes vary most", intervals.SPLITS_ONLY)]),

@@ -163,7 +163,8 @@ SWEEP_CLAIMS = {
             "nothing: the steps to that share of a net's *own* final accuracy (which flatters a net that learns "
             "little), the training arithmetic in GFLOP, and the epochs. The arithmetic decided this claim until the "
             "curves were kept: it was chosen after epochs and arithmetic were seen to disagree at *n* = 5, and at "
-            "*n* >= 3 it cannot fail, since those nets train so few weights that even the 1,000-epoch cap costs "
+            f"*n* >= 3 it cannot fail, since those nets train so few weights that even the "
+            f"{glued(NOTEBOOKS['sweep'], 'cfg_max_epochs')}-epoch cap costs "
             "less than *n* = 0's runs do."),
     "gap": SweepClaim(
         "\u201cSmaller expected difference between the expected errors of the training set and testing set, due to "

@@ -186,8 +186,9 @@ def test_a_variants_values_name_the_claims_it_changed_and_read_its_moves_against
         20, "none", "none")
     assert values["reseeded_flip_rate"].startswith("1 of 30, 3% [")
     assert values["variants_sentence"].startswith("The same protocol with other seeds moved 1 of 30 verdicts")
-    assert values["variants_sentence"].endswith("budget moved more, beyond that rate's interval: there our protocol "
+    assert values["variants_sentence"].endswith("moved more (Fisher's exact test, one-sided): there the protocol "
                                                 "decides verdicts.")
+    assert "budget (p = " in values["variants_sentence"] and "one-of-n" not in values["variants_sentence"]
 
 
 def test_a_run_is_dead_at_twice_chance_and_the_epoch_rule_replay_counts_before():
@@ -255,7 +256,7 @@ def test_no_variant_is_said_to_move_verdicts_when_its_rate_is_within_chances():
     assert verdicts.flip_rates(changes).pairs.tolist() == [6, 6]  # a claim not measured on one side is left out
     sentence = verdicts.variants_sentence(changes)
     assert sentence.startswith("The same protocol with other seeds moved 1 of 6 verdicts (17% [")
-    assert sentence.endswith("No variant moved more verdicts by a margin that the two intervals clear.")
+    assert sentence.endswith("these verdicts do not show that our protocol decides them.")
 
 
 def test_the_training_hours_count_each_sweeps_groups_apart_whether_its_replicates_are_splits_or_orders():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ktlib.analysis import claims, contrasts, glue
 from ktlib.analysis.intervals import (
@@ -261,10 +262,14 @@ def variant_changes(cubes: dict[str, Cube], which: dict[str, claims.SweepClaim])
     return pd.DataFrame(out)
 
 
+CHANCE_P = 0.05  # a variant moves more verdicts than chance when Fisher's exact test, one-sided, gives p below this
+
+
 def flip_rates(changes: pd.DataFrame) -> pd.DataFrame:
     """Per variant: how many of its (claim, split) verdicts differ from the baseline's, of how many (those measured on
-    both sides), the share, and its exact interval (Clopper-Pearson, as if the pairs were independent, which claims
-    judged on the same runs are not); the reseeded baseline's share is the rate at which verdicts move by chance."""
+    both sides), the share, and its exact interval (Clopper-Pearson); and, against the reseeded baseline's share (the
+    rate at which verdicts move by chance), Fisher's exact test that the variant's is higher (one-sided p). Both
+    take the pairs for independent, which claims judged on the same runs are not."""
     out = {}
     for variant, rows in changes.groupby("variant", sort=False):
         judged = rows[~(rows.baseline + rows["variant verdicts"]).str.contains(contrasts.NOT_MEASURED)]
@@ -273,19 +278,27 @@ def flip_rates(changes: pd.DataFrame) -> pd.DataFrame:
         low, high = clopper_pearson(moved, pairs)
         out[variant] = {"moved": moved, "pairs": pairs, "rate": moved / pairs if pairs else np.nan, "low": low,
                         "high": high}
-    return pd.DataFrame(out).T.rename_axis("variant")
+    table = pd.DataFrame(out).T.rename_axis("variant")
+    chance = table.loc[RESEEDED_PART]
+    table["p against chance"] = [np.nan if v == RESEEDED_PART else stats.fisher_exact(
+        [[r.moved, r.pairs - r.moved], [chance.moved, chance.pairs - chance.moved]], alternative="greater").pvalue
+        for v, r in table.iterrows()]
+    return table
 
 
 def variants_sentence(changes: pd.DataFrame) -> str:
     """How the variants' moves compare with the reseeded baseline's, in a sentence decided by the counts."""
     rates = flip_rates(changes)
     chance = rates.loc[RESEEDED_PART]
-    above = [v for v, r in rates.drop(RESEEDED_PART).iterrows() if r.low > chance.high]
+    above = [f"{v} (p = {r['p against chance']:.2g})" for v, r in rates.drop(RESEEDED_PART).iterrows()
+             if r["p against chance"] < CHANCE_P]
     base = (f"The same protocol with other seeds moved {int(chance.moved)} of {int(chance.pairs)} verdicts "
             f"({chance.rate:.0%} [{chance.low:.0%}, {chance.high:.0%}]): that many move by chance alone.")
     if not above:
-        return base + " No variant moved more verdicts by a margin that the two intervals clear."
-    return base + f" {', '.join(above)} moved more, beyond that rate's interval: there our protocol decides verdicts."
+        return base + (f" No variant moved more than that by Fisher's exact test (one-sided, p < {CHANCE_P}): these "
+                       f"verdicts do not show that our protocol decides them.")
+    return base + (f" {', '.join(above)} moved more (Fisher's exact test, one-sided): there the protocol decides "
+                   f"verdicts.")
 
 
 def variant_values(changes: pd.DataFrame) -> dict:

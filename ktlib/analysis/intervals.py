@@ -100,6 +100,12 @@ class Cube:
                   for r, values in self.arrays.items()}
         return dataclasses.replace(self, arrays=arrays)
 
+    def crossed(self, picks: np.ndarray, rng: np.random.Generator) -> list["Cube"]:
+        """One cube per row of `picks` (draws of the splits), each also reweighted by a draw of the classes from rng
+        (class_weights): the draws of the crossed bootstrap (CROSSED)."""
+        weights = class_weights(rng, len(self.class_names), len(picks))
+        return [self.resampled(p).reweighted(w) for p, w in zip(picks, weights)]
+
     def shared_classes(self) -> float:
         """How many target classes two splits share, on average over pairs (with_classes)."""
         sets = [set(row) for row in self.class_ids.tolist()]
@@ -410,8 +416,7 @@ def estimate(cube: Cube, statistics: dict[str, Callable[[dict[str, Tables]], flo
             tables = [cube.resampled(p, rng.integers(0, T, (S, T))).tables() for p in picks]
             nested = np.array([[statistics[n](t) for t in tables] for n in names])
         if method == CROSSED:
-            weights = class_weights(rng, len(cube.class_names), draws)
-            tables = [cube.resampled(p).reweighted(w).tables() for p, w in zip(picks, weights)]
+            tables = [x.tables() for x in cube.crossed(picks, rng)]
             low, high = crossed_interval(point, np.array([[statistics[n](t) for t in tables] for n in names]), S)
         else:
             with np.errstate(invalid="ignore"):

@@ -10,7 +10,6 @@ from ktlib.analysis import claims, contrasts, glue
 from ktlib.analysis.intervals import (
     CROSSED,
     Cube,
-    class_weights,
     clopper_pearson,
     crossed_interval,
     jackknife_t,
@@ -107,8 +106,7 @@ def across_splits(c: Cube, which: dict[str, claims.SweepClaim], method: str, dra
     picks = rng.integers(0, S, (draws, S))
     deep = None
     if method == CROSSED:
-        weights = class_weights(rng, len(c.class_names), draws)
-        deep = [c.resampled(p).reweighted(w) for p, w in zip(picks, weights)]
+        deep = c.crossed(picks, rng)
     elif method == "percentile, splits then trials":
         deep = [c.resampled(p, rng.integers(0, T, (S, T))) for p in picks]
     rows, verdicts = [], {}

@@ -104,9 +104,10 @@ def across_splits(c: Cube, which: dict[str, claims.SweepClaim], method: str, dra
     S, T = c.shape
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, S, (draws, S))
-    deep = None
+    deep = plain = None
     if method == CROSSED:
         deep = c.crossed(picks, rng)
+        plain = c.resampled(picks[0])  # the first draw's splits without its class weighting
     elif method == "percentile, splits then trials":
         deep = [c.resampled(p, rng.integers(0, T, (S, T))) for p in picks]
     rows, verdicts = [], {}
@@ -124,8 +125,8 @@ def across_splits(c: Cube, which: dict[str, claims.SweepClaim], method: str, dra
             else:
                 low, high = over_splits(method, estimate, per_split, per_split[picks].mean(1), drawn)
             o = outcome(float(low), float(high), con.margin, con.above)
-            moved = None if method != CROSSED else not np.allclose(con.per_split(deep[0]), con.per_split(
-                c.resampled(picks[0])), equal_nan=True)  # does the first draw's class weighting move it?
+            moved = None if method != CROSSED else not np.allclose(con.per_split(deep[0]), con.per_split(plain),
+                                                                   equal_nan=True)  # does the class weighting move it?
             rows.append(_row("all", key, con, estimate, float(low), float(high), o, moved))
             if con.decides:
                 outcomes.append(o)

@@ -176,7 +176,7 @@ def test_the_quoted_cells_are_the_top_and_middle_levels_at_the_ends_of_k():
 
 def test_a_variants_values_name_the_claims_it_changed_and_read_its_moves_against_the_reseeded_baselines():
     def variant(name, changed):
-        return pd.DataFrame({"variant": name, "claim": [f"claim{i}" for i in range(10)], "splits": "0, 1, 2",
+        return pd.DataFrame({"variant": name, "claim": list(claims.SWEEP_CLAIMS)[:10], "splits": "0, 1, 2",
                              "baseline": "holds, holds, holds", "variant verdicts": "holds, fails, holds",
                              "changed": changed, "changed on": [[0, 2][:c] for c in changed]})
     changes = pd.concat([variant("budget", [2] * 10), variant("one-of-n", [0] * 10),
@@ -184,6 +184,7 @@ def test_a_variants_values_name_the_claims_it_changed_and_read_its_moves_against
     values = verdicts.variant_values(changes)
     assert (values["budget_changed_count"], values["one_of_n_changed"], values["one_of_n_changed_split0"]) == (
         20, "none", "none")
+    assert values["budget_changed_split0"].startswith("Rises with n, ")  # the claims by their names on the page
     assert values["reseeded_flip_rate"].startswith("1 of 30, 3% [")
     assert values["variants_sentence"].startswith("The same protocol with other seeds moved 1 of 30 verdicts")
     assert values["variants_sentence"].endswith("moved more (Fisher's exact test, one-sided): there the protocol "

@@ -292,12 +292,20 @@ def variants_sentence(changes: pd.DataFrame) -> str:
     above = [f"{v} (p = {r['p against chance']:.2g})" for v, r in rates.drop(RESEEDED_PART).iterrows()
              if r["p against chance"] < CHANCE_P]
     base = (f"The same protocol with other seeds moved {int(chance.moved)} of {int(chance.pairs)} verdicts "
-            f"({chance.rate:.0%} [{chance.low:.0%}, {chance.high:.0%}]): that many move by chance alone.")
+            f"({chance.rate:.0%} [{chance.low:.0%}, {chance.high:.0%}]): that many move by chance alone. These "
+            f"intervals and the test below take the verdicts for independent draws; verdicts judged on the same "
+            f"split's runs are not, so the intervals are too narrow, and the test finds a difference more readily "
+            f"than it should.")
     if not above:
         return base + (f" No variant moved more than that by Fisher's exact test (one-sided, p < {CHANCE_P}): these "
                        f"verdicts do not show that our protocol decides them.")
     return base + (f" {', '.join(above)} moved more (Fisher's exact test, one-sided): there the protocol decides "
                    f"verdicts.")
+
+
+def title(key: str) -> str:
+    """A claim about the runs by its name on the Claims page."""
+    return claims.SWEEP_CLAIMS[key].title
 
 
 def variant_values(changes: pd.DataFrame) -> dict:
@@ -310,9 +318,9 @@ def variant_values(changes: pd.DataFrame) -> dict:
         moved = rows[rows.changed > 0]
         on_paper = [claim for claim, splits in zip(rows.claim, rows["changed on"]) if 0 in splits]
         r = rates.loc[variant]
-        out[glue.glue_key(variant, "changed")] = ", ".join(moved.claim) if len(moved) else "none"
+        out[glue.glue_key(variant, "changed")] = ", ".join(map(title, moved.claim)) if len(moved) else "none"
         out[glue.glue_key(variant, "changed_count")] = int(moved.changed.sum())
-        out[glue.glue_key(variant, "changed_split0")] = ", ".join(on_paper) or "none"
+        out[glue.glue_key(variant, "changed_split0")] = ", ".join(map(title, on_paper)) or "none"
         out[glue.glue_key(variant, "flip_rate")] = (f"{int(r.moved)} of {int(r.pairs)}, {r.rate:.0%} "
                                                    f"[{r.low:.0%}, {r.high:.0%}]")
     out["variants_sentence"] = variants_sentence(changes)

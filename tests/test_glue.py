@@ -27,7 +27,7 @@ UNCITED = {
                     "dead_fine_tuned_lr01", "dead_random_lecun", "dead_random_normal",
                     "forgetting_fine_tuned_lr01_top_large", "forgetting_fine_tuned_lr01_top_small",
                     "one_of_n_changed_count", "one_of_n_changed_split0", "patience_steps_changed_count",
-                    "reseeded_changed_count", "reseeded_changed_split0"},
+                    "reseeded_changed_count"},
     "08_breadth": {"control_cap", "epochs_paper"},
 }
 

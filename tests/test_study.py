@@ -257,7 +257,7 @@ def test_no_variant_is_said_to_move_verdicts_when_its_rate_is_within_chances():
     assert verdicts.flip_rates(changes).pairs.tolist() == [6, 6]  # a claim not measured on one side is left out
     sentence = verdicts.variants_sentence(changes)
     assert sentence.startswith("The same protocol with other seeds moved 1 of 6 verdicts (17% [")
-    assert sentence.endswith("these verdicts do not show that our protocol decides them.")
+    assert sentence.endswith("these verdicts do not show that our protocol decides them.")  # no claim moved everywhere
 
 
 def test_the_training_hours_count_each_sweeps_groups_apart_whether_its_replicates_are_splits_or_orders():
@@ -267,3 +267,21 @@ def test_the_training_hours_count_each_sweeps_groups_apart_whether_its_replicate
     assert training_hours(rows, "native") == 2.0
     assert training_hours(rows.rename(columns={"order": "split"}), "native") == 2.0
     assert training_hours(rows, "plain") == 3.0
+
+
+def test_a_claim_a_variant_moves_on_every_split_is_named_though_the_pooled_count_is_within_chance():
+    measured = "holds, holds, holds"
+    changes = pd.DataFrame({"variant": ["budget"] * 2 + [RESEEDED_PART] * 2, "claim": ["gap", "variance"] * 2,
+                            "splits": "0, 1, 2", "baseline": measured, "variant verdicts": "fails, fails, fails",
+                            "changed": [3, 0, 0, 3], "changed on": [[0, 1, 2], [], [], [0, 1, 2]]})
+    assert verdicts.always_moved(changes) == {"budget": [claims.SWEEP_CLAIMS["gap"].title]}
+    assert verdicts.variants_sentence(changes).endswith(
+        f"budget moved {claims.SWEEP_CLAIMS['gap'].title} on every split, the reseeded baseline on fewer, so on these "
+        f"splits that choice decides them.")
+
+
+def test_the_forgetting_figures_say_how_many_of_their_runs_stopped_at_the_cap():
+    rows = pd.DataFrame({"recipe": [TUNED] * 4 + [BASELINE] * 2, "n": [5, 5, 5, 5, 5, 5], "k": [1, 1, 40, 40, 1, 40],
+                         "stopped_by": ["converged", "cap", "cap", "cap", "cap", "cap"]})
+    assert controls.forgetting_caps(rows, {"top_small": (5, 1), "top_large": (5, 40)}) == \
+        f"{TUNED} 1 of 2 at k = 1, 2 of 2 at k = 40"  # the frozen recipe forgets nothing: not listed

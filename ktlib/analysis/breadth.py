@@ -115,8 +115,8 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def gains(c: Cube) -> pd.DataFrame:
-    """Per source and k: the gain over n=0 of the best n (chosen on the other orders) and of n=5, each with its 95%
-    t interval over the orders."""
+    """Per source and k: the gain over n=0 of the best n (chosen on the validation images) and of n=5, each with its
+    95% t interval over the orders."""
     out = []
     for source in c.arrays:
         for k in c.sizes:
@@ -137,8 +137,8 @@ def doubling(c: Cube) -> pd.DataFrame:
 
 
 def stops_paying(c: Cube, margin: float = contrasts.CLEAR_GAIN) -> pd.DataFrame:
-    """Per source and order: the smallest k at which the best gain (its n chosen on the other orders) falls short of
-    the clear-gain margin, where transfer stops paying; NaN where it pays at every k. A threshold crossing has no
+    """Per source and order: the smallest k at which the best gain (its n chosen on the validation images) falls short
+    of the clear-gain margin, where transfer stops paying; NaN where it pays at every k. A threshold crossing has no
     confidence interval: the table gives every order's."""
     out = {}
     for source in c.arrays:

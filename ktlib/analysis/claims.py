@@ -158,10 +158,11 @@ SWEEP_CLAIMS = {
         title="Less effort", words="With one example per class, transfer lowers the effort of learning.",
         how="how fast a net learns, after Raghu et al. (2019): the optimiser steps until its test accuracy first "
             f"reaches {_v('learned', '.0%')} of the lowest final mean accuracy of any level at that split and size, "
-            "an accuracy every level attains, for each *n* > 0 minus *n* = 0 at the smallest *k*, in log2 steps, "
-            "below zero. Read from each run's test curve, taken at every doubling of its steps, so a run's steps are "
-            "known to within a factor of two, and five trials that agree to the doubling give an interval of no "
-            "width. Shown, deciding "
+            "an accuracy every level's mean attains, for each *n* > 0 minus *n* = 0 at the smallest *k*, in log2 "
+            "steps, below zero. Read from each run's test curve, taken at every doubling of its steps, so a run's "
+            "steps are known to within a factor of two, and five trials that agree to the doubling give an interval "
+            "of no width. A run whose curve never reaches that accuracy is counted at twice its last step, slower "
+            "than any that did. Shown, deciding "
             "nothing: the steps to that share of a net's *own* final accuracy (which flatters a net that learns "
             "little), the training arithmetic in GFLOP, and the epochs. The arithmetic decided this claim until the "
             "curves were kept: it was chosen after epochs and arithmetic were seen to disagree at *n* = 5, and at "
@@ -201,8 +202,9 @@ STUDY_CLAIMS = {
         "transferred maps retrain)", contrasts_fine_tuning, (BASELINE, TUNED), title="Better with fine-tuning",
         words="Letting the transferred layers train too would give better results.",
         how="at each *k*, the fine-tuned net at its best *n* minus the frozen net at its best *n*, beyond the "
-            "clear-gain margin. Each split's best *n* is chosen on the other splits, so that no split's own noise "
-            "picks it: a best chosen on the runs it is scored on flatters both sides. The fine-tuned net is the "
+            "clear-gain margin. Each split's best *n* is chosen on its validation images, so that the test images' "
+            "noise does not pick it; it is chosen from the same runs that are then scored, so the runs' own noise "
+            "can still flatter both sides a little. The fine-tuned net is the "
             "study's fine-tuning at the rate it runs on every split (see [Beyond the paper](beyond.md))."),
 }
 
@@ -216,8 +218,9 @@ BREADTH_CLAIMS = {
         words="The more classes the source net has learned, the more transfer helps with one example per class.",
         how="the gain of the best *n* over *n* = 0 at the smallest *k*, regressed per nesting order on log2 of the "
             "number of source classes (5, 10, 20 and all 39 that have enough images): the slope, what each doubling "
-            "adds, above zero. Each order's best *n* is chosen on the other orders. The targets, their training sets "
-            "and their *n* = 0 nets are the same for every source net, so only the source changes."),
+            "adds, above zero. Each order's best *n* is chosen on its validation images. The targets, their training "
+            "sets and their *n* = 0 nets are the same for every source net; what changes is the source net, and "
+            "with its classes grow its images and its training length."),
     "breadth_persists": SweepClaim(
         "\u201cand persist for even larger training sets\u201d (Discussion)", contrasts_breadth_persists, (),
         title="Persists to larger sets",

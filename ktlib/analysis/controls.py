@@ -267,6 +267,19 @@ def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[t
 
 # ---------------------------------------------------------------- forgetting
 
+def forgetting_caps(rows: pd.DataFrame, cells: dict[str, tuple[int, int]], spots=("top_small", "top_large")) -> str:
+    """How many runs of each recipe that trains its copied layers stopped at the epoch cap at the named cells: their
+    forgetting is an unfinished run's. As 'recipe: c of r at k = ...', in a line."""
+    parts = []
+    for recipe in tuned(rows.recipe.unique()):
+        mine = rows[rows.recipe == recipe]
+        at = [mine[(mine.n == cells[s][0]) & (mine.k == cells[s][1])] for s in spots]
+        parts.append(f"{recipe} " + ", ".join(f"{int((a.stopped_by == 'cap').sum())} of {len(a)} at k = "
+                                              f"{cells[s][1]}" for a, s in zip(at, spots)))
+    return "; ".join(parts)
+
+
+
 def forgetting_values(lost: pd.DataFrame, cells: dict[str, tuple[int, int]], spots=("top_small", "top_large")) -> dict:
     """The forgetting of each recipe at the named cells, as 'estimate [interval]', by glue key."""
     text = interval_texts(lost)

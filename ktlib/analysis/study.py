@@ -323,6 +323,7 @@ def forgetting_section(r: Read):
                                                            held_out, r.method, r.plan.draws, r.boot), "forgetting")
     values = controls.forgetting_values(lost, r.spots)
     values |= {f"{key}_all": text for key, text in controls.forgetting_values(every, r.spots).items()}
+    values["forgetting_caps"] = controls.forgetting_caps(r.probes, r.spots)
     return (values, interval_texts(lost).unstack("recipe"), interval_texts(every).unstack("recipe"),
             interval_texts(lost, "+.2f").unstack("recipe").to_string())
 

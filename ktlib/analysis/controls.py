@@ -269,7 +269,7 @@ def knowledge_at(table: pd.DataFrame, readout_table: pd.DataFrame, cells: list[t
 
 def forgetting_caps(rows: pd.DataFrame, cells: dict[str, tuple[int, int]], spots=("top_small", "top_large")) -> str:
     """How many runs of each recipe that trains its copied layers stopped at the epoch cap at the named cells: their
-    forgetting is an unfinished run's. As 'recipe: c of r at k = ...', in a line."""
+    forgetting is an unfinished run's. As 'recipe c of r at k = ..., c of r at k = ...; ...', in a line."""
     parts = []
     for recipe in tuned(rows.recipe.unique()):
         mine = rows[rows.recipe == recipe]
@@ -277,7 +277,6 @@ def forgetting_caps(rows: pd.DataFrame, cells: dict[str, tuple[int, int]], spots
         parts.append(f"{recipe} " + ", ".join(f"{int((a.stopped_by == 'cap').sum())} of {len(a)} at k = "
                                               f"{cells[s][1]}" for a, s in zip(at, spots)))
     return "; ".join(parts)
-
 
 
 def forgetting_values(lost: pd.DataFrame, cells: dict[str, tuple[int, int]], spots=("top_small", "top_large")) -> dict:

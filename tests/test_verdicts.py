@@ -136,6 +136,13 @@ def test_the_crossed_interval_covers_a_new_draw_of_the_classes_where_the_splits_
     assert table.loc[("classes vary most", intervals.SPLITS_ONLY)] <= 0.88
 
 
+def test_a_grid_of_one_trial_has_no_level_step_measured_and_says_so():
+    """The smoke profile: one trial per cell gives no interval, so no step."""
+    one_trial = intervals.Cube({"frozen": {v: np.full((1, 1, 2, 1), 0.5) for v in intervals.VALUES}}, levels=[0, 5], sizes=[1])
+    steps = verdicts.level_steps(one_trial)
+    assert steps.empty and verdicts.steps_sentence(steps) == contrasts.NOT_MEASURED
+
+
 def test_each_levels_step_is_told_in_words_by_the_layer_it_adds():
     steps = pd.DataFrame({"split": 0, "step": ["n=1 - n=0 at k=1", "n=2 - n=1 at k=1", "n=5 - n=4 at k=1",
                                                "n=5 - n=4 at k=40"],

@@ -156,6 +156,8 @@ def margin_text(r: pd.Series) -> str:
 
 def contrast_text(table: pd.DataFrame) -> pd.Series:
     """Each contrast as 'label: estimate [low, high] (> 0.02)'."""
+    if table.empty:  # apply on no rows gives a frame, not a column of text
+        return pd.Series(index=table.index, dtype=str)
     return table.apply(lambda r: f"{r.contrast}: {r.estimate:{r.fmt}} [{r.low:{r.fmt}}, {r.high:{r.fmt}}] "
                                  f"({margin_text(r)})", axis=1)
 
@@ -212,7 +214,10 @@ def level_steps(c: Cube, over: tuple[str, int, int] | None = None) -> pd.DataFra
 
 def steps_sentence(steps: pd.DataFrame) -> str:
     """`level_steps`' table in words, size by size: which retained levels help, which cost, and which cannot be told
-    from zero, by the layer each adds ('at k=1, C3, S4 and C5 each help, C1 and S2 cannot be told from zero; ...')."""
+    from zero, by the layer each adds ('at k=1, C3, S4 and C5 each help, C1 and S2 cannot be told from zero; ...').
+    With no step measured (one trial per cell, as in the smoke profile): 'not measured'."""
+    if steps.empty:
+        return contrasts.NOT_MEASURED
     parts = []
     found = steps.step.str.extract(r"n=(\d+) - n=\d+ at k=(\d+)").astype(int).set_axis(["n", "k"], axis=1)
     for k, rows in steps.assign(**found).groupby("k", sort=False):

@@ -269,6 +269,11 @@ def variant_changes(cubes: dict[str, Cube], which: dict[str, claims.SweepClaim])
 CHANCE_P = 0.05  # a variant moves more verdicts than chance when Fisher's exact test, one-sided, gives p below this
 
 
+def measured_both(changes: pd.DataFrame) -> pd.DataFrame:
+    """The (variant, claim) rows whose verdicts were measured on both sides, baseline and variant."""
+    return changes[~(changes.baseline + changes["variant verdicts"]).str.contains(contrasts.NOT_MEASURED)]
+
+
 def flip_rates(changes: pd.DataFrame) -> pd.DataFrame:
     """Per variant: how many of its (claim, split) verdicts differ from the baseline's, of how many (those measured on
     both sides), the share, and its exact interval (Clopper-Pearson); and, against the reseeded baseline's share (the
@@ -276,7 +281,7 @@ def flip_rates(changes: pd.DataFrame) -> pd.DataFrame:
     take the pairs for independent, which claims judged on the same runs are not."""
     out = {}
     for variant, rows in changes.groupby("variant", sort=False):
-        judged = rows[~(rows.baseline + rows["variant verdicts"]).str.contains(contrasts.NOT_MEASURED)]
+        judged = measured_both(rows)
         pairs = int(judged.splits.str.split(", ").map(len).sum())
         moved = int(judged.changed.sum())
         low, high = clopper_pearson(moved, pairs)
@@ -318,7 +323,7 @@ def variants_sentence(changes: pd.DataFrame) -> str:
 def always_moved(changes: pd.DataFrame) -> dict[str, list[str]]:
     """Per variant, the claims it moved on every split judged on both sides, where the reseeded baseline moved
     them on fewer splits: what a count pooled over the claims hides. Descriptive; no test."""
-    judged = changes[~(changes.baseline + changes["variant verdicts"]).str.contains(contrasts.NOT_MEASURED)]
+    judged = measured_both(changes)
     chance = judged[judged.variant == RESEEDED_PART].set_index("claim").changed
     out = {}
     for variant, rows in judged[judged.variant != RESEEDED_PART].groupby("variant", sort=False):

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 # random-lecun: a fresh initialisation at LeCun's scale, U(-2.4/F, 2.4/F); it shrinks the signal layer by layer;
 # random-normal: LeCun-normal, N(0, 1/F) weights and zero biases, which keeps the signal's variance;
 # random-matched: the random-lecun draw, each tensor rescaled to the trained tensor's standard deviation;
-# shuffled: the trained net's values, permuted within each tensor (C3's within its connection table).
-COPIES = ("trained", "random-lecun", "random-normal", "random-matched", "shuffled")
+# shuffled: the trained net's values, permuted within each tensor (C3's within its connection table);
+# random-spread: the random-lecun draw, each layer rescaled, bottom up, until its output varies from image to image on
+# the source classes' held-out images as much as the trained net's does (data-dependent, as Mishkin & Matas's
+# layer-sequential unit-variance initialisation): the same signal at every level, however long the source trained.
+COPIES = ("trained", "random-lecun", "random-normal", "random-matched", "shuffled", "random-spread")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Recipe:
     lr_factor: float = 1.0
     every_split: bool = False
     about: str = ""
+    study: bool = True  # False: the study beyond the paper runs it neither on every split nor as a probe
 
     @property
     def control(self) -> bool:
@@ -46,6 +50,9 @@ RECIPES = {
     "random-normal": Recipe("random-normal", about="LeCun-normal random weights, frozen"),
     "shuffled": Recipe("shuffled", every_split=True, about="the trained weights shuffled within each layer, frozen"),
     "random-lecun": Recipe("random-lecun", about="random weights at LeCun's initial scale, frozen"),
+    "random-spread": Recipe("random-spread", study=False,
+                            about="random weights scaled layer by layer to the trained net's output spread on the "
+                                  "source images, frozen: the breadth study's capacity control"),
 }
 BASELINE = "frozen"  # the recipe under which the shared n=0 runs are stored
 # The study's choices among them, each made by a rule (ktlib.analysis.controls.chosen_rate, chosen_control) first
@@ -53,8 +60,9 @@ BASELINE = "frozen"  # the recipe under which the shared n=0 runs are stored
 # applies each rule to the record's validation images and says whether it picks the same:
 TUNED = "fine-tuned"                 # fine-tuning, at the copied layers' rate with the best mean accuracy
 MATCHED_CONTROL = "random-matched"   # the random control that keeps the signal's scale best
+SPREAD_CONTROL = "random-spread"    # the breadth study's capacity control, sound however long the source trained
 CORE = [name for name, r in RECIPES.items() if r.every_split]  # run on every class split
-PROBES = [name for name, r in RECIPES.items() if not r.every_split]  # run on the first few
+PROBES = [name for name, r in RECIPES.items() if r.study and not r.every_split]  # run on the first few
 
 
 def check_recipe(recipe: str) -> str:

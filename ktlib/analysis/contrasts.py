@@ -13,7 +13,6 @@ from ktlib.compute.model import connections, run_flops
 from ktlib.compute.train import curve_points
 from ktlib.config import TOLERANCE
 from ktlib.recipes import BASELINE, TUNED, first_trained
-from ktlib.record.studies import FIXED
 
 
 @dataclass(frozen=True)
@@ -41,13 +40,17 @@ THRESHOLDS = {
                                               "this"),
     "dead": Threshold(2.0, "a run is dead when it stops with training accuracy at most this many times chance: "
                            "it never began to learn"),
+    # set before the breadth study's grid first ran (issue 37)
+    "alive": Threshold(0.5, "a capacity control's signal is alive at a level when its spread there is at least this "
+                            "share of the trained net's: a knowledge cell whose control falls under it at any level "
+                            "is excluded, counted and named"),
     # set with the validation images and the test curves, before any run recorded a curve (issue 36)
     "learned": Threshold(0.9, "'effort required to learn': the optimiser steps a run takes until its test accuracy "
                               "first reaches this share of a cell's final mean accuracy"),
 }
-SOURCE_NEAR, CLEAR_GAIN, BARELY, SLIGHT, FITS, TOLERANCE, DEAD, LEARNED = (
+SOURCE_NEAR, CLEAR_GAIN, BARELY, SLIGHT, FITS, TOLERANCE, DEAD, LEARNED, ALIVE = (
     THRESHOLDS[name].value for name in ("source_near", "clear_gain", "barely", "slight", "fits", "tolerance", "dead",
-                                        "learned"))
+                                        "learned", "alive"))
 
 # A verdict, from where the contrasts' intervals lie against their margins (ktlib.analysis.verdicts.verdict). A claim
 # that holds in part says how the rest fall: some short of their margins, or (none short) some across them.
@@ -330,16 +333,38 @@ def best_level_shares(c: Cube, k: int, draws: int, seed: int) -> pd.Series:
 
 
 # ---------------------------------------------------------------- the breadth study, as contrasts
+# (set in issue 37 before any run of the grid: ktlib.record.studies.BREADTH)
 
-def nested(c: Cube) -> list[int]:
-    """The nested source sizes of a cube keyed by source (ktlib.analysis.breadth.source_cube), smallest first: every
-    source but the fixed-image control."""
-    if c.keyed_by != "source":
-        raise ValueError("a cube keyed by the number of source classes")
-    sizes = sorted(m for m in c.arrays if m != FIXED)
-    if len(sizes) < 2:
-        raise ValueError("a second source size")
-    return sizes
+def cells(c: Cube) -> list[tuple[int, int]]:
+    """The source cells of a cube keyed by (classes, images per class) (ktlib.analysis.breadth.cell_cube)."""
+    if c.keyed_by != "source cell":
+        raise ValueError("a cube keyed by (source classes, images per class)")
+    return sorted(c.arrays)
+
+
+def diagonal(c: Cube, cell: tuple[int, int]) -> int:
+    """Which equal-total diagonal a cell lies on: how many doublings of the smallest cell's total images its own
+    total is (to rounding: 39 x 51 = 1,989 images lies on 5 x 400 = 2,000's)."""
+    first = min(m * p for m, p in cells(c))
+    return int(round(np.log2(cell[0] * cell[1] / first)))
+
+
+def class_steps(c: Cube) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Each doubling of the source classes (to all of them, last) at the same total images, so half the images per
+    class: consecutive cells of each equal-total diagonal."""
+    ranked = sorted(cells(c), key=lambda cell: (diagonal(c, cell), cell[0]))
+    return [(a, b) for a, b in zip(ranked, ranked[1:]) if diagonal(c, a) == diagonal(c, b)]
+
+
+def image_steps(c: Cube) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Each doubling of the images per class (to all of them, last) at the same classes: consecutive cells of a
+    row."""
+    ranked = cells(c)
+    return [(a, b) for a, b in zip(ranked, ranked[1:]) if a[0] == b[0]]
+
+
+def cell_text(cell: tuple[int, int]) -> str:
+    return f"{cell[0]}x{cell[1]}"
 
 
 def best_gain(c: Cube, source, k: int) -> Callable[[Cube], np.ndarray]:
@@ -355,24 +380,69 @@ def best_gain(c: Cube, source, k: int) -> Callable[[Cube], np.ndarray]:
     return gain
 
 
-def per_doubling(c: Cube, k: int) -> Callable[[Cube], np.ndarray]:
-    """Per order: the least-squares slope of the best gain at k on log2 of the number of source classes, over the
-    nested sizes: what each doubling of the source classes adds."""
-    sizes = nested(c)
-    x = np.log2(sizes) - np.log2(sizes).mean()
-    gains = [best_gain(c, m, k) for m in sizes]
-    return lambda cube: sum(xi * g(cube) for xi, g in zip(x, gains)) / (x ** 2).sum()
+def step_gain(c: Cube, a, b, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per order: the best gain at k of source b minus that of source a."""
+    gain_a, gain_b = best_gain(c, a, k), best_gain(c, b, k)
+    return lambda cube: gain_b(cube) - gain_a(cube)
+
+
+def effects(c: Cube, k: int) -> dict[str, Callable[[Cube], np.ndarray]]:
+    """Per order, one summary of the grid beside its steps: the least-squares plane of the best gain at k on log2 of
+    the classes and log2 of the total images, over every cell: its class effect (a doubling of the classes at the
+    same total images) and its image effect (a doubling of the images at the same classes). A plane has no
+    curvature: the steps say where it misdescribes."""
+    grid = cells(c)
+    x = np.array([[1.0, np.log2(m), np.log2(m * p)] for m, p in grid])
+    weights = np.linalg.pinv(x)  # (3, cells): the coefficients are these weights on the cells' gains
+    gains = [best_gain(c, cell, k) for cell in grid]
+    coefficient = lambda row: lambda cube: sum(w * g(cube) for w, g in zip(weights[row], gains))  # noqa: E731
+    return {"class effect": coefficient(1), "image effect": coefficient(2)}
+
+
+def _steps(c: Cube, pairs, k: int, what: str) -> list[Contrast]:
+    return [Contrast(f"{what} {cell_text(a)} to {cell_text(b)} at k={k}", step_gain(c, a, b, k)) for a, b in pairs]
+
+
+def _effect(c: Cube, k: int, name: str) -> Contrast:
+    return Contrast(f"{name} per doubling at k={k} (the plane over every cell)", effects(c, k)[name], decides=False)
 
 
 def contrasts_breadth_grows(c: Cube) -> list[Contrast]:
+    """More classes at the same total images and training steps, with one example per class: every doubling of the
+    classes along every equal-total diagonal adds to the best gain (margin 0: 'greater')."""
     k = c.sizes[0]
-    return [Contrast(f"best gain per doubling of the source classes at k={k}", per_doubling(c, k))]
+    return [*_steps(c, class_steps(c), k, "classes"), _effect(c, k, "class effect")]
 
 
 def contrasts_breadth_persists(c: Cube) -> list[Contrast]:
-    return [Contrast(f"best gain per doubling of the source classes at k={k}", per_doubling(c, k))
-            for k in c.sizes[-2:]]
+    """The same at the largest k: the class effect persists to larger training sets."""
+    k = c.sizes[-1]
+    return [*_steps(c, class_steps(c), k, "classes"), _effect(c, k, "class effect")]
 
+
+def contrasts_breadth_images(c: Cube) -> list[Contrast]:
+    """Not the paper's claim, the confound it is held apart from: more images of the same classes, at the same
+    training steps, add to the best gain, at the smallest and the largest k."""
+    return [contrast for k in (c.sizes[0], c.sizes[-1])
+            for contrast in (*_steps(c, image_steps(c), k, "images"), _effect(c, k, "image effect"))]
+
+
+def contrasts_breadth_reaches(c: Cube) -> list[Contrast]:
+    """Bartlett & Baxter's prediction, which the paper quotes: with enough source classes, transfer reaches the
+    accuracy of a net trained whole on a large set. At the largest k, the largest source's best transfer net is not
+    clearly worse than n=0: its gain lies above minus the clear-gain margin."""
+    if c.keyed_by != "largest source":
+        raise ValueError("the largest source's runs at the largest k (ktlib.analysis.breadth.large_cube)")
+    k, source = c.sizes[-1], next(iter(c.arrays))
+    return [Contrast(f"best transfer - n=0 at k={k}", best_gain(c, source, k), -CLEAR_GAIN)]
+
+
+# A case twin of a target class: the same letter in the other case (c and C). Twins among the source classes may
+# carry a target's shape into the source net whatever else it learns; the twin gap measures how much.
+def twin(char: str) -> str | None:
+    """The same letter in the other case, or None for a digit."""
+    other = char.swapcase()
+    return other if other != char else None
 
 
 def summary(verdicts: pd.Series) -> str:

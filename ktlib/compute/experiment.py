@@ -135,10 +135,13 @@ class Experiment:
 
     def copies(self, source: Net) -> dict[str, Net]:
         """The nets this configuration's recipes copy from: the trained source net, and the controls drawn
-        from it and this split's seeds (the random ones all from one draw, so they differ only in scale)."""
+        from it and this split's seeds (the random ones all from one draw, so they differ only in scale; random-spread
+        is scaled on the source classes' held-out images)."""
         kinds = {RECIPES[r].copies for r in self.cfg.recipes} | {"trained"}
+        held = torch.from_numpy(self.source_test_set().x) if "random-spread" in kinds else None
         return {kind: copy_source(kind, source, self.source_seed(Purpose.SHUFFLE if kind == "shuffled"
-                                                                 else Purpose.RANDOM_SOURCE)) for kind in sorted(kinds)}
+                                                                 else Purpose.RANDOM_SOURCE), held)
+                for kind in sorted(kinds)}
 
     def determined(self, key: RunKey) -> dict:
         """The fields of a run's row that its key and this experiment fix before it trains: which layers it keeps,
@@ -163,6 +166,8 @@ class Experiment:
             trainer["source_order"] = c.source_order
         if c.reseed:  # and a reseeded replicate's, its own
             trainer["reseed"] = c.reseed
+        if c.source_steps is not None:  # trained for a number of steps, not to the paper's accuracy
+            trainer["source_steps"] = c.source_steps
         return dict(seed=c.split_seed(), n_classes=c.n_classes, code_bits=c.code_bits, code_scheme=c.code_scheme,
                     source_per_class=c.source_per_class, source_accuracy=c.source_accuracy,
                     source_max_epochs=c.source_max_epochs, lr=c.lr, batch_size=c.batch_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ktlib.compute.stacked import frozen_inputs, torch_threads
+from ktlib.compute.stacked import frozen_inputs, spread, torch_threads
 from ktlib.recipes import BASELINE, RECIPES
 
 
@@ -26,11 +26,6 @@ def nearest_neighbour(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
 
 COLUMNS = ["n", "recipe", "k", "trial", "readout", "test_accuracy"]  # a readouts file's row
 READOUTS = {"nearest-mean": nearest_mean, "nearest-neighbour": nearest_neighbour}
-
-
-def spread(features: torch.Tensor) -> float:
-    """How much a level's output varies from image to image: the std over images, averaged over units."""
-    return float(features.flatten(1).std(0).mean())
 
 
 def read_recipes(task) -> list[str]:

@@ -220,6 +220,11 @@ def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = 512) -> list[t
     return [torch.cat(level) for level in zip(*parts)]
 
 
+def spread(features: torch.Tensor) -> float:
+    """How much a level's output varies from image to image: the std over images, averaged over units."""
+    return float(features.flatten(1).std(0).mean())
+
+
 class FeatureCache:
     """Frozen-layer inputs, keyed by the source net's weights and the images' bytes: a changed source net
     or image set is a different key, so stale features can never be served. With maxsize, the least

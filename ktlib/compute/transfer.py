@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ktlib.compute.model import LAYERS, Net, build
+from ktlib.compute.stacked import frozen_inputs, spread
 from ktlib.config import check_levels
 from ktlib.recipes import BASELINE, COPIES, RECIPES, check_recipe, first_trained
 
@@ -18,8 +19,13 @@ def _real(layer: nn.Module, name: str, t: torch.Tensor) -> torch.Tensor:
     return mask.bool() if name == "weight" and mask is not None else torch.ones_like(t, dtype=torch.bool)
 
 
-def copy_source(kind: str, trained: Net, seed: int) -> Net:
-    """The net a recipe copying `kind` copies from, drawn from seed (trained: the source net itself)."""
+SPREAD_TOLERANCE = 1e-3  # random-spread: each level's spread within this share of the trained net's
+SPREAD_ROUNDS = 100      # rescalings per layer at most (a squashed output's spread is not linear in the scale)
+
+
+def copy_source(kind: str, trained: Net, seed: int, images: torch.Tensor | None = None) -> Net:
+    """The net a recipe copying `kind` copies from, drawn from seed (trained: the source net itself). random-spread
+    needs `images`: those its levels' spreads are matched on (the source classes' held-out images)."""
     if kind not in COPIES:
         raise ValueError(f"a recipe copies one of {COPIES}, got {kind!r}")
     if kind == "trained":
@@ -27,6 +33,10 @@ def copy_source(kind: str, trained: Net, seed: int) -> Net:
     net = build(seed, trained.F6.weight.shape[0])
     if kind == "random-lecun":  # as a fresh initialisation is drawn
         return net
+    if kind == "random-spread":
+        if images is None:
+            raise ValueError("a random-spread net is scaled on images: give the source classes' held-out images")
+        return spread_matched(net, trained, images)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name in LAYERS:
@@ -45,6 +55,23 @@ def copy_source(kind: str, trained: Net, seed: int) -> Net:
                     p.copy_(torch.zeros_like(p))
                     p[real] = values[torch.randperm(len(values), generator=gen)]
                 p.mul_(real)
+    return net
+
+
+def spread_matched(net: Net, trained: Net, images: torch.Tensor) -> Net:
+    """net, each of its layers C1..C5 rescaled bottom up (weights and biases, or S2's and S4's coefficients and
+    biases, by one factor) until the level it makes varies from image to image (stacked.spread) on `images` as much
+    as the trained net's level does, within SPREAD_TOLERANCE. A layer's scale moves only its own level and those
+    above, so matching them in order leaves each matched level as it was. F6, which no recipe copies, is left."""
+    want = [spread(f) for f in frozen_inputs(trained, images)]
+    with torch.no_grad():
+        for n, layer in enumerate(net.layers()[:len(LAYERS) - 1], start=1):
+            for _ in range(SPREAD_ROUNDS):
+                ratio = want[n] / spread(frozen_inputs(net, images)[n])
+                if abs(ratio - 1) <= SPREAD_TOLERANCE:
+                    break
+                for p in layer.parameters():
+                    p.mul_(ratio)
     return net
 
 

@@ -85,10 +85,13 @@ class Plan:
 
     def configs(self) -> list[tuple[str, Config]]:
         """(part, config) of every sweep, part by part, each part's replicates in order."""
-        out = []
+        out, covered = [], {}  # shared_zero: k -> how many trials' n=0 runs an earlier sweep runs at k
         for part in self.parts:
             for i in range(self.counts[part.over]):
-                zero = part.zero and not (self.design.shared_zero and out)
+                sizes, trials = part.changes.get("sizes", self.cfg.sizes), part.changes.get("trials", self.cfg.trials)
+                zero = part.zero and (not self.design.shared_zero or any(covered.get(k, 0) < trials for k in sizes))
+                if zero and self.design.shared_zero:
+                    covered |= {k: max(covered.get(k, 0), trials) for k in sizes}
                 levels = part.changes.get("levels", self.cfg.levels)  # a part may set its own
                 where = layout.sweep_dir(self.root, part.name, i, self.design.axis)
                 out.append((part.name, dataclasses.replace(self.cfg, **{
@@ -123,15 +126,21 @@ class Plan:
         return pd.concat(frames, ignore_index=True)
 
     def with_shared_zero(self, table: pd.DataFrame) -> pd.DataFrame:
-        """A table as its sweeps store it (`stored`, or the readouts), with shared_zero the first sweep's n=0 rows
-        given to every sweep."""
+        """A table as its sweeps store it (`stored`, or the readouts), with shared_zero each sweep given the n=0 rows
+        of its own k and trials, from the first sweep that ran them at that k (`configs` says which do)."""
         if not self.design.shared_zero:
             return table
-        (first_part, first, _), *others = self.sweeps()  # the first sweep's n=0 runs serve every sweep
-        axis = self.design.axis
-        zero = table[(table.n == 0) & (table.part == first_part) & (table[axis] == first)]
-        copies = [zero.assign(part=name, **{axis: i}) for name, i, _ in others]
-        return pd.concat([table[table.n > 0], zero, *copies], ignore_index=True)
+        axis, held = self.design.axis, {(name, i) for name, i, _ in self.sweeps()}
+        sweeps = [(name, getattr(cfg, layout.AXES[axis]), cfg) for name, cfg in self.configs()]
+        sweeps = [(name, i, cfg) for name, i, cfg in sweeps if (name, i) in held]
+        zero, first = table[table.n == 0], {}
+        for name, i, _ in sweeps:
+            mine = zero[(zero.part == name) & (zero[axis] == i)]
+            for k, rows in mine.groupby("k"):
+                first.setdefault(k, rows)
+        copies = [first[k][first[k].trial < cfg.trials].assign(part=name, **{axis: i})
+                  for name, i, cfg in sweeps for k in cfg.sizes if k in first]
+        return pd.concat([table[table.n > 0], *copies], ignore_index=True)
 
     def stored(self) -> pd.DataFrame:
         """Every run as its results file stores it, with its `part` and replicate."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ktlib.compute import data
-from ktlib.config import Config, Purpose, derive_seed
-from ktlib.recipes import BASELINE, CORE, MATCHED_CONTROL, PROBES
+from ktlib.config import PROFILES, Config, Purpose, derive_seed
+from ktlib.recipes import BASELINE, CORE, PROBES, SPREAD_CONTROL
 from ktlib.record.plans import Design, Part, Plan
 
 # ---------------------------------------------------------------- the study: many splits, the recipes, the variants
@@ -43,10 +43,22 @@ STUDY = Design(
 
 # ---------------------------------------------------------------- the breadth study: more source classes
 
+# The paper asks what more source classes give. Three things grow with them when every class keeps the paper's 400
+# images and every net trains to the paper's accuracy: the source images, the source training length, and the
+# targets' case twins among the source classes. The study holds the first two apart by design and measures the third:
+# - the rule series, classes-<m>: m nested classes of 400 images, trained by the paper's rule, with the capacity
+#   control beside them (what the paper's protocol gives, and whether it is knowledge);
+# - the equal-length series, steps-<m>x<p>: m nested classes of p images each, on a grid whose diagonals hold the
+#   total images fixed while the classes double (Huh, Agrawal & Efros 2016 vary the two the same way), every net
+#   trained the same optimiser steps (the profile's source_steps); the class and image effects are read here;
+# - large-<m>: the largest rule source at the largest k the targets allow (Bartlett & Baxter's prediction).
 NESTED = (5, 10, 20)  # source sizes below the largest, which is every class with the paper's 400 training images
-CAPACITY_LEVELS = [3, 5]  # where the capacity control runs beside the frozen sweep
-ORDERED = "classes-"  # a breadth part's name: classes-<m>, or the fixed-image control's
-FIXED = "fixed"  # the control that holds the source images fixed: all the classes, as many images in all as 20 x 400
+CAPACITY_LEVELS = [3, 5]  # where the capacity control runs beside the rule series' frozen sweeps
+ORDERED, EQUAL, LARGE = "classes-", "steps-", "large-"  # the three series' part names: a prefix, then the source
+RULE_SIZES = (1, 10, 40)  # the rule series' k (cut from 1, 5, 10, 20, 40 for the study's 45 minutes)
+EQUAL_SIZES = (1, 40)  # the equal-length series' k: the smallest and the paper's largest
+EQUAL_TRIALS = 3  # the equal-length series' trials per cell (cut from 5 for time: its intervals are over orders)
+LARGE_K = 100  # the largest k the fixed targets allow (each has at least 117 training images in the record's data)
 
 
 def fixed_targets(emnist: data.Emnist, cfg: Config) -> str:
@@ -59,23 +71,51 @@ def fixed_targets(emnist: data.Emnist, cfg: Config) -> str:
         raise data.DataError(f"only {len(scarce)} classes have too few images to be a source class and enough to be a "
                              f"target; the breadth study needs {cfg.n_classes}")
     rng = np.random.default_rng(derive_seed(cfg.seed, Purpose.FIXED_TARGETS))
-    return "".join(emnist.mapping[c] for c in sorted(rng.choice(scarce, cfg.n_classes, replace=False).tolist()))
+    chosen = sorted(rng.choice(scarce, cfg.n_classes, replace=False).tolist())
+    short = [emnist.mapping[c] for c in chosen if emnist.counts("train")[c] < LARGE_K]
+    if short:
+        raise data.DataError(f"target classes {short} have fewer than {LARGE_K} training images, the k of the "
+                             f"breadth study's {LARGE}part")
+    return "".join(emnist.mapping[c] for c in chosen)
+
+
+def equal_cells(classes: list[int], per_class: int) -> list[tuple[int, int]]:
+    """The equal-length series' grid: (classes, images per class). The smallest source's total, doubled again and
+    again, makes the diagonals; each class count takes each total its classes can hold at up to `per_class` images
+    (rounded to whole images), and all `per_class` images as its row's top."""
+    first = classes[0] * per_class
+    cells = {(m, per_class) for m in classes}
+    for m in classes:
+        total = first
+        while total <= m * per_class:
+            cells.add((m, round(total / m)))
+            total *= 2
+    return sorted(cells)
+
+
+def cell_name(classes: int, per_class: int) -> str:
+    return f"{EQUAL}{classes}x{per_class}"
 
 
 def breadth_parts(cfg: Config, emnist: data.Emnist) -> tuple[Part, ...]:
-    """The nested sources (NESTED, then every class that can be one), then the control with all the classes but as
-    many source images in all as the paper's source."""
+    """The rule series (NESTED, then every class that can be one), the largest at LARGE_K, then the equal-length
+    grid."""
     largest = len(data.eligible(emnist, data.ORDER_POOL_IMAGES)[0])
-    sizes = [m for m in NESTED if m < largest] + [largest]
-    fixed = dict(source_size=largest, recipes=[BASELINE], control_levels=None,
-                 source_per_class=round(cfg.n_classes * cfg.source_per_class / largest))
-    return (*(Part(f"{ORDERED}{m}", "orders", dict(source_size=m)) for m in sizes),
-            Part(f"{ORDERED}{FIXED}", "orders", fixed))
+    classes = [m for m in NESTED if m < largest] + [largest]
+    within = lambda ks: [k for k in ks if k <= max(cfg.sizes)] or [min(cfg.sizes)]  # noqa: E731 (a smoke profile)
+    equal = dict(recipes=[BASELINE], control_levels=None, sizes=within(EQUAL_SIZES),
+                 trials=min(EQUAL_TRIALS, cfg.trials), source_steps=PROFILES[cfg.profile].source_steps)
+    return (*(Part(f"{ORDERED}{m}", "orders", dict(source_size=m, sizes=within(RULE_SIZES))) for m in classes),
+            Part(f"{LARGE}{largest}", "orders", dict(source_size=largest, sizes=[LARGE_K], recipes=[BASELINE],
+                                                     control_levels=None)),
+            *(Part(cell_name(m, p), "orders", dict(equal, source_size=m, source_per_class=p))
+              for m, p in equal_cells(classes, cfg.source_per_class)))
 
 
 BREADTH = Design(
-    "breadth", "the breadth study: source nets of 5 to 39 nested classes on fixed targets",
-    base=lambda cfg, emnist: dict(recipes=[BASELINE, MATCHED_CONTROL], control_levels=CAPACITY_LEVELS,
+    "breadth", "the breadth study: source nets of 5 to 39 nested classes, apart from their images and training "
+               "length, on fixed targets",
+    base=lambda cfg, emnist: dict(recipes=[BASELINE, SPREAD_CONTROL], control_levels=CAPACITY_LEVELS,
                                   source_training="engine", target_chars=fixed_targets(emnist, cfg)),
     parts=breadth_parts, axis="order", count="orders", shared_zero=True)
 

@@ -141,7 +141,8 @@ def breadth_cost(data_dir: str | None, committed: str, measured_minutes: float |
     sweeps = []
     for name, sweep_cfg in plan.configs():
         part = rows[(rows.part == name) & (rows.order == sweep_cfg.source_order)]
-        sweeps.append((files.read_source_record(sweep_cfg.results_dir)["seconds"],
+        source = files.read_source_record(sweep_cfg.results_dir)  # a net another sweep trained (same_as) took no time
+        sweeps.append((0.0 if "same_as" in source else source["seconds"],
                        part.groupby(["recipe", "n", "k"]).seconds.max().tolist()))
     groups = sum(sum(t) for _, t in sweeps)
     nets = sum(s for s, _ in sweeps)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -20,7 +21,9 @@ def _real(layer: nn.Module, name: str, t: torch.Tensor) -> torch.Tensor:
 
 
 SPREAD_TOLERANCE = 1e-3  # random-spread: each level's spread within this share of the trained net's
-SPREAD_ROUNDS = 100      # rescalings per layer at most (a squashed output's spread is not linear in the scale)
+SPREAD_ROUNDS = 50       # rescalings per layer at most (a squashed output's spread is not linear in the scale)
+SPREAD_IMAGES = 512      # the images a random-spread net is scaled on, at most
+SATURATED = 0.02         # d log spread / d log scale under which a level's spread has stopped growing
 
 
 def copy_source(kind: str, trained: Net, seed: int, images: torch.Tensor | None = None) -> Net:
@@ -60,18 +63,30 @@ def copy_source(kind: str, trained: Net, seed: int, images: torch.Tensor | None 
 
 def spread_matched(net: Net, trained: Net, images: torch.Tensor) -> Net:
     """net, each of its layers C1..C5 rescaled bottom up (weights and biases, or S2's and S4's coefficients and
-    biases, by one factor) until the level it makes varies from image to image (stacked.spread) on `images` as much
-    as the trained net's level does, within SPREAD_TOLERANCE. A layer's scale moves only its own level and those
-    above, so matching them in order leaves each matched level as it was. F6, which no recipe copies, is left."""
+    biases, by one factor) until the level it makes varies from image to image (stacked.spread) as much as the trained
+    net's level does, within SPREAD_TOLERANCE, on SPREAD_IMAGES of `images` (every stride-th: a set ordered by class
+    keeps each class's share). A layer's scale moves only its own level and those above, so matching them in order
+    leaves each matched level as it was. The factor is found by the secant method on log spread against log scale:
+    squashing makes the spread grow more slowly than the scale, so one rescaling by the ratio undershoots; where the
+    spread stops growing (SATURATED) before it reaches the trained net's, the layer stays as near as it got, and the
+    readouts' record of the spreads shows how near. F6, which no recipe copies, is left."""
+    images = images[::-(-len(images) // SPREAD_IMAGES)]  # a ceiling division: at most SPREAD_IMAGES
     want = [spread(f) for f in frozen_inputs(trained, images)]
     with torch.no_grad():
         for n, layer in enumerate(net.layers()[:len(LAYERS) - 1], start=1):
+            scale, before = 0.0, None  # log of the factor applied so far; (log scale, log spread) of the last round
             for _ in range(SPREAD_ROUNDS):
-                ratio = want[n] / spread(frozen_inputs(net, images)[n])
-                if abs(ratio - 1) <= SPREAD_TOLERANCE:
+                got = math.log(spread(frozen_inputs(net, images)[n]))
+                miss = math.log(want[n]) - got
+                if abs(math.expm1(miss)) <= SPREAD_TOLERANCE:
                     break
+                slope = 1.0 if before is None or scale == before[0] else (got - before[1]) / (scale - before[0])
+                if slope < SATURATED:  # the spread no longer grows with the scale: as near as squashing allows
+                    break
+                step = max(-2.0, min(2.0, miss / slope))  # at most a factor e^2 a round
+                before, scale = (scale, got), scale + step
                 for p in layer.parameters():
-                    p.mul_(ratio)
+                    p.mul_(math.exp(step))
     return net
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -29,15 +30,23 @@ def checked(cfg: Config, wait: bool = False) -> Experiment:
     return exp
 
 
-def source_net(exp: Experiment, progress: bool = True) -> tuple[Net, dict]:
-    """The source net the results directory holds, or one trained now and saved there (the caller is its writer)."""
-    saved = files.saved_source(exp)
+def source_net(exp: Experiment, progress: bool = True, made: dict | None = None) -> tuple[Net, dict]:
+    """The source net the results directory holds; or the one an earlier sweep of this call made under the same
+    configuration (`made`, by source key: the same seed, data and fields give the same net, so the breadth study's
+    largest source serves two of its parts), its record naming that sweep (`same_as`); or one trained now. It is saved
+    there (the caller is its writer)."""
+    saved, key = files.saved_source(exp), exp.source_key()
     if saved is not None:
         net, info = saved
         info = {**info, **held_out(exp, net)}
+    elif made is not None and key in made:
+        net, info, where = made[key]
+        info = {**info, "same_as": os.path.relpath(where, exp.cfg.results_dir)}  # the record moves whole
     else:
         net, info = train_source(exp, progress)
     files.save_source(exp, net, info, written=saved is not None)
+    if made is not None:
+        made.setdefault(key, (net, info, exp.cfg.results_dir))
     return net, info
 
 
@@ -127,6 +136,7 @@ def run_sweeps(configs: list[Config], progress: bool = True, wait: bool = False,
     executors.check(configs[0].engine)  # source nets train here, by the engine
     experiments = [checked(cfg, wait) for cfg in configs]  # a bad directory is refused now, not after an hour
     opened: list[Sweep] = []
+    made: dict[str, tuple[Net, dict, str]] = {}  # this call's source nets by key: a later sweep's same net is reused
     # the cluster first: an address that is not one is refused before a results directory is made
     with executor(configs[0]) as pool, contextlib.ExitStack() as held:
         pool.check(configs[0].engine)  # its workers can run the engine: before any source net trains
@@ -135,7 +145,7 @@ def run_sweeps(configs: list[Config], progress: bool = True, wait: bool = False,
             for exp in experiments:
                 held.enter_context(store.writer(exp.cfg.results_dir, wait))
                 found = checks.check_directory(exp)  # again: another writer may have written there meanwhile
-                sweep = Sweep(exp, *source_net(exp, progress), found, bar)
+                sweep = Sweep(exp, *source_net(exp, progress, made), found, bar)
                 opened.append(sweep)
                 pool.submit(sweep.task, sweep.todo, sweep.save)
                 sweep.read_out()  # here, while a cluster trains

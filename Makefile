@@ -156,10 +156,12 @@ unit: install
 # The subset is the paper's split at the two ends at which the book states its headline numbers: every part of
 # the study at k = 1, and the core recipes at k = 40 too (about 4 minutes on 2 cores). The probes at k = 40
 # (fine-tuning at lower rates, the other random controls) would add 8 minutes, and are read from the record. Of the
-# breadth study (notebooks/08_breadth), the first order's smallest and largest sources at k = 1, where its headline
-# number is, and the n=0 runs there, which every source shares.
-NBVAL_RECOMPUTED := baseline:0:1,40 probes:0:1 budget:0:1 one-of-n:0:1 patience-steps:0:1 reseeded:0:1 classes-5:0:1 \
-  classes-39:0:1
+# breadth study (notebooks/08_breadth), the first order's runs at k = 1 in every part that has them, with the n=0 runs
+# there, which every source shares, and the rule series' source nets of that order, one of each class count, trained
+# again (about 2 minutes).
+BREADTH_CELLS := 5x400 10x200 10x400 20x100 20x200 20x400 39x51 39x103 39x205 39x400
+NBVAL_RECOMPUTED := baseline:0:1,40 probes:0:1 budget:0:1 one-of-n:0:1 patience-steps:0:1 reseeded:0:1 \
+  $(foreach m,5 10 20 39,classes-$(m):0:1:source) $(foreach c,$(BREADTH_CELLS),steps-$(c):0:1)
 
 # lint-imports: the modules' layers (pyproject.toml) hold, with no import cycle; --durations: CI's log says where its
 # minutes go

@@ -61,6 +61,7 @@ BASELINE = "frozen"  # the recipe under which the shared n=0 runs are stored
 TUNED = "fine-tuned"                 # fine-tuning, at the copied layers' rate with the best mean accuracy
 MATCHED_CONTROL = "random-matched"   # the random control that keeps the signal's scale best
 SPREAD_CONTROL = "random-spread"    # the breadth study's capacity control, sound however long the source trained
+STUDY = [name for name, r in RECIPES.items() if r.study]  # the study's recipes, in RECIPES' order
 CORE = [name for name, r in RECIPES.items() if r.every_split]  # run on every class split
 PROBES = [name for name, r in RECIPES.items() if r.study and not r.every_split]  # run on the first few
 

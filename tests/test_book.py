@@ -196,13 +196,18 @@ def test_nbval_recomputes_exactly_the_named_runs_and_refuses_an_unknown_sweep(tm
     root = layout.study_root(tmp_path)
     where = layout.sweep_dir(root, "baseline", 0)
     _, committed = files.read_results(RECORD / where.relative_to(tmp_path) / files.RESULTS_FILE)
-    prepare(tmp_path, ["baseline:0:1,40", "baseline:1"])
+    prepare(tmp_path, ["baseline:0:1,40", "baseline:1", "baseline:2:1:source"])
     _, kept = files.read_results(where / files.RESULTS_FILE)
     assert len(kept) == (~committed.k.isin([1, 40])).sum() and not kept.k.isin([1, 40]).any()
     assert not (where / files.READOUTS_FILE).exists()  # measured again with the runs
+    assert (where / files.SOURCE_FILE).exists()  # its source net is the record's
+    retrained = layout.sweep_dir(root, "baseline", 2)
+    assert not (retrained / files.SOURCE_FILE).exists() and not (retrained / files.SOURCE_RECORD).exists()
     assert not layout.sweep_dir(root, "baseline", 1).exists()
-    assert (layout.sweep_dir(root, "baseline", 2) / files.RESULTS_FILE).exists()  # the rest is the record's
+    assert (layout.sweep_dir(root, "baseline", 3) / files.RESULTS_FILE).exists()  # the rest is the record's
     with pytest.raises(SystemExit, match="no sweep"):
         prepare(tmp_path, ["baseline:99"])
     with pytest.raises(SystemExit, match="PART:SPLIT"):
         prepare(tmp_path, ["baseline/split-0"])
+    with pytest.raises(SystemExit, match="PART:SPLIT"):
+        prepare(tmp_path, ["baseline:0:1:net"])

@@ -28,7 +28,7 @@ UNCITED = {
                     "forgetting_fine_tuned_lr01_top_large", "forgetting_fine_tuned_lr01_top_small",
                     "one_of_n_changed_count", "one_of_n_changed_split0", "patience_steps_changed_count",
                     "reseeded_changed_count"},
-    "08_breadth": {"control_cap", "epochs_paper"},
+    "08_breadth": {"control_cap"},
 }
 
 

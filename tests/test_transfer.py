@@ -122,3 +122,16 @@ def test_the_lecun_scale_control_is_a_fresh_initialisation_and_trained_is_the_ne
     assert copy_source("trained", trained, 5) is trained
     with pytest.raises(ValueError, match="a recipe copies one of"):
         copy_source("thawed", trained, 5)
+
+
+def test_the_spread_control_is_the_lecun_draw_rescaled_layer_by_layer_on_the_images_it_is_given(trained):
+    images = torch.randn(64, 1, 32, 32)
+    spread, lecun = copy_source("random-spread", trained, 5, images), copy_source("random-lecun", trained, 5)
+    for layer in LAYERS[:-1]:  # one factor per layer, weights and biases alike
+        ratios = torch.cat([(p / q).flatten() for p, q in zip(getattr(spread, layer).parameters(),
+                                                               getattr(lecun, layer).parameters())])
+        ratios = ratios[ratios.isfinite()]
+        assert torch.allclose(ratios, ratios[0].expand_as(ratios), rtol=1e-4)
+    assert torch.equal(spread.F6.weight, lecun.F6.weight)  # no recipe copies F6
+    with pytest.raises(ValueError, match="held-out images"):
+        copy_source("random-spread", trained, 5)

@@ -221,40 +221,28 @@ def recipe_panels(cells: pd.DataFrame):
     return fig
 
 
-def breadth(gains: pd.DataFrame, errors: pd.DataFrame, reference: float | None = None, fixed: str = "fixed"):
-    """Against the number of source classes (log scale), one line per training-set size, each with its 95% interval
-    over the nesting orders: the gain over n=0 of the best n and of n=5, and a readout's error on level-5 features;
-    the fixed-image control as an open marker beside the largest source; `reference`, an error to draw across."""
-    fig, axes = panel_grid(4, width=5.4, height=4.0)
-    panels = [(gains[gains["gain of"] == "best n"], "estimate", "gain over n=0 of the best n"),
-              (gains[gains["gain of"] != "best n"], "estimate", f"gain over n=0 of {gains['gain of'].iloc[-1]}"),
-              (errors[errors.n == errors.n.max()], "error", "1-NN error on level-5 features")]
-    for ax, (table, value, title) in zip(axes, panels):  # the fourth panel holds the legend
-        for i, (k, t) in enumerate(table.groupby("k")):
-            nested = t[t.source.astype(str) != fixed]
-            x = nested.source.astype(str).astype(int).to_numpy()
-            ax.errorbar(x, nested[value], yerr=[nested[value] - nested.low, nested.high - nested[value]], marker="o",
-                        capsize=3, color=f"C{i}", label=f"k={k}")
-            control = t[t.source.astype(str) == fixed]
-            if len(control):
-                ax.errorbar([x.max() * 1.12], control[value], yerr=[control[value] - control.low,
-                                                                     control.high - control[value]],
-                            marker="o", mfc="white", capsize=3, color=f"C{i}")
+def breadth_grid(gains: pd.DataFrame):
+    """The equal-length grid: the best gain over n=0 against the source classes (log scale), one panel per k, one line
+    per equal-total diagonal (the cells' `diagonal`: doublings of the smallest total), each point with its 95%
+    interval over the nesting orders and labelled with its images per class."""
+    sizes = sorted(gains.k.unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4.0), squeeze=False)
+    for ax, k in zip(axes[0], sizes):
+        for d, t in gains[gains.k == k].groupby("diagonal"):
+            x = np.array([cell[0] for cell in t.source])
+            ax.errorbar(x, t.estimate, yerr=[t.estimate - t.low, t.high - t.estimate], marker="o", capsize=3,
+                        color=f"C{d}", label=f"{min(m * p for m, p in t.source):,} images in all")
+            for xi, yi, (_, per) in zip(x, t.estimate, t.source):
+                ax.annotate(f"x{per}", (xi, yi), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ticks = sorted({cell[0] for cell in gains.source})
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(set(x)), [str(v) for v in sorted(set(x))])
-        ax.set_xlabel("source classes (open markers: all of them, fixed images)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    for ax in axes[:2]:
+        ax.set_xticks(ticks, [str(v) for v in ticks])
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_ylabel("test accuracy difference")
-    axes[2].set_ylabel("test error")
-    if reference is not None:
-        axes[2].axhline(reference, color="black", ls="--", lw=1)
-        axes[2].annotate("Bartlett & Baxter: 400 classes", (axes[2].get_xlim()[0], reference), fontsize=8,
-                         xytext=(4, 4), textcoords="offset points")
-    axes[3].axis("off")
-    axes[3].legend(*axes[0].get_legend_handles_labels(), loc="center", title="training set")
+        ax.set_xlabel("source classes (labels: images per class)")
+        ax.set_ylabel("best gain over n=0 (test accuracy)")
+        ax.set_title(f"k = {k}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, title="equal total images", title_fontsize=8)
     fig.tight_layout()
     return fig
 

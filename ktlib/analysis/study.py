@@ -14,7 +14,7 @@ from ktlib.analysis.glue import glue_key
 from ktlib.analysis.intervals import Cube, interval_texts
 from ktlib.compute import data
 from ktlib.config import Purpose
-from ktlib.recipes import BASELINE, CORE, MATCHED_CONTROL, RECIPES, TUNED
+from ktlib.recipes import BASELINE, CORE, MATCHED_CONTROL, RECIPES, STUDY, TUNED
 from ktlib.record import tables
 from ktlib.record.files import RESULTS_FILE, read_readouts, read_results
 from ktlib.record.plans import Plan
@@ -27,7 +27,7 @@ def recipe_table(plan: Plan) -> pd.DataFrame:
     splits, variant_splits = plan.counts["splits"], plan.counts["variant_splits"]
     out = {name: {"copies": r.copies, "copied layers": f"train at {r.lr_factor:g} x lr" if r.trains else "frozen",
                   "runs on": f"all {splits} splits" if name in CORE else f"splits 0-{variant_splits - 1}",
-                  "what it is": r.about} for name, r in RECIPES.items()}
+                  "what it is": r.about} for name, r in RECIPES.items() if name in STUDY}
     return pd.DataFrame(out).T.rename_axis("recipe")
 
 
@@ -157,7 +157,7 @@ class Read:
 
     @cached_property
     def probe_table(self) -> pd.DataFrame:
-        return self.interval_table(self.probes, RECIPES, (BASELINE_PART, PROBES_PART))
+        return self.interval_table(self.probes, STUDY, (BASELINE_PART, PROBES_PART))
 
     @cached_property
     def readouts(self) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from ktlib.compute import data
@@ -179,9 +180,29 @@ class Plan:
         return pd.DataFrame(out)
 
     def predictions(self, part: str) -> dict[int, tuple[pd.DataFrame, object, object, str]]:
-        """Per replicate of a part: (keys, predictions, labels, target classes) of its runs' test predictions."""
-        return {i: (*read_predictions(where), read_results(where / RESULTS_FILE)[0]["target_classes"])
-                for _, i, where in self.sweeps((part,), PREDICTIONS_FILE)}
+        """Per replicate of a part: (keys, predictions, labels, target classes) of its runs' test predictions; with
+        shared_zero, the n=0 runs' of its k and trials too, from the sweep that ran them (as `with_shared_zero`)."""
+        zero = {}  # k -> (keys, predictions) of the first sweep's n=0 runs at k
+        if self.design.shared_zero:
+            for _, _, where in self.sweeps(needs=PREDICTIONS_FILE):
+                keys, predicted, _ = read_predictions(where)
+                for k in set(keys.k[keys.n == 0]) - set(zero):
+                    mine = ((keys.n == 0) & (keys.k == k)).to_numpy()
+                    zero[k] = (keys[mine], predicted[mine])
+        configs = dict(self.configs()) if zero else {}
+        out = {}
+        for _, i, where in self.sweeps((part,), PREDICTIONS_FILE):
+            keys, predicted, labels = read_predictions(where)
+            if zero:
+                trials = next(c.trials for name, c in self.configs() if name == part)
+                missing = [k for k in configs[part].sizes if k in zero and not ((keys.n == 0) & (keys.k == k)).any()]
+                for k in missing:
+                    theirs, p = zero[k]
+                    keep = (theirs.trial < trials).to_numpy()
+                    keys = pd.concat([keys, theirs[keep]], ignore_index=True)
+                    predicted = np.concatenate([predicted, p[keep]])
+            out[i] = (keys, predicted, labels, read_results(where / RESULTS_FILE)[0]["target_classes"])
+        return out
 
     def provenance(self) -> pd.DataFrame:
         """Per sweep: the commit, split or order, classes, protocol, source net and versions that made it."""

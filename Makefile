@@ -157,11 +157,11 @@ unit: install
 # the study at k = 1, and the core recipes at k = 40 too (about 4 minutes on 2 cores). The probes at k = 40
 # (fine-tuning at lower rates, the other random controls) would add 8 minutes, and are read from the record. Of the
 # breadth study (notebooks/08_breadth), the first order's runs at k = 1 in every part that has them, with the n=0 runs
-# there, which every source shares, and the rule series' source nets of that order, one of each class count, trained
-# again (about 2 minutes).
-BREADTH_CELLS := 5x400 10x200 10x400 20x100 20x200 20x400 39x51 39x103 39x205 39x400
+# there, which every source shares, and the rule series' source nets of that order, one of each class count, and the
+# grid's 39x51 net (trained for a number of steps), trained again (about 2 minutes). The k=100 part has no k=1.
+BREADTH_CELLS := 5x400 10x200 10x400 20x100 20x200 20x400 39x103 39x205 39x400
 NBVAL_RECOMPUTED := baseline:0:1,40 probes:0:1 budget:0:1 one-of-n:0:1 patience-steps:0:1 reseeded:0:1 \
-  $(foreach m,5 10 20 39,classes-$(m):0:1:source) $(foreach c,$(BREADTH_CELLS),steps-$(c):0:1)
+  $(foreach m,5 10 20 39,classes-$(m):0:1:source) $(foreach c,$(BREADTH_CELLS),steps-$(c):0:1) steps-39x51:0:1:source
 
 # lint-imports: the modules' layers (pyproject.toml) hold, with no import cycle; --durations: CI's log says where its
 # minutes go

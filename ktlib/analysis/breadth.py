@@ -334,8 +334,8 @@ def sources_section(r: Read):
     values = {"capped_nets": int(summary.capped.sum()), "rule_nets": int(rule.nets.sum()),
               "rule_steps_fewest": float(rule.steps.iloc[0]), "rule_steps_all": float(rule.steps.iloc[-1]),
               "held_out_fewest": float(100 * rule.held_out.iloc[0]), "held_out_all": float(100 * rule.held_out.iloc[-1]),
-              "equal_train_min": float(100 * nets[nets.series == EQUAL_LENGTH].train_accuracy.min()),
-              "equal_train_max": float(100 * nets[nets.series == EQUAL_LENGTH].train_accuracy.max()),
+              "equal_train_min": float(100 * equal.train_accuracy.min()),
+              "equal_train_max": float(100 * equal.train_accuracy.max()),
               "equal_steps_min": int(nets[nets.series == EQUAL_LENGTH].steps.min()),
               "equal_steps_max": int(nets[nets.series == EQUAL_LENGTH].steps.max()),
               "equal_held_out_min": float(100 * equal.held_out.min()),
@@ -426,7 +426,9 @@ def steps_section(r: Read):
             row = fx.loc[(k, name)]
             key = f"{name.split()[0]}_effect_{end}"
             values |= {key: float(row.estimate), f"{key}_low": float(row.low), f"{key}_high": float(row.high)}
-    for k, end in ((small, "small"), (large, "large")):
+    for k, end in ((small, "small"), (large, "large")):  # all the targets' class effect minus the twin-free one
+        gap = _interval(contrasts.effects(c, k)["class effect"](c) - contrasts.effects(plain, k)["class effect"](plain))
+        values |= dict(zip([f"twin_share_{end}", f"twin_share_{end}_low", f"twin_share_{end}_high"], gap))
         row = plain_fx.loc[(k, "class effect")]
         values |= {f"untwinned_effect_{end}": float(row.estimate), f"untwinned_effect_{end}_low": float(row.low),
                    f"untwinned_effect_{end}_high": float(row.high)}

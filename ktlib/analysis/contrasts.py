@@ -42,8 +42,8 @@ THRESHOLDS = {
                            "it never began to learn"),
     # set before the breadth study's grid first ran (issue 37)
     "alive": Threshold(0.5, "a capacity control's signal is alive at a level when its spread there is at least this "
-                            "share of the trained net's: a knowledge cell whose control falls under it at any level "
-                            "is excluded, counted and named"),
+                            "share of the trained net's: a breadth source whose control falls under it at any level, "
+                            "in any order, is excluded with all its knowledge cells, counted and named"),
     # set with the validation images and the test curves, before any run recorded a curve (issue 36)
     "learned": Threshold(0.9, "'effort required to learn': the optimiser steps a run takes until its test accuracy "
                               "first reaches this share of a cell's final mean accuracy"),

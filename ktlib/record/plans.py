@@ -184,21 +184,20 @@ class Plan:
         shared_zero, the n=0 runs' of its k and trials too, from the sweep that ran them (as `with_shared_zero`)."""
         zero = {}  # k -> (keys, predictions) of the first sweep's n=0 runs at k
         if self.design.shared_zero:
-            for _, _, where in self.sweeps(needs=PREDICTIONS_FILE):
+            runs_zero = [Path(cfg.results_dir) for _, cfg in self.configs() if 0 in cfg.levels]
+            for where in (w for w in runs_zero if (w / PREDICTIONS_FILE).exists()):
                 keys, predicted, _ = read_predictions(where)
                 for k in set(keys.k[keys.n == 0]) - set(zero):
                     mine = ((keys.n == 0) & (keys.k == k)).to_numpy()
                     zero[k] = (keys[mine], predicted[mine])
-        configs = dict(self.configs()) if zero else {}
-        out = {}
+        mine, out = dict(self.configs()).get(part), {}  # every replicate of a part has its sizes and trials
         for _, i, where in self.sweeps((part,), PREDICTIONS_FILE):
             keys, predicted, labels = read_predictions(where)
             if zero:
-                trials = next(c.trials for name, c in self.configs() if name == part)
-                missing = [k for k in configs[part].sizes if k in zero and not ((keys.n == 0) & (keys.k == k)).any()]
+                missing = [k for k in mine.sizes if k in zero and not ((keys.n == 0) & (keys.k == k)).any()]
                 for k in missing:
                     theirs, p = zero[k]
-                    keep = (theirs.trial < trials).to_numpy()
+                    keep = (theirs.trial < mine.trials).to_numpy()
                     keys = pd.concat([keys, theirs[keep]], ignore_index=True)
                     predicted = np.concatenate([predicted, p[keep]])
             out[i] = (keys, predicted, labels, read_results(where / RESULTS_FILE)[0]["target_classes"])

@@ -23,7 +23,7 @@ from ktlib.compute.model import PAPER_FREE_PARAMETERS
 from ktlib.compute.transfer import transfer
 from ktlib.config import Purpose, derive_seed
 from ktlib.paths import DATA_DIR_ENV
-from ktlib.recipes import BASELINE, CORE, PROBES, RECIPES, TUNED
+from ktlib.recipes import BASELINE, CORE, PROBES, RECIPES, STUDY, TUNED
 from ktlib.record import checks, files, layout, studies, sweep, tables
 
 NUMBERS = ["n", "retained", "k", "trial", "seed", "test_accuracy", "train_accuracy", "train_loss", "epochs",
@@ -558,11 +558,11 @@ def test_a_study_runs_every_split_recipe_and_variant_and_resumes_without_retrain
     assert set(rows[rows.part == "baseline"].recipe) == set(CORE)
     probes = rows[rows.part == "probes"]
     assert set(probes.recipe) == set(PROBES) and (probes.n > 0).all()  # their n=0 runs: the baseline's
-    assert set(study.with_probes(rows, plan.counts["variant_splits"]).recipe) == set(RECIPES)
+    assert set(study.with_probes(rows, plan.counts["variant_splits"]).recipe) == set(STUDY)
     assert set(rows[rows.part.isin(studies.VARIANTS)].recipe) == {BASELINE}
     readouts = plan.readouts()
     assert set(readouts.readout) == {"nearest-mean", "nearest-neighbour"}
-    frozen_kinds = {r for r in RECIPES if not RECIPES[r].trains}  # the recipes whose features stay as copied
+    frozen_kinds = {r for r in STUDY if not RECIPES[r].trains}  # the study's recipes whose features stay as copied
     assert set(readouts[readouts.part == "baseline"].recipe) == frozen_kinds & set(CORE)
     assert set(study.with_probes(readouts, plan.counts["variant_splits"]).recipe) == frozen_kinds
     budget = rows[rows.part == "budget"]

@@ -26,14 +26,13 @@ SERIES = {ORDERED: RULE, EQUAL: EQUAL_LENGTH, LARGE: LARGEST}
 
 
 def parts_table(plan: Plan) -> pd.DataFrame:
-    """Per part: its series, source classes, images per class and, for the equal-length series, optimiser steps."""
+    """Per part: its series, source classes and images per class."""
     out = {}
     for part in plan.parts:
         prefix = next(p for p in SERIES if part.name.startswith(p))
         ch = part.changes
         out[part.name] = {"series": SERIES[prefix], "classes": ch["source_size"],
-                          "per_class": ch.get("source_per_class", plan.cfg.source_per_class),
-                          "steps": ch.get("source_steps")}
+                          "per_class": ch.get("source_per_class", plan.cfg.source_per_class)}
     return pd.DataFrame(out).T.rename_axis("part")
 
 
@@ -295,10 +294,8 @@ class Read:
 
     @cached_property
     def nets(self) -> pd.DataFrame:
-        nets = with_source(self.plan.sources(), self.plan)
-        steps = [e * int(np.ceil(m * p / self.plan.cfg.batch_size)) for e, m, p in
-                 zip(nets.epochs, nets.classes, nets.per_class)]
-        return nets.assign(steps=steps, cap=(nets.series != EQUAL_LENGTH) & (nets.epochs >= self.plan.cfg.source_max_epochs))
+        nets = with_source(self.plan.sources(), self.plan)  # each net's optimiser steps as its record counts them
+        return nets.assign(cap=(nets.series != EQUAL_LENGTH) & (nets.epochs >= self.plan.cfg.source_max_epochs))
 
     @cached_property
     def twins(self) -> pd.DataFrame:

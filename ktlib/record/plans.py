@@ -162,7 +162,7 @@ class Plan:
         for part, i, where in self.sweeps():
             r, (meta, _) = read_source_record(where), read_results(where / RESULTS_FILE)
             out.append({"part": part, self.design.axis: i, "source": r["classes"], "target": meta["target_classes"],
-                        "epochs": r["epochs"], "train_accuracy": r["train_accuracy"],
+                        "epochs": r["epochs"], "steps": r.get("steps"), "train_accuracy": r["train_accuracy"],
                         "held_out_accuracy": r["held_out_accuracy"], "state_sha256": r["state_sha256"]})
         return pd.DataFrame(out)
 

@@ -50,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    help="if another process is writing to the results directory, wait for it instead of refusing")
     for design in STUDIES.values():
         st = sub.add_parser(design.name, parents=[common], help=f"{design.about} (resumable)")
-        st.add_argument(f"--{design.count}", type=int, dest="count", help=f"{design.count} (default: the profile's)")
+        default = "the profile's" if design.default is None else ", ".join(
+            f"{design.default(profile)} in the {name} profile" for name, profile in PROFILES.items())
+        st.add_argument(f"--{design.count}", type=int, dest="count", help=f"{design.count} (default: {default})")
     d = sub.add_parser("download", help="fetch the official EMNIST archive and derive the record's subset from it "
                                         f"(into {paths.DEFAULT_DATA_DIR}), checking its published sha256 sums")
     d.add_argument("--dest", default=None, help=f"default {paths.DEFAULT_DATA_DIR}, or {DL.FULL_DATA_DIR} with --full")

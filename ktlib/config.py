@@ -11,7 +11,7 @@ from numbers import Integral
 import numpy as np
 
 from ktlib import paths
-from ktlib.recipes import RECIPES, check_recipe
+from ktlib.recipes import RECIPES, check_recipe, recipe
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class Purpose(IntEnum):
     FIXED_TARGETS = 14  # the breadth study's target classes, the same for every source net
     VALIDATION = 15    # the target classes' validation images: test-file images that the test set does not hold
     RESEED = 16        # a reseeded replicate's source net and trials (Config.reseed)
+    MAP_CHOICE = 17    # a partial recipe's random order of a level's maps (ktlib.compute.maps.choice_seed)
 
 
 def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:
@@ -146,7 +147,8 @@ class Config:
         self.reseed = _integer("reseed", self.reseed, 0)
         if isinstance(self.recipes, str) or not self.recipes:
             raise ValueError(f"recipes must be a non-empty list of {tuple(RECIPES)}, got {self.recipes!r}")
-        self.recipes = [r for r in RECIPES if r in {check_recipe(r) for r in self.recipes}]
+        given = list(dict.fromkeys(check_recipe(r) for r in self.recipes))
+        self.recipes = [r for r in RECIPES if r in given] + [r for r in given if r not in RECIPES]  # partial: as given
         for name in ("n_classes", "code_bits", "source_per_class", "source_max_epochs", "test_per_class",
                      "max_epochs", "patience", "batch_size"):
             setattr(self, name, _integer(name, getattr(self, name), 1))
@@ -160,6 +162,9 @@ class Config:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string of characters or None, got {getattr(self, name)!r}")
         self.levels = sorted({check_levels(n) for n in self.levels})
+        outside = [r for r in self.recipes if recipe(r).level not in (None, *self.levels)]
+        if outside:
+            raise ValueError(f"the partial recipes {outside} run at a level that levels={self.levels} leaves out")
         if self.control_levels is not None:
             if isinstance(self.control_levels, (str, int)) or not self.control_levels:
                 raise ValueError(f"control_levels must be None or a non-empty list of levels, got {self.control_levels!r}")

@@ -4,6 +4,7 @@ Adding a recipe is one entry of RECIPES: the configuration, the engine, the stud
 read it from here."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # The nets a recipe copies from (ktlib.compute.transfer.copy_source draws them). trained: the source net. The others
@@ -29,6 +30,11 @@ class Recipe:
     every_split: bool = False
     about: str = ""
     study: bool = True  # False: the study beyond the paper runs it neither on every split nor as a probe
+    # A partial recipe (`partial`): at level `level` (a convolution, C3 or C5, as the n it completes) only `kept` of
+    # its maps are copied and frozen, chosen by `chooser`; its other maps start fresh and train with the levels above.
+    level: int | None = None
+    kept: int | None = None
+    chooser: str | None = None
 
     @property
     def control(self) -> bool:
@@ -66,12 +72,58 @@ CORE = [name for name, r in RECIPES.items() if r.every_split]  # run on every cl
 PROBES = [name for name, r in RECIPES.items() if r.study and not r.every_split]  # run on the first few
 
 
-def check_recipe(recipe: str) -> str:
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
-    return recipe
+# ---------------------------------------------------------------- partially transferred levels (issue 38)
+# The paper's future work: at one convolution level, copy and freeze only some of its maps, chosen by a score of each
+# map on the target's training images (ktlib.compute.maps), and let the others train from a fresh start. A partial
+# recipe is named by its level, how many maps it keeps and what chooses them: "C5-keep30-saliency",
+# "C5-keep30-saliency-reversed" (the score's lowest-ranked maps), "C5-keep30-random4" (the fifth random draw).
+PARTIAL_MAPS = {"C3": 16, "C5": 120}  # the convolution levels a partial recipe may split, and their maps
+PARTIAL_LEVELS = {"C3": 3, "C5": 5}   # ... as the n each completes
+SCORES = ("saliency", "taylor", "mi", "ablation")  # ktlib.compute.maps.SCORES says what each measures
+_PARTIAL = re.compile(r"(C3|C5)-keep(\d+)-(?:(" + "|".join(SCORES) + r")(-reversed)?|random(\d+))")
 
 
-def first_trained(recipe: str, n: int) -> int:
-    """The lowest layer a run of this recipe trains: n when the copied layers are frozen, else 0."""
-    return 0 if RECIPES[check_recipe(recipe)].trains else n
+def partial(level: str, kept: int, chooser: str) -> str:
+    """The name of the partial recipe that keeps `kept` maps of `level`, chosen by `chooser` (a score, a score
+    followed by -reversed, or random<draw>)."""
+    return check_recipe(f"{level}-keep{kept}-{chooser}")
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe of a name: one of RECIPES, or a partial recipe (`partial`); anything else is one clear error."""
+    if name in RECIPES:
+        return RECIPES[name]
+    found = _PARTIAL.fullmatch(name) if isinstance(name, str) else None
+    if found is None:
+        raise ValueError(f"recipe must be one of {tuple(RECIPES)} or a partial recipe such as 'C5-keep30-saliency' "
+                         f"(level C3 or C5, then keep<maps>, then a score of {SCORES}, optionally -reversed, or "
+                         f"random<draw>), got {name!r}")
+    level, kept = found.group(1), int(found.group(2))
+    if not 0 < kept < PARTIAL_MAPS[level]:
+        raise ValueError(f"{name!r} keeps {kept} of {level}'s {PARTIAL_MAPS[level]} maps: keep 1 to "
+                         f"{PARTIAL_MAPS[level] - 1} (none is n={PARTIAL_LEVELS[level] - 1}, all is "
+                         f"n={PARTIAL_LEVELS[level]})")
+    chooser = name.split("-", 2)[2]
+    return Recipe("trained", study=False, level=PARTIAL_LEVELS[level], kept=kept, chooser=chooser,
+                  about=f"{kept} of {level}'s {PARTIAL_MAPS[level]} maps copied and frozen, chosen by {chooser}; "
+                        f"the rest trained from a fresh start")
+
+
+def check_recipe(name: str) -> str:
+    recipe(name)
+    return name
+
+
+def is_partial(name: str) -> bool:
+    return recipe(name).level is not None
+
+
+def first_trained(name: str, n: int) -> int:
+    """The lowest layer a run of this recipe trains: n when the copied layers are frozen, 0 when they train, and for
+    a partial recipe n - 1, its partly copied level."""
+    r = recipe(name)
+    if r.level is not None:
+        if n != r.level:
+            raise ValueError(f"the partial recipe {name!r} runs at n={r.level}, not n={n}")
+        return n - 1
+    return 0 if r.trains else n

@@ -27,6 +27,9 @@ from ktlib.analysis.contrasts import (
     contrasts_gain_shrinks,
     contrasts_gap,
     contrasts_k1_rises,
+    contrasts_partial_breaks,
+    contrasts_partial_mi,
+    contrasts_partial_saliency,
     contrasts_variance,
 )
 from ktlib.analysis.glue import NOTEBOOKS, glued
@@ -251,6 +254,40 @@ BREADTH_CLAIMS = {
             "*n* = 0 lies above minus the clear-gain margin, a test of not being worse, which any useful transfer "
             "passes. Only this source runs at *k* = 100, so no trend in the classes is seen there; the *n* = 0 runs "
             "are shared by the orders, so the interval leaves out their own trial noise."),
+}
+
+
+# The paper's last plan, judged by the partial study (its notebook, 09_partial), as issue 38 set it before any partial
+# run: on the C5 part, over the class splits, each split's choices made on its validation images.
+PARTIAL_CLAIMS = {
+    "partial_breaks": SweepClaim(
+        "\u201cPerhaps, one could retrain only some of the feature maps at a given level \u2026 a partially transferred "
+        "layer between the fully transferred and fully trained layers\u201d (Discussion)", contrasts_partial_breaks, (),
+        title="A partly transferred C5 breaks the saturation",
+        words="Copying and freezing only some of C5's maps, and training the rest, clearly beats both retaining C5 "
+              "whole and not retaining it when there are forty examples per class, and costs nothing with one.",
+        how="on each split, the score (saliency, first-order Taylor, mutual information or the ablation oracle) and "
+            "the number of kept maps *m* (15, 30, 60 or 90 of 120) with the best mean validation accuracy at that *k*; "
+            "its test accuracy minus *m* = 0 (*n* = 4) and minus *m* = 120 (*n* = 5) at the largest *k*, each beyond "
+            "the clear-gain margin; at the smallest *k*, minus *m* = 120, within the margin on both sides. The same "
+            "runs choose and are judged (on other images), so their own noise may flatter the choice a little."),
+    "partial_saliency": SweepClaim(
+        "\u201cIt should be possible to adapt saliency, as in Optimal Brain Damage \u2026 to determine which feature "
+        "maps should be transferred and which should be retrained\u201d (Conclusions & Future Work)",
+        contrasts_partial_saliency, (), title="Saliency chooses better than chance",
+        words="Keeping the C5 maps that saliency ranks highest beats keeping as many maps chosen at random.",
+        how="at each kept *m* of C5 (15, 30, 60, 90), at the smallest and the largest *k*: the saliency-chosen net "
+            "minus the mean of the ten random choices of *m* maps, above zero. Saliency is Optimal Brain Damage's "
+            "second-order estimate of the loss change from deleting a map, with the gradient term kept, on the "
+            "trial's training images through a head fitted in closed form."),
+    "partial_mi": SweepClaim(
+        "\u201cor to adapt mutual information, as in DBT (Pratt 1993), to determine which feature maps should be "
+        "transferred\u201d (Conclusions & Future Work)", contrasts_partial_mi, (),
+        title="Mutual information chooses better than chance",
+        words="Keeping the C5 maps with the most mutual information with the class beats keeping as many at random.",
+        how="as for saliency, with each map's mutual information in bits between its thresholded output and the "
+            "class on the trial's training images. With one image per class every such map carries one bit, so at "
+            "*k* = 1 the score cannot rank and its choice is a random one (ties are broken at random)."),
 }
 
 

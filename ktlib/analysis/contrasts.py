@@ -12,7 +12,7 @@ from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import connections, run_flops
 from ktlib.compute.train import curve_points
 from ktlib.config import TOLERANCE
-from ktlib.recipes import BASELINE, TUNED, first_trained
+from ktlib.recipes import BASELINE, SCORES, TUNED, first_trained
 
 
 @dataclass(frozen=True)
@@ -435,6 +435,84 @@ def contrasts_breadth_reaches(c: Cube) -> list[Contrast]:
         raise ValueError("the largest source's runs at the largest k (ktlib.analysis.breadth.large_cube)")
     k, source = c.sizes[-1], next(iter(c.arrays))
     return [Contrast(f"best transfer - n=0 at k={k}", best_gain(c, source, k), -CLEAR_GAIN)]
+
+
+# ---------------------------------------------------------------- the partial study, as contrasts
+# (set in issue 38 before any run of the partial study: ktlib.record.studies.PARTIAL). They read a cube keyed by
+# chooser (a score, a reversed score, or a random draw) whose levels are the kept maps m of one level: m=0 is the net
+# with the level below retained whole (n-1), and m = every map the net with the level retained whole (n), the same
+# runs under every chooser (ktlib.analysis.partial.partial_cube).
+
+def _by_chooser(c: Cube) -> None:
+    if c.keyed_by != "chooser":
+        raise ValueError("a cube keyed by chooser over the kept maps (ktlib.analysis.partial.partial_cube)")
+
+
+def partly_kept(c: Cube) -> list[int]:
+    """The m a partial recipe keeps: more than none and fewer than all."""
+    _by_chooser(c)
+    return c.levels[1:-1]
+
+
+def random_draws(c: Cube) -> list[str]:
+    return [r for r in c.arrays if r.startswith("random")]
+
+
+def chosen_partial(c: Cube, k: int) -> dict[int, tuple[str, int]]:
+    """Per split (by its row's origin): the score (not reversed, not random) and partly kept m whose mean validation
+    accuracy at k over the split's trials is best. The test images never choose."""
+    measured_value(c, "validation_accuracy", VALIDATION)
+    options = [(score, m) for score in SCORES for m in partly_kept(c)]
+    means = np.stack([c.at("validation_accuracy", m, k, score).mean(1) for score, m in options], 1)  # (S, options)
+    return {int(o): options[int(i)] for o, i in zip(c.origin, means.argmax(1))}
+
+
+def best_partial_minus(c: Cube, k: int, m_other: int) -> Callable[[Cube], np.ndarray]:
+    """Per split: the test accuracy at k of its best partial net (`chosen_partial`) minus that of m = m_other."""
+    chosen = chosen_partial(c, k)
+
+    def gap(cube: Cube) -> np.ndarray:
+        picked = np.stack([cube.at("test_accuracy", chosen[int(o)][1], k, chosen[int(o)][0])[row]
+                           for row, o in enumerate(cube.origin)])
+        return (picked - cube.at("test_accuracy", m_other, k, SCORES[0])).mean(1)
+    return gap
+
+
+def contrasts_partial_breaks(c: Cube) -> list[Contrast]:
+    """The Discussion's remedy for C5's saturation: at the largest k the best partly transferred level clearly beats
+    both the level not transferred (m=0, n-1) and the level transferred whole (every map, n); at the smallest k it
+    stays within the clear-gain margin of the whole level, on either side."""
+    small, large = _two_sizes(c)
+    none, every = c.levels[0], c.levels[-1]
+    return [Contrast(f"best partial - m={none} at k={large}", best_partial_minus(c, large, none), CLEAR_GAIN),
+            Contrast(f"best partial - m={every} at k={large}", best_partial_minus(c, large, every), CLEAR_GAIN),
+            Contrast(f"best partial - m={every} at k={small}, not below", best_partial_minus(c, small, every),
+                     -CLEAR_GAIN),
+            Contrast(f"best partial - m={every} at k={small}, not above", best_partial_minus(c, small, every),
+                     CLEAR_GAIN, above=False)]
+
+
+def score_minus_random(score: str, m: int, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per split: the score's test accuracy at (m, k) minus the mean over the random draws of the same m."""
+    def gap(cube: Cube) -> np.ndarray:
+        chance = np.mean([cube.at("test_accuracy", m, k, r) for r in random_draws(cube)], 0)
+        return (cube.at("test_accuracy", m, k, score) - chance).mean(1)
+    return gap
+
+
+def chooses_better_than_chance(score: str) -> Callable[[Cube], list[Contrast]]:
+    """The paper's plan to choose the maps by a score: at every partly kept m, at the smallest and the largest k, the
+    score's nets minus the mean of the random choices of as many maps, above zero."""
+    def contrasts(c: Cube) -> list[Contrast]:
+        if score not in c.arrays or not random_draws(c):
+            raise ValueError(f"the {score} and random choices")
+        return [Contrast(f"{score} - random at m={m}, k={k}", score_minus_random(score, m, k))
+                for k in _two_sizes(c) for m in partly_kept(c)]
+    return contrasts
+
+
+contrasts_partial_saliency = chooses_better_than_chance("saliency")
+contrasts_partial_mi = chooses_better_than_chance("mi")
 
 
 # A case twin of a target class: the same letter in the other case (c and C). Twins among the source classes may

@@ -190,10 +190,10 @@ class Dask:
         state = {k: v.clone() for k, v in task.source.state_dict().items()}
         source = (state_hash(task.source), self.client.submit(_value, state, key=f"source-net-split{cfg.split}-{tag}"))
         wanted = set(keys)
-        for group in groups(keys):
-            recipe, n, k = group
+        for group in groups(keys, cfg):
+            recipes, n, k = group
             future = self.client.submit(worker_group, cfg, task.checksums, *source, group,
-                                        key=f"{recipe}-n{n}-k{k}-split{cfg.split}-{tag}")
+                                        key=f"{recipes[0]}{'+' * (len(recipes) > 1)}-n{n}-k{k}-split{cfg.split}-{tag}")
             self.pending[future] = (cfg, group, wanted, on_row)
             self.completed.add(future)
 

@@ -157,7 +157,8 @@ class Run:
 def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, seeds: list[int],
                stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float | list[float] = 1e-3,
                batch_size: int = 32, on_run=None, cancel: threading.Event | None = None,
-               kernels: str = "native", validation: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[Run]:
+               kernels: str = "native", validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+               hold: torch.Tensor | None = None) -> list[Run]:
     """Train R nets side by side from layer n up (below it they are fixed); each stops by its own rule.
 
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
@@ -167,7 +168,8 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     `train.train`'s (a generator per run, seeded with that run's seed). on_run(index, Run) is called as
     each run stops; once `cancel` is set, Cancelled is raised at the next epoch. lr: one learning rate, or
     one per trained layer from layer n up (transfer.layer_lrs). kernels: "native" (C, see native.py) or
-    "batched" (PyTorch)."""
+    "batched" (PyTorch). hold: (R, P), each run's gradient multiplied by it before Adam's step (stacked.hold_mask:
+    0 on a partial level's frozen maps); None, every parameter trains."""
     R, N = y.shape
     steps = KERNELS[kernels](nets[0], n)
     theta = stack(nets, n)
@@ -190,7 +192,8 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
             raise Cancelled(f"{len(active)} of {R} runs unfinished")
         perms = torch.stack([torch.randperm(N, generator=gens[r]) for r in active])
         for idx in perms.split(batch_size, dim=1):
-            opt.step(steps.gradients(theta, x, target, idx.contiguous(), grad))
+            g = steps.gradients(theta, x, target, idx.contiguous(), grad)
+            opt.step(g if hold is None else g.mul_(hold))
         taken += per_epoch
         accs, losses, _ = evaluate(steps, theta, x, y, codes)
         if on_curve(taken - per_epoch, taken):
@@ -220,5 +223,6 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
         active = [active[row] for row in keep.tolist()]
         if active:
             theta, grad = opt.keep(keep), grad[keep]
+            hold = None if hold is None else hold[keep]
             x, y, target = x[keep], y[keep], target[keep]
     return results

@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ktlib.compute import engine, stacked
-from ktlib.compute.experiment import RunKey, Task
+from ktlib.compute.experiment import RunKey, Task, grid
 from ktlib.compute.model import connections, training_flops
 from ktlib.compute.train import Epoch, evaluate, on_curve, predictions, row, source_task_accuracy, stopping_rule, train
-from ktlib.compute.transfer import layer_lrs, transfer
+from ktlib.compute.transfer import layer_lrs, transfer, updated_parameters
 from ktlib.config import Config
 from ktlib.recipes import first_trained
+from ktlib.recipes import recipe as recipe_of
 
 
 def check(engine_name: str) -> None:
@@ -37,7 +38,7 @@ def plain(task: Task, keys: list[RunKey], on_row) -> None:
     cfg = task.cfg
     for key in keys:
         train_set, seed = task.trial_set(key.k, key.trial)
-        net = transfer(task.copied_from(key.recipe), key.n, seed, key.recipe)
+        net = transfer(task.copied_from(key.recipe), key.n, seed, key.recipe, task.kept(key.recipe, key.k, key.trial))
         per_epoch, curve = math.ceil(len(train_set.y) / cfg.batch_size), []
 
         def read(epoch: Epoch) -> None:  # the test accuracy as the run trains (train.on_curve)
@@ -50,60 +51,86 @@ def plain(task: Task, keys: list[RunKey], on_row) -> None:
         accuracy, steps = evaluate(net, *task.test, task.codes)[0], len(fit.history) * per_epoch
         on_row(row(cfg, key, seed, fit.history, fit.stopped_by, accuracy, predictions(net, task.test[0], task.codes),
                    forgotten(task, net, key), evaluate(net, *task.validation, task.codes)[0],
-                   curve if curve and curve[-1][0] == steps else [*curve, (steps, accuracy)]))
+                   curve if curve and curve[-1][0] == steps else [*curve, (steps, accuracy)], updated_parameters(net)))
 
 
 # ---------------------------------------------------------------- the engine's groups
 
-Group = tuple[str, int, int]  # (recipe, n, k): one task of the engine, the trials of one cell trained together
+# One task of the engine: the recipes whose runs train together, n and k. A group holds every trial of one recipe's
+# cell; the partial recipes that keep as many maps of the same level train in one group (all their choosers), since
+# they share their inputs and their arithmetic, and one step of many runs costs far less than many steps of few.
+Group = tuple[tuple[str, ...], int, int]
 
 
-def group_cost(recipe: str, n: int, k: int) -> float:
+def bundle(key: RunKey) -> tuple:
+    """What the runs of one group share: the cell, or for a partial recipe its level, its kept maps and k."""
+    r = recipe_of(key.recipe)
+    return (key.n, key.k, r.kept) if r.level is not None else (key.recipe, key.n, key.k)
+
+
+def group_cost(group: Group) -> float:
     """A group's rough cost, to schedule the long ones first: its training FLOPs per epoch."""
-    return k * training_flops(connections(), first_trained(recipe, n))
+    recipes, n, k = group
+    return len(recipes) * k * training_flops(connections(), first_trained(recipes[0], n))
 
 
-def groups(keys: list[RunKey]) -> list[Group]:
-    """The groups that hold these runs, longest first.
+def groups(keys: list[RunKey], cfg: Config) -> list[Group]:
+    """The groups that hold these runs, longest first, each with every recipe of cfg's grid that trains in it.
 
-    A group is computed whole even when only some of its runs are asked for: a run's numbers depend on the
-    group it trained in (through rounding), so a resumed sweep recomputes the same groups."""
-    return sorted({(key.recipe, key.n, key.k) for key in keys}, key=lambda g: -group_cost(*g))
+    A group is computed whole even when only some of its runs are asked for: a run's numbers depend on the group it
+    trained in (through rounding: where its parameters fall in the stacked tensor, and so in Adam's vector loops), so
+    a resumed sweep recomputes the same groups."""
+    wanted = {bundle(key) for key in keys}
+    members: dict[tuple, dict[str, None]] = {}  # bundle -> its recipes, in the grid's order
+    cells: dict[tuple, tuple[int, int]] = {}     # bundle -> (n, k)
+    for key in grid(cfg):
+        if bundle(key) in wanted:
+            members.setdefault(bundle(key), {})[key.recipe] = None
+            cells[bundle(key)] = (key.n, key.k)
+    found = [(tuple(recipes), *cells[b]) for b, recipes in members.items()]
+    return sorted(found, key=lambda g: -group_cost(g))
 
 
 def group_inputs(task: Task, cache: stacked.FeatureCache, group: Group) -> tuple:
-    """What the group's trials train on: their sets' inputs to the first trained layer, labels, seeds, and the
-    test and validation sets' inputs to that layer."""
-    recipe, n, k = group
-    copied, start = task.copied_from(recipe), first_trained(recipe, n)  # fine-tuned starts at the image
+    """What the group's runs train on, recipe by recipe and trial by trial: their sets' inputs to the first trained
+    layer, labels, seeds, the maps each keeps (None unless partial), and the test and validation sets' inputs to that
+    layer."""
+    recipes, n, k = group
+    copied, start = task.copied_from(recipes[0]), first_trained(recipes[0], n)  # fine-tuned starts at the image
     sets = [task.trial_set(k, t) for t in range(task.cfg.trials)]
     x = torch.stack([cache.get(copied, torch.from_numpy(s.x), start) for s, _ in sets])
     y = torch.stack([torch.from_numpy(s.y) for s, _ in sets])
-    return (x, y, [seed for _, seed in sets], cache.get(copied, task.test[0], start),
+    if len(recipes) > 1:  # every recipe's runs on the same trials' sets
+        x, y = x.repeat(len(recipes), *[1] * (x.dim() - 1)), y.repeat(len(recipes), 1)
+    kept = [task.kept(r, k, t) for r in recipes for t in range(task.cfg.trials)]
+    return (x, y, [seed for _ in recipes for _, seed in sets], kept, cache.get(copied, task.test[0], start),
             cache.get(copied, task.validation[0], start))
 
 
 def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: threading.Event | None = None
                 ) -> list[dict]:
-    """Train one group's trials side by side, on one thread; each run's row goes to on_row as it stops."""
-    cfg, (recipe, n, k), (x, y, seeds, test_x, valid_x) = task.cfg, group, inputs
+    """Train one group's runs side by side, on one thread; each run's row goes to on_row as it stops."""
+    cfg, (recipes, n, k), (x, y, seeds, kept, test_x, valid_x) = task.cfg, group, inputs
     torch.set_num_threads(1)  # the engine's rule, for good in a worker: every run computes on one thread
-    out = []
+    out, trials = [], cfg.trials
+    runs = [(r, t) for r in recipes for t in range(trials)]
 
-    nets = [transfer(task.copied_from(recipe), n, s, recipe) for s in seeds]
-    start = first_trained(recipe, n)
+    nets = [transfer(task.copied_from(r), n, s, r, m) for (r, _), s, m in zip(runs, seeds, kept)]
+    start = first_trained(recipes[0], n)
+    hold = torch.stack([stacked.hold_mask(net, start) for net in nets]) if any(m is not None for m in kept) else None
 
-    def done(t: int, run: engine.Run) -> None:
+    def done(i: int, run: engine.Run) -> None:
+        recipe, t = runs[i]
         key = RunKey(n, k, t, recipe)
-        trained = stacked.load(copy.deepcopy(nets[t]), start, run.weights)
-        out.append(row(cfg, key, seeds[t], run.history, run.stopped_by, run.test_accuracy, run.predictions,
-                       forgotten(task, trained, key), run.validation_accuracy, run.curve))
+        trained = stacked.load(copy.deepcopy(nets[i]), start, run.weights)
+        out.append(row(cfg, key, seeds[i], run.history, run.stopped_by, run.test_accuracy, run.predictions,
+                       forgotten(task, trained, key), run.validation_accuracy, run.curve, updated_parameters(nets[i])))
         if on_row:
             on_row(out[-1])
 
     engine.train_runs(nets, start, x, y, task.codes, seeds, stopping_rule(cfg, y.shape[1]), cfg.max_epochs,
-                      (test_x, task.test[1]), layer_lrs(recipe, n, cfg.lr), cfg.batch_size, on_run=done,
-                      cancel=cancel, kernels=cfg.engine, validation=(valid_x, task.validation[1]))
+                      (test_x, task.test[1]), layer_lrs(recipes[0], n, cfg.lr), cfg.batch_size, on_run=done,
+                      cancel=cancel, kernels=cfg.engine, validation=(valid_x, task.validation[1]), hold=hold)
     return out
 
 
@@ -112,8 +139,9 @@ class GroupFailed(RuntimeError):
 
 
 def failed(cfg: Config, group: Group, error: BaseException, where: str = "") -> GroupFailed:
-    recipe, n, k = group
-    return GroupFailed(f"the runs RunKey(n={n}, k={k}, trial=0..{cfg.trials - 1}, recipe={recipe!r}) failed{where}: "
+    recipes, n, k = group
+    which = f"recipe={recipes[0]!r}" if len(recipes) == 1 else f"recipe in {list(recipes)}"
+    return GroupFailed(f"the runs RunKey(n={n}, k={k}, trial=0..{cfg.trials - 1}, {which}) failed{where}: "
                        f"{type(error).__name__}: {error}")
 
 
@@ -138,7 +166,7 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
         pool = ThreadPoolExecutor(task.cfg.worker_count(), thread_name_prefix="ktlib-engine")
         try:
             futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel): g
-                       for g in groups(keys)}
+                       for g in groups(keys, task.cfg)}
             pending = set(futures)
             while pending:
                 drain(block=True)

@@ -6,18 +6,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from ktlib.compute import data as D
-from ktlib.compute.model import Net, target_codes, trainable_parameters
+from ktlib.compute import maps
+from ktlib.compute.model import Net, free_parameters, reference, target_codes, trainable_parameters
 from ktlib.compute.train import retained
 from ktlib.compute.transfer import copy_source
 from ktlib.config import Config, Purpose, derive_seed
-from ktlib.recipes import BASELINE, RECIPES, first_trained
+from ktlib.recipes import BASELINE, PARTIAL_MAPS, first_trained
+from ktlib.recipes import recipe as recipe_of
 
 
 class RunKey(NamedTuple):
@@ -44,8 +46,22 @@ def grid(cfg: Config) -> list[RunKey]:
 
 def recipes_at(cfg: Config, n: int) -> list[str]:
     """The recipes run at level n > 0: all of them, or the paper's and the fine-tuned ones alone where
-    control_levels leaves the controls out."""
-    return [r for r in cfg.recipes if cfg.control_levels is None or n in cfg.control_levels or not RECIPES[r].control]
+    control_levels leaves the controls out; a partial recipe only at its own level."""
+    return [r for r in cfg.recipes if recipe_of(r).level in (None, n)
+            and (cfg.control_levels is None or n in cfg.control_levels or not recipe_of(r).control)]
+
+
+def partial_parameters(name: str, n: int) -> int | None:
+    """The free parameters a run of this recipe trains; for a partial recipe at C5, whose maps all hold as many, those
+    of the maps it does not keep; None for one at C3, whose maps differ (C3's connection table), so the count depends
+    on which maps its scores keep (the run's row has it, from its net)."""
+    r = recipe_of(name)
+    whole = trainable_parameters(first_trained(name, n))
+    if r.level is None:
+        return whole
+    if r.level == 5:
+        return whole - r.kept * free_parameters(reference())["C5"] // PARTIAL_MAPS["C5"]
+    return None
 
 
 def source_trainer(cfg: Config) -> str:
@@ -137,7 +153,7 @@ class Experiment:
         """The nets this configuration's recipes copy from: the trained source net, and the controls drawn
         from it and this split's seeds (the random ones all from one draw, so they differ only in scale; random-spread
         is scaled on the source classes' held-out images)."""
-        kinds = {RECIPES[r].copies for r in self.cfg.recipes} | {"trained"}
+        kinds = {recipe_of(r).copies for r in self.cfg.recipes} | {"trained"}
         held = torch.from_numpy(self.source_test_set().x) if "random-spread" in kinds else None
         return {kind: copy_source(kind, source, self.source_seed(Purpose.SHUFFLE if kind == "shuffled"
                                                                  else Purpose.RANDOM_SOURCE), held)
@@ -147,7 +163,7 @@ class Experiment:
         """The fields of a run's row that its key and this experiment fix before it trains: which layers it keeps,
         its trial's seed (the one trial_set draws with), and what it trains."""
         return {"retained": retained(key.n), "seed": self.trial_seed(key.k, key.trial),
-                "trainable_parameters": trainable_parameters(first_trained(key.recipe, key.n))}
+                "trainable_parameters": partial_parameters(key.recipe, key.n)}
 
     def task(self, source: Net) -> "Task":
         """What the runs of this experiment share, for an executor."""
@@ -195,10 +211,26 @@ class Task:
     source_codes: torch.Tensor                             # the source classes' codes
     checksums: dict                                        # the data's sha256 sums, for a worker that reads them
     validation: tuple[torch.Tensor, torch.Tensor]          # the validation images and labels, which choices read
+    scored: dict = field(default_factory=dict, repr=False)  # (level, k, trial) -> map_scores, computed once
+
+    def map_scores(self, level: int, k: int, trial: int) -> dict[str, np.ndarray]:
+        """Each score of each map of the source net's level `level` on one trial's training set (ktlib.compute.maps)."""
+        if (level, k, trial) not in self.scored:
+            s, _ = self.trial_set(k, trial)
+            self.scored[level, k, trial] = maps.scores(self.source, level, torch.from_numpy(s.x),
+                                                       torch.from_numpy(s.y), self.codes)
+        return self.scored[level, k, trial]
+
+    def kept(self, recipe: str, k: int, trial: int) -> torch.Tensor | None:
+        """The maps a partial recipe's run keeps (ktlib.compute.maps.kept_maps); None for any other recipe."""
+        level = recipe_of(recipe).level
+        if level is None:
+            return None
+        return maps.kept_maps(recipe, self.map_scores(level, k, trial), self.trial_set(k, trial)[1])
 
     def copied_from(self, recipe: str) -> Net:
         """The net whose bottom layers a run of this recipe copies."""
-        kind = RECIPES[recipe].copies
+        kind = recipe_of(recipe).copies
         if kind not in self.copies:
             raise ValueError(f"a {recipe} run needs the task's {kind!r} net")
         return self.copies[kind]

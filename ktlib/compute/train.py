@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ktlib.compute.model import Net, predict, trainable_parameters
-from ktlib.compute.transfer import frozen_levels, trainable
+from ktlib.compute.model import Net, predict
+from ktlib.compute.transfer import frozen_levels, hold_frozen_maps, trainable
 from ktlib.config import LAYERS, Config
-from ktlib.recipes import RECIPES, first_trained
+from ktlib.recipes import recipe as recipe_of
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ def train(net: Net, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor, *, se
             loss = F.mse_loss(net(h, start=n), target[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            hold_frozen_maps(net)
             opt.step()
         acc, loss = evaluate(net, x, y, codes)
         history.append(Epoch(len(history) + 1, acc, loss, time.perf_counter() - start))
@@ -167,7 +168,7 @@ def source_task_accuracy(source: Net, run_net: Net, n: int, recipe: str, source_
                          source_codes: torch.Tensor) -> float:
     """The source net's held-out accuracy with its bottom n layers taken from a trained run: how much of the source
     task a run that trains its copied layers forgets. NaN for a run whose copied layers stay as they were copied."""
-    if n == 0 or not RECIPES[recipe].trains:
+    if n == 0 or not recipe_of(recipe).trains:
         return float("nan")
     hybrid = copy.deepcopy(source)
     for name in LAYERS[:n]:
@@ -213,16 +214,16 @@ def retained(n: int) -> str:
 
 def row(cfg: Config, key, seed: int, history: list[Epoch], stopped_by: str, test_accuracy: float,
         predicted: torch.Tensor, source_task_accuracy: float, validation_accuracy: float,
-        curve: list[tuple[int, float]]) -> dict:
+        curve: list[tuple[int, float]], trainable: int) -> dict:
     """A finished run's row of COLUMNS (all but the commit, which the sweep adds), with the first record's rule
     replayed on its history (`epoch_rule`); its test predictions under "predictions", kept apart from the file's
     columns. `key`: the run's ktlib.compute.experiment.RunKey; `curve`: its test accuracy at the steps on_curve
-    names, which ends with its last step."""
+    names, which ends with its last step; `trainable`: the free parameters it trained (transfer.updated_parameters)."""
     last, replayed = history[-1], epoch_rule(cfg, history)
     return {**key._asdict(), "retained": retained(key.n), "seed": seed, "test_accuracy": test_accuracy,
             "validation_accuracy": validation_accuracy, "train_accuracy": last.train_accuracy,
             "train_loss": last.train_loss, "epochs": len(history), "stopped_by": stopped_by, "seconds": last.seconds,
-            "trainable_parameters": trainable_parameters(first_trained(key.recipe, key.n)),
+            "trainable_parameters": trainable,
             "source_task_accuracy": source_task_accuracy, "epoch_rule_epochs": replayed[0],
             "epoch_rule_train_accuracy": replayed[1], "test_curve": curve_text(curve),
             "predictions": predicted.numpy().astype("uint8")}

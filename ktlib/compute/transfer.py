@@ -10,7 +10,8 @@ from torch import nn
 from ktlib.compute.model import LAYERS, Net, build
 from ktlib.compute.stacked import frozen_inputs, spread
 from ktlib.config import check_levels
-from ktlib.recipes import BASELINE, COPIES, RECIPES, check_recipe, first_trained
+from ktlib.recipes import BASELINE, COPIES, first_trained
+from ktlib.recipes import recipe as recipe_of
 
 # ---------------------------------------------------------------- the nets a recipe copies from
 
@@ -97,22 +98,64 @@ def freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def transfer(source: Net, n: int, seed: int, recipe: str = BASELINE) -> Net:
+def transfer(source: Net, n: int, seed: int, recipe: str = BASELINE, kept: torch.Tensor | None = None) -> Net:
     """A new net: layers C1.. up to the n-th copied from source (the net the recipe copies, `copy_source`),
-    frozen unless the recipe trains them; the rest initialised from seed, alike in every recipe."""
+    frozen unless the recipe trains them; the rest initialised from seed, alike in every recipe. A partial recipe
+    copies its level n whole too, then gives the maps not `kept` (a bool per map, ktlib.compute.maps.kept_maps) the
+    fresh weights a net from seed has there, and marks the kept ones frozen (`frozen_maps`): they train no more than
+    the levels below, and the others train with the levels above."""
     n = check_levels(n)
     net = build(seed, code_bits=source.F6.weight.shape[0])
+    start = first_trained(recipe, n)
+    fresh = getattr(net, LAYERS[n - 1]) if n else None
     for name in LAYERS[:n]:
         layer = copy.deepcopy(getattr(source, name))
-        if first_trained(recipe, n) > 0:
+        if LAYERS.index(name) < start:
             freeze(layer)
         setattr(net, name, layer)
+    if recipe_of(recipe).level is not None:
+        if kept is None or kept.dtype != torch.bool or kept.shape != fresh.bias.shape or not 0 < kept.sum() < len(kept):
+            raise ValueError(f"a {recipe} net needs the maps it keeps: a bool per map of {LAYERS[n - 1]}, some of them")
+        layer = getattr(net, LAYERS[n - 1])
+        with torch.no_grad():
+            layer.weight[~kept] = fresh.weight[~kept]
+            layer.bias[~kept] = fresh.bias[~kept]
+        layer.frozen_maps = kept.clone()
     return net
+
+
+def frozen_maps(layer: nn.Module) -> torch.Tensor | None:
+    """Which output maps of a layer are frozen though the layer trains (a partial recipe's kept maps), or None."""
+    return getattr(layer, "frozen_maps", None)
+
+
+def hold_frozen_maps(net: Net) -> None:
+    """Zero the gradients of frozen maps' weights and biases: Adam (with no weight decay) then moves them by exactly
+    zero, since its first moment stays zero."""
+    for layer in net.layers():
+        frozen = frozen_maps(layer)
+        if frozen is not None:
+            for p in (layer.weight, layer.bias):
+                if p.grad is not None:
+                    p.grad[frozen] = 0
+
+
+def updated_parameters(net: Net) -> int:
+    """The free parameters training updates: those of every layer that trains, less a partial level's frozen maps'."""
+    total = 0
+    for layer in net.layers():
+        if any(p.requires_grad for p in layer.parameters()):
+            total += layer.free_parameters()
+            frozen = frozen_maps(layer)
+            if frozen is not None:
+                mask = getattr(layer, "mask", torch.ones_like(layer.weight))
+                total -= int(mask[frozen].sum()) + int(frozen.sum())
+    return total
 
 
 def layer_lrs(recipe: str, n: int, lr: float) -> list[float]:
     """The learning rate of each layer a run of this recipe trains, from its first trained layer up."""
-    r = RECIPES[check_recipe(recipe)]
+    r = recipe_of(recipe)
     return [lr * (r.lr_factor if i < n else 1.0) for i in range(first_trained(recipe, n), len(LAYERS))]
 
 

@@ -15,6 +15,7 @@ from ktlib.record.files import (
     PREDICTIONS_FILE,
     READOUTS_FILE,
     RESULTS_FILE,
+    SCORES_FILE,
     SOURCE_FILE,
     SOURCE_RECORD,
     ResultsError,
@@ -23,6 +24,7 @@ from ktlib.record.files import (
     plain,
     read_predictions,
     read_readouts,
+    read_scores,
     read_source_record,
     row_line,
     run_keys,
@@ -95,7 +97,8 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
                                f"({found_keys[int(outside.idxmax())]}); the file is damaged: {DAMAGED_ROW}")
         fixed = pd.DataFrame([exp.determined(key) for key in found_keys], columns=list(DETERMINED), dtype=object)
         for column in DETERMINED:
-            other = pd.Series(found[1][column].to_numpy() != fixed[column].to_numpy(), dtype=bool)
+            known = fixed[column].notna().to_numpy()  # None: known only from the run's net (a partial recipe at C3)
+            other = pd.Series((found[1][column].to_numpy() != fixed[column].to_numpy()) & known, dtype=bool)
             if other.any():
                 i = int(other.idxmax())
                 there, here = plain(found[1][column].iloc[i]), fixed[column].iloc[i]
@@ -108,6 +111,11 @@ def check_directory(exp: Experiment) -> tuple[dict, pd.DataFrame, bool] | None:
         diff = experiment_differences(whole_header(where / READOUTS_FILE, read_readouts(where)[0]), mine)
         if diff:
             raise RuntimeError(f"{where / READOUTS_FILE} holds readouts of another experiment: {'; '.join(diff)}. "
+                               f"Choose another results_dir, or delete it.")
+    if (where / SCORES_FILE).exists():
+        diff = experiment_differences(whole_header(where / SCORES_FILE, read_scores(where)[0]), mine)
+        if diff:
+            raise RuntimeError(f"{where / SCORES_FILE} holds map scores of another experiment: {'; '.join(diff)}. "
                                f"Choose another results_dir, or delete it.")
     record = where / SOURCE_RECORD
     if record.exists():

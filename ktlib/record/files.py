@@ -20,6 +20,7 @@ from ktlib.compute.experiment import KEY, Experiment, RunKey
 from ktlib.compute.model import Net, build
 from ktlib.compute.train import COLUMNS, curve_points
 from ktlib.record import store
+from ktlib.recipes import SCORES
 
 RESULTS_FILE = "sweep.csv"
 PREDICTIONS_FILE = "predictions.npz"  # each run's class predictions on the test images, one byte each
@@ -27,6 +28,8 @@ SOURCE_FILE = "source.pt"
 SOURCE_RECORD = "source.json"  # the source net's training record, readable without torch
 READOUTS_FILE = "readouts.csv"  # the training-free readouts of the grid (ktlib.compute.readouts)
 RECORD_FILES = (RESULTS_FILE, SOURCE_RECORD, SOURCE_FILE, PREDICTIONS_FILE, READOUTS_FILE)  # what a record keeps
+SCORES_FILE = "scores.csv"  # a sweep with partial recipes: each map's scores per trial (ktlib.compute.maps)
+SCORE_COLUMNS = ["n", "k", "trial", "map", *SCORES]
 # Columns of words; every other column holds numbers, these whole ones.
 TEXT_COLUMNS = ("retained", "recipe", "stopped_by", "git_commit", "readout", "test_curve")
 INTEGER_COLUMNS = ("n", "k", "trial", "seed", "epochs", "trainable_parameters", "epoch_rule_epochs")
@@ -38,6 +41,7 @@ OPTIONAL = ("source_task_accuracy", "epoch_rule_epochs", "epoch_rule_train_accur
 # whole number exactly: no count we write comes near). Anything else is damage, refused on opening.
 SHARES = ("test_accuracy", "validation_accuracy", "train_accuracy", "source_task_accuracy",
           "epoch_rule_train_accuracy")
+SIGNED = ("saliency", "ablation")  # loss changes, which may be negative: any finite number
 # Columns a record made before the validation images existed lacks: read as empty (NaN, ""), so that its numbers
 # stay readable and any choice on them is refused (ktlib.analysis.controls.validated).
 LATER = {"validation_accuracy": float("nan"), "test_curve": ""}
@@ -118,8 +122,9 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
                                f"{DAMAGED_ROW}")
         high, rule = (1, "a share in [0, 1]") if c in SHARES else (LARGEST, "a whole number in [0, 2**53]") \
             if c in INTEGER_COLUMNS else (math.inf, "a finite number >= 0")
+        low, rule = (-math.inf, "a finite number") if c in SIGNED else (0, rule)
         as_float = values.astype("float64")
-        outside = values.notna() & ~(as_float.between(0, high) & np.isfinite(as_float))
+        outside = values.notna() & ~(as_float.between(low, high) & np.isfinite(as_float))
         if outside.any():
             raise ResultsError(f"{path}:{row_line(outside)}: {c}={plain(rows[c][outside].iloc[0])!r} is not {rule}; "
                                f"the file is damaged: {DAMAGED_ROW}")
@@ -129,7 +134,7 @@ def parse_results(path: str | os.PathLike, columns: list[str] = COLUMNS) -> tupl
         if unreadable.any():
             raise ResultsError(f"{path}:{row_line(unreadable)}: test_curve={rows.test_curve[unreadable].iloc[0]!r} is "
                                f"not a test curve; the file is damaged: {DAMAGED_ROW}")
-    twice = rows.duplicated([c for c in (*KEY, "readout") if c in columns])
+    twice = rows.duplicated([c for c in (*KEY, "readout", "map") if c in columns])
     if twice.any():
         raise ResultsError(f"{path}:{row_line(twice)}: a second row for the same run; the file is damaged: "
                            f"{DAMAGED_ROW}")
@@ -172,6 +177,15 @@ def read_readouts(results_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     if cut:
         raise ResultsError(f"{Path(results_dir) / READOUTS_FILE}: its last row was cut short; delete the file to "
                            f"measure the readouts again")
+    return meta, rows
+
+
+def read_scores(results_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """(metadata, rows) of a sweep's map scores: per partly transferred level n, k, trial and map, each score."""
+    meta, rows, cut = parse_results(Path(results_dir) / SCORES_FILE, SCORE_COLUMNS)
+    if cut:
+        raise ResultsError(f"{Path(results_dir) / SCORES_FILE}: its last row was cut short; delete the file to "
+                           f"score the maps again")
     return meta, rows
 
 
@@ -319,4 +333,6 @@ def recorded_sources(results_dir: str | os.PathLike) -> list[tuple[Path, str]]:
         out.append((where / SOURCE_RECORD, read_source_record(where)["state_sha256"]))
     if (where / READOUTS_FILE).exists():
         out.append((where / READOUTS_FILE, read_readouts(where)[0]["source"]["state_sha256"]))
+    if (where / SCORES_FILE).exists():
+        out.append((where / SCORES_FILE, read_scores(where)[0]["source"]["state_sha256"]))
     return out

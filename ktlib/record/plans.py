@@ -19,9 +19,11 @@ from ktlib.record.files import (
     PREDICTIONS_FILE,
     READOUTS_FILE,
     RESULTS_FILE,
+    SCORES_FILE,
     read_predictions,
     read_readouts,
     read_results,
+    read_scores,
     read_source_record,
 )
 
@@ -51,6 +53,7 @@ class Design:
     count: str = "splits"
     counts: Callable[[Profile, int], dict[str, int]] = lambda profile, n: {}
     shared_zero: bool = False
+    default: Callable[[Profile], int] | None = None  # its replicates when not given; None: the profile's `count`
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Plan:
     def of(cls, design: Design, cfg: Config, count: int | None = None) -> "Plan":
         """The design on `cfg`, with `count` replicates (default: the profile's)."""
         profile = PROFILES[cfg.profile]
-        n = replicates(design.count, count, getattr(profile, design.count))
+        n = replicates(design.count, count, design.default(profile) if design.default else getattr(profile, design.count))
         emnist = data.opened(cfg.data_dir)[0] if callable(design.base) or callable(design.parts) else None
         resolve = lambda value: value(cfg, emnist) if callable(value) else value
         base, parts = dataclasses.replace(cfg, **resolve(design.base)), tuple(resolve(design.parts))
@@ -155,6 +158,11 @@ class Plan:
     def readouts(self) -> pd.DataFrame:
         """Every training-free readout, tidy, like `runs`."""
         return self.with_shared_zero(self._read(lambda where: read_readouts(where)[1], READOUTS_FILE, "readouts"))
+
+    def scores(self) -> pd.DataFrame:
+        """Every map's scores, tidy: per sweep with partial recipes, its level n, k, trial and map
+        (ktlib.compute.maps)."""
+        return self._read(lambda where: read_scores(where)[1], SCORES_FILE, "map scores")
 
     def sources(self) -> pd.DataFrame:
         """Each sweep's source net: classes, epochs, training and held-out accuracy."""

@@ -16,11 +16,13 @@ from ktlib.compute.model import state_hash
 from ktlib.config import Config
 from ktlib.record import checks, files, layout, provenance, store
 from ktlib.record.compare import run_agreement
+from ktlib.recipes import recipe
 from ktlib.record.files import (
     PREDICTIONS_FILE,
     READOUTS_FILE,
     RECORD_FILES,
     RESULTS_FILE,
+    SCORES_FILE,
     SOURCE_FILE,
     SOURCE_RECORD,
     ResultsError,
@@ -43,7 +45,7 @@ def _copy_record(source: Path, dest: Path) -> None:
     for _, where in sweeps(source):
         target = dest / where.relative_to(source)
         target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
+        for name in (*RECORD_FILES, SCORES_FILE):
             if (where / name).exists():
                 store.copy_file(where / name, target / name)
 
@@ -91,6 +93,10 @@ def open_finished(where: Path, data_dir: Path, sums: dict) -> tuple[dict, Config
     named = {SOURCE_FILE: state_hash(files.source_state(where / SOURCE_FILE, cfg.code_bits)[0]),
              SOURCE_RECORD: files.read_source_record(where)["state_sha256"],
              READOUTS_FILE: files.read_readouts(where)[0]["source"]["state_sha256"]}
+    if any(recipe(r).level is not None for r in cfg.recipes):  # a sweep of partial recipes keeps its maps' scores
+        if not (where / SCORES_FILE).is_file():
+            raise ResultsError(f"{where}: no {SCORES_FILE}; a finished sweep of partial recipes has its maps' scores")
+        named[SCORES_FILE] = files.read_scores(where)[0]["source"]["state_sha256"]
     differ = [name for name, theirs in named.items() if theirs != sha]
     if differ:
         raise ResultsError(f"{where}: {' and '.join(differ)} hold another source net than the one {RESULTS_FILE} was "

@@ -18,6 +18,7 @@ from ktlib.compute.source import held_out, train_source
 from ktlib.compute.train import COLUMNS
 from ktlib.config import Config
 from ktlib.record import checks, files, provenance, store
+from ktlib.recipes import recipe
 
 
 def checked(cfg: Config, wait: bool = False) -> Experiment:
@@ -111,6 +112,19 @@ class Sweep:
         files.write_results(where / files.READOUTS_FILE, {**self.meta, "spread": spreads,
                                                           "spread_images": "validation"}, rows)
 
+    def score_maps(self) -> None:
+        """Score the maps of every partly transferred level of the grid on each trial's training set (ktlib.compute.
+        maps), unless they are saved; the runs choose their maps from these same numbers (Task.kept)."""
+        where = Path(self.cfg.results_dir)
+        levels = sorted({recipe(r).level for r in self.cfg.recipes} - {None})
+        if not levels or (where / files.SCORES_FILE).exists() and files.read_scores(where)[0]["source"][
+                "state_sha256"] == self.meta["source"]["state_sha256"]:
+            return
+        rows = [{"n": n, "k": k, "trial": t, "map": j, **{name: v[j] for name, v in scores.items()}}
+                for n in levels for k in self.cfg.sizes for t in range(self.cfg.trials)
+                for scores in [self.task.map_scores(n, k, t)] for j in range(len(scores["mi"]))]
+        files.write_results(where / files.SCORES_FILE, self.meta, pd.DataFrame(rows, columns=files.SCORE_COLUMNS))
+
     def save(self, result: dict) -> None:
         """Write one finished run: its predictions, then its row (this process is the files' only writer)."""
         self.predicted[RunKey.of(result)] = result.pop("predictions")
@@ -149,6 +163,7 @@ def run_sweeps(configs: list[Config], progress: bool = True, wait: bool = False,
                 opened.append(sweep)
                 pool.submit(sweep.task, sweep.todo, sweep.save)
                 sweep.read_out()  # here, while a cluster trains
+                sweep.score_maps()
                 pool.drain(block=not pool.remote)
             pool.drain()
         except KeyboardInterrupt:

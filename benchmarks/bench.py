@@ -6,6 +6,7 @@
     python benchmarks/bench.py --study            # each recipe's share of the peak; the study's time from them
     python benchmarks/bench.py --cluster          # one split's runs on a Dask LocalCluster of 1, then 2 workers
     python benchmarks/bench.py --breadth          # the breadth study's time from its record, here and on Dask
+    python benchmarks/bench.py --partial          # a partly transferred level's step against the whole level's
 
 Every path trains the same runs (same source net, data, seeds and stopping rule). Each runs n by n
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
@@ -29,7 +30,7 @@ from costs import breadth_cost, on_cluster, study_cost, useful_flops  # this dir
 from peak import ceiling, seconds_of
 
 import ktlib
-from ktlib.compute import engine, executors, experiment, model, native, stacked
+from ktlib.compute import engine, executors, experiment, model, native, stacked, transfer
 from ktlib.compute.model import connections
 from ktlib.config import ENGINES
 from ktlib.record import sweep
@@ -78,6 +79,46 @@ def layer_profile(trials: int = 5, images: int = 800, steps: int = 50) -> None:
           f"the step, {100 * per_value * units * images * trials / evaluation[0]:.0f}% of the evaluation pass")
 
 
+def partial_step(runs: int = 90, images: int = 800, steps: int = 30) -> None:
+    """What a partly transferred level costs the engine: a training step (the native kernels' gradients and Adam's
+    update) of `runs` runs side by side from the partial level up, on one thread, with the frozen maps' gradients held
+    at zero by the kernels and without (the level trained whole, as n-1 trains it).
+    `runs`: one bundle of the partial study (its choosers times its trials); `images`: k=40."""
+    peak = ceiling(1)
+    torch.set_num_threads(1)  # for the rest of this process, which ends with this measurement
+    conn, source, gen = connections(), model.build(0), torch.Generator().manual_seed(0)
+    feats = stacked.frozen_inputs(source, torch.rand(images, 1, 32, 32, generator=gen))
+    print(f"\na partly transferred level against the whole level, one thread, {runs} runs, batches of 32; "
+          f"% of one core's FMA peak ({peak:.1f} GFLOP/s)")
+    for level, n in (("C5", 5), ("C3", 3)):
+        maps = getattr(source, level).bias.numel()
+        kept = [torch.randperm(maps, generator=gen)[:maps // 4] for _ in range(runs)]
+        masks = [torch.zeros(maps, dtype=torch.bool).index_fill_(0, k, True) for k in kept]
+        nets = [transfer.transfer(source, n, s, f"{level}-keep{maps // 4}-random0", m) for s, m in enumerate(masks)]
+        frozen = torch.stack(masks)
+        kernels, x = engine.NativeKernels(source, n - 1), feats[n - 1].expand(runs, *feats[n - 1].shape).contiguous()
+        target = torch.rand(runs, images, native.CODE_BITS, generator=gen)
+        idx = torch.stack([torch.randperm(images, generator=gen)[:32] for _ in range(runs)])
+        flops = runs * 32 * model.training_flops(conn, n - 1)
+        steppers = {}
+        for name, held in (("whole level", None), ("partial, held", frozen)):
+            theta = stacked.stack(nets, n - 1)
+            opt, grad = engine.Adam(theta, [(theta.shape[1], 1e-3)]), torch.empty_like(theta)
+
+            def step(theta=theta, opt=opt, grad=grad, held=held):
+                opt.step(kernels.gradients(theta, x, target, idx, grad, held))
+            step()
+            steppers[name] = step
+        best = dict.fromkeys(steppers, float("inf"))
+        for _ in range(7):  # the two alternately, so that a slow spell of the machine does not fall on one
+            for name, step in steppers.items():
+                best[name] = min(best[name], seconds_of(lambda: [step() for _ in range(steps)]) / steps)
+        for name, t in best.items():
+            print(f"  {level} {name:14} {1e3 * t:8.2f} ms a step  {flops / t / 1e9:7.1f} GFLOP/s  "
+                  f"{100 * flops / t / 1e9 / peak:5.1f}%")
+        print(f"  {level} partial / whole: {best['partial, held'] / best['whole level']:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None, help="EMNIST ByClass (default $KTLIB_DATA_DIR)")
@@ -96,7 +137,11 @@ def main() -> None:
     p.add_argument("--breadth", action="store_true", help="the breadth study's time, from its record, here and on "
                                                           "16 and 64 Dask workers (seconds, no training)")
     p.add_argument("--measured", type=float, help="--breadth: the minutes a run from scratch took, to print beside")
+    p.add_argument("--partial", action="store_true", help="a partly transferred level's training step against the "
+                                                          "whole level's (no data needed)")
     a = p.parse_args()
+    if a.partial:
+        return partial_step()
     if a.breadth:
         return breadth_cost(a.data_dir, a.record, a.measured)
     if a.study:

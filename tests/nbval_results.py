@@ -6,8 +6,8 @@ taken out of it, so that the study notebook trains them again and the checks com
 Each argument names one sweep of a study by its part and its split or nesting order (ktlib.record.layout.sweep_dir
 says where it is); after a second colon, the training-set sizes k whose runs are taken out (without, the whole sweep);
 after a third, `source`: its source net is taken out too, and trained again (the runs kept were made from the
-record's, which the same seed and data give again). Its training-free readouts are taken out too: they are measured
-again.
+record's, which the same seed and data give again). Its training-free readouts and its maps' scores are taken out
+too: they are measured again.
 """
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from ktlib.record.files import READOUTS_FILE, RESULTS_FILE, SOURCE_FILE, SOURCE_RECORD, read_results, write_results
+from ktlib.record.files import (
+    READOUTS_FILE,
+    RESULTS_FILE,
+    SCORES_FILE,
+    SOURCE_FILE,
+    SOURCE_RECORD,
+    read_results,
+    write_results,
+)
 from ktlib.record.layout import record_path, study_root, study_sweeps
 
 
@@ -41,6 +49,7 @@ def prepare(dest: Path, recomputed: list[str]) -> None:
             raise SystemExit(f"{item}: k must be among {sorted(set(rows.k))}")
         write_results(where / RESULTS_FILE, meta, rows[~rows.k.isin(ks)])
         (where / READOUTS_FILE).unlink(missing_ok=True)
+        (where / SCORES_FILE).unlink(missing_ok=True)
         if source:
             for name in (SOURCE_FILE, SOURCE_RECORD):
                 (where / name).unlink()

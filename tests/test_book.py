@@ -85,8 +85,13 @@ def test_every_claim_has_its_words_title_and_contrasts_on_the_claims_page():
     assert all(c.words and c.title and c.how for c in claims.BREADTH_CLAIMS.values())
     assert [row[1].strip() for row in breadth] == [str(len(numbers) + i + 1) for i in range(len(claims.BREADTH_CLAIMS))]
     assert all(f"08_breadth.ipynb::{key}_verdict" in row[4] for key, row in zip(claims.BREADTH_CLAIMS, breadth))
-    assert len(page["claims-how"].splitlines()) == len(runs) + len(claims.BREADTH_CLAIMS) + sum(
-        bool(c.how) for c in claims.COUNTED_CLAIMS.values())
+    partial = [line.split("|") for line in page["claims-partial"].splitlines()[2:]]
+    assert all(c.words and c.title and c.how for c in claims.PARTIAL_CLAIMS.values())
+    first = len(numbers) + len(breadth)
+    assert [row[1].strip() for row in partial] == [str(first + i + 1) for i in range(len(claims.PARTIAL_CLAIMS))]
+    assert all(f"09_partial.ipynb::{key}_verdict" in row[4] for key, row in zip(claims.PARTIAL_CLAIMS, partial))
+    assert len(page["claims-how"].splitlines()) == len(runs) + len(claims.BREADTH_CLAIMS) + len(
+        claims.PARTIAL_CLAIMS) + sum(bool(c.how) for c in claims.COUNTED_CLAIMS.values())
 
 
 def test_the_committed_claims_tables_are_the_registrys():

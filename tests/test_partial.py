@@ -83,9 +83,9 @@ def test_the_engine_trains_a_partial_level_as_the_plain_path_does_and_holds_its_
 
     nets = [transfer(source, n, s, name, m) for s, m in zip(seeds, kept)]
     feats = torch.stack([stacked.frozen_inputs(source, x)[n - 1]] * 2)
-    hold = torch.stack([stacked.hold_mask(net, n - 1) for net in nets])
     runs = engine.train_runs(nets, n - 1, feats, torch.stack([y, y]), codes, seeds, never, 3,
-                             (stacked.frozen_inputs(source, xt)[n - 1], yt), batch_size=8, kernels=kernels, hold=hold)
+                             (stacked.frozen_inputs(source, xt)[n - 1], yt), batch_size=8, kernels=kernels,
+                             frozen=torch.stack(kept))
     for net, start, history, run, m in zip(plain, nets, histories, runs, kept):
         assert [h.train_loss for h in run.history] == pytest.approx([h.train_loss for h in history], rel=1e-5)
         assert (run.weights - weights(net)).abs().max() < 0.25e-3
@@ -155,3 +155,88 @@ def test_the_partial_recipes_of_one_level_and_kept_count_train_in_one_group(tmp_
     assert sorted(every, key=str) == sorted([(("frozen",), 4, 1), (("frozen",), 5, 1), (("C5-keep60-mi",), 5, 1)],
                                             key=str)
 
+
+
+# ---------------------------------------------------------------- the study, its record and its cube
+
+@pytest.fixture(scope="module")
+def study(smoke_data, tmp_path_factory):
+    from ktlib.record import studies
+    cfg = Config.for_profile("smoke", data_dir=str(smoke_data), results_dir=str(tmp_path_factory.mktemp("partial")))
+    plan = studies.plan("partial", cfg, 1)
+    plan.run(progress=False)
+    return plan
+
+
+def test_a_partial_sweep_keeps_every_maps_scores_and_its_runs_keep_what_the_scores_rank_highest(study):
+    from ktlib.compute.experiment import Experiment
+    from ktlib.record import files
+    scores = study.scores()
+    for _, cfg in study.configs():
+        n = max(cfg.levels)
+        mine = scores[scores.part == f"partial-{LAYERS[n - 1]}"]
+        maps_ = getattr(build(0), LAYERS[n - 1]).bias.numel()
+        assert len(mine) == maps_ * len(cfg.sizes) * cfg.trials and set(mine.n) == {n}
+        exp = Experiment.load(cfg)
+        task = exp.task(files.saved_source(exp)[0])
+        level = LAYERS[n - 1]
+        kept = task.kept(f"{level}-keep{maps_ // 4}-ablation", cfg.sizes[0], 0)
+        saved = mine[(mine.k == cfg.sizes[0]) & (mine.trial == 0)].sort_values("map").ablation.to_numpy()
+        assert set(kept.nonzero().flatten().tolist()) == set(np.argsort(-saved, kind="stable")[:maps_ // 4].tolist())
+
+
+def test_the_cube_over_m_reads_the_level_below_as_none_kept_and_the_whole_level_as_every_map(study):
+    from ktlib.analysis.partial import partial_cube
+    rows = study.runs()
+    c = partial_cube(rows, "C5")
+    assert c.levels == [0, 15, 30, 60, 90, 120] and c.keyed_by == "chooser"
+    frozen = rows[(rows.part == "partial-C5") & (rows.recipe == "frozen")]
+    k = c.sizes[0]
+    for m, n in ((0, 4), (120, 5)):
+        want = frozen[(frozen.n == n) & (frozen.k == k)].sort_values("trial").test_accuracy.to_numpy()
+        assert all(np.array_equal(c.at("test_accuracy", m, k, chooser)[0], want) for chooser in c.arrays)
+    mine = rows[(rows.part == "partial-C5") & (rows.recipe == "C5-keep30-random3") & (rows.k == k)]
+    assert np.array_equal(c.at("test_accuracy", 30, k, "random3")[0], mine.sort_values("trial").test_accuracy)
+
+
+def test_a_scores_file_holds_signed_loss_changes_and_refuses_damage(study, tmp_path):
+    import shutil
+
+    from ktlib.record import files
+    where = next(w for _, _, w in study.sweeps(needs=files.SCORES_FILE))
+    meta, rows = files.read_scores(where)
+    copy = tmp_path / "sweep"
+    shutil.copytree(where, copy)
+    bad = rows.copy()
+    bad.loc[0, "mi"] = -1.0  # a mutual information is never negative
+    files.write_results(copy / files.SCORES_FILE, meta, bad)
+    with pytest.raises(files.ResultsError, match=r"scores.csv:3: mi=-1 is not a finite number >= 0"):
+        files.read_scores(copy)
+    bad = rows.copy()
+    bad.loc[0, "saliency"] = -0.5  # a loss change may be negative: deleting a map may help
+    files.write_results(copy / files.SCORES_FILE, meta, bad)
+    assert files.read_scores(copy)[1].saliency[0] == -0.5
+
+
+@pytest.mark.parametrize("kernels", ["native", "batched"])
+@pytest.mark.parametrize("n", [3, 5])
+def test_the_kernels_hold_the_frozen_maps_gradients_at_zero_and_leave_the_rest_as_they_were(source, n, kernels):
+    level = LAYERS[n - 1]
+    maps_ = getattr(source, level).bias.numel()
+    nets = [transfer(source, n, s, f"{level}-keep3-mi", some(maps_, 3, s)) for s in (1, 2)]
+    frozen = torch.stack([getattr(net, level).frozen_maps for net in nets])
+    theta = stacked.stack(nets, n - 1)
+    x = torch.stack([stacked.frozen_inputs(source, images(20, s))[n - 1] for s in (1, 2)])
+    target = target_codes(5, 20, seed=1)[torch.arange(20) % 5].expand(2, -1, -1).contiguous()
+    batch = torch.stack([torch.randperm(20, generator=torch.Generator().manual_seed(s)) for s in (1, 2)])
+    steps = engine.KERNELS[kernels](nets[0], n - 1)
+    whole = steps.gradients(theta, x, target, batch, torch.empty_like(theta)).clone()
+    held = steps.gradients(theta, x, target, batch, torch.empty_like(theta), frozen)
+    w = getattr(nets[0], level).weight
+    per_map, weights = w[0].numel(), w.numel()
+    for r in range(2):
+        zero = torch.zeros(theta.shape[1], dtype=torch.bool)
+        zero[:weights].view(maps_, per_map)[frozen[r]] = True
+        zero[weights:weights + maps_][frozen[r]] = True
+        assert (held[r][zero] == 0).all() and torch.equal(held[r][~zero], whole[r][~zero])
+        assert (whole[r][zero] != 0).any()

@@ -4,7 +4,8 @@ from __future__ import annotations
 # The notebooks, by what each measures: the one place ktlib names them. The book's table of contents (_toc.yml) lists
 # them too, for the book and the Makefile; tests/test_glue.py keeps the two the same, in the same order.
 NOTEBOOKS = {"source": "01_source", "sweep": "02_sweep", "variance": "03_variance", "parameters": "04_parameters",
-             "study": "05_study", "controls": "06_controls", "errors": "07_errors", "breadth": "08_breadth"}
+             "study": "05_study", "controls": "06_controls", "errors": "07_errors", "breadth": "08_breadth",
+             "partial": "09_partial"}
 
 
 def glued(notebook: str, key: str, fmt: str = "s") -> str:

@@ -9,19 +9,19 @@ import re
 import sys
 from pathlib import Path
 
-from ktlib.analysis.claims import BREADTH_CLAIMS, COUNTED_CLAIMS, STUDY_CLAIMS, SWEEP_CLAIMS
+from ktlib.analysis.claims import BREADTH_CLAIMS, COUNTED_CLAIMS, PARTIAL_CLAIMS, STUDY_CLAIMS, SWEEP_CLAIMS
 from ktlib.analysis.glue import NOTEBOOKS, glued
 
 
 def page() -> dict[str, str]:
     """The Claims page's generated parts, as MyST (book/_generated/claims-*.md, included by book/claims.md): the
     counted claims, the claims about the runs on the paper's split and over splits, the claims about more source
-    classes, and how each became contrasts. Rows are numbered in the order of COUNTED_CLAIMS, SWEEP_CLAIMS,
-    STUDY_CLAIMS and BREADTH_CLAIMS."""
-    over_nb, breadth_nb = NOTEBOOKS["controls"], NOTEBOOKS["breadth"]
+    classes, the claims about partly transferred levels, and how each became contrasts. Rows are numbered in the order
+    of COUNTED_CLAIMS, SWEEP_CLAIMS, STUDY_CLAIMS, BREADTH_CLAIMS and PARTIAL_CLAIMS."""
+    over_nb, breadth_nb, partial_nb = NOTEBOOKS["controls"], NOTEBOOKS["breadth"], NOTEBOOKS["partial"]
     runs = {**{k: (NOTEBOOKS["variance"], c) for k, c in SWEEP_CLAIMS.items()},
             **{k: (over_nb, c) for k, c in STUDY_CLAIMS.items()}}
-    number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs, *BREADTH_CLAIMS])}
+    number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs, *BREADTH_CLAIMS, *PARTIAL_CLAIMS])}
     counted = ["| # | The paper's claim | What we measured | Verdict |", "| --- | --- | --- | --- |"]
     counted += [f"| {number[k]} | {c.words} | {glued(c.notebook, k + '_measured')} | "
                 f"**{glued(c.notebook, k + '_verdict')}** |" for k, c in COUNTED_CLAIMS.items()]
@@ -38,11 +38,16 @@ def page() -> dict[str, str]:
                "must lie) | Verdict |", "| --- | --- | --- | --- |"]
     breadth += [f"| {number[k]} | {c.words} {glued(breadth_nb, k + '_paper')} | {glued(breadth_nb, k + '_measured')} "
                 f"| **{glued(breadth_nb, k + '_verdict')}** |" for k, c in BREADTH_CLAIMS.items()]
-    how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {**COUNTED_CLAIMS, **SWEEP_CLAIMS,
-                                                                       **STUDY_CLAIMS, **BREADTH_CLAIMS}.items() if c.how]
+    partial = ["| # | Our claim, and the paper's words | Contrasts over splits and a new draw of the classes: estimate [95% "
+               "interval] (where it must lie) | Verdict | Splits where it holds |", "| --- | --- | --- | --- | --- |"]
+    partial += [f"| {number[k]} | {c.words} {glued(partial_nb, k + '_paper')} | {glued(partial_nb, k + '_measured')} "
+                f"| **{glued(partial_nb, k + '_verdict')}** | {glued(partial_nb, k + '_tally')} |"
+                for k, c in PARTIAL_CLAIMS.items()]
+    how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {
+        **COUNTED_CLAIMS, **SWEEP_CLAIMS, **STUDY_CLAIMS, **BREADTH_CLAIMS, **PARTIAL_CLAIMS}.items() if c.how]
     return {name: "\n".join(lines) + "\n" for name, lines in
             (("claims-counted", counted), ("claims-split", split), ("claims-over", over),
-             ("claims-breadth", breadth), ("claims-how", how))}
+             ("claims-breadth", breadth), ("claims-partial", partial), ("claims-how", how))}
 
 
 def write_page(dest: str | os.PathLike) -> None:

@@ -4,14 +4,40 @@ verdicts of its committed claims (ktlib.analysis.claims.PARTIAL_CLAIMS)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy import stats
 
-from ktlib.analysis.contrasts import CLAIM_VALUES
-from ktlib.analysis.intervals import Cube
-from ktlib.recipes import BASELINE, PARTIAL_LEVELS, PARTIAL_MAPS, recipe
-from ktlib.record.studies import CHOOSERS, PARTIAL_PART
+from ktlib.analysis import claims, plots, verdicts
+from ktlib.analysis.contrasts import (
+    CLAIM_VALUES,
+    DEAD,
+    VALIDATION,
+    best_partial_minus,
+    chosen_partial,
+    measured_value,
+    partly_kept,
+    random_draws,
+    score_minus_random,
+)
+from ktlib.analysis.glue import glue_key
+from ktlib.analysis.intervals import CROSSED, Cube, crossed_interval, t_interval
+from ktlib.compute import data, maps
+from ktlib.compute.experiment import Experiment
+from ktlib.compute.maps import RIDGE
+from ktlib.compute.train import CAP
+from ktlib.recipes import BASELINE, PARTIAL_LEVELS, PARTIAL_MAPS, SCORES, recipe
+from ktlib.record import layout, tables
+from ktlib.record.files import SCORES_FILE, read_scores, saved_source
+from ktlib.record.plans import Plan
+from ktlib.record.studies import CHOOSERS, KEPT, PARTIAL_PART, RANDOM_DRAWS
+
+LEVEL_NAMES = {n: level for level, n in PARTIAL_LEVELS.items()}
 
 # ---------------------------------------------------------------- the runs over m
 
@@ -48,3 +74,315 @@ def partial_cube(rows: pd.DataFrame, level: str, predictions: dict | None = None
         renamed, source = over_kept(keys, level)
         moved[split] = (renamed, predicted[source], labels, classes)
     return cube.with_classes(moved)
+
+
+# ---------------------------------------------------------------- the record, read once
+
+def family(chooser: str) -> str:
+    """A chooser's kind: a score, a reversed score, or random."""
+    return "random" if chooser.startswith("random") else "reversed" if chooser.endswith("-reversed") else "score"
+
+
+@dataclass
+class Read:
+    """The partial study's record, read once: its runs, its map scores, and each level's cube (with its runs'
+    accuracy per class, for intervals that draw the classes again)."""
+    plan: Plan
+    rows: pd.DataFrame
+    scores: pd.DataFrame
+
+    @classmethod
+    def of(cls, plan: Plan) -> "Read":
+        return cls(plan, plan.runs(), plan.scores())
+
+    @cached_property
+    def cubes(self) -> dict[str, Cube]:
+        return {level: partial_cube(self.rows, level, self.plan.predictions(f"{PARTIAL_PART}{level}"))
+                for level in KEPT}
+
+    @property
+    def c5(self) -> Cube:
+        return self.cubes["C5"]
+
+
+def design(plan: Plan) -> dict:
+    """The study's shape, for the page: its splits, trials, levels, kept maps, sizes and choosers."""
+    parts = dict(plan.configs())
+    one = lambda level: parts[f"{PARTIAL_PART}{level}"]  # noqa: E731
+    return {"partial_splits": plan.counts["splits"], "partial_trials": plan.cfg.trials,
+            "random_draws": RANDOM_DRAWS, "choosers": len(CHOOSERS), "bundle_runs": len(CHOOSERS) * plan.cfg.trials,
+            **{f"kept_{level}": ", ".join(map(str, KEPT[level])) for level in KEPT},
+            **{f"sizes_{level}": ", ".join(map(str, one(level).sizes)) for level in KEPT},
+            **{f"maps_{level}": PARTIAL_MAPS[level] for level in KEPT}, "ridge": RIDGE}
+
+
+def run_section(r: Read, wall_seconds: float) -> tuple[dict, pd.DataFrame]:
+    """How many runs, how long they took, where they came from; the runs per part, n and kind of chooser."""
+    kinds = [family(recipe(x).chooser) if x != BASELINE else f"whole level (n={n})"
+             for x, n in zip(r.rows.recipe, r.rows.n)]
+    values = {"partial_runs": len(r.rows), "partial_wall_minutes": wall_seconds / 60,
+              "partial_training_hours": tables.training_hours(r.rows, r.plan.cfg.engine),
+              "partial_provenance": tables.where_computed(r.rows)}
+    return values, r.rows.assign(kind=kinds).groupby(["part", "kind"]).size().unstack("kind", fill_value=0)
+
+
+def scores_against_record(plan: Plan) -> tuple[pd.DataFrame, str]:
+    """Per sweep: whether its maps' scores are the committed record's (as their files keep them, to six significant
+    digits), and the largest difference; the runs are compared by Plan.against_record."""
+    sums = data.opened(plan.cfg.data_dir)[1]
+    record = layout.study_root(layout.record_path(plan.cfg.profile, checksums=sums).parent)
+    out = {}
+    for _, _, where in plan.sweeps(needs=SCORES_FILE):
+        name, theirs = str(where.relative_to(plan.root)), record / where.relative_to(plan.root)
+        if not (theirs / SCORES_FILE).exists():
+            out[name] = {"same as the record": "no record", "largest difference": np.nan}
+            continue
+        key = ["n", "k", "trial", "map"]
+        mine, other = (read_scores(w)[1].set_index(key).sort_index() for w in (where, theirs))
+        same = mine.index.equals(other.index)
+        diff = float((mine - other).abs().max().max()) if same else np.nan
+        out[name] = {"same as the record": bool(same and diff == 0), "largest difference": diff}
+    table = pd.DataFrame(out).T
+    return table, f"every sweep's map scores are the record's: {bool((table['same as the record'] == True).all())}"
+
+
+# ---------------------------------------------------------------- the random choices are an instrument
+
+def instruments_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """Per part, k and kind of chooser: the runs, those that stopped dead (training accuracy at most DEAD times
+    chance: they never began to learn) and those stopped by the epoch cap, with the lowest training accuracy."""
+    chance = 1 / r.plan.cfg.n_classes
+    kinds = [family(recipe(x).chooser) if x != BASELINE else "whole level" for x in r.rows.recipe]
+    rows = r.rows.assign(kind=kinds, dead=r.rows.train_accuracy <= DEAD * chance, cap=r.rows.stopped_by == CAP)
+    table = rows.groupby(["part", "k", "kind"]).agg(runs=("dead", "size"), dead=("dead", "sum"), caps=("cap", "sum"),
+                                                    lowest_train_accuracy=("train_accuracy", "min"))
+    random = rows[rows.kind == "random"]
+    return ({"dead": DEAD, "partial_dead": int(rows.dead.sum()), "partial_caps": int(rows.cap.sum()),
+             "random_runs": len(random), "random_dead": int(random.dead.sum()), "random_caps": int(random.cap.sum()),
+             "random_train_min": float(random.train_accuracy.min())}, table)
+
+
+def random_spread(r: Read) -> tuple[dict, pd.DataFrame]:
+    """Is the random draw's signal alive? Per level, k and m, the spread of the ten draws' mean test accuracies (each
+    over splits and trials): the band a score must leave."""
+    out = []
+    for level, c in r.cubes.items():
+        draws = random_draws(c)
+        for m in partly_kept(c):
+            for k in c.sizes:
+                means = [c.at("test_accuracy", m, k, d).mean() for d in draws]
+                out.append({"level": level, "m": m, "k": k, "random mean": np.mean(means),
+                            "lowest draw": np.min(means), "highest draw": np.max(means)})
+    table = pd.DataFrame(out).set_index(["level", "m", "k"])
+    width = table["highest draw"] - table["lowest draw"]
+    return {"random_band_max": float(width.max()), "random_band_min": float(width.min())}, table
+
+
+# ---------------------------------------------------------------- accuracy against m
+
+def accuracy_table(c: Cube) -> pd.DataFrame:
+    """Mean test accuracy over splits and trials, per k and m: each score and its reversal, and the random draws'
+    mean."""
+    out = {}
+    for chooser in [*SCORES, *(f"{s}-reversed" for s in SCORES)]:
+        out[chooser] = pd.DataFrame({k: [c.at("test_accuracy", m, k, chooser).mean() for m in c.levels]
+                                     for k in c.sizes}, index=c.levels).stack()
+    out["random (mean of draws)"] = pd.DataFrame(
+        {k: [np.mean([c.at("test_accuracy", m, k, d).mean() for d in random_draws(c)]) for m in c.levels]
+         for k in c.sizes}, index=c.levels).stack()
+    table = pd.DataFrame(out)
+    table.index.names = ["m", "k"]
+    return table.swaplevel().sort_index()
+
+
+def accuracy_section(r: Read) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """The accuracy against m of every level, and the values the page cites: the whole levels at the ends of C5."""
+    c = r.c5
+    small, large = c.sizes[0], c.sizes[-1]
+    none, every = c.levels[0], c.levels[-1]
+    at = lambda m, k: float(c.at("test_accuracy", m, k, SCORES[0]).mean())  # noqa: E731 (the ends: every chooser's)
+    values = {"c5_none_small": at(none, small), "c5_every_small": at(every, small), "c5_none_large": at(none, large),
+              "c5_every_large": at(every, large), "small_k": small, "large_k": large}
+    return values, {level: accuracy_table(cube) for level, cube in r.cubes.items()}
+
+
+# ---------------------------------------------------------------- the scores against chance
+
+def chance_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """Each score and its reversal minus the mean of the random draws, at every level, m and k: the mean over splits
+    with the interval that also draws the classes again (intervals.CROSSED), as the claims are judged."""
+    rows, values = [], {}
+    for level, c in r.cubes.items():
+        rng = np.random.default_rng(r.plan.seed())
+        S = c.shape[0]
+        picks = rng.integers(0, S, (r.plan.draws, S))
+        deep = c.crossed(picks, rng)
+        for chooser in [*SCORES, *(f"{s}-reversed" for s in SCORES)]:
+            for m in partly_kept(c):
+                for k in c.sizes:
+                    gap = score_minus_random(chooser, m, k)
+                    estimate = float(gap(c).mean())
+                    low, high = crossed_interval(estimate, np.array([np.nanmean(gap(x)) for x in deep]), S)
+                    rows.append({"level": level, "chooser": chooser, "m": m, "k": k, "minus random": estimate,
+                                 "low": float(low), "high": float(high)})
+                    if level == "C5" and chooser in SCORES and m in (30, 60) and k in (c.sizes[0], c.sizes[-1]):
+                        key = glue_key(chooser, "m", m, "k", k)
+                        values |= {key: estimate, f"{key}_low": float(low), f"{key}_high": float(high)}
+    table = pd.DataFrame(rows)
+    table["interval"] = [("above zero" if lo > 0 else "below zero" if hi < 0 else "across zero")
+                         for lo, hi in zip(table.low, table.high)]
+    scores = table[table.chooser.isin(SCORES)]
+    values |= {"score_cells": len(scores), "score_cells_above": int((scores.interval == "above zero").sum()),
+               "score_cells_below": int((scores.interval == "below zero").sum()),
+               "reversed_cells_below": int((table[~table.chooser.isin(SCORES)].interval == "below zero").sum()),
+               "reversed_cells": int((~table.chooser.isin(SCORES)).sum())}
+    return values, table.set_index(["level", "chooser", "m", "k"])
+
+
+# ---------------------------------------------------------------- the rankings: stable? does saliency estimate the oracle?
+
+def _ranks_agree(a: np.ndarray, b: np.ndarray) -> float:
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def stability_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """How stable each score's ranking of the maps is: per level, k and split, the mean Spearman correlation between
+    the rankings of every pair of trials (different training images); then the mean over splits with Student's t over
+    the splits, on Fisher's z of the correlations (back-transformed, so the interval stays within -1 and 1). Beside it, how well saliency ranks the maps as the ablation oracle does (Spearman between them, per
+    trial, averaged the same way). A score that ties everywhere (mi at k=1) has no ranking: NaN."""
+    s = r.scores.assign(level=[LEVEL_NAMES[n] for n in r.scores.n])
+    rows = []
+    for (level, k, split), one in s.groupby(["level", "k", "split"]):
+        by_trial = {t: g.sort_values("map") for t, g in one.groupby("trial")}
+        pairs = list(itertools.combinations(sorted(by_trial), 2))
+        for score in SCORES:
+            with np.errstate(invalid="ignore"):
+                values = [_ranks_agree(by_trial[a][score].to_numpy(), by_trial[b][score].to_numpy()) for a, b in pairs]
+            rows.append({"level": level, "k": k, "split": split, "score": score, "between trials": np.mean(values)})
+        with np.errstate(invalid="ignore"):
+            rows.append({"level": level, "k": k, "split": split, "score": "saliency vs ablation",
+                         "between trials": np.mean([_ranks_agree(g.saliency.to_numpy(), g.ablation.to_numpy())
+                                                    for g in by_trial.values()])})
+    per_split = pd.DataFrame(rows)
+    out = []
+    for (level, k, score), g in per_split.groupby(["level", "k", "score"], sort=False):
+        z = np.arctanh(np.clip(g["between trials"].to_numpy(), -0.999999, 0.999999))  # Fisher's z: t is sound there
+        low, high = t_interval(z) if len(z) > 1 and not np.isnan(z).any() else (np.nan, np.nan)
+        out.append({"level": level, "k": k, "score": score, "rank correlation": float(np.tanh(z.mean())),
+                    "low": float(np.tanh(low)), "high": float(np.tanh(high))})
+    table = pd.DataFrame(out).set_index(["level", "score", "k"]).sort_index()
+    c5 = table.loc["C5"]
+    values = {"sal_abl_c5_min": float(c5.loc["saliency vs ablation", "rank correlation"].min()),
+              "sal_abl_c3_max": float(table.loc[("C3", "saliency vs ablation"), "rank correlation"].max()),
+              "stability_c5_small_saliency": float(c5.loc[("saliency", r.c5.sizes[0]), "rank correlation"]),
+              "stability_c5_large_saliency": float(c5.loc[("saliency", r.c5.sizes[-1]), "rank correlation"])}
+    return values, table
+
+
+def concentration_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """How unevenly the maps matter, by the oracle: per level and k, the share of the summed ablation scores (the loss
+    each map's deletion adds, the negative ones counted as zero) that the top quarter of the maps holds, averaged over
+    splits and trials. A quarter is what an even spread would give: then no choice of maps can matter much."""
+    s = r.scores.assign(level=[LEVEL_NAMES[n] for n in r.scores.n], gain=r.scores.ablation.clip(lower=0))
+    shares = []
+    for (level, k, split, trial), one in s.groupby(["level", "k", "split", "trial"]):
+        top = np.sort(one.gain.to_numpy())[::-1][:len(one) // 4]
+        shares.append({"level": level, "k": k, "top quarter's share": top.sum() / one.gain.sum()})
+    table = pd.DataFrame(shares).groupby(["level", "k"]).mean()
+    return {"top_quarter_c5_min": float(table.loc["C5"].min().iloc[0]),
+            "top_quarter_c5_max": float(table.loc["C5"].max().iloc[0]),
+            "top_quarter_c3_min": float(table.loc["C3"].min().iloc[0]),
+            "top_quarter_c3_max": float(table.loc["C3"].max().iloc[0])}, table
+
+
+# ---------------------------------------------------------------- where the best m lies
+
+def best_m_shares(c: Cube, chooser: str, k: int, draws: int, seed: int) -> pd.Series:
+    """The m (none to every map) whose chooser's nets have the best mean validation accuracy at k, over bootstrap
+    draws of splits then trials: the share of draws in which each m is chosen (an argmax has no interval)."""
+    measured_value(c, "validation_accuracy", VALIDATION)
+    rng = np.random.default_rng(seed)
+    S, T = c.shape
+    best = []
+    for _ in range(draws):
+        x = c.resampled(rng.integers(0, S, S), rng.integers(0, T, (S, T)))
+        best.append(c.levels[int(np.argmax([x.at("validation_accuracy", m, k, chooser).mean() for m in c.levels]))])
+    return pd.Series(best).value_counts(normalize=True).reindex(c.levels, fill_value=0.0)
+
+
+def best_m_section(r: Read) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Per level: for each score and k, how often each m is best on the validation images over bootstrap draws."""
+    tables_ = {}
+    for level, c in r.cubes.items():
+        table = pd.DataFrame({(score, k): best_m_shares(c, score, k, r.plan.draws, r.plan.seed())
+                              for score in SCORES for k in c.sizes}).T
+        table.index.names, table.columns.name = ["score", "k"], "m"
+        tables_[level] = table
+    c5, sizes = tables_["C5"], r.c5.sizes
+    return ({"best_m_saliency_small": int(c5.loc[("saliency", sizes[0])].idxmax()),
+             "best_m_saliency_large": int(c5.loc[("saliency", sizes[-1])].idxmax()),
+             "best_m_saliency_small_share": float(c5.loc[("saliency", sizes[0])].max()),
+             "best_m_saliency_large_share": float(c5.loc[("saliency", sizes[-1])].max())}, tables_)
+
+
+def best_partial_section(r: Read) -> tuple[dict, pd.DataFrame]:
+    """At every k of C5: the best partial net each split's validation images choose (contrasts.chosen_partial) against
+    both whole ends, m=0 (n=4) and every map (n=5), on the test images, the mean over splits with the interval that
+    draws the classes again. The claim reads two k of these; this is every k."""
+    c = r.c5
+    rng = np.random.default_rng(r.plan.seed())
+    S = c.shape[0]
+    deep = c.crossed(rng.integers(0, S, (r.plan.draws, S)), rng)
+    rows, values = [], {}
+    for k in c.sizes:
+        for m_other in (c.levels[0], c.levels[-1]):
+            gap = best_partial_minus(c, k, m_other)
+            estimate = float(gap(c).mean())
+            low, high = crossed_interval(estimate, np.array([np.nanmean(gap(x)) for x in deep]), S)
+            rows.append({"k": k, "against": f"m={m_other}", "best partial minus": estimate, "low": float(low),
+                         "high": float(high)})
+            values |= {f"best_minus_{m_other}_k{k}": estimate, f"best_minus_{m_other}_k{k}_low": float(low),
+                       f"best_minus_{m_other}_k{k}_high": float(high)}
+    return values, pd.DataFrame(rows).set_index(["k", "against"])
+
+
+# ---------------------------------------------------------------- the verdicts
+
+def verdicts_section(r: Read):
+    """The committed claims on the C5 part: over the splits with intervals that draw the classes again (CROSSED), each
+    split alone over its trials, and what each split's validation images chose as its best partial net."""
+    which = claims.PARTIAL_CLAIMS
+    over, judged = verdicts.across_splits(r.c5, which, CROSSED, r.plan.draws, r.plan.seed())
+    by_split, split_verdicts = verdicts.within_splits(r.c5, which)
+    values = verdicts.claim_values(over, judged)
+    values |= {f"{key}_tally": verdicts.tally(column, independent=False) for key, column in split_verdicts.items()}
+    chosen = {k: chosen_partial(r.c5, k) for k in (r.c5.sizes[0], r.c5.sizes[-1])}
+    picks = pd.DataFrame({f"k={k}": {split: f"{score}, m={m}" for split, (score, m) in zip(r.c5.splits_of_rows(),
+                                                                                          choice.values())}
+                          for k, choice in chosen.items()})
+    picks.index.name = "split"
+    shown = pd.DataFrame({"over splits and classes": judged,
+                          "splits where it holds": split_verdicts.apply(verdicts.tally, independent=False)})
+    return values, verdicts.shown(over), picks, f"{shown.to_string()}\n{split_verdicts.T.to_string()}"
+
+
+# ---------------------------------------------------------------- what is transferred, as images
+
+def maps_figure(plan: Plan, level: str = "C3", k: int | None = None):
+    """The figure of what is transferred: the first split's source net, its C1 and C3 maps on the first training image
+    of trial 0 at k (the level's largest), ranked by each score on that trial's training images, the maps a partial
+    recipe of the level's middle m keeps framed. Returns (figure, values)."""
+    cfg = dict(plan.configs())[f"{PARTIAL_PART}{level}"]  # the first split's sweep
+    k = k or max(cfg.sizes)
+    exp = Experiment.load(cfg)
+    net = saved_source(exp)[0]
+    s, _ = exp.trial_set(k, 0)
+    x, y = torch.from_numpy(s.x), torch.from_numpy(s.y)
+    images = {}
+    for name, n in (("C1", 1), *((lvl, PARTIAL_LEVELS[lvl]) for lvl in KEPT if PARTIAL_MAPS[lvl] <= 16)):
+        scores = maps.scores(net, n, x, y, exp.codes("target"))
+        with torch.no_grad():
+            shown = net.features(x[:1], n)[0]
+        images[name] = (shown, {score: np.argsort(-v, kind="stable") for score, v in scores.items()})
+    kept = KEPT[level][len(KEPT[level]) // 2]
+    return plots.ranked_maps(images, {level: kept}), {"figure_k": k, "figure_kept": kept, "figure_level": level}

@@ -247,6 +247,61 @@ def breadth_grid(gains: pd.DataFrame):
     return fig
 
 
+SCORE_COLOURS = {"saliency": "C0", "taylor": "C1", "mi": "C2", "ablation": "C3"}
+
+
+def partial_curves(accuracy: pd.DataFrame, band: pd.DataFrame, level: str, maps: int):
+    """A partly transferred level: mean test accuracy against the kept maps m, one panel per k; each score (solid)
+    and its reversal (dashed), and the random draws' mean with the band from their lowest to their highest mean. m=0
+    and m = every map are the nets with the level below, and the level, retained whole."""
+    sizes = sorted(accuracy.index.get_level_values("k").unique())
+    fig, axes = panel_grid(len(sizes), columns=len(sizes), width=4.6, height=3.6)
+    for ax, k in zip(axes, sizes):
+        t = accuracy.loc[k]
+        for score, colour in SCORE_COLOURS.items():
+            ax.plot(t.index, t[score], marker="o", color=colour, label=score)
+            ax.plot(t.index, t[f"{score}-reversed"], ls="--", color=colour, alpha=0.7, label=f"{score}, reversed")
+        b = band.loc[level].xs(k, level="k")
+        inner = [m for m in t.index if m in b.index]
+        ax.fill_between(inner, b.loc[inner, "lowest draw"], b.loc[inner, "highest draw"], color="grey", alpha=0.3,
+                        label="random: lowest to highest draw")
+        ax.plot(t.index, t["random (mean of draws)"], color="black", lw=1, label="random: mean of draws")
+        ax.set_xticks(list(t.index))
+        ax.set_xlabel(f"kept maps m of {level}'s {maps}")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"k = {k}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def ranked_maps(images: dict[str, tuple], kept: dict[str, int]):
+    """The source net's maps at C1 and C3 as images (each map's output on one training image), one row per score,
+    in that score's order, best first; the maps a partial recipe of `kept[level]` maps would keep framed in red
+    (none for a level without partial runs)."""
+    rows = [(level, score) for level in images for score in images[level][1]]
+    columns = max(len(shown) for shown, _ in images.values())
+    fig, axes = plt.subplots(len(rows), columns, figsize=(0.75 * columns, 0.85 * len(rows)), squeeze=False)
+    for i, (level, score) in enumerate(rows):
+        shown, order = images[level]
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(shown):
+                ax.axis("off")
+                continue
+            ax.imshow(shown[order[score][j]].numpy(), cmap="gray")
+            ax.set_xlabel(str(int(order[score][j])), fontsize=6, labelpad=1)
+            if j < kept.get(level, 0):
+                for side in ax.spines.values():
+                    side.set_color("red")
+                    side.set_linewidth(2)
+        axes[i][0].set_ylabel(f"{level}\n{score}", fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
 def confusion(matrix: pd.DataFrame, title: str, ax=None):
     """A confusion matrix as shares of each true class (rows), the class labels on both axes."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]

@@ -77,12 +77,22 @@ class TorchKernels:
         self.n, self.layout = n, slots(net, n)
         self.scale = grad_scale(self.layout, keep_mask(net, n))
 
-    def gradients(self, theta, x, target, idx, grad):
+    def gradients(self, theta, x, target, idx, grad, frozen=None):
         rows = torch.arange(len(idx))[:, None] * x.shape[1]
         pick = (rows + idx).flatten()
         xb = x.flatten(0, 1).index_select(0, pick).view(*idx.shape, *x.shape[2:])
         tb = target.flatten(0, 1).index_select(0, pick).view(*idx.shape, -1)
-        return gradients(theta, xb, tb, self.n, self.layout, self.scale, grad)
+        g = gradients(theta, xb, tb, self.n, self.layout, self.scale, grad)
+        return g if frozen is None else g.mul_(self.hold(frozen))
+
+    def hold(self, frozen: torch.Tensor) -> torch.Tensor:
+        """(R, P): 0 on the frozen maps' weights and biases of layer n, the first two slots of the layout, else 1."""
+        weights, biases = (s for s in self.layout[:2])
+        out = torch.ones(len(frozen), self.layout[-1].offset + math.prod(self.layout[-1].shape))
+        per_map = math.prod(weights.shape[1:])
+        out[:, :weights.offset + math.prod(weights.shape)].view(len(frozen), -1, per_map)[frozen] = 0
+        out[:, biases.offset:biases.offset + biases.shape[0]][frozen] = 0
+        return out
 
     def outputs(self, theta, x, shared=False, chunk: int = 512):
         """(R, M, bits): each run's outputs on its inputs x (R, M, ...), or on the shared x (M, ...)."""
@@ -107,8 +117,8 @@ class NativeKernels:
                              f"{net.F6.weight.shape[0]}; use engine='batched'")
         self.n, self.keep = n, keep_mask(net, n)
 
-    def gradients(self, theta, x, target, idx, grad):
-        return native.gradients(self.n, theta, grad, x, target, idx, self.keep)
+    def gradients(self, theta, x, target, idx, grad, frozen=None):
+        return native.gradients(self.n, theta, grad, x, target, idx, self.keep, frozen)
 
     def outputs(self, theta, x, shared=False):
         return native.outputs(self.n, theta, x, shared)
@@ -158,7 +168,7 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
                stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float | list[float] = 1e-3,
                batch_size: int = 32, on_run=None, cancel: threading.Event | None = None,
                kernels: str = "native", validation: tuple[torch.Tensor, torch.Tensor] | None = None,
-               hold: torch.Tensor | None = None) -> list[Run]:
+               frozen: torch.Tensor | None = None) -> list[Run]:
     """Train R nets side by side from layer n up (below it they are fixed); each stops by its own rule.
 
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
@@ -168,8 +178,9 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     `train.train`'s (a generator per run, seeded with that run's seed). on_run(index, Run) is called as
     each run stops; once `cancel` is set, Cancelled is raised at the next epoch. lr: one learning rate, or
     one per trained layer from layer n up (transfer.layer_lrs). kernels: "native" (C, see native.py) or
-    "batched" (PyTorch). hold: (R, P), each run's gradient multiplied by it before Adam's step (stacked.hold_mask:
-    0 on a partial level's frozen maps); None, every parameter trains."""
+    "batched" (PyTorch). frozen: (R, maps of layer n) bool, the maps of a partly transferred level n that each run
+    holds (transfer.frozen_maps): their gradients are zero, and Adam moves them by exactly nothing; None, every
+    parameter trains."""
     R, N = y.shape
     steps = KERNELS[kernels](nets[0], n)
     theta = stack(nets, n)
@@ -192,8 +203,7 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
             raise Cancelled(f"{len(active)} of {R} runs unfinished")
         perms = torch.stack([torch.randperm(N, generator=gens[r]) for r in active])
         for idx in perms.split(batch_size, dim=1):
-            g = steps.gradients(theta, x, target, idx.contiguous(), grad)
-            opt.step(g if hold is None else g.mul_(hold))
+            opt.step(steps.gradients(theta, x, target, idx.contiguous(), grad, frozen))
         taken += per_epoch
         accs, losses, _ = evaluate(steps, theta, x, y, codes)
         if on_curve(taken - per_epoch, taken):
@@ -223,6 +233,6 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
         active = [active[row] for row in keep.tolist()]
         if active:
             theta, grad = opt.keep(keep), grad[keep]
-            hold = None if hold is None else hold[keep]
+            frozen = None if frozen is None else frozen[keep]
             x, y, target = x[keep], y[keep], target[keep]
     return results

@@ -380,8 +380,13 @@ static void c1_backward(Chunk *ch, int nch, float *gw, float *gb) {
 }
 
 
-/* dL/dz of every layer from n up, and the parameter gradients into g (one row of the stack). */
-static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const float *keep) {
+/* dL/dz of every layer from n up, and the parameter gradients into g (one row of the stack). frozen: NULL, or one
+   byte per map of layer n (C3 or C5, a partly transferred level), nonzero for a map held as copied: its dL/dz is set
+   to zero before the layer's gradients are taken, so its weights' and bias's gradients are zero (Adam then moves them
+   by exactly nothing) and the others are what they would have been, at the same cost. Layer n, the lowest trained,
+   passes no gradient below it. */
+static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const float *keep,
+                     const unsigned char *frozen) {
     float *gp[6];
     const float *kp[6];  /* each layer's entries of keep, which is laid out as g is */
     for (int l = 0, off = 0; l < 6; l++) {
@@ -391,12 +396,21 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
     }
     full_backward(ch, nch, OFF(s6), n == 5 ? OFF(in) : OFF(y5), OFF(s5), n <= 4, P->f6w, gp[5], gp[5] + 2400,
                   20, 120);
+    if (frozen && n == 4)
+        for (int k = 0; k < nch; k++)
+            for (int o = 0; o < 120; o++)
+                if (frozen[o]) ch[k].s5[o] = splat(0.0f);
     if (n <= 4)
         full_backward(ch, nch, OFF(s5), n == 4 ? OFF(in) : OFF(y4), OFF(s4), n <= 3, P->c5w, gp[4],
                       gp[4] + 48000, 120, 400);
     if (n <= 3)
         sub_backward(ch, nch, OFF(s4), n == 3 ? OFF(in) : OFF(q3), OFF(s3), n <= 2, P->s4c, gp[3], gp[3] + 16,
                      16, 25);
+    if (frozen && n == 2)
+        for (int k = 0; k < nch; k++)
+            for (int o = 0; o < 16; o++)
+                if (frozen[o])
+                    for (int i = 0; i < 100; i++) ch[k].s3[o * 100 + i] = splat(0.0f);
     if (n <= 2) c3_backward(ch, nch, n == 2 ? OFF(in) : OFF(y2), n <= 1, P, kp[2], gp[2], gp[2] + 2400);
     if (n <= 1)
         sub_backward(ch, nch, OFF(s2), n == 1 ? OFF(in) : OFF(q1), OFF(s1), n == 0, P->s2c, gp[1], gp[1] + 6, 6,
@@ -461,12 +475,15 @@ static void gather(vec *dst, const float *x, int F, const int64_t *rows, int cou
 /* The gradients of R runs, each of its batch's mean squared error to the codes (over batch and 20 bits).
    theta, grad: R rows of P parameters (layers n..F6); x: R x N x F layer-n inputs; target: R x N x 20;
    idx: R x B indices into each run's N images (B <= 32); keep: P values, 0 for a weight C3's connection
-   table leaves out. */
+   table leaves out; frozen: NULL, or R x (layer n's maps) bytes, nonzero for a map whose gradients are held at
+   zero (`backward`), for n = 2 (C3) or 4 (C5). */
 int kt_gradients(int n, int R, int P, const float *theta, float *grad, const float *x, int N, int F,
-                 const float *target, const int64_t *idx, int B, const float *keep) {
+                 const float *target, const int64_t *idx, int B, const float *keep, const unsigned char *frozen,
+                 int maps) {
     Chunk *ch = workspace;
     int nch = (B + L - 1) / L;
-    if (B < 1 || nch > CHUNKS || n < 0 || n > 5) return -1;
+    if (B < 1 || nch > CHUNKS || n < 0 || n > 5 || (frozen && !((n == 2 && maps == 16) || (n == 4 && maps == 120))))
+        return -1;
     float scale = 4 * A / (20.0f * B);  /* dL/dy6 = 2 (y - t) / (20 B), times dy/dsigma = 2A */
     for (int r = 0; r < R; r++) {
         Params Pr = params_of(theta + (int64_t)r * P, n);
@@ -482,7 +499,7 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
                 ch[k].s6[o] = ((2 * A) * s - A - t) * scale * slope(s) * ch[k].valid;
             }
         }
-        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep);
+        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0);
     }
     return 0;
 }

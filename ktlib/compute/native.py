@@ -146,7 +146,7 @@ def library() -> ctypes.CDLL:
 def _load(source: Path, name: str) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build(source, TARGETS[name])))
     i, p = ctypes.c_int, ctypes.c_void_p
-    lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p]
+    lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
     lib.kt_gradients.restype = lib.kt_outputs.restype = i
     lib.kt_vectors.restype = ctypes.c_char_p
@@ -174,15 +174,20 @@ def _ptr(t: torch.Tensor, dtype=torch.float32) -> int:
 
 
 def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
-              idx: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+              idx: torch.Tensor, keep: torch.Tensor, frozen: torch.Tensor | None = None) -> torch.Tensor:
     """Into grad (R, P): each run's batch gradient. x: (R, N, ...) layer-n inputs, target: (R, N, 20),
     idx: (R, B) the batch's indices into each run's N images, keep: (P,) 0 for the weights C3's connection
-    table removes (stacked.keep_mask)."""
+    table removes (stacked.keep_mask); frozen: None, or (R, maps of layer n) bool, the maps of a partly transferred
+    level (n = 2, C3, or 4, C5) whose gradients the kernel holds at zero."""
     R, N = x.shape[:2]
+    held = None if frozen is None else frozen.to(torch.uint8).contiguous()
     status = library().kt_gradients(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N,
-                                    x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(keep))
+                                    x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(keep),
+                                    None if held is None else _ptr(held, torch.uint8),
+                                    0 if held is None else held.shape[1])
     if status:
-        raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most {MAX_BATCH})")
+        raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most {MAX_BATCH})"
+                         + ("" if frozen is None else f", or frozen maps of shape {tuple(frozen.shape)}"))
     return grad
 
 

@@ -85,20 +85,6 @@ def keep_mask(net: Net, start: int) -> torch.Tensor:
     return torch.cat([masks.get(s.name, torch.ones(s.shape)).flatten() for s in layout])
 
 
-def hold_mask(net: Net, start: int) -> torch.Tensor:
-    """Per parameter of layers start..: 0 for the weights and biases of a partial level's frozen maps
-    (transfer.frozen_maps), else 1: a run's gradient times this moves its frozen maps by exactly zero under Adam."""
-    parts = []
-    for s in slots(net, start):
-        layer, pname = s.name.split(".")
-        frozen = getattr(getattr(net, layer), "frozen_maps", None)
-        m = torch.ones(s.shape)
-        if frozen is not None and pname in ("weight", "bias"):
-            m[frozen] = 0
-        parts.append(m.flatten())
-    return torch.cat(parts)
-
-
 def grad_scale(layout: list[Slot], keep: torch.Tensor) -> torch.Tensor:
     """Per parameter: the factors 2A that `backward` leaves out (one per layer above), times `keep`."""
     factors = [torch.full((math.prod(s.shape),), (2 * A) ** (len(LAYERS) - 1 - LAYERS.index(s.name.split(".")[0])))

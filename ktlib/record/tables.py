@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ktlib.compute.executors import bundle
+from ktlib.compute.experiment import RunKey
 from ktlib.recipes import BASELINE
 from ktlib.record.provenance import git_commit
 
@@ -24,8 +26,11 @@ def training_hours(rows: pd.DataFrame, engine: str) -> float:
     run's time; the plain path trains one run at a time."""
     if engine == "plain":
         return float(rows.seconds.sum()) / 3600
-    group = [c for c in ("part", "split", "order", "recipe", "n", "k") if c in rows]  # a group: one sweep's cell
-    return float(rows.groupby(group).seconds.max().sum()) / 3600
+    # a group: one sweep's cell, or its bundle of partial recipes (executors.bundle)
+    bundles = [str(bundle(RunKey(n, k, t, r))) for n, k, t, r in rows[["n", "k", "trial", "recipe"]].itertuples(
+        index=False)]
+    group = [c for c in ("part", "split", "order") if c in rows]
+    return float(rows.assign(group=bundles).groupby([*group, "group"]).seconds.max().sum()) / 3600
 
 
 def where_computed(rows: pd.DataFrame, commit: str | None = None) -> str:

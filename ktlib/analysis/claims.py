@@ -261,8 +261,9 @@ BREADTH_CLAIMS = {
 # run: on the C5 part, over the class splits, each split's choices made on its validation images.
 PARTIAL_CLAIMS = {
     "partial_breaks": SweepClaim(
-        "\u201cPerhaps, one could retrain only some of the feature maps at a given level \u2026 a partially transferred "
-        "layer between the fully transferred and fully trained layers\u201d (Discussion)", contrasts_partial_breaks, (),
+        "\u201cperhaps, one could retrain only some of the feature maps at a given level, rather than all or none. "
+        "This would enable us to have a partially transferred layer between the fully transferred and fully "
+        "trained layers\u201d (Discussion)", contrasts_partial_breaks, (),
         title="A partly transferred C5 breaks the saturation",
         words="Copying and freezing only some of C5's maps, and training the rest, clearly beats both retaining C5 "
               "whole and not retaining it when there are forty examples per class; with one, it is within the "

@@ -197,12 +197,17 @@ def accuracy_table(c: Cube) -> pd.DataFrame:
 
 def accuracy_section(r: Read) -> tuple[dict, dict[str, pd.DataFrame]]:
     """The accuracy against m of every level, and the values the page cites: the whole levels at the ends of C5."""
-    c = r.c5
-    small, large = c.sizes[0], c.sizes[-1]
-    none, every = c.levels[0], c.levels[-1]
-    at = lambda m, k: float(c.at("test_accuracy", m, k, SCORES[0]).mean())  # noqa: E731 (the ends: every chooser's)
-    values = {"c5_none_small": at(none, small), "c5_every_small": at(every, small), "c5_none_large": at(none, large),
-              "c5_every_large": at(every, large), "small_k": small, "large_k": large}
+    values = {}
+    for level, c in r.cubes.items():
+        small, large = c.sizes[0], c.sizes[-1]
+        at = lambda m, k: float(c.at("test_accuracy", m, k, SCORES[0]).mean())  # noqa: E731 (the ends: every chooser's)
+        best_inner = lambda k: max(float(c.at("test_accuracy", m, k, x).mean())  # noqa: E731
+                                   for m in partly_kept(c) for x in c.arrays)
+        name = level.lower()
+        values |= {f"{name}_none_small": at(c.levels[0], small), f"{name}_every_small": at(c.levels[-1], small),
+                   f"{name}_none_large": at(c.levels[0], large), f"{name}_every_large": at(c.levels[-1], large),
+                   f"{name}_best_partial_small": best_inner(small), f"{name}_best_partial_large": best_inner(large)}
+    values |= {"small_k": r.c5.sizes[0], "large_k": r.c5.sizes[-1], "c3_large_k": r.cubes["C3"].sizes[-1]}
     return values, {level: accuracy_table(cube) for level, cube in r.cubes.items()}
 
 
@@ -232,6 +237,10 @@ def chance_section(r: Read) -> tuple[dict, pd.DataFrame]:
     table["interval"] = [("above zero" if lo > 0 else "below zero" if hi < 0 else "across zero")
                          for lo, hi in zip(table.low, table.high)]
     scores = table[table.chooser.isin(SCORES)]
+    c5 = scores[scores.level == "C5"]
+    half = (c5.high - c5.low) / 2
+    values |= {"c5_gap_max": float(c5["minus random"].abs().max()), "c5_half_min": float(half.min()),
+               "c5_half_max": float(half.max())}
     values |= {"score_cells": len(scores), "score_cells_above": int((scores.interval == "above zero").sum()),
                "score_cells_below": int((scores.interval == "below zero").sum()),
                "reversed_cells_below": int((table[~table.chooser.isin(SCORES)].interval == "below zero").sum()),
@@ -242,6 +251,9 @@ def chance_section(r: Read) -> tuple[dict, pd.DataFrame]:
 # ---------------------------------------------------------------- the rankings: stable? does saliency estimate the oracle?
 
 def _ranks_agree(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation; NaN where a score ties every map (it has no ranking)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
     return float(stats.spearmanr(a, b).statistic)
 
 
@@ -256,13 +268,11 @@ def stability_section(r: Read) -> tuple[dict, pd.DataFrame]:
         by_trial = {t: g.sort_values("map") for t, g in one.groupby("trial")}
         pairs = list(itertools.combinations(sorted(by_trial), 2))
         for score in SCORES:
-            with np.errstate(invalid="ignore"):
-                values = [_ranks_agree(by_trial[a][score].to_numpy(), by_trial[b][score].to_numpy()) for a, b in pairs]
+            values = [_ranks_agree(by_trial[a][score].to_numpy(), by_trial[b][score].to_numpy()) for a, b in pairs]
             rows.append({"level": level, "k": k, "split": split, "score": score, "between trials": np.mean(values)})
-        with np.errstate(invalid="ignore"):
-            rows.append({"level": level, "k": k, "split": split, "score": "saliency vs ablation",
-                         "between trials": np.mean([_ranks_agree(g.saliency.to_numpy(), g.ablation.to_numpy())
-                                                    for g in by_trial.values()])})
+        rows.append({"level": level, "k": k, "split": split, "score": "saliency vs ablation",
+                     "between trials": np.mean([_ranks_agree(g.saliency.to_numpy(), g.ablation.to_numpy())
+                                                for g in by_trial.values()])})
     per_split = pd.DataFrame(rows)
     out = []
     for (level, k, score), g in per_split.groupby(["level", "k", "score"], sort=False):
@@ -319,7 +329,9 @@ def best_m_section(r: Read) -> tuple[dict, dict[str, pd.DataFrame]]:
         table.index.names, table.columns.name = ["score", "k"], "m"
         tables_[level] = table
     c5, sizes = tables_["C5"], r.c5.sizes
-    return ({"best_m_saliency_small": int(c5.loc[("saliency", sizes[0])].idxmax()),
+    every_c3 = tables_["C3"][r.cubes["C3"].levels[-1]]
+    return ({"c3_whole_best_min": float(every_c3.min()), "c3_whole_best_max": float(every_c3.max()),
+             "best_m_saliency_small": int(c5.loc[("saliency", sizes[0])].idxmax()),
              "best_m_saliency_large": int(c5.loc[("saliency", sizes[-1])].idxmax()),
              "best_m_saliency_small_share": float(c5.loc[("saliency", sizes[0])].max()),
              "best_m_saliency_large_share": float(c5.loc[("saliency", sizes[-1])].max())}, tables_)

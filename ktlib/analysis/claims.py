@@ -257,8 +257,8 @@ BREADTH_CLAIMS = {
 }
 
 
-# The paper's last plan, judged by the partial study (its notebook, 09_partial), as issue 38 set it before any partial
-# run: on the C5 part, over the class splits, each split's choices made on its validation images.
+# The paper's plan for future work, judged by the partial study (its notebook, 09_partial), as issue 38 set it before
+# any partial run: on the C5 part, over the class splits, each split's choices made on its validation images.
 PARTIAL_CLAIMS = {
     "partial_breaks": SweepClaim(
         "\u201cperhaps, one could retrain only some of the feature maps at a given level, rather than all or none. "
@@ -288,8 +288,10 @@ PARTIAL_CLAIMS = {
         title="Mutual information chooses better than chance",
         words="Keeping the C5 maps with the most mutual information with the class beats keeping as many at random.",
         how="as for saliency, with each map's mutual information in bits between its thresholded output and the "
-            "class on the trial's training images. With one image per class every such map carries one bit, so at "
-            "*k* = 1 the score cannot rank and its choice is a random one (ties are broken at random)."),
+            "class on the trial's training images. With one image per class every map, or all but one, carries one "
+            "bit, so at *k* = 1 the score cannot rank: its choice is a random one (ties are broken at random), and "
+            "half of these contrasts compare one random choice with others. The claim can be read only at the "
+            "largest *k*."),
 }
 
 

@@ -500,6 +500,12 @@ def score_minus_random(score: str, m: int, k: int) -> Callable[[Cube], np.ndarra
     return gap
 
 
+def score_minus_reversal(score: str, m: int, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per split: the score's test accuracy at (m, k) minus its reversed ranking's (shown, deciding nothing)."""
+    return lambda cube: (cube.at("test_accuracy", m, k, score)
+                         - cube.at("test_accuracy", m, k, f"{score}-reversed")).mean(1)
+
+
 def chooses_better_than_chance(score: str) -> Callable[[Cube], list[Contrast]]:
     """The paper's plan to choose the maps by a score: at every partly kept m, at the smallest and the largest k, the
     score's nets minus the mean of the random choices of as many maps, above zero."""

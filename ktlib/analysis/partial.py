@@ -24,6 +24,7 @@ from ktlib.analysis.contrasts import (
     partly_kept,
     random_draws,
     score_minus_random,
+    score_minus_reversal,
 )
 from ktlib.analysis.glue import glue_key
 from ktlib.analysis.intervals import CROSSED, Cube, crossed_interval, t_interval
@@ -201,50 +202,84 @@ def accuracy_section(r: Read) -> tuple[dict, dict[str, pd.DataFrame]]:
     for level, c in r.cubes.items():
         small, large = c.sizes[0], c.sizes[-1]
         at = lambda m, k: float(c.at("test_accuracy", m, k, SCORES[0]).mean())  # noqa: E731 (the ends: every chooser's)
-        best_inner = lambda k: max(float(c.at("test_accuracy", m, k, x).mean())  # noqa: E731
-                                   for m in partly_kept(c) for x in c.arrays)
         name = level.lower()
         values |= {f"{name}_none_small": at(c.levels[0], small), f"{name}_every_small": at(c.levels[-1], small),
-                   f"{name}_none_large": at(c.levels[0], large), f"{name}_every_large": at(c.levels[-1], large),
-                   f"{name}_best_partial_small": best_inner(small), f"{name}_best_partial_large": best_inner(large)}
-    values |= {"small_k": r.c5.sizes[0], "large_k": r.c5.sizes[-1], "c3_large_k": r.cubes["C3"].sizes[-1]}
+                   f"{name}_none_large": at(c.levels[0], large), f"{name}_every_large": at(c.levels[-1], large)}
+    c3 = r.cubes["C3"]
+    over = [float(c3.at("test_accuracy", m, k, x).mean()) - float(c3.at("test_accuracy", c3.levels[-1], k, x).mean())
+            for m in partly_kept(c3) for k in c3.sizes for x in c3.arrays]  # every partial cell against the whole
+    top = partly_kept(r.c5)[-1]
+    values |= {"small_k": r.c5.sizes[0], "large_k": r.c5.sizes[-1], "c3_large_k": c3.sizes[-1],
+               "small_images": r.c5.sizes[0] * r.plan.cfg.n_classes, "c3_partial_over_whole_max": max(over),
+               "top_partial_m": top, "c5_random_top_small": float(np.mean(
+                   [r.c5.at("test_accuracy", top, r.c5.sizes[0], d).mean() for d in random_draws(r.c5)]))}
     return values, {level: accuracy_table(cube) for level, cube in r.cubes.items()}
 
 
 # ---------------------------------------------------------------- the scores against chance
 
+def _crossed(c: Cube, gap, deep: list[Cube]) -> tuple[float, float, float]:
+    """A contrast's mean over splits and its interval that also draws the classes again (intervals.CROSSED)."""
+    estimate = float(gap(c).mean())
+    low, high = crossed_interval(estimate, np.array([np.nanmean(gap(x)) for x in deep]), c.shape[0])
+    return estimate, float(low), float(high)
+
+
+def tied(r: Read, level: str, score: str, k: int) -> bool:
+    """Whether a score ties every map of a level in some trial at k (mutual information with one image per class):
+    its ranking there is the trial's random tie order, and its reversal keeps the same maps (ktlib.compute.maps
+    breaks ties the same way both ways), so that reversal is no control."""
+    s = r.scores[(r.scores.n == PARTIAL_LEVELS[level]) & (r.scores.k == k)]
+    return bool((s.groupby(["split", "trial"])[score].agg(np.ptp) == 0).any())
+
+
 def chance_section(r: Read) -> tuple[dict, pd.DataFrame]:
-    """Each score and its reversal minus the mean of the random draws, at every level, m and k: the mean over splits
-    with the interval that also draws the classes again (intervals.CROSSED), as the claims are judged."""
-    rows, values = [], {}
+    """Each score and its reversal minus the mean of the random draws, and each score minus its own reversal, at every
+    level, m and k: the mean over splits with the interval that also draws the classes again (intervals.CROSSED), as
+    the claims are judged; descriptive, deciding nothing. A reversal that keeps the score's own maps (`tied`) is left
+    out, counted."""
+    rows, values, void = [], {}, []
     for level, c in r.cubes.items():
         rng = np.random.default_rng(r.plan.seed())
         S = c.shape[0]
-        picks = rng.integers(0, S, (r.plan.draws, S))
-        deep = c.crossed(picks, rng)
-        for chooser in [*SCORES, *(f"{s}-reversed" for s in SCORES)]:
-            for m in partly_kept(c):
-                for k in c.sizes:
-                    gap = score_minus_random(chooser, m, k)
-                    estimate = float(gap(c).mean())
-                    low, high = crossed_interval(estimate, np.array([np.nanmean(gap(x)) for x in deep]), S)
-                    rows.append({"level": level, "chooser": chooser, "m": m, "k": k, "minus random": estimate,
-                                 "low": float(low), "high": float(high)})
-                    if level == "C5" and chooser in SCORES and m in (30, 60) and k in (c.sizes[0], c.sizes[-1]):
-                        key = glue_key(chooser, "m", m, "k", k)
-                        values |= {key: estimate, f"{key}_low": float(low), f"{key}_high": float(high)}
+        deep = c.crossed(rng.integers(0, S, (r.plan.draws, S)), rng)
+        for score in SCORES:
+            for k in c.sizes:
+                if tied(r, level, score, k):
+                    void.append(f"{level} {score}-reversed at k={k}")
+                for m in partly_kept(c):
+                    for chooser, gap in ((score, score_minus_random(score, m, k)),
+                                         (f"{score}-reversed", score_minus_random(f"{score}-reversed", m, k)),
+                                         (f"{score} minus its reversal", score_minus_reversal(score, m, k))):
+                        if chooser != score and tied(r, level, score, k):
+                            continue
+                        estimate, low, high = _crossed(c, gap, deep)
+                        rows.append({"level": level, "chooser": chooser, "m": m, "k": k, "difference": estimate,
+                                     "low": low, "high": high})
+                        if level == "C5" and chooser == score and m in (30, 60) and k in (c.sizes[0], c.sizes[-1]):
+                            for end in [e for e, at in (("small", c.sizes[0]), ("large", c.sizes[-1])) if at == k]:
+                                key = glue_key(chooser, "m", m, end)
+                                values |= {key: estimate, f"{key}_low": low, f"{key}_high": high}
     table = pd.DataFrame(rows)
     table["interval"] = [("above zero" if lo > 0 else "below zero" if hi < 0 else "across zero")
                          for lo, hi in zip(table.low, table.high)]
     scores = table[table.chooser.isin(SCORES)]
-    c5 = scores[scores.level == "C5"]
-    half = (c5.high - c5.low) / 2
-    values |= {"c5_gap_max": float(c5["minus random"].abs().max()), "c5_half_min": float(half.min()),
-               "c5_half_max": float(half.max())}
-    values |= {"score_cells": len(scores), "score_cells_above": int((scores.interval == "above zero").sum()),
+    named = scores[(scores.level == "C5") & scores.chooser.isin(["saliency", "mi"])
+                   & scores.k.isin([r.c5.sizes[0], r.c5.sizes[-1]])]  # the cells the committed claims read
+    half = (named.high - named.low) / 2
+    reversed_ = table[table.chooser.str.endswith("-reversed")]
+    against = table[table.chooser.str.endswith("its reversal")]
+    c3_oracle = against[(against.level == "C3") & (against.chooser == "ablation minus its reversal")]
+    values |= {"claimed_gap_max": float(named.difference.abs().max()), "claimed_half_min": float(half.min()),
+               "claimed_half_max": float(half.max()), "score_cells": len(scores),
+               "score_cells_above": int((scores.interval == "above zero").sum()),
                "score_cells_below": int((scores.interval == "below zero").sum()),
-               "reversed_cells_below": int((table[~table.chooser.isin(SCORES)].interval == "below zero").sum()),
-               "reversed_cells": int((~table.chooser.isin(SCORES)).sum())}
+               "reversed_cells": len(reversed_), "reversed_cells_below": int((reversed_.interval == "below zero").sum()),
+               "void_reversals": "; ".join(void) or "none",
+               "against_cells": len(against), "against_cells_above": int((against.interval == "above zero").sum()),
+               "c3_oracle_cells": len(c3_oracle), "c3_oracle_positive": int((c3_oracle.difference > 0).sum()),
+               "c3_oracle_min": float(c3_oracle.difference.min()), "c3_oracle_max": float(c3_oracle.difference.max()),
+               "c3_oracle_above": int((c3_oracle.interval == "above zero").sum())}
     return values, table.set_index(["level", "chooser", "m", "k"])
 
 
@@ -290,19 +325,25 @@ def stability_section(r: Read) -> tuple[dict, pd.DataFrame]:
 
 
 def concentration_section(r: Read) -> tuple[dict, pd.DataFrame]:
-    """How unevenly the maps matter, by the oracle: per level and k, the share of the summed ablation scores (the loss
-    each map's deletion adds, the negative ones counted as zero) that the top quarter of the maps holds, averaged over
-    splits and trials. A quarter is what an even spread would give: then no choice of maps can matter much."""
+    """How unevenly the maps matter, by the deletion loss through the fitted head (the ablation score): per level and
+    k, the share of the summed ablation scores (negative ones counted as zero) that the top quarter of the maps holds,
+    the quarter chosen on the same trial's scores (which flatters it: the scores' noise picks it) and chosen on another
+    trial's (held out: every ordered pair of a split's trials), averaged over splits and trials. An even spread gives
+    a quarter."""
     s = r.scores.assign(level=[LEVEL_NAMES[n] for n in r.scores.n], gain=r.scores.ablation.clip(lower=0))
     shares = []
-    for (level, k, split, trial), one in s.groupby(["level", "k", "split", "trial"]):
-        top = np.sort(one.gain.to_numpy())[::-1][:len(one) // 4]
-        shares.append({"level": level, "k": k, "top quarter's share": top.sum() / one.gain.sum()})
-    table = pd.DataFrame(shares).groupby(["level", "k"]).mean()
-    return {"top_quarter_c5_min": float(table.loc["C5"].min().iloc[0]),
-            "top_quarter_c5_max": float(table.loc["C5"].max().iloc[0]),
-            "top_quarter_c3_min": float(table.loc["C3"].min().iloc[0]),
-            "top_quarter_c3_max": float(table.loc["C3"].max().iloc[0])}, table
+    for (level, k, split), one in s.groupby(["level", "k", "split"]):
+        by_trial = {t: g.sort_values("map").gain.to_numpy() for t, g in one.groupby("trial")}
+        for a, b in itertools.product(by_trial, repeat=2):
+            top = np.argsort(-by_trial[a], kind="stable")[:len(by_trial[a]) // 4]
+            shares.append({"level": level, "k": k, "chosen on": "the same trial" if a == b else "another trial",
+                           "top quarter's share": by_trial[b][top].sum() / by_trial[b].sum()})
+    table = pd.DataFrame(shares).groupby(["level", "k", "chosen on"])["top quarter's share"].mean().unstack()
+    held = table["another trial"]
+    return {"held_c5_small": float(held.loc[("C5", r.c5.sizes[0])]), "held_c5_large": float(held.loc[("C5", r.c5.sizes[-1])]),
+            "held_c3_min": float(held.loc["C3"].min()), "held_c3_max": float(held.loc["C3"].max()),
+            "same_c5_min": float(table.loc["C5", "the same trial"].min()),
+            "same_c5_max": float(table.loc["C5", "the same trial"].max())}, table
 
 
 # ---------------------------------------------------------------- where the best m lies
@@ -346,15 +387,18 @@ def best_partial_section(r: Read) -> tuple[dict, pd.DataFrame]:
     S = c.shape[0]
     deep = c.crossed(rng.integers(0, S, (r.plan.draws, S)), rng)
     rows, values = [], {}
+    ends = {"small": c.sizes[0], "middle": c.sizes[len(c.sizes) // 2], "large": c.sizes[-1]}  # keys by role, not k
     for k in c.sizes:
-        for m_other in (c.levels[0], c.levels[-1]):
+        for side, m_other in (("none", c.levels[0]), ("every", c.levels[-1])):
             gap = best_partial_minus(c, k, m_other)
             estimate = float(gap(c).mean())
             low, high = crossed_interval(estimate, np.array([np.nanmean(gap(x)) for x in deep]), S)
             rows.append({"k": k, "against": f"m={m_other}", "best partial minus": estimate, "low": float(low),
                          "high": float(high)})
-            values |= {f"best_minus_{m_other}_k{k}": estimate, f"best_minus_{m_other}_k{k}_low": float(low),
-                       f"best_minus_{m_other}_k{k}_high": float(high)}
+            for end in [name for name, at in ends.items() if at == k]:
+                key = f"best_minus_{side}_{end}"
+                values |= {key: estimate, f"{key}_low": float(low), f"{key}_high": float(high)}
+    values["middle_k"] = ends["middle"]
     return values, pd.DataFrame(rows).set_index(["k", "against"])
 
 

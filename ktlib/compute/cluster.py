@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from ktlib.compute import data as D
 from ktlib.compute import stacked, train
-from ktlib.compute.executors import Group, check, failed, group_inputs, groups, train_group
+from ktlib.compute.executors import Group, check, failed, group_inputs, group_text, groups, train_group
 from ktlib.compute.experiment import Experiment, RunKey, Task
 from ktlib.compute.model import build, state_hash
 from ktlib.config import Config
@@ -191,9 +191,8 @@ class Dask:
         source = (state_hash(task.source), self.client.submit(_value, state, key=f"source-net-split{cfg.split}-{tag}"))
         wanted = set(keys)
         for group in groups(keys, cfg):
-            recipes, n, k = group
             future = self.client.submit(worker_group, cfg, task.checksums, *source, group,
-                                        key=f"{recipes[0]}{'+' * (len(recipes) > 1)}-n{n}-k{k}-split{cfg.split}-{tag}")
+                                        key=f"{group_text(group).replace(' ', '-')}-split{cfg.split}-{tag}")
             self.pending[future] = (cfg, group, wanted, on_row)
             self.completed.add(future)
 
@@ -233,7 +232,7 @@ class Dask:
         left = [group for _, group, _, _ in self.pending.values()]
         self.client.cancel(list(self.pending))
         self.pending.clear()
-        shown = ", ".join(f"{recipe} n={n} k={k}" for recipe, n, k in left[:5]) + (", ..." if len(left) > 5 else "")
+        shown = ", ".join(group_text(g) for g in left[:5]) + (", ..." if len(left) > 5 else "")
         raise RuntimeError(f"{why}: {len(left)} groups of runs were still to do ({shown}); the runs saved so far "
                            f"stay, and the same command resumes{self._log()}") from None
 

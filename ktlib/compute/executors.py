@@ -139,6 +139,12 @@ class GroupFailed(RuntimeError):
     """A group of runs raised: the one error a sweep reports, naming the group's run keys."""
 
 
+def group_text(group: Group) -> str:
+    """A group as an error or a task names it: 'frozen n=5 k=2', or its first recipe and how many train with it."""
+    recipes, n, k = group
+    return f"{recipes[0]}{f' and {len(recipes) - 1} more' if len(recipes) > 1 else ''} n={n} k={k}"
+
+
 def failed(cfg: Config, group: Group, error: BaseException, where: str = "") -> GroupFailed:
     recipes, n, k = group
     which = f"recipe={recipes[0]!r}" if len(recipes) == 1 else f"recipe in {list(recipes)}"

@@ -122,8 +122,8 @@ BREADTH = Design(
 
 # ---------------------------------------------------------------- the partial study: partly transferred levels
 
-# The paper's last plan (issue 38): at C5, or C3, copy and freeze only some maps, chosen by a score on the target's
-# training images (ktlib.compute.maps), and let the rest train. Each part is one level on the study's first splits:
+# The paper's plan for future work (issue 38): at C5, or C3, copy and freeze only some maps, chosen by a score on the
+# target's training images (ktlib.compute.maps), and let the rest train. Each part is one level on the study's first splits:
 # the frozen nets on either side of it (m = 0 and every map: n-1 and n), and at each m the four scores, their
 # reversed rankings and RANDOM_DRAWS random choices, at each of its k, every trial; the choosers of one m train in one
 # group (executors.groups), 90 runs side by side.

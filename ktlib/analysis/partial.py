@@ -304,7 +304,8 @@ def stability_section(r: Read) -> tuple[dict, pd.DataFrame]:
         pairs = list(itertools.combinations(sorted(by_trial), 2))
         for score in SCORES:
             values = [_ranks_agree(by_trial[a][score].to_numpy(), by_trial[b][score].to_numpy()) for a, b in pairs]
-            rows.append({"level": level, "k": k, "split": split, "score": score, "between trials": np.mean(values)})
+            rows.append({"level": level, "k": k, "split": split, "score": score,
+                         "between trials": np.mean(values) if values else np.nan})  # one trial: no pair
         rows.append({"level": level, "k": k, "split": split, "score": "saliency vs ablation",
                      "between trials": np.mean([_ranks_agree(g.saliency.to_numpy(), g.ablation.to_numpy())
                                                 for g in by_trial.values()])})
@@ -338,7 +339,8 @@ def concentration_section(r: Read) -> tuple[dict, pd.DataFrame]:
             top = np.argsort(-by_trial[a], kind="stable")[:len(by_trial[a]) // 4]
             shares.append({"level": level, "k": k, "chosen on": "the same trial" if a == b else "another trial",
                            "top quarter's share": by_trial[b][top].sum() / by_trial[b].sum()})
-    table = pd.DataFrame(shares).groupby(["level", "k", "chosen on"])["top quarter's share"].mean().unstack()
+    table = pd.DataFrame(shares).groupby(["level", "k", "chosen on"])["top quarter's share"].mean().unstack().reindex(
+        columns=["another trial", "the same trial"])  # one trial (a smoke run) has no other: NaN
     held = table["another trial"]
     return {"held_c5_small": float(held.loc[("C5", r.c5.sizes[0])]), "held_c5_large": float(held.loc[("C5", r.c5.sizes[-1])]),
             "held_c3_min": float(held.loc["C3"].min()), "held_c3_max": float(held.loc["C3"].max()),

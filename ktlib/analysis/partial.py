@@ -430,7 +430,7 @@ def maps_figure(plan: Plan, level: str = "C3", k: int | None = None):
     """The figure of what is transferred: the first split's source net, its C1 and C3 maps on the first training image
     of trial 0 at k (the level's largest), ranked by each score on that trial's training images, the maps a partial
     recipe of the level's middle m keeps framed. Returns (figure, values)."""
-    cfg = dict(plan.configs())[f"{PARTIAL_PART}{level}"]  # the first split's sweep
+    cfg = next(c for part, c in plan.configs() if part == f"{PARTIAL_PART}{level}")  # the first split's sweep
     k = k or max(cfg.sizes)
     exp = Experiment.load(cfg)
     net = saved_source(exp)[0]

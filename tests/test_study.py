@@ -285,3 +285,12 @@ def test_the_forgetting_figures_say_how_many_of_their_runs_stopped_at_the_cap():
                          "stopped_by": ["converged", "cap", "cap", "cap", "cap", "cap"]})
     assert controls.forgetting_caps(rows, {"top_small": (5, 1), "top_large": (5, 40)}) == \
         f"{TUNED} 1 of 2 at k = 1, 2 of 2 at k = 40"  # the frozen recipe forgets nothing: not listed
+
+
+def test_the_training_hours_count_a_bundle_of_partial_recipes_as_one_group():
+    """The choosers of one level, m and k train side by side (ktlib.compute.executors.bundle): their group takes its
+    slowest run's time, once."""
+    rows = pd.DataFrame({"part": ["partial-C5"] * 3, "split": [0] * 3, "n": [5] * 3, "k": [1] * 3,
+                         "recipe": ["C5-keep30-mi", "C5-keep30-random0", "C5-keep60-mi"],
+                         "seconds": [3600.0, 1800.0, 1800.0]})
+    assert training_hours(rows, "native") == 1.5

@@ -27,8 +27,7 @@ def training_hours(rows: pd.DataFrame, engine: str) -> float:
     if engine == "plain":
         return float(rows.seconds.sum()) / 3600
     # a group: one sweep's cell, or its bundle of partial recipes (executors.bundle)
-    bundles = [str(bundle(RunKey(n, k, t, r))) for n, k, t, r in rows[["n", "k", "trial", "recipe"]].itertuples(
-        index=False)]
+    bundles = [str(bundle(RunKey(n, k, 0, r))) for n, k, r in rows[["n", "k", "recipe"]].itertuples(index=False)]
     group = [c for c in ("part", "split", "order") if c in rows]
     return float(rows.assign(group=bundles).groupby([*group, "group"]).seconds.max().sum()) / 3600
 

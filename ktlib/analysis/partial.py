@@ -245,13 +245,14 @@ def chance_section(r: Read) -> tuple[dict, pd.DataFrame]:
         deep = c.crossed(rng.integers(0, S, (r.plan.draws, S)), rng)
         for score in SCORES:
             for k in c.sizes:
-                if tied(r, level, score, k):
+                ties = tied(r, level, score, k)  # once per score and k: its reversal is void at every m
+                if ties:
                     void.append(f"{level} {score}-reversed at k={k}")
                 for m in partly_kept(c):
                     for chooser, gap in ((score, score_minus_random(score, m, k)),
                                          (f"{score}-reversed", score_minus_random(f"{score}-reversed", m, k)),
                                          (f"{score} minus its reversal", score_minus_reversal(score, m, k))):
-                        if chooser != score and tied(r, level, score, k):
+                        if chooser != score and ties:
                             continue
                         estimate, low, high = _crossed(c, gap, deep)
                         rows.append({"level": level, "chooser": chooser, "m": m, "k": k, "difference": estimate,

@@ -7,6 +7,7 @@
     python benchmarks/bench.py --cluster          # one split's runs on a Dask LocalCluster of 1, then 2 workers
     python benchmarks/bench.py --breadth          # the breadth study's time from its record, here and on Dask
     python benchmarks/bench.py --partial          # a partly transferred level's step against the whole level's
+    python benchmarks/bench.py --selection        # the selection study's time, priced from the breadth record
 
 Every path trains the same runs (same source net, data, seeds and stopping rule). Each runs n by n
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
@@ -26,7 +27,7 @@ import tempfile
 import time
 
 import torch
-from costs import breadth_cost, on_cluster, study_cost, useful_flops  # this directory
+from costs import breadth_cost, on_cluster, selection_cost, study_cost, useful_flops  # this directory
 from peak import ceiling, seconds_of
 
 import ktlib
@@ -136,7 +137,9 @@ def main() -> None:
     p.add_argument("--record", default="results/paper", help="the committed record --study and --cluster project from")
     p.add_argument("--breadth", action="store_true", help="the breadth study's time, from its record, here and on "
                                                           "16 and 64 Dask workers (seconds, no training)")
-    p.add_argument("--measured", type=float, help="--breadth: the minutes a run from scratch took, to print beside")
+    p.add_argument("--selection", action="store_true", help="the selection study's time, priced from the breadth "
+                                                            "record's 20-class sweeps")
+    p.add_argument("--measured", type=float, help="--breadth, --selection: the minutes a run from scratch took, to print beside")
     p.add_argument("--partial", action="store_true", help="a partly transferred level's training step against the "
                                                           "whole level's (no data needed)")
     a = p.parse_args()
@@ -144,6 +147,8 @@ def main() -> None:
         return partial_step()
     if a.breadth:
         return breadth_cost(a.data_dir, a.record, a.measured)
+    if a.selection:
+        return selection_cost(a.data_dir, a.record, a.measured)
     if a.study:
         return study_cost(a.data_dir, a.workers, a.record, a.epochs)
     if a.cluster:

@@ -164,6 +164,37 @@ def breadth_cost(data_dir: str | None, committed: str, measured_minutes: float |
               f"its own; work / workers {(groups + nets) / n / 60:5.1f} min")
 
 
+def selection_cost(data_dir: str | None, committed: str, measured_minutes: float | None) -> None:
+    """The selection study's time, priced before it runs from the breadth record's sweeps of the same shape: its
+    20-class sources trained by the paper's rule, with their frozen groups at the selection study's k (each order's
+    source net and groups as one selection's sweep), and its first sweep's n=0 groups at those k (one draw's).
+    Scheduled as this process runs a study, a lower bound like breadth_cost's."""
+    cfg = ktlib.Config(data_dir=data_dir, results_dir=committed)
+    breadth, selection = studies.plan("breadth", cfg), studies.plan("selection", cfg)
+    rows, sizes = breadth.stored(), studies.SELECTION_SIZES
+    like = [(c.source_order, c) for name, c in breadth.configs() if name == f"{studies.ORDERED}20"]
+    sweeps = []
+    for order, c in like:
+        mine = rows[(rows.part == f"{studies.ORDERED}20") & (rows.order == order) & (rows.recipe == "frozen")
+                    & rows.k.isin(sizes)]
+        sweeps.append((files.read_source_record(c.results_dir)["seconds"],
+                       mine.groupby(["n", "k"]).seconds.max().tolist()))
+    zero = rows[(rows.n == 0) & rows.k.isin(sizes)].groupby(["part", "order", "k"]).seconds.max()
+    zero = zero.groupby("k").first().tolist()  # one sweep's n=0 groups at each k
+    draws, selections = selection.counts["draws"], len(selection.parts)
+    per_sweep = [sum(t) + s for s, t in sweeps]
+    print(f"priced from the breadth record's {len(sweeps)} sweeps of 20 rule-trained classes at k in {list(sizes)}: "
+          f"a selection's source net and frozen groups {statistics.mean(per_sweep):.0f} s of one core "
+          f"({min(per_sweep):.0f}-{max(per_sweep):.0f}), a draw's n=0 groups {sum(zero):.0f} s")
+    planned = [sweeps[i % len(sweeps)] for i in range(draws * selections)]
+    planned = [(s, t + (zero if i % selections == 0 else [])) for i, (s, t) in enumerate(planned)]
+    workers = cfg.worker_count()
+    work = sum(s + sum(t) for s, t in planned)
+    print(f"  {draws} draws x {selections} selections = {len(planned)} sweeps, {work / 60:.1f} min of one core; in "
+          f"this process on {workers} threads: {sum(s + simulate([(0.0, t)], workers) for s, t in planned) / 60:.1f} "
+          f"min" + (f"; a run from scratch took {measured_minutes:.1f} min" if measured_minutes else ""))
+
+
 def task_times(stream: list[dict]) -> dict[tuple, float]:
     """Each group's compute seconds, by (recipe, n, k), from a Dask task stream."""
     out = {}

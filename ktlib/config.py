@@ -75,6 +75,8 @@ class Purpose(IntEnum):
     VALIDATION = 15    # the target classes' validation images: test-file images that the test set does not hold
     RESEED = 16        # a reseeded replicate's source net and trials (Config.reseed)
     MAP_CHOICE = 17    # a partial recipe's random order of a level's maps (ktlib.compute.maps.choice_seed)
+    SELECTION_TARGETS = 18  # the selection study's target classes, one draw per replicate
+    SELECTION_RANDOM = 19   # the selection study's random selections of the source classes
 
 
 def derive_seed(seed: int, purpose: Purpose, *keys: int) -> int:

@@ -8,6 +8,7 @@ import pytest
 
 from ktlib.analysis import breadth, claims, contrasts
 from ktlib.analysis.intervals import Cube
+from ktlib.compute import data
 from ktlib.compute.experiment import Experiment, grid
 from ktlib.config import Config, Purpose
 from ktlib.recipes import BASELINE, SPREAD_CONTROL
@@ -174,7 +175,7 @@ def test_the_design_names_its_sizes_and_levels_as_a_sentence_lists_them(plan):
 
 
 def test_a_twin_is_the_same_letter_in_the_other_case():
-    assert contrasts.twin("c") == "C" and contrasts.twin("G") == "g" and contrasts.twin("7") is None
+    assert data.twin("c") == "C" and data.twin("G") == "g" and data.twin("7") is None
 
 
 def grid_cube(class_slope: float, image_slope: float, orders: int = 4, trials: int = 3, noise: float = 0.0,

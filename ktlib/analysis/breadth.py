@@ -66,11 +66,11 @@ def orders_table(plan: Plan) -> pd.DataFrame:
 
 
 def twins_table(plan: Plan) -> pd.DataFrame:
-    """Per target class: its case twin (contrasts.twin), and whether the twin is in the source pool (so that some
+    """Per target class: its case twin (data.twin), and whether the twin is in the source pool (so that some
     source nets learn it) or not (no source net does)."""
     emnist = data.opened(plan.cfg.data_dir)[0]
     pool = {emnist.mapping[c] for c in data.eligible(emnist, data.ORDER_POOL_IMAGES)[0]}
-    return pd.DataFrame([{"target": t, "twin": contrasts.twin(t) or "", "twin in the pool": contrasts.twin(t) in pool}
+    return pd.DataFrame([{"target": t, "twin": data.twin(t) or "", "twin in the pool": data.twin(t) in pool}
                          for t in plan.cfg.target_chars]).set_index("target")
 
 

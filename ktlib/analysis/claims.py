@@ -30,6 +30,9 @@ from ktlib.analysis.contrasts import (
     contrasts_partial_breaks,
     contrasts_partial_mi,
     contrasts_partial_saliency,
+    contrasts_near_far,
+    contrasts_predicts,
+    contrasts_spanning,
     contrasts_variance,
 )
 from ktlib.analysis.glue import NOTEBOOKS, glued
@@ -295,6 +298,44 @@ PARTIAL_CLAIMS = {
 }
 
 
+# The paper's last line of future work, judged by the selection study (its notebook, 10_selection), as issue 39 set it
+# before any selection run: over the draws of the target classes, each selection's level chosen on its validation
+# images.
+SELECTION_CLAIMS = {
+    "selection_spanning": SweepClaim(
+        "\u201cPerhaps a different set of classes, which in some sense spanned the set of classes better, would also "
+        "give improved results\u201d (Discussion)", contrasts_spanning, (), title="A spanning set beats random sets",
+        words="Source classes chosen to cover the pool of classes give more transfer with one example per class than "
+              "source classes drawn at random.",
+        how="for each draw of the 20 target classes, two spanning selections (greedy facility location on the pool's "
+            "mean images, and on their mean C5 features in the probe net) and ten random ones, each a source net "
+            "trained by the paper's rule with the same seeds; each selection's best gain over *n* = 0 at the "
+            "smallest *k*, its *n* chosen on validation images, minus the random selections' mean, beyond the "
+            "clear-gain margin (at the largest *k*, shown). The pool has 39 classes, so any two selections of 20 "
+            "share about half their classes."),
+    "selection_near_far": SweepClaim(
+        "(not the paper's claim: the similarity it leaves implicit, after Cui et al. 2018)", contrasts_near_far, (),
+        title="Near beats far",
+        words="Source classes like the targets give more transfer than source classes unlike them, even without the "
+              "targets' case twins.",
+        how="the 20 pool classes whose mean probe features lie nearest a target class's (near), the same without "
+            "the targets' case twins (near without twins), and the 20 farthest (far): near minus far and near "
+            "without twins minus far, each at the smallest and the largest *k*, beyond the clear-gain margin. Near "
+            "and far must share a class (40 of 39)."),
+    "selection_predicts": SweepClaim(
+        "\u201cFinally, we will investigate techniques to select an optimal set of classes for knowledge "
+        "transfer\u201d (Conclusions & Future Work), by scores that need no target net", contrasts_predicts, (),
+        title="A transferability score predicts the gain",
+        words="A score of the source net on the targets' training images, computed before any target net trains, "
+              "ranks the source nets as their transfer gains do.",
+        how="LEEP, the H-score of the C5 features, and the nearest-class-mean accuracy on them (leave one out), each "
+            "on each trial's training images at the largest *k*; Kendall's tau over each draw's selections between "
+            "the score and the gain of *n* = 5 over *n* = 0, at the smallest and the largest *k*, above zero. The "
+            "scores read the largest *k*'s images even where they predict the smallest *k*'s gain: with one image "
+            "per class, the H-score and the leave-one-out accuracy cannot be computed."),
+}
+
+
 @dataclass(frozen=True)
 class CountedClaim:
     """A claim that is counted, not estimated: the notebook that measures it, and its texts for the Claims page."""
@@ -321,4 +362,5 @@ COUNTED_CLAIMS = {
 CLAIMS = {**{nb: [k for k, c in COUNTED_CLAIMS.items() if c.notebook == nb]
              for nb in dict.fromkeys(c.notebook for c in COUNTED_CLAIMS.values())},
           NOTEBOOKS["variance"]: list(SWEEP_CLAIMS), NOTEBOOKS["controls"]: list(STUDY_CLAIMS),
-          NOTEBOOKS["breadth"]: list(BREADTH_CLAIMS), NOTEBOOKS["partial"]: list(PARTIAL_CLAIMS)}
+          NOTEBOOKS["breadth"]: list(BREADTH_CLAIMS), NOTEBOOKS["partial"]: list(PARTIAL_CLAIMS),
+          NOTEBOOKS["selection"]: list(SELECTION_CLAIMS)}

@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import connections, run_flops
@@ -521,12 +522,79 @@ contrasts_partial_saliency = chooses_better_than_chance("saliency")
 contrasts_partial_mi = chooses_better_than_chance("mi")
 
 
-# A case twin of a target class: the same letter in the other case (c and C). Twins among the source classes may
-# carry a target's shape into the source net whatever else it learns; the twin gap measures how much.
-def twin(char: str) -> str | None:
-    """The same letter in the other case, or None for a digit."""
-    other = char.swapcase()
-    return other if other != char else None
+# ---------------------------------------------------------------- the selection study, as contrasts
+# (set in issue 39 before any run of the selection study: ktlib.record.studies.SELECTION). They read a cube keyed by
+# selection whose replicates are the draws of the target classes (ktlib.analysis.selection), every selection of a
+# draw on the same targets, training sets and initial weights, its n=0 runs shared; each run's row also carries its
+# source net's transferability scores on its trial's training images at the largest k (ktlib.compute.selection).
+SPANNING_SELECTIONS = ("spanning-pixels", "spanning-probe")
+TRANSFERABILITY = ("leep", "h_score", "ncm")  # ktlib.compute.selection.transferability's columns
+PREDICTED_LEVEL = 5  # the gain a score predicts: n=5 over n=0, the net whose F6 reads the features scored
+
+
+def _by_selection(c: Cube) -> None:
+    if c.keyed_by != "selection":
+        raise ValueError("a cube keyed by selection over the draws of the targets (ktlib.analysis.selection)")
+
+
+def random_selections(c: Cube) -> list[str]:
+    _by_selection(c)
+    return [r for r in c.arrays if r.startswith("random")]
+
+
+def minus_random(c: Cube, name: str, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per draw: the selection's best gain over n=0 at k (its level chosen on validation images: best_gain) minus the
+    mean of the random selections' best gains."""
+    mine, others = best_gain(c, name, k), [best_gain(c, r, k) for r in random_selections(c)]
+    return lambda cube: mine(cube) - np.mean([g(cube) for g in others], 0)
+
+
+def contrasts_spanning(c: Cube) -> list[Contrast]:
+    """The Discussion's guess: a set of source classes that spans the classes better gives more. At the smallest k,
+    each spanning selection's best gain minus the random selections' mean, beyond the clear-gain margin; at the
+    largest, shown."""
+    if not random_selections(c) or not all(s in c.arrays for s in SPANNING_SELECTIONS):
+        raise ValueError("the spanning and random selections")
+    small, large = c.sizes[0], c.sizes[-1]
+    return [*(Contrast(f"{s} - random at k={small}", minus_random(c, s, small), CLEAR_GAIN)
+              for s in SPANNING_SELECTIONS),
+            *(Contrast(f"{s} - random at k={large}", minus_random(c, s, large), CLEAR_GAIN, decides=False)
+              for s in SPANNING_SELECTIONS if large != small)]
+
+
+def contrasts_near_far(c: Cube) -> list[Contrast]:
+    """Source classes like the targets give more than classes unlike them: near minus far, and near without the
+    targets' case twins minus far, at the smallest and the largest k, each beyond the clear-gain margin (so that the
+    twins alone cannot make it hold)."""
+    _by_selection(c)
+    if not all(s in c.arrays for s in ("near", "near-untwinned", "far")):
+        raise ValueError("the near, near-untwinned and far selections")
+    return [Contrast(f"{near} - far at k={k}", step_gain(c, "far", near, k), CLEAR_GAIN)
+            for near in ("near", "near-untwinned") for k in dict.fromkeys(_two_sizes(c))]
+
+
+def score_tau(score: str, k: int) -> Callable[[Cube], np.ndarray]:
+    """Per draw: Kendall's tau (tau-b) over the draw's selections between the source net's score (its mean over the
+    trials) and its gain at n=PREDICTED_LEVEL over n=0 at k (the mean over the trials)."""
+    def tau(cube: Cube) -> np.ndarray:
+        names = list(cube.arrays)
+        largest = cube.sizes[-1]
+        x = np.stack([cube.at(score, PREDICTED_LEVEL, largest, s).mean(1) for s in names], 1)  # (S, selections)
+        y = np.stack([(cube.at("test_accuracy", PREDICTED_LEVEL, k, s) - cube.at("test_accuracy", 0, k, s)).mean(1)
+                      for s in names], 1)
+        return np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y)])
+    return tau
+
+
+def contrasts_predicts(c: Cube) -> list[Contrast]:
+    """A score of the source net on the target's training images, computed before any target net trains, ranks the
+    selections as their gains do: Kendall's tau over each draw's selections, for each score at the smallest and the
+    largest k, above zero."""
+    _by_selection(c)
+    for score in TRANSFERABILITY:
+        measured_value(c, score, f"the source nets' {score} scores")
+    return [Contrast(f"tau({score}, gain) at k={k}", score_tau(score, k), fmt="+.2f")
+            for score in TRANSFERABILITY for k in dict.fromkeys(_two_sizes(c))]
 
 
 def summary(verdicts: pd.Series) -> str:

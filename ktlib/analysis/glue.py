@@ -5,7 +5,7 @@ from __future__ import annotations
 # them too, for the book and the Makefile; tests/test_glue.py keeps the two the same, in the same order.
 NOTEBOOKS = {"source": "01_source", "sweep": "02_sweep", "variance": "03_variance", "parameters": "04_parameters",
              "study": "05_study", "controls": "06_controls", "errors": "07_errors", "breadth": "08_breadth",
-             "partial": "09_partial"}
+             "partial": "09_partial", "selection": "10_selection"}
 
 
 def glued(notebook: str, key: str, fmt: str = "s") -> str:

@@ -9,19 +9,29 @@ import re
 import sys
 from pathlib import Path
 
-from ktlib.analysis.claims import BREADTH_CLAIMS, COUNTED_CLAIMS, PARTIAL_CLAIMS, STUDY_CLAIMS, SWEEP_CLAIMS
+from ktlib.analysis.claims import (
+    BREADTH_CLAIMS,
+    COUNTED_CLAIMS,
+    PARTIAL_CLAIMS,
+    SELECTION_CLAIMS,
+    STUDY_CLAIMS,
+    SWEEP_CLAIMS,
+)
 from ktlib.analysis.glue import NOTEBOOKS, glued
 
 
 def page() -> dict[str, str]:
     """The Claims page's generated parts, as MyST (book/_generated/claims-*.md, included by book/claims.md): the
     counted claims, the claims about the runs on the paper's split and over splits, the claims about more source
-    classes, the claims about partly transferred levels, and how each became contrasts. Rows are numbered in the order
-    of COUNTED_CLAIMS, SWEEP_CLAIMS, STUDY_CLAIMS, BREADTH_CLAIMS and PARTIAL_CLAIMS."""
+    classes, the claims about partly transferred levels, the claims about choosing the source classes, and how each
+    became contrasts. Rows are numbered in the order of COUNTED_CLAIMS, SWEEP_CLAIMS, STUDY_CLAIMS, BREADTH_CLAIMS,
+    PARTIAL_CLAIMS and SELECTION_CLAIMS."""
     over_nb, breadth_nb, partial_nb = NOTEBOOKS["controls"], NOTEBOOKS["breadth"], NOTEBOOKS["partial"]
+    selection_nb = NOTEBOOKS["selection"]
     runs = {**{k: (NOTEBOOKS["variance"], c) for k, c in SWEEP_CLAIMS.items()},
             **{k: (over_nb, c) for k, c in STUDY_CLAIMS.items()}}
-    number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs, *BREADTH_CLAIMS, *PARTIAL_CLAIMS])}
+    number = {key: i + 1 for i, key in enumerate([*COUNTED_CLAIMS, *runs, *BREADTH_CLAIMS, *PARTIAL_CLAIMS,
+                                                           *SELECTION_CLAIMS])}
     counted = ["| # | The paper's claim | What we measured | Verdict |", "| --- | --- | --- | --- |"]
     counted += [f"| {number[k]} | {c.words} | {glued(c.notebook, k + '_measured')} | "
                 f"**{glued(c.notebook, k + '_verdict')}** |" for k, c in COUNTED_CLAIMS.items()]
@@ -43,11 +53,19 @@ def page() -> dict[str, str]:
     partial += [f"| {number[k]} | {c.words} {glued(partial_nb, k + '_paper')} | {glued(partial_nb, k + '_measured')} "
                 f"| **{glued(partial_nb, k + '_verdict')}** | {glued(partial_nb, k + '_tally')} |"
                 for k, c in PARTIAL_CLAIMS.items()]
+    selection = ["| # | Our claim, and the paper's words | Contrasts over draws of the targets and a new draw of the "
+                 "classes: estimate [95% interval] (where it must lie) | Verdict | Draws where it holds |",
+                 "| --- | --- | --- | --- | --- |"]
+    selection += [f"| {number[k]} | {c.words} {glued(selection_nb, k + '_paper')} | "
+                  f"{glued(selection_nb, k + '_measured')} | **{glued(selection_nb, k + '_verdict')}** | "
+                  f"{glued(selection_nb, k + '_tally')} |" for k, c in SELECTION_CLAIMS.items()]
     how = [f"* **{c.title}** (row {number[k]}): {c.how}" for k, c in {
-        **COUNTED_CLAIMS, **SWEEP_CLAIMS, **STUDY_CLAIMS, **BREADTH_CLAIMS, **PARTIAL_CLAIMS}.items() if c.how]
+        **COUNTED_CLAIMS, **SWEEP_CLAIMS, **STUDY_CLAIMS, **BREADTH_CLAIMS, **PARTIAL_CLAIMS,
+        **SELECTION_CLAIMS}.items() if c.how]
     return {name: "\n".join(lines) + "\n" for name, lines in
             (("claims-counted", counted), ("claims-split", split), ("claims-over", over),
-             ("claims-breadth", breadth), ("claims-partial", partial), ("claims-how", how))}
+             ("claims-breadth", breadth), ("claims-partial", partial), ("claims-selection", selection),
+             ("claims-how", how))}
 
 
 def write_page(dest: str | os.PathLike) -> None:

@@ -188,7 +188,8 @@ def measured(table: pd.DataFrame, claim: str) -> str:
 def claim_values(table: pd.DataFrame, verdicts: pd.Series, suffix: str = "") -> dict:
     """Each claim's contrasts and verdict, as the Claims page cites them (<claim><suffix>_measured and _verdict); and
     the paper's words it tests, as <claim>_paper."""
-    words = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS, **claims.BREADTH_CLAIMS, **claims.PARTIAL_CLAIMS}
+    words = {**claims.SWEEP_CLAIMS, **claims.STUDY_CLAIMS, **claims.BREADTH_CLAIMS, **claims.PARTIAL_CLAIMS,
+             **claims.SELECTION_CLAIMS}
     out = {}
     for key, v in verdicts.items():
         if not suffix:  # once per claim: where it is judged first (the paper's split, or the breadth study)

@@ -246,6 +246,14 @@ def eligible(data: Emnist, source_per_class: int = 400, target_train_per_class: 
     return source, target
 
 
+# A case twin of a target class: the same letter in the other case (c and C). Twins among the source classes may
+# carry a target's shape into the source net whatever else it learns (the breadth study measures how much).
+def twin(char: str) -> str | None:
+    """The same letter in the other case, or None for a digit."""
+    other = char.swapcase()
+    return other if other != char else None
+
+
 # A nesting order ranks the classes with the paper's 400 training images per class, whatever a source net of the
 # order takes of each: the breadth study's sizes, and its control with fewer images per class, draw from one ranking.
 ORDER_POOL_IMAGES = 400

@@ -13,8 +13,9 @@ from ktlib.record.files import RESULTS_FILE
 
 STUDY_DIR = "study"  # the studies' sweeps, under their profile's results directory: study/<part>/<axis>-<i>/
 # What a study's replicates are (ktlib.record.plans.Design.axis), by the name its directories and its tables' column
-# take: class splits or nesting orders of the source classes; and the Config field each replicate sets.
-AXES = {"split": "split", "order": "source_order"}
+# take: class splits, nesting orders of the source classes, or draws of the target classes (each with its own seeds,
+# as a split has: the selection study); and the Config field each replicate sets.
+AXES = {"split": "split", "order": "source_order", "draw": "split"}
 
 
 def data_tag(checksums: dict | None) -> str:

@@ -31,11 +31,15 @@ from ktlib.record.files import (
 @dataclass(frozen=True)
 class Part:
     """One part of a study: a sweep per replicate of `over` (one of the plan's counts), each the study's
-    configuration with `changes`. zero=False: its sweeps run no n=0 runs, which copy nothing; another part's serve."""
+    configuration with `changes` (or with changes(replicate), when they differ from one replicate to the next).
+    zero=False: its sweeps run no n=0 runs, which copy nothing; another part's serve."""
     name: str
     over: str = "splits"
-    changes: dict = field(default_factory=dict)
+    changes: dict | Callable[[int], dict] = field(default_factory=dict)
     zero: bool = True
+
+    def changes_of(self, replicate: int) -> dict:
+        return self.changes(replicate) if callable(self.changes) else self.changes
 
 
 @dataclass(frozen=True)
@@ -92,14 +96,15 @@ class Plan:
         out, covered = [], {}  # shared_zero: k -> how many trials' n=0 runs an earlier sweep runs at k
         for part in self.parts:
             for i in range(self.counts[part.over]):
-                sizes, trials = part.changes.get("sizes", self.cfg.sizes), part.changes.get("trials", self.cfg.trials)
+                changes = part.changes_of(i)
+                sizes, trials = changes.get("sizes", self.cfg.sizes), changes.get("trials", self.cfg.trials)
                 zero = part.zero and (not self.design.shared_zero or any(covered.get(k, 0) < trials for k in sizes))
                 if zero and self.design.shared_zero:
                     covered |= {k: max(covered.get(k, 0), trials) for k in sizes}
-                levels = part.changes.get("levels", self.cfg.levels)  # a part may set its own
+                levels = changes.get("levels", self.cfg.levels)  # a part may set its own
                 where = layout.sweep_dir(self.root, part.name, i, self.design.axis)
                 out.append((part.name, dataclasses.replace(self.cfg, **{
-                    **part.changes, "levels": levels if zero else [n for n in levels if n > 0],
+                    **changes, "levels": levels if zero else [n for n in levels if n > 0],
                     "results_dir": str(where), layout.AXES[self.design.axis]: i})))
         return out
 

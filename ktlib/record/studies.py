@@ -4,11 +4,18 @@ and ktlib.plan(<name>, cfg) reads it back. Its analysis module goes in ktlib/ana
 book's _toc.yml and ktlib.analysis.glue.NOTEBOOKS."""
 from __future__ import annotations
 
-import numpy as np
+import functools
+from dataclasses import dataclass
 
-from ktlib.compute import data
-from ktlib.config import PROFILES, Config, Purpose, derive_seed
+import numpy as np
+import pandas as pd
+
+from ktlib.compute import data, selection
+from ktlib.compute.model import state_hash
+from ktlib.config import NATIVE_CODE_BITS, PROFILES, Config, Purpose, derive_seed
 from ktlib.recipes import BASELINE, CORE, PARTIAL_LEVELS, PROBES, SCORES, SPREAD_CONTROL, partial
+from ktlib.record import files, layout
+from ktlib.record.files import SOURCE_FILE
 from ktlib.record.plans import Design, Part, Plan
 
 # ---------------------------------------------------------------- the study: many splits, the recipes, the variants
@@ -62,17 +69,22 @@ LARGE_K = 100  # the largest k the fixed targets allow (each has at least 117 tr
 LARGE_TRIALS = 3  # its trials (cut from 5 for the study's 45 minutes, like EQUAL_TRIALS)
 
 
-def fixed_targets(emnist: data.Emnist, cfg: Config) -> str:
-    """The target classes of every breadth sweep: n_classes drawn once among the classes too scarce to be a source
-    class, so no source size takes any of them and every change comes from the source."""
+def scarce_targets(emnist: data.Emnist, cfg: Config, seed: int, study: str) -> list[int]:
+    """n_classes target classes drawn by `seed` among the classes too scarce to be a source class (fewer than the
+    pool's 400 training images) and with enough images to be a target, so that no source net takes any of them."""
     pool, _ = data.eligible(emnist, data.ORDER_POOL_IMAGES)
     _, ok = data.eligible(emnist, cfg.source_per_class, max(cfg.sizes), cfg.test_per_class)
     scarce = [c for c in ok if c not in pool]
     if len(scarce) < cfg.n_classes:
         raise data.DataError(f"only {len(scarce)} classes have too few images to be a source class and enough to be a "
-                             f"target; the breadth study needs {cfg.n_classes}")
-    rng = np.random.default_rng(derive_seed(cfg.seed, Purpose.FIXED_TARGETS))
-    chosen = sorted(rng.choice(scarce, cfg.n_classes, replace=False).tolist())
+                             f"target; the {study} needs {cfg.n_classes}")
+    return sorted(np.random.default_rng(seed).choice(scarce, cfg.n_classes, replace=False).tolist())
+
+
+def fixed_targets(emnist: data.Emnist, cfg: Config) -> str:
+    """The target classes of every breadth sweep: drawn once among the scarce classes (scarce_targets), so no source
+    size takes any of them and every change comes from the source."""
+    chosen = scarce_targets(emnist, cfg, derive_seed(cfg.seed, Purpose.FIXED_TARGETS), "breadth study")
     short = [emnist.mapping[c] for c in chosen if emnist.counts("train")[c] < LARGE_K]
     if short:
         raise data.DataError(f"target classes {short} have fewer than {LARGE_K} training images, the k of the "
@@ -158,7 +170,105 @@ PARTIAL = Design(
     default=lambda profile: min(PARTIAL_SPLITS, profile.splits))
 
 
-STUDIES = {design.name: design for design in (STUDY, BREADTH, PARTIAL)}
+# ---------------------------------------------------------------- the selection study: which source classes
+
+# The paper's last line of future work (issue 39): which 20 source classes to learn, chosen before anything trains.
+# Each replicate is a draw of the 20 target classes among the classes too scarce to be a source class (so every
+# selection may take any class of the pool), with its own seeds, as a class split has; for each draw, every selection
+# is made again (ktlib.compute.selection says how each is made), and its source net trained as the paper's, with the
+# same seeds for every selection of the draw: only the classes differ. Each source runs the paper's frozen sweep on the
+# draw's targets, with the same training sets and initial weights for every selection, so the n=0 runs, which copy
+# nothing, are run once per draw, by its first selection.
+SPANNING, NEAR, FAR, UNTWINNED, RANDOM = "spanning-", "near", "far", "near-untwinned", "random"
+SPACES = ("pixels", "probe")  # where spanning covers the pool: the classes' mean images, or their mean probe features
+RANDOM_SELECTIONS = 10  # random draws of the source classes per draw of the targets
+SELECTIONS = (*(f"{SPANNING}{space}" for space in SPACES), NEAR, UNTWINNED, FAR,
+              *(f"{RANDOM}{r}" for r in range(RANDOM_SELECTIONS)))
+# The probe: the breadth study's source net of every class of the pool (its 39-class source of nesting order 0), in
+# the record since issue 37, before this study was designed; its sha256 is pinned, so no later net can take its place.
+PROBE_SWEEP = f"{ORDERED}39/order-0"
+PROBE_SHA256 = "2178d48f99bb24ee1e0d593cc8130c0fe7afa230f9d2b75767c4b13f6897d7ca"
+# Cut for the study's 40 minutes on 2 cores (priced by benchmarks/bench.py --selection from the breadth record's
+# 20-class sweeps, before any selection ran): the paper's k = 1, 5, 10, 20, 40 cut to 1, 10, 40, on 3 draws.
+SELECTION_SIZES = (1, 10, 40)
+SELECTION_DRAWS = 3
+
+
+@functools.lru_cache(maxsize=1)
+def probe_net():
+    """The probe net, from the committed record, checked against its pinned sha256."""
+    path = layout.record_path("paper").parent / layout.STUDY_DIR / PROBE_SWEEP / SOURCE_FILE
+    net, _ = files.source_state(path, NATIVE_CODE_BITS)
+    if state_hash(net) != PROBE_SHA256:
+        raise files.ResultsError(f"{path}: not the probe net the selection study was designed with (sha256 "
+                                 f"{PROBE_SHA256[:16]}...); restore it from git")
+    return net
+
+
+@dataclass(frozen=True)
+class Selections:
+    """One draw's target classes, each selection's source classes (labels), and what each selection was made from."""
+    targets: tuple[int, ...]
+    chosen: dict[str, tuple[int, ...]]
+    table: pd.DataFrame  # per selection: its characters, twins, coverage cost in each space, distance to the targets
+
+
+@functools.lru_cache(maxsize=8)
+def _means(data_dir: str, stamps: tuple, probe: bool) -> tuple[list[int], np.ndarray]:
+    emnist = data.opened(data_dir)[0]
+    classes = sorted(emnist.mapping)
+    return classes, selection.class_means(emnist, classes, probe_net() if probe else None)
+
+
+def selections(cfg: Config, emnist: data.Emnist, draw: int) -> Selections:
+    """Every selection of one draw of the targets (SELECTIONS), from the data and the probe net alone."""
+    targets = scarce_targets(emnist, cfg, derive_seed(cfg.seed, Purpose.SELECTION_TARGETS, draw), "selection study")
+    pool, _ = data.eligible(emnist, data.ORDER_POOL_IMAGES)
+    size = cfg.n_classes
+    stamps = tuple(sorted(data.opened(cfg.data_dir)[1].items()))
+    means = {}
+    for space in SPACES:
+        classes, m = _means(cfg.data_dir, stamps, space == "probe")
+        means[space] = m[[classes.index(c) for c in pool]], m[[classes.index(c) for c in targets]]
+    at = lambda positions: tuple(pool[i] for i in positions)  # noqa: E731
+    chosen = {f"{SPANNING}{space}": at(selection.spanning(means[space][0], size)) for space in SPACES}
+    distance = selection.target_distance(*means["probe"])
+    twinned = np.array([data.twin(emnist.mapping[c]) in {emnist.mapping[t] for t in targets} for c in pool])
+    chosen |= {NEAR: at(selection.nearest(distance, size)),
+               UNTWINNED: at(selection.nearest(distance, size, allowed=~twinned)),
+               FAR: at(selection.nearest(distance, size, far=True))}
+    rng = np.random.default_rng(derive_seed(cfg.seed, Purpose.SELECTION_RANDOM, draw))
+    chosen |= {f"{RANDOM}{r}": tuple(sorted(rng.choice(pool, size, replace=False).tolist()))
+               for r in range(RANDOM_SELECTIONS)}
+    pool_d = {space: selection.distances(means[space][0], means[space][0]) for space in SPACES}
+    rows = {name: {"classes": "".join(emnist.mapping[c] for c in classes),
+                   "twins": selection.twins_in(emnist, list(classes), targets),
+                   **{f"coverage cost ({space})": selection.coverage_cost(pool_d[space], [pool.index(c) for c in classes])
+                      for space in SPACES},
+                   "distance to the targets (probe)": float(distance[[pool.index(c) for c in classes]].mean())}
+            for name, classes in chosen.items()}
+    return Selections(tuple(targets), chosen, pd.DataFrame(rows).T.rename_axis("selection"))
+
+
+def selection_parts(cfg: Config, emnist: data.Emnist) -> tuple[Part, ...]:
+    """One part per selection, over the draws of the targets; the first runs each draw's n=0 runs."""
+    sizes = [k for k in SELECTION_SIZES if k <= max(cfg.sizes)] or [min(cfg.sizes)]
+    made = functools.lru_cache(maxsize=None)(lambda draw: selections(cfg, emnist, draw))
+
+    def changes(name: str):
+        return lambda draw: dict(sizes=sizes, source_chars="".join(emnist.mapping[c] for c in made(draw).chosen[name]),
+                                 target_chars="".join(emnist.mapping[c] for c in made(draw).targets))
+    return tuple(Part(name, "draws", changes(name), zero=i == 0) for i, name in enumerate(SELECTIONS))
+
+
+SELECTION = Design(
+    "selection", "choosing the source classes: spanning, near, far and random selections of 20 source classes for "
+                 "each draw of the targets, each transferred frozen at every level",
+    base=dict(recipes=[BASELINE], source_training="engine"), parts=selection_parts, axis="draw", count="draws",
+    default=lambda profile: min(SELECTION_DRAWS, profile.splits))
+
+
+STUDIES = {design.name: design for design in (STUDY, BREADTH, PARTIAL, SELECTION)}
 
 
 def plan(name: str, cfg: Config, count: int | None = None) -> Plan:

@@ -7,6 +7,7 @@ import pandas as pd
 from ktlib.compute.executors import bundle
 from ktlib.compute.experiment import RunKey
 from ktlib.recipes import BASELINE
+from ktlib.record import layout
 from ktlib.record.provenance import git_commit
 
 
@@ -28,7 +29,7 @@ def training_hours(rows: pd.DataFrame, engine: str) -> float:
         return float(rows.seconds.sum()) / 3600
     # a group: one sweep's cell, or its bundle of partial recipes (executors.bundle)
     bundles = [str(bundle(RunKey(n, k, 0, r))) for n, k, r in rows[["n", "k", "recipe"]].itertuples(index=False)]
-    group = [c for c in ("part", "split", "order") if c in rows]
+    group = [c for c in ("part", *layout.AXES) if c in rows]
     return float(rows.assign(group=bundles).groupby([*group, "group"]).seconds.max().sum()) / 3600
 
 

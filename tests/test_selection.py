@@ -3,6 +3,7 @@ scores, the study's layout over draws of the targets, and its contrasts."""
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -142,3 +143,27 @@ def test_a_score_that_ranks_the_selections_as_their_gains_has_tau_one_and_a_reve
     np.testing.assert_allclose(tau(c), 1.0)
     flipped = dataclasses.replace(c, arrays={s: {**v, "leep": -v["leep"]} for s, v in c.arrays.items()})
     np.testing.assert_allclose(tau(flipped), -1.0)
+
+
+# ---------------------------------------------------------------- the analysis
+
+def test_each_draws_n0_runs_serve_every_selection_of_that_draw_and_no_other():
+    from ktlib.analysis.selection import with_zero
+    first, other = studies.SELECTIONS[:2]
+    rows = pd.DataFrame([{"part": first, "draw": d, "n": 0, "k": 1, "trial": 0, "test_accuracy": 0.1 * (d + 1)}
+                         for d in (0, 1)] +
+                        [{"part": p, "draw": d, "n": 5, "k": 1, "trial": 0, "test_accuracy": 0.5}
+                         for p in (first, other) for d in (0, 1)])
+    out = with_zero(rows)
+    mine = out[(out.part == other) & (out.n == 0)].set_index("draw").test_accuracy
+    assert mine.to_dict() == {0: 0.1, 1: 0.2}
+    assert set(out.recipe[out.n == 0]) == {"frozen"} and set(out.recipe[out.n == 5]) == {first, other}
+    assert len(out[out.n == 0]) == 2 * len(studies.SELECTIONS)
+
+
+def test_the_pooled_tau_is_one_for_a_score_that_orders_the_gains_in_every_group_and_nan_on_too_few_nets():
+    from ktlib.analysis.selection import pooled_tau
+    table = pd.DataFrame({"cluster": np.repeat(["a", "b", "c"], 4), "score": np.arange(12.0),
+                          "gain": np.arange(12.0) / 10})
+    np.testing.assert_allclose(pooled_tau(table, "score", "gain", 50, 0), 1.0)
+    assert all(np.isnan(pooled_tau(table.iloc[:1], "score", "gain", 50, 0)))

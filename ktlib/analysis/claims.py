@@ -311,8 +311,8 @@ SELECTION_CLAIMS = {
             "mean images, and on their mean C5 features in the probe net) and ten random ones, each a source net "
             "trained by the paper's rule with the same seeds; each selection's best gain over *n* = 0 at the "
             "smallest *k*, its *n* chosen on validation images, minus the random selections' mean, beyond the "
-            "clear-gain margin (at the largest *k*, shown). The pool has 39 classes, so any two selections of 20 "
-            "share about half their classes."),
+            "clear-gain margin (at the largest *k*, shown). Every selection takes more than half the pool, so any two "
+            "share many classes."),
     "selection_near_far": SweepClaim(
         "(not the paper's claim: the similarity it leaves implicit, after Cui et al. 2018)", contrasts_near_far, (),
         title="Near beats far",
@@ -320,8 +320,8 @@ SELECTION_CLAIMS = {
               "targets' case twins.",
         how="the 20 pool classes whose mean probe features lie nearest a target class's (near), the same without "
             "the targets' case twins (near without twins), and the 20 farthest (far): near minus far and near "
-            "without twins minus far, each at the smallest and the largest *k*, beyond the clear-gain margin. Near "
-            "and far must share a class (40 of 39)."),
+            "without twins minus far, each at the smallest and the largest *k*, beyond the clear-gain margin. The pool "
+            "holds fewer than twice the source classes, so near and far share some."),
     "selection_predicts": SweepClaim(
         "\u201cFinally, we will investigate techniques to select an optimal set of classes for knowledge "
         "transfer\u201d (Conclusions & Future Work), by scores that need no target net", contrasts_predicts, (),

@@ -276,6 +276,75 @@ def partial_curves(accuracy: pd.DataFrame, band: pd.DataFrame, level: str, maps:
     return fig
 
 
+SELECTION_COLOURS = {"spanning-pixels": "C0", "spanning-probe": "C1", "near": "C3", "near-untwinned": "C2",
+                     "far": "C4"}
+
+
+def selection_grid(means: dict[str, np.ndarray], twins: dict[str, list[bool]], chars: dict[str, str],
+                   targets: tuple[np.ndarray, str]):
+    """Each selection's source classes as their mean images (one row per selection, the draw's targets on the last
+    row), a source class that is a target's case twin framed in red."""
+    rows = [*means, "targets"]
+    columns = max(len(v) for v in [*means.values(), targets[0]])
+    fig, axes = plt.subplots(len(rows), columns, figsize=(0.55 * columns + 1.6, 0.62 * len(rows)), squeeze=False)
+    for i, name in enumerate(rows):
+        images, labels = (targets[0], targets[1]) if name == "targets" else (means[name], chars[name])
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j >= len(images):
+                continue
+            ax.imshow(images[j], cmap="gray_r", interpolation="nearest")
+            ax.set_xlabel(labels[j], fontsize=7, labelpad=1)
+            if name != "targets" and twins[name][j]:
+                for side in ax.spines.values():
+                    side.set_visible(True)
+                    side.set_color("red")
+                    side.set_linewidth(1.5)
+        axes[i][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout(pad=0.3, w_pad=0.1, h_pad=0.2)
+    return fig
+
+
+def selection_curves(accuracy: pd.DataFrame):
+    """Mean test accuracy against n, one panel per k: each chosen selection in colour, each random selection in grey
+    (accuracy: rows (selection, n), columns k)."""
+    sizes = list(accuracy.columns)
+    fig, axes = panel_grid(len(sizes), columns=len(sizes), width=4.6, height=3.6)
+    for ax, k in zip(axes, sizes):
+        for name, t in accuracy[k].groupby(level="selection", sort=False):
+            levels = t.index.get_level_values("n")
+            if name in SELECTION_COLOURS:
+                ax.plot(levels, t.to_numpy(), marker="o", color=SELECTION_COLOURS[name], label=name, zorder=3)
+            else:
+                ax.plot(levels, t.to_numpy(), color="grey", alpha=0.5, lw=1,
+                        label="random selections" if name.endswith("0") else None)
+        _level_axis(ax, sorted(set(accuracy.index.get_level_values("n"))))
+        ax.set_title(f"k = {k}", fontsize=10)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def score_scatter(table: pd.DataFrame, scores: dict[str, str], gains: dict[str, str]):
+    """Each source net's transferability score against its measured gain, one panel per score and gain (rows: gains,
+    columns: scores), a colour per family of source nets."""
+    fig, axes = plt.subplots(len(gains), len(scores), figsize=(4.0 * len(scores), 3.3 * len(gains)), squeeze=False)
+    for i, (gain, gain_label) in enumerate(gains.items()):
+        for j, (score, score_label) in enumerate(scores.items()):
+            ax = axes[i][j]
+            for f, (family, t) in enumerate(table.groupby("family", sort=False)):
+                ax.scatter(t[score], t[gain], s=14, alpha=0.7, color=f"C{f}", label=family)
+            ax.set_xlabel(score_label)
+            ax.set_ylabel(gain_label)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def ranked_maps(images: dict[str, tuple], kept: dict[str, int]):
     """The source net's maps at C1 and C3 as images (each map's output on one training image), one row per score,
     in that score's order, best first; the maps a partial recipe of `kept[level]` maps would keep framed in red

@@ -167,3 +167,12 @@ def test_the_pooled_tau_is_one_for_a_score_that_orders_the_gains_in_every_group_
                           "gain": np.arange(12.0) / 10})
     np.testing.assert_allclose(pooled_tau(table, "score", "gain", 50, 0), 1.0)
     assert all(np.isnan(pooled_tau(table.iloc[:1], "score", "gain", 50, 0)))
+
+
+def test_the_rowwise_kendall_tau_is_scipys_tau_b_ties_included():
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (6, 15)).astype(float), rng.normal(size=(6, 15))
+    y[:, :3] = 0.0  # ties in both
+    np.testing.assert_allclose(contrasts.kendall_tau(x, y), [stats.kendalltau(a, b).statistic for a, b in zip(x, y)])
+    assert np.isnan(contrasts.kendall_tau(np.ones(5), np.arange(5.0)))

@@ -7,7 +7,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ktlib.analysis.intervals import Cube
 from ktlib.compute.model import connections, run_flops
@@ -573,6 +572,17 @@ def contrasts_near_far(c: Cube) -> list[Contrast]:
             for near in ("near", "near-untwinned") for k in dict.fromkeys(_two_sizes(c))]
 
 
+def kendall_tau(x, y) -> np.ndarray:
+    """Kendall's tau-b of each row of x with the same row of y (the last axis paired): the concordant minus the
+    discordant pairs over the geometric mean of the pairs untied in each, as scipy.stats.kendalltau computes it, for
+    many rows at once; NaN for a row that ties everywhere."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sx = np.sign(x[..., :, None] - x[..., None, :])
+    sy = np.sign(y[..., :, None] - y[..., None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sx * sy).sum((-1, -2)) / np.sqrt((sx ** 2).sum((-1, -2)) * (sy ** 2).sum((-1, -2)))
+
+
 def score_tau(score: str, k: int) -> Callable[[Cube], np.ndarray]:
     """Per draw: Kendall's tau (tau-b) over the draw's selections between the source net's score (its mean over the
     trials) and its gain at n=PREDICTED_LEVEL over n=0 at k (the mean over the trials)."""
@@ -582,7 +592,7 @@ def score_tau(score: str, k: int) -> Callable[[Cube], np.ndarray]:
         x = np.stack([cube.at(score, PREDICTED_LEVEL, largest, s).mean(1) for s in names], 1)  # (S, selections)
         y = np.stack([(cube.at("test_accuracy", PREDICTED_LEVEL, k, s) - cube.at("test_accuracy", 0, k, s)).mean(1)
                       for s in names], 1)
-        return np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y)])
+        return kendall_tau(x, y)
     return tau
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from ktlib.analysis import claims, plots, verdicts
 from ktlib.analysis.contrasts import (
@@ -21,6 +20,7 @@ from ktlib.analysis.contrasts import (
     TRANSFERABILITY,
     best_gain,
     chosen_on_validation,
+    kendall_tau,
     minus_random,
     random_selections,
 )
@@ -40,7 +40,6 @@ from ktlib.record.studies import (
     PROBE_SWEEP,
     RANDOM_SELECTIONS,
     SELECTIONS,
-    SPACES,
     plan,
     selections,
 )
@@ -124,10 +123,10 @@ def design(p: Plan) -> dict:
     cfg = p.configs()[0][1]
     targets = data.eligible(emnist, cfg.source_per_class, max(cfg.sizes), cfg.test_per_class)[1]
     return {"draws": p.counts["draws"], "selections": len(SELECTIONS), "random_selections": RANDOM_SELECTIONS,
-            "chosen_selections": len(CHOSEN), "selection_sizes": ", ".join(map(str, cfg.sizes)),
+            "selection_sizes": ", ".join(map(str, cfg.sizes)),
             "selection_trials": cfg.trials, "pool": len(pool), "scarce": len(set(targets) - set(pool)), "pool_chars": "".join(emnist.mapping[c] for c in pool),
             "source_classes": p.cfg.n_classes, "probe_sweep": PROBE_SWEEP, "probe_sha": PROBE_SHA256[:16],
-            "spaces": " and ".join(SPACES), "score_k": max(cfg.sizes), "predicted_level": PREDICTED_LEVEL}
+            "score_k": max(cfg.sizes), "predicted_level": PREDICTED_LEVEL}
 
 
 # ---------------------------------------------------------------- the runs and the record's classes
@@ -230,10 +229,10 @@ def confounds_section(r: Read) -> tuple[dict, pd.DataFrame]:
             for d in range(c.shape[0]):
                 x = [sources[s, d] for s in SELECTIONS] if column is None else \
                     r.made[d].table.loc[list(SELECTIONS), column].astype(float).to_numpy()
-                per.append(float(stats.kendalltau(x, gains[d]).statistic))
+                per.append(float(kendall_tau(x, gains[d])))
             out.append({"k": k, "against": name, "mean tau": float(np.mean(per)),
                         **{f"draw {d}": v for d, v in enumerate(per)}})
-            values[f"confound_{name.split()[0]}_k{k}"] = float(np.mean(per))
+            values |= {f"confound_{name.split()[0]}_{end}": float(np.mean(per)) for end in ends(c, k)}
     return values, pd.DataFrame(out).set_index(["k", "against"])
 
 
@@ -246,6 +245,11 @@ def accuracy_section(r: Read) -> tuple[dict, pd.DataFrame]:
                               for n in c.levels} for k in c.sizes})
     table.index.names = ["selection", "n"]
     return {"small_k": c.sizes[0], "large_k": c.sizes[-1]}, table
+
+
+def ends(c: Cube, k: int) -> list[str]:
+    """Which ends of the sizes k is, as the page's keys name them: "small", "large", both (one size) or neither."""
+    return [end for end, at in (("small", c.sizes[0]), ("large", c.sizes[-1])) if at == k]
 
 
 def _crossed(c: Cube, gap, deep: list[Cube]) -> tuple[float, float, float]:
@@ -284,11 +288,13 @@ def against_random_section(r: Read) -> tuple[dict, pd.DataFrame]:
                         "low": low, "high": high, "share of random below": share,
                         "readout minus random": float(readout[s, k] - chance),
                         "levels chosen": ", ".join(str(chosen_on_validation(c, s, k)[d]) for d in range(c.shape[0]))})
-            key = f"{s.replace('-', '_')}_k{k}"
-            values |= {f"{key}_minus": estimate, f"{key}_low": low, f"{key}_high": high, f"{key}_share": share,
-                       f"{key}_readout": float(readout[s, k] - chance)}
-        values |= {f"random_band_k{k}": float((band.max(0) - band.min(0)).mean()),
-                   f"random_gain_k{k}": float(band.mean())}
+            for end in ends(c, k):  # the page cites the smallest and the largest k
+                key = f"{s.replace('-', '_')}_{end}"
+                values |= {f"{key}_minus": estimate, f"{key}_low": low, f"{key}_high": high, f"{key}_share": share,
+                           f"{key}_readout": float(readout[s, k] - chance)}
+        for end in ends(c, k):
+            values |= {f"random_band_{end}": float((band.max(0) - band.min(0)).mean()),
+                       f"random_gain_{end}": float(band.mean())}
     return values, pd.DataFrame(out).set_index(["k", "selection"])
 
 
@@ -305,7 +311,7 @@ def within_draws(r: Read) -> tuple[dict, pd.DataFrame]:
             y = np.stack([(c.at("test_accuracy", PREDICTED_LEVEL, k, s) - c.at("test_accuracy", 0, k, s)).mean(1)
                           for s in SELECTIONS], 1)
             for d, (a, b) in enumerate(zip(x, y)):
-                out.append({"score": SCORE_NAMES[score], "k": k, "draw": d, "tau": stats.kendalltau(a, b).statistic})
+                out.append({"score": SCORE_NAMES[score], "k": k, "draw": d, "tau": float(kendall_tau(a, b))})
     table = pd.DataFrame(out).pivot_table(index=["score", "k"], columns="draw", values="tau")
     return {}, table
 
@@ -355,16 +361,17 @@ def every_source(cfg: Config, k_score: int, sizes: tuple[int, int],
 def pooled_tau(table: pd.DataFrame, score: str, gain: str, draws: int, seed: int) -> tuple[float, float, float]:
     """Kendall's tau over every net, with a percentile interval from a bootstrap that resamples the clusters of nets
     that share their targets (their gains are not independent)."""
-    t = table.dropna(subset=[score, gain])
+    t = table.dropna(subset=[score, gain]).reset_index(drop=True)
     if len(t) < 2:  # a score that needs two images per class, on a profile with one
         return float("nan"), float("nan"), float("nan")
-    estimate = float(stats.kendalltau(t[score], t[gain]).statistic)
-    groups = [g for _, g in t.groupby("cluster")]
+    x, y = t[score].to_numpy(float), t[gain].to_numpy(float)
+    estimate = float(kendall_tau(x, y))
+    groups = list(t.groupby("cluster").indices.values())
     rng = np.random.default_rng(seed)
     drawn = []
     for _ in range(draws):
-        pick = pd.concat([groups[i] for i in rng.integers(0, len(groups), len(groups))])
-        drawn.append(stats.kendalltau(pick[score], pick[gain]).statistic)
+        pick = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        drawn.append(kendall_tau(x[pick], y[pick]))
     low, high = percentile_interval(np.array(drawn))
     return estimate, float(low), float(high)
 
@@ -383,11 +390,11 @@ def transferability_section(r: Read) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         for k in dict.fromkeys(sizes):
             estimate, low, high = pooled_tau(table, score, f"gain_k{k}", r.plan.draws, r.plan.seed())
             row = {"score": SCORE_NAMES[score], "k": k, "tau, all nets": estimate, "low": low, "high": high}
-            row |= {f"tau, {f}": float(stats.kendalltau(g[score], g[f"gain_k{k}"]).statistic)
+            row |= {f"tau, {f}": float(kendall_tau(g[score], g[f"gain_k{k}"]))
                     for f, g in table.groupby("family", sort=False)}
             out.append(row)
-            values |= {f"pooled_{score}_k{k}": estimate, f"pooled_{score}_k{k}_low": low,
-                       f"pooled_{score}_k{k}_high": high}
+            values |= {f"pooled_{score}_{end}{suffix}": v for end in ends(c, k)
+                       for suffix, v in (("", estimate), ("_low", low), ("_high", high))}
     return values, pd.DataFrame(out).set_index(["score", "k"]), table
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ktlib.compute import data
 from ktlib.compute.model import Net
-from ktlib.compute.stacked import torch_threads
+from ktlib.compute.stacked import frozen_inputs, torch_threads
 
 FEATURE_LEVEL = 5  # the probe's and the scores' features: C5's output, what F6 reads when n=5 layers are retained
 CHUNK = 2048  # images per forward pass: the means do not depend on it beyond rounding of float32 sums
@@ -138,7 +138,7 @@ TRANSFERABILITY = {"LEEP": "leep", "H-score": "h_score", "NCM": "ncm"}  # name o
 
 def transferability(source: Net, codes: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """The three scores of one source net (its class codes `codes`) on one target training set (x, y)."""
+    features = frozen_inputs(source, x)[FEATURE_LEVEL]  # the input of F6: what a run with n=5 retained reads
     with torch_threads(), torch.no_grad():
-        features = source.features(x, FEATURE_LEVEL)
-        outputs = source(features, FEATURE_LEVEL)
+        outputs = source(features.reshape(len(features), -1, 1, 1), FEATURE_LEVEL)
     return {"leep": leep(outputs, codes, y), "h_score": h_score(features, y), "ncm": ncm_leave_one_out(features, y)}

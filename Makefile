@@ -169,11 +169,10 @@ NBVAL_RECOMPUTED := baseline:0:1 probes:0:1 budget:0:1 one-of-n:0:1 patience-ste
   partial-C5:0:1 spanning-pixels:0:1:source
 
 # lint-imports: the modules' layers (pyproject.toml) hold, with no import cycle; --durations: CI's log says where its
-# minutes go. The unit tests run on every core (pytest-xdist), each test file's tests on one worker, so that a file's
-# shared fixtures are made once; nbval runs the notebooks one after another, as a reader would.
+# minutes go
 test: html
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n auto --dist loadfile -ra --durations=10 tests
+	$(BIN)/python -m pytest -ra --durations=10 tests
 	$(BIN)/python tests/nbval_results.py $(NBVAL_DIR) $(NBVAL_RECOMPUTED)
 	KTLIB_RESULTS_DIR=$(NBVAL_DIR) $(BIN)/python -m pytest -ra --durations=10 -p no:cacheprovider --nbval-lax \
 	  --nbval-current-env --nbval-cell-timeout=3600 --nbval-sanitize-with notebooks/nbval-sanitize.cfg notebooks

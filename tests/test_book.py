@@ -90,8 +90,13 @@ def test_every_claim_has_its_words_title_and_contrasts_on_the_claims_page():
     first = len(numbers) + len(breadth)
     assert [row[1].strip() for row in partial] == [str(first + i + 1) for i in range(len(claims.PARTIAL_CLAIMS))]
     assert all(f"09_partial.ipynb::{key}_verdict" in row[4] for key, row in zip(claims.PARTIAL_CLAIMS, partial))
+    selection = [line.split("|") for line in page["claims-selection"].splitlines()[2:]]
+    assert all(c.words and c.title and c.how for c in claims.SELECTION_CLAIMS.values())
+    first += len(partial)
+    assert [row[1].strip() for row in selection] == [str(first + i + 1) for i in range(len(claims.SELECTION_CLAIMS))]
+    assert all(f"10_selection.ipynb::{key}_verdict" in row[4] for key, row in zip(claims.SELECTION_CLAIMS, selection))
     assert len(page["claims-how"].splitlines()) == len(runs) + len(claims.BREADTH_CLAIMS) + len(
-        claims.PARTIAL_CLAIMS) + sum(bool(c.how) for c in claims.COUNTED_CLAIMS.values())
+        claims.PARTIAL_CLAIMS) + len(claims.SELECTION_CLAIMS) + sum(bool(c.how) for c in claims.COUNTED_CLAIMS.values())
 
 
 def test_the_committed_claims_tables_are_the_registrys():

@@ -29,7 +29,7 @@ UNCITED = {
                     "one_of_n_changed_count", "one_of_n_changed_split0", "patience_steps_changed_count",
                     "reseeded_changed_count"},
     "08_breadth": {"control_cap"},
-    "10_selection": {"fig_selections", "fig_scores"},
+    "10_selection": {"fig_selections", "fig_scores", "fig_standing"},
 }
 
 

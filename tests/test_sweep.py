@@ -60,7 +60,7 @@ def test_every_notebook_has_the_parameters_of_the_notebook_setup_helper():
         parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
         assert len(parameters) == 1, name
         names = {line.split("=")[0].strip() for line in parameters[0].source.splitlines() if "=" in line}
-        assert helper <= names <= helper | {"splits", "orders"}, name  # the studies' notebooks also take their size
+        assert helper <= names <= helper | {"splits", "orders", "draws"}, name  # the studies' notebooks: their size
         assert "ktlib.Config.for_notebook(" in "".join(c.source for c in cells), name
 
 

@@ -307,8 +307,8 @@ SELECTION_CLAIMS = {
         "give improved results\u201d (Discussion)", contrasts_spanning, (), title="A spanning set beats random sets",
         words="Source classes chosen to cover the pool of classes give more transfer with one example per class than "
               "source classes drawn at random.",
-        how="for each draw of the 20 target classes, two spanning selections (greedy facility location on the pool's "
-            "mean images, and on their mean C5 features in the probe net) and ten random ones, each a source net "
+        how="for each draw of the target classes, two spanning selections (greedy facility location on the pool's "
+            "mean images, and on their mean C5 features in the probe net) and random ones, each a source net "
             "trained by the paper's rule with the same seeds; each selection's best gain over *n* = 0 at the "
             "smallest *k*, its *n* chosen on validation images, minus the random selections' mean, beyond the "
             "clear-gain margin (at the largest *k*, shown). Every selection takes more than half the pool, so any two "
@@ -318,8 +318,8 @@ SELECTION_CLAIMS = {
         title="Near beats far",
         words="Source classes like the targets give more transfer than source classes unlike them, even without the "
               "targets' case twins.",
-        how="the 20 pool classes whose mean probe features lie nearest a target class's (near), the same without "
-            "the targets' case twins (near without twins), and the 20 farthest (far): near minus far and near "
+        how="the pool classes whose mean probe features lie nearest a target class's (near), the same without "
+            "the targets' case twins (near without twins), and as many of the farthest (far): near minus far and near "
             "without twins minus far, each at the smallest and the largest *k*, beyond the clear-gain margin. The pool "
             "holds fewer than twice the source classes, so near and far share some."),
     "selection_predicts": SweepClaim(
@@ -327,7 +327,7 @@ SELECTION_CLAIMS = {
         "transfer\u201d (Conclusions & Future Work), by scores that need no target net", contrasts_predicts, (),
         title="A transferability score predicts the gain",
         words="A score of the source net on the targets' training images, computed before any target net trains, "
-              "ranks the source nets as their transfer gains do.",
+              "orders the source nets by their transfer gain better than chance.",
         how="LEEP, the H-score of the C5 features, and the nearest-class-mean accuracy on them (leave one out), each "
             "on each trial's training images at the largest *k*; Kendall's tau over each draw's selections between "
             "the score and the gain of *n* = 5 over *n* = 0, at the smallest and the largest *k*, above zero. The "

@@ -342,6 +342,9 @@ def crossed_interval(estimate, draws: np.ndarray, splits: int, level: float = LE
     """estimate +- t(splits - 1) x the crossed draws' standard deviation (last axis), scaled by sqrt(S / (S - 1)) as
     the t interval's standard error is: with only ten splits, the bootstrap's percentiles are too narrow (they use
     the normal's tails and the biased variance), which the coverage simulation shows."""
+    if splits < 2:  # one replicate (a smoke build's one draw): no interval
+        nothing = np.full_like(np.asarray(estimate, float), np.nan)
+        return nothing, nothing
     half = stats.t.ppf(0.5 + level / 2, splits - 1) * np.nanstd(draws, -1) * np.sqrt(splits / (splits - 1))
     return estimate - half, estimate + half
 

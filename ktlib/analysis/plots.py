@@ -328,6 +328,27 @@ def selection_curves(accuracy: pd.DataFrame):
     return fig
 
 
+def selection_standing(gains: dict[int, dict[str, np.ndarray]], randoms: list[str]):
+    """Where each chosen selection falls among the random ones: per k (a panel), one row per draw, the random
+    selections' best gains as grey dots and each chosen selection's as its colour's mark."""
+    fig, axes = plt.subplots(1, len(gains), figsize=(5.0 * len(gains), 3.0), squeeze=False)
+    for ax, (k, by) in zip(axes[0], gains.items()):
+        draws = len(next(iter(by.values())))
+        for d in range(draws):
+            ax.scatter([by[s][d] for s in randoms], [d] * len(randoms), color="grey", alpha=0.6, s=18,
+                       label="random selections" if d == 0 else None)
+            for name, colour in SELECTION_COLOURS.items():
+                if name in by:
+                    ax.scatter(by[name][d], d + 0.15, marker="v", color=colour, s=40, label=name if d == 0 else None)
+        ax.set_yticks(range(draws), [f"draw {d}" for d in range(draws)])
+        ax.set_xlabel("best gain over n=0 (test accuracy)")
+        ax.set_title(f"k = {k}", fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def score_scatter(table: pd.DataFrame, scores: dict[str, str], gains: dict[str, str]):
     """Each source net's transferability score against its measured gain, one panel per score and gain (rows: gains,
     columns: scores), a colour per family of source nets."""
@@ -337,6 +358,10 @@ def score_scatter(table: pd.DataFrame, scores: dict[str, str], gains: dict[str, 
             ax = axes[i][j]
             for f, (family, t) in enumerate(table.groupby("family", sort=False)):
                 ax.scatter(t[score], t[gain], s=14, alpha=0.7, color=f"C{f}", label=family)
+            for name, colour in SELECTION_COLOURS.items():  # the chosen selections, marked among their family
+                t = table[table.get("selection", "") == name]
+                ax.scatter(t[score], t[gain], s=60, facecolors="none", edgecolors=colour, lw=1.5,
+                           label=name if (i, j) == (0, 0) else None)
             ax.set_xlabel(score_label)
             ax.set_ylabel(gain_label)
             ax.grid(alpha=0.3)

@@ -98,6 +98,14 @@ class Read:
         return pd.concat(frames, ignore_index=True)
 
     @cached_property
+    def scores_small(self) -> pd.DataFrame:
+        """Each source net's scores on each trial's training images at the smallest k: only LEEP is defined there
+        when that k is one image per class (the others are NaN)."""
+        frames = [source_scores(cfg, min(cfg.sizes)).assign(part=name, draw=cfg.split)
+                  for name, cfg in self.plan.configs()]
+        return pd.concat(frames, ignore_index=True)
+
+    @cached_property
     def cube(self) -> Cube:
         runs = with_zero(self.rows).merge(self.scores, on=["part", "draw", "trial"])
         scored = tuple(s for s in TRANSFERABILITY if runs[s].notna().all())  # NCM needs 2 images per class
@@ -124,7 +132,7 @@ def design(p: Plan) -> dict:
     targets = data.eligible(emnist, cfg.source_per_class, max(cfg.sizes), cfg.test_per_class)[1]
     return {"draws": p.counts["draws"], "selections": len(SELECTIONS), "random_selections": RANDOM_SELECTIONS,
             "selection_sizes": ", ".join(map(str, cfg.sizes)),
-            "selection_trials": cfg.trials, "pool": len(pool), "scarce": len(set(targets) - set(pool)), "pool_chars": "".join(emnist.mapping[c] for c in pool),
+            "selection_trials": cfg.trials, "pool": len(pool), "pool_images": data.ORDER_POOL_IMAGES, "scarce": len(set(targets) - set(pool)), "pool_chars": "".join(emnist.mapping[c] for c in pool),
             "source_classes": p.cfg.n_classes, "probe_sweep": PROBE_SWEEP, "probe_sha": PROBE_SHA256[:16],
             "score_k": max(cfg.sizes), "predicted_level": PREDICTED_LEVEL}
 
@@ -167,7 +175,18 @@ def selections_section(r: Read) -> tuple[dict, pd.DataFrame]:
              for b in randoms[i + 1:]]
     twins = table.twins.astype(int).unstack("draw")
     emnist = data.opened(r.plan.cfg.data_dir)[0]
-    values = {"random_pairs_shared": float(np.mean(pairs)),
+    untwinned = [m.table.loc["near-untwinned", "distance to the targets (probe)"] for m in r.made.values()]
+    nearer = [int((m.table.loc[randoms, "distance to the targets (probe)"] < u).sum())
+              for m, u in zip(r.made.values(), untwinned)]
+    twin_free = [sum(data.twin(emnist.mapping[c]) not in {emnist.mapping[t] for t in m.targets}
+                     for c in data.eligible(emnist, data.ORDER_POOL_IMAGES)[0]) for m in r.made.values()]
+    per_draw = lambda values: ", ".join(map(str, values))  # noqa: E731
+    values = {"untwinned_far_shared": per_draw(shared(m.chosen["near-untwinned"], m.chosen["far"])
+                                               for m in r.made.values()),
+              "untwinned_near_shared": per_draw(shared(m.chosen["near-untwinned"], m.chosen["near"])
+                                                for m in r.made.values()),
+              "untwinned_random_nearer": per_draw(nearer), "untwinned_pool": per_draw(twin_free),
+              "random_pairs_shared": float(np.mean(pairs)),
               "near_far_shared": ", ".join(str(shared(m.chosen["near"], m.chosen["far"])) for m in r.made.values()),
               "spanning_shared": shared(r.made[0].chosen["spanning-pixels"], r.made[0].chosen["spanning-probe"]),
               "targets": "; ".join("".join(emnist.mapping[c] for c in m.targets) for m in r.made.values()),
@@ -202,37 +221,39 @@ def instruments_section(r: Read) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     sources = r.plan.sources().rename(columns={"part": "selection"})
     nets = sources.groupby("selection")[["steps", "train_accuracy", "held_out_accuracy"]].agg(["min", "max"])
     nets = nets.loc[list(SELECTIONS)]
-    steps = sources.set_index("selection").steps
+    steps, held = sources.set_index("selection").steps, sources.set_index("selection").held_out_accuracy
     values = {"selection_dead": int(rows.dead.sum()), "selection_caps": int(rows.cap.sum()),
               "selection_train_min": float(rows.train_accuracy.min()), "dead": DEAD,
               "source_steps_min": int(steps.min()), "source_steps_max": int(steps.max()),
               "source_reached": int((sources.train_accuracy >= r.plan.cfg.source_accuracy).sum()),
               "source_nets": len(sources), "held_out_min": float(sources.held_out_accuracy.min()),
               "held_out_max": float(sources.held_out_accuracy.max()),
-              **{f"steps_{s.replace('-', '_')}": ", ".join(f"{v:,}" for v in steps.loc[[s]]) for s in CHOSEN}}
+              **{f"steps_{s.replace('-', '_')}": ", ".join(f"{v:,}" for v in steps.loc[[s]]) for s in CHOSEN},
+              **{f"held_out_{s.replace('-', '_')}": ", ".join(f"{v:.3f}" for v in held.loc[[s]]) for s in ("near", "far")}}
     return values, runs, nets
 
 
 def confounds_section(r: Read) -> tuple[dict, pd.DataFrame]:
     """What moves with the gain across a draw's selections: Kendall's tau over the draw's selections between each
-    selection's best gain at k and its twins of the targets, its source net's optimiser steps, and its classes' mean
-    distance to the targets in the probe's features; the mean over the draws, each draw's beside it. Descriptive:
-    these move together by design (near has the twins, and similar classes take the paper's rule longer to learn)."""
+    selection's best gain at k and its twins of the targets, its source net's optimiser steps and held-out accuracy,
+    and its classes' mean distance to the targets in the probe's features; the mean over the draws, each draw's beside
+    it. Descriptive: these move together (near holds the twins, and its source nets trained longest)."""
     c = r.cube
-    sources = r.plan.sources().set_index(["part", "draw"]).steps
+    sources = r.plan.sources().set_index(["part", "draw"])
     out, values = [], {}
     for k in (c.sizes[0], c.sizes[-1]):
         gains = np.stack([best_gain(c, s, k)(c) for s in SELECTIONS], 1)  # (draws, selections)
-        for name, column in (("twins", "twins"), ("source steps", None),
-                             ("distance to the targets", "distance to the targets (probe)")):
+        for key, name, column in (("twins", "twins", "twins"), ("source", "source steps", "steps"),
+                                  ("held", "held-out accuracy of the source net", "held_out_accuracy"),
+                                  ("distance", "distance to the targets", "distance to the targets (probe)")):
             per = []
             for d in range(c.shape[0]):
-                x = [sources[s, d] for s in SELECTIONS] if column is None else \
+                x = [sources[column][s, d] for s in SELECTIONS] if column in sources else \
                     r.made[d].table.loc[list(SELECTIONS), column].astype(float).to_numpy()
                 per.append(float(kendall_tau(x, gains[d])))
             out.append({"k": k, "against": name, "mean tau": float(np.mean(per)),
                         **{f"draw {d}": v for d, v in enumerate(per)}})
-            values |= {f"confound_{name.split()[0]}_{end}": float(np.mean(per)) for end in ends(c, k)}
+            values |= {f"confound_{key}_{end}": float(np.mean(per)) for end in ends(c, k)}
     return values, pd.DataFrame(out).set_index(["k", "against"])
 
 
@@ -298,22 +319,44 @@ def against_random_section(r: Read) -> tuple[dict, pd.DataFrame]:
     return values, pd.DataFrame(out).set_index(["k", "selection"])
 
 
+def standing_figure(r: Read):
+    """Each draw's best gains at the smallest and the largest k: the random selections as grey dots, the chosen ones
+    as coloured marks (their n chosen on validation images)."""
+    c = r.cube
+    gains = {k: {s: best_gain(c, s, k)(c) for s in SELECTIONS} for k in dict.fromkeys((c.sizes[0], c.sizes[-1]))}
+    return plots.selection_standing(gains, random_selections(c))
+
+
 # ---------------------------------------------------------------- transferability
 
 def within_draws(r: Read) -> tuple[dict, pd.DataFrame]:
     """Per draw, score and k: Kendall's tau over the draw's selections between each source net's score (mean over
-    trials) and its gain at n=PREDICTED_LEVEL over n=0 (the claims' contrasts, one draw at a time)."""
+    trials) and its change at n=PREDICTED_LEVEL over n=0 (the claims' contrasts, one draw at a time; at large k a
+    loss), and its best gain (its level chosen on validation images); beside them, LEEP on each trial's images at the
+    smallest k, which a user with that few images could compute."""
     c = r.cube
+    small = r.scores_small.groupby(["draw", "part"]).leep.mean()
     out = []
     for score in (s for s in TRANSFERABILITY if s in next(iter(c.arrays.values()))):
         for k in c.sizes:
             x = np.stack([c.at(score, PREDICTED_LEVEL, c.sizes[-1], s).mean(1) for s in SELECTIONS], 1)
-            y = np.stack([(c.at("test_accuracy", PREDICTED_LEVEL, k, s) - c.at("test_accuracy", 0, k, s)).mean(1)
-                          for s in SELECTIONS], 1)
-            for d, (a, b) in enumerate(zip(x, y)):
-                out.append({"score": SCORE_NAMES[score], "k": k, "draw": d, "tau": float(kendall_tau(a, b))})
-    table = pd.DataFrame(out).pivot_table(index=["score", "k"], columns="draw", values="tau")
-    return {}, table
+            at_n = np.stack([(c.at("test_accuracy", PREDICTED_LEVEL, k, s) - c.at("test_accuracy", 0, k, s)).mean(1)
+                             for s in SELECTIONS], 1)
+            best = np.stack([best_gain(c, s, k)(c) for s in SELECTIONS], 1)
+            for d in range(c.shape[0]):
+                row = {"score": SCORE_NAMES[score], "k": k, "draw": d}
+                out.append({**row, "against": f"n={PREDICTED_LEVEL} - n=0", "tau": float(kendall_tau(x[d], at_n[d]))})
+                out.append({**row, "against": "best gain", "tau": float(kendall_tau(x[d], best[d]))})
+                if score == "leep" and k == c.sizes[0]:
+                    mine = [small[d, s] for s in SELECTIONS]
+                    out.append({**row, "score": f"LEEP on the k={k} images", "against": f"n={PREDICTED_LEVEL} - n=0",
+                                "tau": float(kendall_tau(mine, at_n[d]))})
+    table = pd.DataFrame(out).pivot_table(index=["score", "against", "k"], columns="draw", values="tau")
+    claimed = table.xs(f"n={PREDICTED_LEVEL} - n=0", level="against").xs(c.sizes[0], level="k")
+    claimed = claimed.loc[[SCORE_NAMES[s] for s in TRANSFERABILITY if SCORE_NAMES[s] in claimed.index]]
+    leep_small = table.loc[(f"LEEP on the k={c.sizes[0]} images", f"n={PREDICTED_LEVEL} - n=0", c.sizes[0])]
+    return {"tau_small_min": float(claimed.min().min()), "tau_small_max": float(claimed.max().max()),
+            "leep_small_images_tau": float(leep_small.mean())}, table
 
 
 def every_source(cfg: Config, k_score: int, sizes: tuple[int, int],
@@ -352,6 +395,7 @@ def every_source(cfg: Config, k_score: int, sizes: tuple[int, int],
             if scores is None:
                 scores = source_scores(c, k_score).drop(columns="trial").mean()
             out.append({"family": name, "cluster": f"{cluster} {replicate}" if name != "breadth" else cluster,
+                        "selection": part if name == "selection" else "",
                         "sweep": f"{name}/{part}/{axis}-{replicate}", "source classes": c.source_count(),
                         **scores.to_dict(),
                         **{f"gain_k{k}": mean[PREDICTED_LEVEL, k] - mean[0, k] for k in sizes}})
@@ -384,6 +428,7 @@ def transferability_section(r: Read) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     where = {(name, cfg.split): cfg.results_dir for name, cfg in r.plan.configs()}
     known = {where[key]: g[list(TRANSFERABILITY)].mean() for key, g in r.scores.groupby(["part", "draw"])}
     table = every_source(r.plan.cfg, c.sizes[-1], sizes, known)
+    family = {"study": [], "selection": []}
     out, values = [], {"score_nets": len(table), "score_clusters": table.cluster.nunique(),
                        **{f"nets_{f}": int((table.family == f).sum()) for f in ("study", "breadth", "selection")}}
     for score in TRANSFERABILITY:
@@ -393,8 +438,14 @@ def transferability_section(r: Read) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
             row |= {f"tau, {f}": float(kendall_tau(g[score], g[f"gain_k{k}"]))
                     for f, g in table.groupby("family", sort=False)}
             out.append(row)
+            for f in ("study", "selection"):
+                if k == sizes[0] and f"tau, {f}" in row:
+                    family[f].append(row[f"tau, {f}"])
             values |= {f"pooled_{score}_{end}{suffix}": v for end in ends(c, k)
                        for suffix, v in (("", estimate), ("_low", low), ("_high", high))}
+    for f, taus in family.items():
+        values |= {f"family_{f}_min": float(np.nanmin(taus)) if taus else np.nan,
+                   f"family_{f}_max": float(np.nanmax(taus)) if taus else np.nan}
     return values, pd.DataFrame(out).set_index(["score", "k"]), table
 
 

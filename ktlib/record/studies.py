@@ -265,7 +265,7 @@ SELECTION = Design(
     "selection", "choosing the source classes: spanning, near, far and random selections of 20 source classes for "
                  "each draw of the targets, each transferred frozen at every level",
     base=dict(recipes=[BASELINE], source_training="engine"), parts=selection_parts, axis="draw", count="draws",
-    default=lambda profile: min(SELECTION_DRAWS, profile.splits))
+    default=lambda profile: min(SELECTION_DRAWS, profile.variant_splits))  # the smoke profile: one draw
 
 
 STUDIES = {design.name: design for design in (STUDY, BREADTH, PARTIAL, SELECTION)}

@@ -201,8 +201,13 @@ def selection_figure(r: Read, draw: int = 0):
     """The first draw's selections as their classes' mean images, the targets' twins framed."""
     emnist = data.opened(r.plan.cfg.data_dir)[0]
     made = r.made[draw]
-    mean_image = lambda c: emnist.train.images[emnist.train.labels == c].mean(0)  # noqa: E731
     shown = [*CHOSEN, "random0"]
+    needed = {c for s in shown for c in made.chosen[s]} | set(made.targets)
+    order = np.argsort(emnist.train.labels, kind="stable")  # each class's images once, not once per row it is in
+    labels = emnist.train.labels[order]
+    images = {c: emnist.train.images[order[np.searchsorted(labels, c, "left"):np.searchsorted(labels, c, "right")]]
+              .mean(0) for c in needed}
+    mean_image = images.__getitem__
     target_chars = {emnist.mapping[t] for t in made.targets}
     means = {s: [mean_image(c) for c in made.chosen[s]] for s in shown}
     chars = {s: [emnist.mapping[c] for c in made.chosen[s]] for s in shown}

@@ -91,6 +91,7 @@ def ceiling(threads: int) -> float:
     peak = max(fma.values())
     width = max(fma, key=fma.get)
     print(f"CPU: {cpu()}")
+    print(f"kernels: {native.kernel()} (built by {native.compiler()})")
     print(f"the ceiling on {threads} thread(s), fp32 GFLOP/s: the FMA peak (benchmarks/peak.c, the engine's "
           f"compiler and flags; {native.vectors()} kernels) "
           + ", ".join(f"{w}-bit vectors {g:.1f}" for w, g in fma.items()) + f" -> {peak:.1f} ({width}-bit)")

@@ -8,26 +8,34 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from ktlib.compute import native
-from ktlib.compute.model import LAYERS, Net, predict
+from ktlib.compute.model import LAYERS, Net, connections, forward_flops, predict, training_flops
 from ktlib.compute.stacked import ZS, _y, forward, grad_scale, gradients, keep_mask, slots, stack, views
 from ktlib.compute.train import Epoch, on_curve, stop_reason
 
 # ---------------------------------------------------------------- training
 
 class Adam:
-    """torch.optim.Adam (its fused kernel: one pass) on the stacked (R, P) parameters. They are kept
-    scaled by 2S, so the learning rate is scaled by it and epsilon divided by it: the same steps.
+    """torch.optim.Adam's fused step on the stacked (R, P) parameters. They are kept scaled by 2S, so the learning
+    rate is scaled by it and epsilon divided by it: the same steps.
+
+    The step is torch's own fused kernel (torch._fused_adam_), called as torch.optim.Adam(fused=True) calls it, with
+    the state it keeps: the optimiser's wrapper around that call costs about 100 us a step, five times the kernel on
+    F6's parameters (a test holds the two to the bit).
 
     segments: (columns, learning rate) of each run of parameters in P order. With more than one rate, each
     segment is a parameter group of its own, updated in a copy and written back into theta after a step."""
 
+    BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
+
     def __init__(self, theta: torch.Tensor, segments: list[tuple[int, float]], eps: float = 1e-8):
-        self.theta, self.bounds = theta, []
+        self.theta, self.bounds, self.eps = theta, [], eps / ZS
         merged: list[list] = []
         for width, lr in segments:  # neighbouring layers at one rate are one group, as they would be in one
             if merged and merged[-1][1] == lr:
@@ -42,38 +50,77 @@ class Adam:
                 self.bounds.append((start, start + width))
                 start += width
             self.params = [theta[:, a:b].clone() for a, b in self.bounds]
-        self.opt = torch.optim.Adam([{"params": [p], "lr": lr * ZS} for p, (_, lr) in zip(self.params, merged)],
-                                    eps=eps / ZS, fused=True)
+        self.rates = [lr * ZS for _, lr in merged]
+        # torch.optim.Adam's state per parameter: its step count (a float32 scalar tensor) and two moments
+        self.steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
 
     def step(self, grad: torch.Tensor) -> None:
-        if not self.bounds:
-            self.theta.grad = grad
-            self.opt.step()
-            return
-        for p, (a, b) in zip(self.params, self.bounds):
-            p.grad = grad[:, a:b].contiguous()
-        self.opt.step()
+        grads = [grad] if not self.bounds else [grad[:, a:b].contiguous() for a, b in self.bounds]
+        for p, g, count, (m, v), lr in zip(self.params, grads, self.steps, self.moments, self.rates):
+            count += 1  # exact: a count in float32, as torch keeps it
+            torch._fused_adam_([p], [g], [m], [v], [], [count], amsgrad=False, lr=lr, beta1=self.BETAS[0],
+                               beta2=self.BETAS[1], weight_decay=0.0, eps=self.eps, maximize=False)
         for p, (a, b) in zip(self.params, self.bounds):
             self.theta[:, a:b] = p
 
     def keep(self, rows: torch.Tensor) -> torch.Tensor:
         """Drop the rows of runs that stopped; returns the new parameter tensor."""
         self.theta = self.theta[rows]
-        for group in self.opt.param_groups:
-            old = group["params"][0]
-            new = self.theta if not self.bounds else old[rows]
-            state = self.opt.state.pop(old)
-            group["params"] = [new]
-            self.opt.state[new] = {"step": state["step"], "exp_avg": state["exp_avg"][rows],
-                                   "exp_avg_sq": state["exp_avg_sq"][rows]}
-        self.params = [g["params"][0] for g in self.opt.param_groups]
+        self.params = [self.theta] if not self.bounds else [p[rows] for p in self.params]
+        self.moments = [(m[rows], v[rows]) for m, v in self.moments]
         return self.theta
+
+
+class Helpers:
+    """The engine's idle worker threads, lent to the groups still running: once fewer groups run than there are
+    workers (the sweep's last, longest groups), a group's kernel calls split its runs over its own thread and its
+    share of the idle ones. Each run is still computed whole, by one thread, as it is alone: every run's numbers are
+    the same however its group's runs are split (a test pins it)."""
+
+    # A call is split only when each part has at least this much arithmetic (FLOPs): handing a part to another
+    # thread and waiting for it costs tens of microseconds, the time of F6's step for a whole group.
+    MIN_PART_FLOPS = 4e6
+
+    def __init__(self, workers: int):
+        self.workers, self.running, self.lock = workers, 0, threading.Lock()
+        self.pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="ktlib-helper") if workers > 1 else None
+
+    @contextmanager
+    def group(self):
+        """The block is one running group."""
+        with self.lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def parts(self, runs: int, flops: float) -> int:
+        """How many threads a call of `runs` runs and `flops` FLOPs in all may use now: its own, and its even share
+        of the workers no group holds."""
+        if self.pool is None or runs < 2:
+            return 1
+        with self.lock:
+            share = (self.workers - self.running) // max(self.running, 1)
+        return max(1, min(runs, 1 + share, int(flops // self.MIN_PART_FLOPS)))
+
+    def split(self, runs: int, k: int, call) -> list:
+        """[call(a, b) for each of k parts a..b of the runs], the first on this thread, the others on helpers."""
+        bounds = [runs * i // k for i in range(k + 1)]
+        others = [self.pool.submit(call, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+        return [call(bounds[0], bounds[1]), *(f.result() for f in others)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 class TorchKernels:
     """The engine's steps in PyTorch (`forward`, `backward`) for runs with n frozen layers: no compiler needed."""
 
-    def __init__(self, net: Net, n: int):
+    def __init__(self, net: Net, n: int, helpers: Helpers | None = None):
         self.n, self.layout = n, slots(net, n)
         self.scale = grad_scale(self.layout, keep_mask(net, n))
 
@@ -111,17 +158,34 @@ class TorchKernels:
 class NativeKernels:
     """The engine's steps in C (ktlib/compute/kernels.c, built on first use) for runs with n frozen layers."""
 
-    def __init__(self, net: Net, n: int):
+    def __init__(self, net: Net, n: int, helpers: Helpers | None = None):
         if net.F6.weight.shape[0] != native.CODE_BITS:
             raise ValueError(f"the native kernels are built for {native.CODE_BITS} code bits, not "
                              f"{net.F6.weight.shape[0]}; use engine='batched'")
-        self.n, self.keep = n, keep_mask(net, n)
+        self.n, self.keep, self.helpers = n, keep_mask(net, n), helpers
+        conn = connections()
+        self.step_flops, self.image_flops = training_flops(conn, n), forward_flops(conn, n)  # per image
 
     def gradients(self, theta, x, target, idx, grad, frozen=None):
-        return native.gradients(self.n, theta, grad, x, target, idx, self.keep, frozen)
+        parts = 1 if self.helpers is None else self.helpers.parts(len(theta), idx.numel() * self.step_flops)
+        if parts == 1:  # most calls: no views to make (a small group's step is tens of microseconds)
+            return native.gradients(self.n, theta, grad, x, target, idx, self.keep, frozen)
+
+        def part(a: int, b: int) -> None:  # runs a..b: rows of every argument, each contiguous
+            native.gradients(self.n, theta[a:b], grad[a:b], x[a:b], target[a:b], idx[a:b], self.keep,
+                             None if frozen is None else frozen[a:b])
+        self.helpers.split(len(theta), parts, part)
+        return grad
 
     def outputs(self, theta, x, shared=False):
-        return native.outputs(self.n, theta, x, shared)
+        images = len(theta) * (x.shape[0] if shared else x.shape[1])
+        parts = 1 if self.helpers is None else self.helpers.parts(len(theta), images * self.image_flops)
+        if parts == 1:
+            return native.outputs(self.n, theta, x, shared)
+
+        def part(a: int, b: int) -> torch.Tensor:
+            return native.outputs(self.n, theta[a:b], x if shared else x[a:b], shared)
+        return torch.cat(self.helpers.split(len(theta), parts, part))
 
     @staticmethod
     def check() -> None:
@@ -168,7 +232,7 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
                stop, max_epochs: int, test: tuple[torch.Tensor, torch.Tensor], lr: float | list[float] = 1e-3,
                batch_size: int = 32, on_run=None, cancel: threading.Event | None = None,
                kernels: str = "native", validation: tuple[torch.Tensor, torch.Tensor] | None = None,
-               frozen: torch.Tensor | None = None) -> list[Run]:
+               frozen: torch.Tensor | None = None, helpers: Helpers | None = None) -> list[Run]:
     """Train R nets side by side from layer n up (below it they are fixed); each stops by its own rule.
 
     x: (R, N, ...) the layer-n inputs of each run's training set (`frozen_inputs`), y: (R, N) its labels;
@@ -180,9 +244,9 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     one per trained layer from layer n up (transfer.layer_lrs). kernels: "native" (C, see native.py) or
     "batched" (PyTorch). frozen: (R, maps of layer n) bool, the maps of a partly transferred level n that each run
     holds (transfer.frozen_maps): their gradients are zero, and Adam moves them by exactly nothing; None, every
-    parameter trains."""
+    parameter trains. helpers: the idle workers the native kernels may split the runs over (Helpers), or None."""
     R, N = y.shape
-    steps = KERNELS[kernels](nets[0], n)
+    steps = KERNELS[kernels](nets[0], n, helpers)
     theta = stack(nets, n)
     if theta.shape[1] == 0:
         raise ValueError("the nets have no trainable parameters")

@@ -3,6 +3,7 @@ per run (`drain`). This module's runs in this process, by the plain path or the 
 ktlib.compute.cluster's on Dask workers."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import queue
@@ -108,9 +109,10 @@ def group_inputs(task: Task, cache: stacked.FeatureCache, group: Group) -> tuple
             cache.get(copied, task.validation[0], start))
 
 
-def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: threading.Event | None = None
-                ) -> list[dict]:
-    """Train one group's runs side by side, on one thread; each run's row goes to on_row as it stops."""
+def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: threading.Event | None = None,
+                helpers: engine.Helpers | None = None) -> list[dict]:
+    """Train one group's runs side by side, on one thread (and on the idle workers `helpers` lends it); each run's
+    row goes to on_row as it stops."""
     cfg, (recipes, n, k), (x, y, seeds, kept, test_x, valid_x) = task.cfg, group, inputs
     torch.set_num_threads(1)  # the engine's rule, for good in a worker: every run computes on one thread
     out, trials = [], cfg.trials
@@ -129,9 +131,11 @@ def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: th
         if on_row:
             on_row(out[-1])
 
-    engine.train_runs(nets, start, x, y, task.codes, seeds, stopping_rule(cfg, y.shape[1]), cfg.max_epochs,
-                      (test_x, task.test[1]), layer_lrs(recipes[0], n, cfg.lr), cfg.batch_size, on_run=done,
-                      cancel=cancel, kernels=cfg.engine, validation=(valid_x, task.validation[1]), frozen=frozen)
+    with helpers.group() if helpers is not None else contextlib.nullcontext():
+        engine.train_runs(nets, start, x, y, task.codes, seeds, stopping_rule(cfg, y.shape[1]), cfg.max_epochs,
+                          (test_x, task.test[1]), layer_lrs(recipes[0], n, cfg.lr), cfg.batch_size, on_run=done,
+                          cancel=cancel, kernels=cfg.engine, validation=(valid_x, task.validation[1]), frozen=frozen,
+                          helpers=helpers)
     return out
 
 
@@ -171,8 +175,9 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
 
     with stacked.torch_threads():  # as each group does; this process's count afterwards as it was
         pool = ThreadPoolExecutor(task.cfg.worker_count(), thread_name_prefix="ktlib-engine")
+        helpers = engine.Helpers(task.cfg.worker_count())  # the last groups' share of the idle workers
         try:
-            futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel): g
+            futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel, helpers): g
                        for g in groups(keys, task.cfg)}
             pending = set(futures)
             while pending:
@@ -184,6 +189,7 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
         finally:
             cancel.set()  # on an error or interrupt the other workers stop at their next step
             pool.shutdown(wait=True)
+            helpers.close()
             drain(block=False)  # runs that finished meanwhile are kept
 
 

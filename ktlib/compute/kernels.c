@@ -11,6 +11,7 @@
    Built by ktlib/compute/native.py with the machine's C compiler; GCC's vector extensions become AVX-512, AVX2
    or NEON instructions as the machine has them. */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__)
@@ -96,6 +97,25 @@ static inline float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
     v += __builtin_shuffle(v, (ivec){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
     v += __builtin_shuffle(v, (ivec){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
     return v[0];
+}
+
+/* The lane sums of sixteen vectors at once, each by hsum's own tree of additions (lane l with l + 8, then with
+   l + 4, l + 2, l + 1), so each is hsum's value to the bit: lane j of the result is hsum(v[j]). Each round adds the
+   halves of two vectors' partial sums side by side, halving the vectors: 15 additions and 30 shuffles for what
+   hsum does in 64 and 64. */
+static inline vec hsums(vec t[L]) {
+    static const ivec a[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                              {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+                              {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+                              {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}};
+    static const ivec b[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                              {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31},
+                              {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31},
+                              {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}};
+    for (int s = 0, m = L; s < 4; s++, m /= 2)  /* t[0..m) -> t[0..m/2) */
+        for (int j = 0; j < m / 2; j++)
+            t[j] = __builtin_shuffle(t[2 * j], t[2 * j + 1], a[s]) + __builtin_shuffle(t[2 * j], t[2 * j + 1], b[s]);
+    return t[0];
 }
 
 static inline void store(float *dst, vec v) { memcpy(dst, &v, sizeof v); }  /* dst need not be aligned */
@@ -245,7 +265,17 @@ static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t
         vec bsum = splat(0.0f);
         for (int k = 0; k < nch; k++) bsum += field(&ch[k], g_off)[o];
         gb[o] = hsum(bsum);
-        for (int i = 0; i < I && !product; i++) {
+        if (product) continue;
+        int i = 0;
+        for (vec acc[L]; i + L <= I; i += L) {  /* sixteen weights' lane sums at once (hsums) */
+            for (int j = 0; j < L; j++) {
+                acc[j] = splat(0.0f);
+                for (int k = 0; k < nch; k++)
+                    acc[j] += field(&ch[k], g_off)[o] * field(&ch[k], x_off)[i + j];
+            }
+            store(gw + o * I + i, hsums(acc));
+        }
+        for (; i < I; i++) {
             vec acc = splat(0.0f);
             for (int k = 0; k < nch; k++)
                 acc += field(&ch[k], g_off)[o] * field(&ch[k], x_off)[i];
@@ -445,6 +475,23 @@ const char *kt_vectors(void) {
 #endif
 }
 
+/* How this build computes, for the benchmark to print beside the CPU: the vectors, and the register blocking of the
+   layers that carry most of the arithmetic. */
+const char *kt_kernel(void) {
+    static char text[400];
+    if (!text[0])
+        snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 2 positions x 6 "
+                 "maps, C3 10 positions, C5 and F6 4 outputs, C5's weight gradient 8 outputs x 16 inputs, F6's "
+                 "weight gradients' lane sums 16 at once; images into lanes by 16 x 16 transposes", kt_vectors(),
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+                 " with fused multiply-adds",
+#else
+                 " without fused multiply-adds (other numbers than the record's)",
+#endif
+                 L, CHUNKS * L);
+    return text;
+}
+
 static Params params_of(const float *theta, int n) {
     static const int WEIGHTS[6] = {150, 6, 2400, 16, 48000, 2400};
     Params P = {0};
@@ -462,12 +509,45 @@ static Params params_of(const float *theta, int n) {
 /* Per thread, since the engine's workers call in side by side; freed when the thread ends. */
 static _Thread_local Chunk workspace[CHUNKS] __attribute__((aligned(64)));
 
-/* Load images rows[0..count) of x (F values each) into the lanes of dst; lanes past count are 0. */
+/* Sixteen vectors turned into their transpose, in place: lane l of v[j] becomes lane j of v[l]. Four rounds, each
+   swapping the off-diagonal blocks of every 2b x 2b block (b = 8, 4, 2, 1) with two-vector shuffles: it only moves
+   values. */
+static void transpose(vec v[L]) {
+    static const ivec lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                               {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                               {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                               {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+    static const ivec hi[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                               {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+                               {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+                               {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+    for (int s = 0, b = 8; b >= 1; s++, b /= 2)
+        for (int i = 0; i < L; i++)
+            if (!(i & b)) {
+                vec a = v[i], c = v[i + b];
+                v[i] = __builtin_shuffle(a, c, lo[s]);
+                v[i + b] = __builtin_shuffle(a, c, hi[s]);
+            }
+}
+
+/* Load images rows[0..count) of x (F values each) into the lanes of dst; lanes past count are 0. Sixteen values of
+   each image at a time, as rows of a 16 x 16 block that is then transposed: whole-vector loads and stores, where
+   putting each value into its lane alone would cost a store per value. */
 static void gather(vec *dst, const float *x, int F, const int64_t *rows, int count, vec *valid) {
-    for (int f = 0; f < F; f++) dst[f] = splat(0.0f);
-    for (int l = 0; l < count; l++) {
-        const float *row = x + rows[l] * (int64_t)F;
-        for (int f = 0; f < F; f++) dst[f][l] = row[f];
+    vec block[L];
+    for (int f0 = 0; f0 < F; f0 += L) {
+        int width = F - f0 < L ? F - f0 : L;
+        for (int l = 0; l < L; l++) {
+            const float *from = x + rows[l] * (int64_t)F + f0;
+            if (l >= count) block[l] = splat(0.0f);
+            else if (width == L) memcpy(&block[l], from, sizeof(vec));  /* one unaligned load */
+            else {
+                block[l] = splat(0.0f);
+                memcpy(&block[l], from, width * sizeof(float));
+            }
+        }
+        transpose(block);
+        for (int j = 0; j < width; j++) dst[f0 + j] = block[j];
     }
     for (int l = 0; l < L; l++) (*valid)[l] = l < count ? 1.0f : 0.0f;
 }

@@ -149,7 +149,7 @@ def _load(source: Path, name: str) -> ctypes.CDLL:
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
     lib.kt_gradients.restype = lib.kt_outputs.restype = i
-    lib.kt_vectors.restype = ctypes.c_char_p
+    lib.kt_vectors.restype = lib.kt_kernel.restype = ctypes.c_char_p
     lib.kt_sigmoid.argtypes = [p, p, ctypes.c_int64]
     check(lib)
     return lib
@@ -166,6 +166,11 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
 def vectors() -> str:
     """The vector instructions the loaded kernels were compiled to (kt_vectors): avx512, avx2, sse2, neon."""
     return library().kt_vectors().decode()
+
+
+def kernel() -> str:
+    """How the loaded kernels compute (kt_kernel): their vectors and register blocking."""
+    return library().kt_kernel().decode()
 
 
 def _ptr(t: torch.Tensor, dtype=torch.float32) -> int:

@@ -1,0 +1,99 @@
+"""The native kernels to the bit: every build of them this CPU runs gives the numbers of the kernels that made the
+record, and splitting a group's runs over threads changes no number."""
+import hashlib
+
+import pytest
+import torch
+
+from ktlib.compute import engine, native, stacked
+from ktlib.compute.model import build, target_codes
+from ktlib.compute.train import Never
+from ktlib.compute.transfer import transfer
+
+# The sha256 of `fingerprint`, level by level, computed by kernels.c as it was when the record was made (commit
+# 4397bc0), built for this project's machine: every change to the kernels since keeps each sum's order, so these
+# stay. On a CPU without fused multiply-adds the compiler cannot contract a * b + c, and every number differs.
+RECORD_KERNELS = {
+    0: "09c01b93bb02d3013cd433da21278281d341593709f021c522932785ba449da1",
+    1: "9ead09f51b1277fd4e1289ea5f230f9538aebe4276cb2dce5487e2d3f7a96e34",
+    2: "18843f598525222d6e96ae682cce3556e46b9430789ef57df0344ceb956f275b",
+    3: "8b42ea3b7881fb9ecf8760b32347f6e8e55abd0d5df43db51ee52f7f067108b8",
+    4: "ee88d689877cae6f3b9a76e209659b6a0f36ce650ebae7478622a75ceec8b1cf",
+    5: "239a5d8013e4fa1d57b4caf9727d424da1e63c70a83609159c08fa56b2246edf",
+}
+INPUT_SHAPES = {0: (1, 32, 32), 1: (6, 28, 28), 2: (6, 14, 14), 3: (16, 10, 10), 4: (16, 5, 5), 5: (120, 1, 1)}
+FROZEN_MAPS = {2: 16, 4: 120}  # the partly transferred levels: C3 and C5
+IMAGES, RUNS = 70, 3
+
+
+def fingerprint(n: int) -> str:
+    """sha256 of the kernels' gradients (batches of 1, 13, 16 and 32 images; with frozen maps where a level may have
+    them) and outputs (each run's own images, and one set shared by all) at level n, on fixed nets and inputs drawn
+    by torch's generator alone (the same on every CPU)."""
+    gen = torch.Generator().manual_seed(40 + n)
+    source = build(7)
+    nets = [transfer(source, n, seed, "frozen", None) for seed in range(RUNS)]
+    theta, keep = stacked.stack(nets, n), stacked.keep_mask(source, n)
+    x = torch.rand(RUNS, IMAGES, *INPUT_SHAPES[n], generator=gen) * 3.4 - 1.7  # the range of A tanh
+    target = target_codes(20, 20, seed=n)[torch.randint(0, 20, (RUNS, IMAGES), generator=gen)]
+    h = hashlib.sha256()
+    for batch in (1, 13, 16, 32):
+        idx = torch.stack([torch.randperm(IMAGES, generator=gen)[:batch] for _ in range(RUNS)])
+        held = [None] + ([torch.rand(RUNS, FROZEN_MAPS[n], generator=gen) < 0.3] if n in FROZEN_MAPS else [])
+        for frozen in held:
+            grad = torch.full_like(theta, float("nan"))
+            h.update(native.gradients(n, theta, grad, x, target, idx, keep, frozen).numpy().tobytes())
+    h.update(native.outputs(n, theta, x, shared=False).numpy().tobytes())
+    h.update(native.outputs(n, theta, x[0].contiguous(), shared=True).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _fma() -> bool:
+    return "fma" in native.cpu().get("flags", "").split()
+
+
+@pytest.mark.skipif(not _fma(), reason="the record's kernels were built with fused multiply-adds")
+@pytest.mark.parametrize("n", range(6))
+def test_the_kernels_compute_what_the_records_kernels_computed_to_the_bit(n):
+    assert fingerprint(n) == RECORD_KERNELS[n]
+
+
+@pytest.mark.skipif(not _fma(), reason="an x86 build without AVX-512 needs AVX2 and FMA")
+@pytest.mark.parametrize("n", range(6))
+def test_the_kernels_built_without_avx512_compute_the_same_bits(n, monkeypatch):
+    native_bits = fingerprint(n)
+    monkeypatch.setenv(native.TARGET_ENV, "no-avx512")
+    assert native.vectors() == "avx2"
+    assert fingerprint(n) == native_bits
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_a_groups_runs_split_over_helper_threads_train_as_they_do_on_one(n, monkeypatch):
+    gen = torch.Generator().manual_seed(n)
+    source, runs, images = build(5), 4, 40
+    x = torch.rand(runs, images, *INPUT_SHAPES[n], generator=gen) * 3.4 - 1.7
+    y = torch.randint(0, 4, (runs, images), generator=gen)
+    test = (torch.rand(50, *INPUT_SHAPES[n], generator=gen) * 3.4 - 1.7, torch.randint(0, 4, (50,), generator=gen))
+    codes = target_codes(4, 20, seed=0)
+
+    def train(helpers):
+        nets = [transfer(source, n, seed, "frozen", None) for seed in range(runs)]
+        with stacked.torch_threads():
+            return engine.train_runs(nets, n, x, y, codes, list(range(runs)), Never(), 6, test, batch_size=8,
+                                     helpers=helpers)
+    alone = train(None)
+    helpers = engine.Helpers(3)
+    monkeypatch.setattr(engine.Helpers, "MIN_PART_FLOPS", 1.0)  # every call split, however small
+    split = []
+    monkeypatch.setattr(helpers, "split", lambda runs, k, call, split_=helpers.split: split.append(k) or split_(runs, k, call))
+    try:
+        with helpers.group():
+            together = train(helpers)
+    finally:
+        helpers.close()
+    assert split and min(split) == 3  # one group running, two idle workers: each call in three parts
+    for a, b in zip(alone, together):
+        assert [(e.train_accuracy, e.train_loss) for e in a.history] == \
+            [(e.train_accuracy, e.train_loss) for e in b.history] and len(a.history) == 6
+        assert torch.equal(a.weights, b.weights) and torch.equal(a.predictions, b.predictions)
+        assert a.test_accuracy == b.test_accuracy

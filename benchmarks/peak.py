@@ -3,7 +3,6 @@ with three blocked kernels beside it, and the CPU that was measured."""
 from __future__ import annotations
 
 import ctypes
-import platform
 import threading
 import time
 from pathlib import Path
@@ -71,12 +70,8 @@ def conv_peak(repeats: int = 5) -> float:
 
 
 def cpu() -> str:
-    """The CPU as /proc/cpuinfo names it (a virtual machine may hide the model name; family and model remain)."""
-    fields = native.cpu()
-    if not fields:
-        return platform.processor() or platform.machine()
-    get = fields.get
-    return f"{get('model name', '?')} (family {get('cpu family', '?')}, model {get('model', '?')}), {config.cores()} cores"
+    """The CPU as /proc/cpuinfo names it (native.cpu_name), and the cores this process may use."""
+    return f"{native.cpu_name()}, {config.cores()} cores"
 
 
 def ceiling(threads: int) -> float:

@@ -1,5 +1,5 @@
-"""The native kernels to the bit: every build of them this CPU runs gives the numbers of the kernels that made the
-record, and splitting a group's runs over threads changes no number."""
+"""The native kernels to the bit: every build of them this CPU runs (AVX-512 or AVX2, every register blocking) gives
+the numbers of the kernels that made the record, and splitting a group's runs over threads changes no number."""
 import hashlib
 
 import pytest
@@ -97,3 +97,19 @@ def test_a_groups_runs_split_over_helper_threads_train_as_they_do_on_one(n, monk
             [(e.train_accuracy, e.train_loss) for e in b.history] and len(a.history) == 6
         assert torch.equal(a.weights, b.weights) and torch.equal(a.predictions, b.predictions)
         assert a.test_accuracy == b.test_accuracy
+
+
+# Register blockings a build may choose (kernels.c: KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL): the AVX-512 one, the
+# AVX2 one, and the others each loop allows.
+BLOCKINGS = [(2, 10, 8), (1, 5, 4), (7, 2, 8)]
+
+
+@pytest.mark.skipif(not _fma(), reason="the record's kernels were built with fused multiply-adds")
+@pytest.mark.parametrize("c1, c3, full", BLOCKINGS)
+def test_every_register_blocking_computes_the_records_bits(c1, c3, full, monkeypatch):
+    flags = [f"-DKT_C1_POSITIONS={c1}", f"-DKT_C3_POSITIONS={c3}", f"-DKT_FULL={full}"]
+    lib = native._load_flags(native.SOURCE, tuple(tuple(s + flags) for s in native.TARGETS[native.target()]))
+    assert f"C1 {c1} positions x 6 maps, C3 {c3} positions, C5 and F6 {full} sums" in lib.kt_kernel().decode()
+    monkeypatch.setattr(native, "library", lambda: lib)
+    for n in range(6):
+        assert fingerprint(n) == RECORD_KERNELS[n], n

@@ -25,6 +25,26 @@ typedef int32_t ivec __attribute__((vector_size(4 * L)));
 #define A 1.7159f
 #define CHUNKS 2  /* a training batch of up to 32 images: two vectors' worth */
 
+/* Register blocking: how many sums the busiest loops keep side by side. Enough independent sums hide a multiply-add's
+   latency (a core that starts two each cycle, four cycles apart, needs eight), but each must stay in a register: a
+   vector of 16 floats is one register with AVX-512 (32 of them) and two with AVX2 (16 ymm), where the wider blocks
+   spill. Chosen here by the build's vector registers, or given with -D (the tests build every candidate). Each sum
+   adds its terms in the same order whatever the blocking, so every candidate computes the same bits. */
+#if defined(__AVX512F__)
+#define KT_WIDE 1
+#else
+#define KT_WIDE 0
+#endif
+#ifndef KT_C1_POSITIONS
+#define KT_C1_POSITIONS (KT_WIDE ? 2 : 1)   /* C1: output positions of a row (a divisor of 28), 6 maps each */
+#endif
+#ifndef KT_C3_POSITIONS
+#define KT_C3_POSITIONS (KT_WIDE ? 10 : 5)  /* C3: output positions of a row (a divisor of 10) */
+#endif
+#ifndef KT_FULL
+#define KT_FULL (KT_WIDE ? 8 : 4)           /* C5, F6: outputs (forward), inputs (backward): 4 or 8 */
+#endif
+
 /* Parameters per layer, in the order of stacked.slots: C1 w b, S2 coef b, C3 w b, S4 coef b, C5 w b, F6 w b. */
 static const int LAYER_SIZE[6] = {156, 12, 2416, 32, 48120, 2420};
 
@@ -122,25 +142,22 @@ static inline void store(float *dst, vec v) { memcpy(dst, &v, sizeof v); }  /* d
 
 /* ---------------------------------------------------------------- forward */
 
-/* C1: 32x32 image -> 6 maps of 28x28 */
+/* C1: 32x32 image -> 6 maps of 28x28, KT_C1_POSITIONS positions of a row at a time (6 sums each) */
 static void c1_forward(const Params *P, const vec *x, vec *s1) {
+    enum { W = KT_C1_POSITIONS };
     for (int oy = 0; oy < 28; oy++)
-        for (int ox = 0; ox < 28; ox += 2) {  /* two positions at a time: 12 independent sums */
-            vec a0[6], a1[6];
-            for (int k = 0; k < 6; k++) a0[k] = a1[k] = splat(P->c1b[k]);
+        for (int ox = 0; ox < 28; ox += W) {
+            vec acc[W][6];
+            for (int k = 0; k < 6; k++)
+                for (int j = 0; j < W; j++) acc[j][k] = splat(P->c1b[k]);
             for (int p = 0; p < 5; p++)
-                for (int q = 0; q < 5; q++) {
-                    vec x0 = x[(oy + p) * 32 + ox + q], x1 = x[(oy + p) * 32 + ox + q + 1];
+                for (int q = 0; q < 5; q++)
                     for (int k = 0; k < 6; k++) {
                         float wk = P->c1w[k * 25 + p * 5 + q];
-                        a0[k] += wk * x0;
-                        a1[k] += wk * x1;
+                        for (int j = 0; j < W; j++) acc[j][k] += wk * x[(oy + p) * 32 + ox + q + j];
                     }
-                }
-            for (int k = 0; k < 6; k++) {
-                s1[k * 784 + oy * 28 + ox] = sigmoid(a0[k]);
-                s1[k * 784 + oy * 28 + ox + 1] = sigmoid(a1[k]);
-            }
+            for (int k = 0; k < 6; k++)
+                for (int j = 0; j < W; j++) s1[k * 784 + oy * 28 + ox + j] = sigmoid(acc[j][k]);
         }
 }
 
@@ -180,39 +197,48 @@ static void c3_inputs(const float *w, int used[16][6], int count[16]) {
     }
 }
 
-/* C3: 6 maps of 14x14 -> 16 maps of 10x10. Each output row's 10 sums side by side; each sum adds its terms
-   input map by input map, kernel row by row, column by column: the order the record's numbers were computed
+/* C3: 6 maps of 14x14 -> 16 maps of 10x10, KT_C3_POSITIONS sums of an output row side by side; each sum adds its
+   terms input map by input map, kernel row by row, column by column: the order the record's numbers were computed
    in, so that they stay the same to the bit. */
 static void c3_forward(const Params *P, const vec *x, vec *s3) {
+    enum { W = KT_C3_POSITIONS };
     for (int o = 0; o < 16; o++)
-        for (int oy = 0; oy < 10; oy++) {
-            vec acc[10];
-            for (int j = 0; j < 10; j++) acc[j] = splat(P->c3b[o]);
-            for (int u = 0; u < P->c3_count[o]; u++) {
-                int c = P->c3_used[o][u];
-                const float *w = P->c3w + o * 150 + c * 25;
-                for (int p = 0; p < 5; p++) {
-                    const vec *xr = x + c * 196 + (oy + p) * 14;
-                    for (int q = 0; q < 5; q++)
-                        for (int j = 0; j < 10; j++) acc[j] += w[p * 5 + q] * xr[j + q];
+        for (int oy = 0; oy < 10; oy++)
+            for (int j0 = 0; j0 < 10; j0 += W) {
+                vec acc[W];
+                for (int j = 0; j < W; j++) acc[j] = splat(P->c3b[o]);
+                for (int u = 0; u < P->c3_count[o]; u++) {
+                    int c = P->c3_used[o][u];
+                    const float *w = P->c3w + o * 150 + c * 25;
+                    for (int p = 0; p < 5; p++) {
+                        const vec *xr = x + c * 196 + (oy + p) * 14 + j0;
+                        for (int q = 0; q < 5; q++)
+                            for (int j = 0; j < W; j++) acc[j] += w[p * 5 + q] * xr[j + q];
+                    }
                 }
+                for (int j = 0; j < W; j++) s3[o * 100 + oy * 10 + j0 + j] = sigmoid(acc[j]);
             }
-            for (int j = 0; j < 10; j++) s3[o * 100 + oy * 10 + j] = sigmoid(acc[j]);
-        }
 }
 
-/* C5, F6: fully connected, I inputs -> O outputs (O a multiple of 4) */
-static void full_forward(const float *w, const float *b, const vec *x, vec *s, vec *y, int O, int I) {
-    for (int o = 0; o < O; o += 4) {
-        vec acc[4];
-        for (int j = 0; j < 4; j++) acc[j] = splat(b[o + j]);
-        for (int i = 0; i < I; i++)
-            for (int j = 0; j < 4; j++) acc[j] += w[(o + j) * I + i] * x[i];
-        for (int j = 0; j < 4; j++) {
-            s[o + j] = sigmoid(acc[j]);
-            if (y) y[o + j] = (2 * A) * s[o + j] - A;
-        }
+/* Outputs o..o+W of a fully connected layer: W sums side by side (W at most 8), each over the inputs in order from
+   its bias. Inlined with W a constant, so that the sums stay in registers. */
+static inline __attribute__((always_inline)) void full_block(const float *w, const float *b, const vec *x, vec *s,
+                                                             vec *y, int o, int I, int W) {
+    vec acc[8];
+    for (int j = 0; j < W; j++) acc[j] = splat(b[o + j]);
+    for (int i = 0; i < I; i++)
+        for (int j = 0; j < W; j++) acc[j] += w[(o + j) * I + i] * x[i];
+    for (int j = 0; j < W; j++) {
+        s[o + j] = sigmoid(acc[j]);
+        if (y) y[o + j] = (2 * A) * s[o + j] - A;
     }
+}
+
+/* C5, F6: fully connected, I inputs -> O outputs (O a multiple of 4): KT_FULL at a time, then 4 */
+static void full_forward(const float *w, const float *b, const vec *x, vec *s, vec *y, int O, int I) {
+    int o = 0;
+    for (; o + KT_FULL <= O; o += KT_FULL) full_block(w, b, x, s, y, o, I, KT_FULL);
+    for (; o < O; o += 4) full_block(w, b, x, s, y, o, I, 4);
 }
 
 static void forward(const Params *P, Chunk *c, int n) {
@@ -283,14 +309,16 @@ static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t
         }
     }
     if (!has_below) return;
-    for (int k = 0; k < nch; k++) {
+    enum { W = KT_FULL };
+    for (int k = 0; k < nch; k++) {  /* KT_FULL inputs' sums side by side (I is a multiple of it) */
         const vec *g = field(&ch[k], g_off);
         vec *s = field(&ch[k], below_off);
-        for (int i = 0; i < I; i += 4) {
-            vec acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
+        for (int i = 0; i < I; i += W) {
+            vec acc[W];
+            for (int j = 0; j < W; j++) acc[j] = splat(0.0f);
             for (int o = 0; o < O; o++)
-                for (int j = 0; j < 4; j++) acc[j] += w[o * I + i + j] * g[o];
-            for (int j = 0; j < 4; j++) s[i + j] = acc[j] * (2 * A) * slope(s[i + j]);
+                for (int j = 0; j < W; j++) acc[j] += w[o * I + i + j] * g[o];
+            for (int j = 0; j < W; j++) s[i + j] = acc[j] * (2 * A) * slope(s[i + j]);
         }
     }
 }
@@ -480,15 +508,15 @@ const char *kt_vectors(void) {
 const char *kt_kernel(void) {
     static char text[400];
     if (!text[0])
-        snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 2 positions x 6 "
-                 "maps, C3 10 positions, C5 and F6 4 outputs, C5's weight gradient 8 outputs x 16 inputs, F6's "
+        snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 %d positions x 6 "
+                 "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient 8 outputs x 16 inputs, F6's "
                  "weight gradients' lane sums 16 at once; images into lanes by 16 x 16 transposes", kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
 #else
                  " without fused multiply-adds (other numbers than the record's)",
 #endif
-                 L, CHUNKS * L);
+                 L, CHUNKS * L, KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL);
     return text;
 }
 

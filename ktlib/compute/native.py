@@ -75,6 +75,14 @@ def cpu() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
 
 
+def cpu_name() -> str:
+    """The CPU as /proc/cpuinfo names it, with its family and model (a virtual machine may hide the model name)."""
+    fields = cpu()
+    if not fields:
+        return platform.processor() or platform.machine()
+    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+
+
 def _machine() -> str:
     """What -march=native compiles for: a library built for one CPU must not be loaded on another."""
     fields = cpu()
@@ -142,9 +150,14 @@ def library() -> ctypes.CDLL:
     return _load(SOURCE, target())
 
 
-@lru_cache(maxsize=None)
 def _load(source: Path, name: str) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(build(source, TARGETS[name])))
+    return _load_flags(source, tuple(tuple(flags) for flags in TARGETS[name]))
+
+
+@lru_cache(maxsize=None)
+def _load_flags(source: Path, flag_sets: tuple[tuple[str, ...], ...]) -> ctypes.CDLL:
+    """The library of a C source built with the first of flag_sets the compiler accepts, loaded and checked."""
+    lib = ctypes.CDLL(str(build(source, [list(flags) for flags in flag_sets])))
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]

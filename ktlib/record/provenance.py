@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ktlib.compute.native import cpu_name
+
 
 def git_commit() -> str:
     """HEAD of the checkout ktlib runs from, marked -dirty when the code that makes the numbers differs from it.
@@ -40,11 +42,12 @@ def older_commit(commit: str, than: str, root: str | os.PathLike = ".") -> bool:
 
 
 def versions() -> dict:
-    """The versions of Python and the packages that compute the numbers."""
+    """The versions of Python and the packages that compute the numbers, and the CPU they ran on: the plain path's
+    and torch's own sums round by CPU (book/reproducibility.md, "Across CPUs")."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "platform": platform.platform(),
-           "torch_threads": torch.get_num_threads()}
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name(),
+           "torch_threads": torch.get_num_threads(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for pkg in ("ktlib", "torch", "numpy", "pandas"):
         try:
             out[pkg] = version(pkg)

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -64,25 +64,65 @@ typedef struct {
 
 #define OFF(member) offsetof(Chunk, member)
 
+/* The helpers below are always inlined: where `vec` is wider than the machine's registers (AVX2), a call would pass
+   it through memory. */
+#define INLINE static inline __attribute__((always_inline))
+
 /* The member of a chunk at byte offset `off` (offsetof): one layer's code serves the layers of its kind. */
 static inline vec *field(Chunk *c, size_t off) { return (vec *)((char *)c + off); }
 
-static inline vec splat(float a) { return (vec){0} + a; }
+#if !defined(__AVX512F__) && defined(__AVX2__)
+/* With AVX2 a vector of 16 floats is two registers. GCC splits most operations on it into two by itself, but builds
+   a vector from a scalar, compares and converts lane by lane, through memory: those few are written here on the two
+   halves, each the same operation as the one it stands for. */
+typedef union { vec v; __m256 h[2]; __m256i i[2]; } Halves;
+#endif
 
-/* a > b ? a : b, lane by lane, and a < b ? a : b: with AVX-512, the one instruction that is defined as exactly
-   that (vmaxps, vminps); elsewhere, as a mask and a select. */
-static inline vec vmax(vec a, float b) {
+/* B(w): a weight, or any float a vector is multiplied by or added to, as the operand GCC makes of it, w in every lane.
+   With AVX2 that is written out, since GCC builds it through memory, one lane at a time; elsewhere it is w itself. */
+#if !defined(__AVX512F__) && defined(__AVX2__)
+INLINE vec bcast(float w) {
+    Halves out;
+    out.h[0] = out.h[1] = _mm256_set1_ps(w);
+    return out.v;
+}
+#define B(w) bcast(w)
+#else
+#define B(w) (w)
+#endif
+
+INLINE vec splat(float a) {  /* 0 + a in every lane, as (vec){0} + a computes it (so -0 becomes +0) */
+#if !defined(__AVX512F__) && defined(__AVX2__)
+    Halves out;
+    out.h[0] = out.h[1] = _mm256_set1_ps(0.0f + a);
+    return out.v;
+#else
+    return (vec){0} + a;
+#endif
+}
+
+/* a > b ? a : b, lane by lane, and a < b ? a : b: with AVX-512 or AVX2, the one instruction that is defined as
+   exactly that (vmaxps, vminps); elsewhere, as a mask and a select. */
+INLINE vec vmax(vec a, float b) {
 #if defined(__AVX512F__)
     return (vec)_mm512_max_ps((__m512)a, _mm512_set1_ps(b));
+#elif defined(__AVX2__)
+    Halves x = {.v = a};
+    for (int h = 0; h < 2; h++) x.h[h] = _mm256_max_ps(x.h[h], _mm256_set1_ps(b));
+    return x.v;
 #else
     ivec m = a > splat(b);
     return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
 #endif
 }
 
-static inline vec vmin(vec a, float b) {
+INLINE vec vmin(vec a, float b) {
 #if defined(__AVX512F__)
     return (vec)_mm512_min_ps((__m512)a, _mm512_set1_ps(b));
+#elif defined(__AVX2__)
+    Halves x = {.v = a};
+    for (int h = 0; h < 2; h++) x.h[h] = _mm256_min_ps(x.h[h], _mm256_set1_ps(b));
+    return x.v;
 #else
     ivec m = a < splat(b);
     return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
@@ -90,7 +130,7 @@ static inline vec vmin(vec a, float b) {
 }
 
 /* exp(x) by range reduction to [-ln2/2, ln2/2] and Cephes' expf polynomial (about 1 ulp). */
-static inline vec vexp(vec x) {
+INLINE vec vexp(vec x) {
     x = vmin(vmax(x, -87.0f), 88.0f);
     vec k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
     vec r = x - k * 0.693359375f + k * 2.12194440e-4f;
@@ -102,16 +142,28 @@ static inline vec vexp(vec x) {
     p = p * r * r + r + 1.0f;
 #if defined(__AVX512F__)
     return (vec)_mm512_scalef_ps((__m512)p, (__m512)k);  /* p 2^k in one instruction: the same product */
+#elif defined(__AVX2__)
+    Halves e = {.v = k};  /* 2^k as below, half by half (vcvttps2dq truncates, as the conversion does) */
+    for (int h = 0; h < 2; h++)
+        e.i[h] = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(e.h[h]), _mm256_set1_epi32(127)), 23);
+    return p * e.v;
 #else
     ivec e = (__builtin_convertvector(k, ivec) + 127) << 23;  /* 2^k, built in the exponent bits */
     return p * (vec)e;
 #endif
 }
 
-static inline vec sigmoid(vec z) { return 1.0f / (1.0f + vexp(-z)); }
-static inline vec slope(vec s) { return s * (1.0f - s); }  /* sigmoid' from sigmoid */
+INLINE vec sigmoid(vec z) { return 1.0f / (1.0f + vexp(-z)); }
+INLINE vec slope(vec s) { return s * (1.0f - s); }  /* sigmoid' from sigmoid */
 
-static inline float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
+INLINE float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
+#if !defined(__AVX512F__) && defined(__AVX2__)
+    Halves x = {.v = v};  /* the same tree on the halves: lane l + lane l + 8, then l + 4, l + 2, l + 1 */
+    __m256 s = _mm256_add_ps(x.h[0], x.h[1]);
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+#endif
     v += __builtin_shuffle(v, (ivec){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
     v += __builtin_shuffle(v, (ivec){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
     v += __builtin_shuffle(v, (ivec){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
@@ -123,7 +175,12 @@ static inline float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
    l + 4, l + 2, l + 1), so each is hsum's value to the bit: lane j of the result is hsum(v[j]). Each round adds the
    halves of two vectors' partial sums side by side, halving the vectors: 15 additions and 30 shuffles for what
    hsum does in 64 and 64. */
-static inline vec hsums(vec t[L]) {
+INLINE vec hsums(vec t[L]) {
+#if !defined(__AVX512F__) && defined(__AVX2__)
+    vec out;  /* AVX2 has no two-register shuffle of 16 lanes: hsum by hsum */
+    for (int j = 0; j < L; j++) out[j] = hsum(t[j]);
+    return out;
+#endif
     static const ivec a[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
                               {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
                               {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
@@ -138,7 +195,7 @@ static inline vec hsums(vec t[L]) {
     return t[0];
 }
 
-static inline void store(float *dst, vec v) { memcpy(dst, &v, sizeof v); }  /* dst need not be aligned */
+INLINE void store(float *dst, vec v) { memcpy(dst, &v, sizeof v); }  /* dst need not be aligned */
 
 /* ---------------------------------------------------------------- forward */
 
@@ -153,7 +210,7 @@ static void c1_forward(const Params *P, const vec *x, vec *s1) {
             for (int p = 0; p < 5; p++)
                 for (int q = 0; q < 5; q++)
                     for (int k = 0; k < 6; k++) {
-                        float wk = P->c1w[k * 25 + p * 5 + q];
+                        __typeof__(B(0.0f)) wk = B(P->c1w[k * 25 + p * 5 + q]);
                         for (int j = 0; j < W; j++) acc[j][k] += wk * x[(oy + p) * 32 + ox + q + j];
                     }
             for (int k = 0; k < 6; k++)
@@ -176,7 +233,7 @@ static void tile_sums(const vec *s, vec *q, int maps, int side) {
 static void sub_forward(const float *coef, const float *bias, const vec *q, vec *s, vec *y, int maps, int size) {
     for (int m = 0; m < maps; m++)
         for (int i = 0; i < size; i++) {
-            vec sv = sigmoid(coef[m] * q[m * size + i] + bias[m]);
+            vec sv = sigmoid(B(coef[m]) * q[m * size + i] + B(bias[m]));
             s[m * size + i] = sv;
             y[m * size + i] = (2 * A) * sv - A;
         }
@@ -213,7 +270,7 @@ static void c3_forward(const Params *P, const vec *x, vec *s3) {
                     for (int p = 0; p < 5; p++) {
                         const vec *xr = x + c * 196 + (oy + p) * 14 + j0;
                         for (int q = 0; q < 5; q++)
-                            for (int j = 0; j < W; j++) acc[j] += w[p * 5 + q] * xr[j + q];
+                            for (int j = 0; j < W; j++) acc[j] += B(w[p * 5 + q]) * xr[j + q];
                     }
                 }
                 for (int j = 0; j < W; j++) s3[o * 100 + oy * 10 + j0 + j] = sigmoid(acc[j]);
@@ -222,12 +279,11 @@ static void c3_forward(const Params *P, const vec *x, vec *s3) {
 
 /* Outputs o..o+W of a fully connected layer: W sums side by side (W at most 8), each over the inputs in order from
    its bias. Inlined with W a constant, so that the sums stay in registers. */
-static inline __attribute__((always_inline)) void full_block(const float *w, const float *b, const vec *x, vec *s,
-                                                             vec *y, int o, int I, int W) {
+INLINE void full_block(const float *w, const float *b, const vec *x, vec *s, vec *y, int o, int I, int W) {
     vec acc[8];
     for (int j = 0; j < W; j++) acc[j] = splat(b[o + j]);
     for (int i = 0; i < I; i++)
-        for (int j = 0; j < W; j++) acc[j] += w[(o + j) * I + i] * x[i];
+        for (int j = 0; j < W; j++) acc[j] += B(w[(o + j) * I + i]) * x[i];
     for (int j = 0; j < W; j++) {
         s[o + j] = sigmoid(acc[j]);
         if (y) y[o + j] = (2 * A) * s[o + j] - A;
@@ -275,7 +331,7 @@ static void c5_weight_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, floa
             for (int j = 0; j < 8; j++) acc[j] = splat(0.0f);
             for (int l = 0; l < nl; l++) {
                 vec xv = *(const vec *)&xt[l][i];
-                for (int j = 0; j < 8; j++) acc[j] += gt[l][o + j] * xv;
+                for (int j = 0; j < 8; j++) acc[j] += B(gt[l][o + j]) * xv;
             }
             for (int j = 0; j < 8; j++) store(gw + (o + j) * 400 + i, acc[j]);
         }
@@ -317,7 +373,7 @@ static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t
             vec acc[W];
             for (int j = 0; j < W; j++) acc[j] = splat(0.0f);
             for (int o = 0; o < O; o++)
-                for (int j = 0; j < W; j++) acc[j] += w[o * I + i + j] * g[o];
+                for (int j = 0; j < W; j++) acc[j] += B(w[o * I + i + j]) * g[o];
             for (int j = 0; j < W; j++) s[i + j] = acc[j] * (2 * A) * slope(s[i + j]);
         }
     }
@@ -347,7 +403,7 @@ static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t 
         for (int m = 0; m < maps; m++)
             for (int i = 0; i < h; i++)
                 for (int j = 0; j < h; j++) {
-                    vec d = (coef[m] * 2 * A) * g[m * size + i * h + j];  /* dL/dsigma of the tile's cells */
+                    vec d = B(coef[m] * 2 * A) * g[m * size + i * h + j];  /* dL/dsigma of the tile's cells */
                     vec *t = s + m * side * side + 2 * i * side + 2 * j;
                     t[0] = d * slope(t[0]);
                     t[1] = d * slope(t[1]);
@@ -418,7 +474,7 @@ static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const P
                         if (iy - p < 0 || iy - p > 9) continue;
                         const vec *g = &ch[k].s3[o * 100 + (iy - p) * 10];
                         for (int q = 4; q >= 0; q--)
-                            for (int ox = 0; ox < 10; ox++) a[ox + q] += wc[p * 5 + q] * g[ox];
+                            for (int ox = 0; ox < 10; ox++) a[ox + q] += B(wc[p * 5 + q]) * g[ox];
                     }
                     for (int j = 0; j < 14; j++) dy[c * 196 + iy * 14 + j] = a[j];
                 }
@@ -541,6 +597,32 @@ static _Thread_local Chunk workspace[CHUNKS] __attribute__((aligned(64)));
    swapping the off-diagonal blocks of every 2b x 2b block (b = 8, 4, 2, 1) with two-vector shuffles: it only moves
    values. */
 static void transpose(vec v[L]) {
+#if !defined(__AVX512F__) && defined(__AVX2__)
+    /* The same rounds on the halves: b = 8 moves whole halves; b = 4, 2, 1 shuffle within each. */
+    Halves *x = (Halves *)v;
+    for (int i = 0; i < 8; i++) {
+        __m256 hi = x[i].h[1];
+        x[i].h[1] = x[i + 8].h[0];
+        x[i + 8].h[0] = hi;
+    }
+    for (int h = 0; h < 2; h++)
+        for (int b = 4; b >= 1; b /= 2)
+            for (int i = 0; i < L; i++)
+                if (!(i & b)) {
+                    __m256 a = x[i].h[h], c = x[i + b].h[h];
+                    if (b == 4) {
+                        x[i].h[h] = _mm256_permute2f128_ps(a, c, 0x20);
+                        x[i + b].h[h] = _mm256_permute2f128_ps(a, c, 0x31);
+                    } else if (b == 2) {
+                        x[i].h[h] = _mm256_shuffle_ps(a, c, _MM_SHUFFLE(1, 0, 1, 0));
+                        x[i + b].h[h] = _mm256_shuffle_ps(a, c, _MM_SHUFFLE(3, 2, 3, 2));
+                    } else {
+                        x[i].h[h] = _mm256_blend_ps(a, _mm256_permute_ps(c, _MM_SHUFFLE(2, 2, 0, 0)), 0xaa);
+                        x[i + b].h[h] = _mm256_blend_ps(_mm256_permute_ps(a, _MM_SHUFFLE(3, 3, 1, 1)), c, 0xaa);
+                    }
+                }
+    return;
+#endif
     static const ivec lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
                                {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
                                {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
@@ -604,7 +686,7 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
                 vec t = splat(0.0f);
                 for (int l = 0; l < count; l++) t[l] = target[((int64_t)r * N + rows[l]) * 20 + o];
                 vec s = ch[k].s6[o];
-                ch[k].s6[o] = ((2 * A) * s - A - t) * scale * slope(s) * ch[k].valid;
+                ch[k].s6[o] = ((2 * A) * s - A - t) * B(scale) * slope(s) * ch[k].valid;
             }
         }
         backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0);

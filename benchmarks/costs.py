@@ -118,6 +118,8 @@ def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs
     sweeps = []
     for name, split, where in layout.study_sweeps(record, [p.name for p in studies.STUDY.parts]):
         part = done[(done.part == name) & (done.split == split)]
+        if part.empty:  # another study's sweep: the record's study/ holds every study's
+            continue
         sweeps.append((files.read_source_record(where)["seconds"],
                        part.groupby(["recipe", "n", "k"]).seconds_here.sum().tolist()))
     print(f"on a Dask cluster ({sum(len(t) for _, t in sweeps)} tasks; the longest "

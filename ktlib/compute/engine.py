@@ -26,8 +26,8 @@ class Adam:
     rate is scaled by it and epsilon divided by it: the same steps.
 
     The step is torch's own fused kernel (torch._fused_adam_), called as torch.optim.Adam(fused=True) calls it, with
-    the state it keeps: the optimiser's wrapper around that call costs about 100 us a step, five times the kernel on
-    F6's parameters (a test holds the two to the bit).
+    the state it keeps: the optimiser's wrapper around that call cost about 110 us a step, seven times the kernel on F6's
+    parameters for five runs (measured on the Intel Xeon of the engine issue). A test holds the two to the bit.
 
     segments: (columns, learning rate) of each run of parameters in P order. With more than one rate, each
     segment is a parameter group of its own, updated in a copy and written back into theta after a step."""
@@ -79,8 +79,10 @@ class Helpers:
     the same however its group's runs are split (a test pins it)."""
 
     # A call is split only when each part has at least this much arithmetic (FLOPs): handing a part to another
-    # thread and waiting for it costs tens of microseconds, the time of F6's step for a whole group.
-    MIN_PART_FLOPS = 4e6
+    # thread and waiting for it costs tens of microseconds. On the Intel Xeon of the engine issue, splitting the
+    # n=0 groups' calls made them about a tenth faster; splitting the steps of C5 and above (n=3, 4: 30-50 MFLOP for
+    # five runs) did not measurably help, so this leaves those unsplit (their evaluation passes are split).
+    MIN_PART_FLOPS = 5e7
 
     def __init__(self, workers: int):
         self.workers, self.running, self.lock = workers, 0, threading.Lock()

@@ -120,7 +120,8 @@ class Helpers:
 
 
 class TorchKernels:
-    """The engine's steps in PyTorch (`forward`, `backward`) for runs with n frozen layers: no compiler needed."""
+    """The engine's steps in PyTorch (`forward`, `backward`) for runs with n frozen layers: no compiler needed. They
+    take `helpers` as the native kernels do, and leave them idle."""
 
     def __init__(self, net: Net, n: int, helpers: Helpers | None = None):
         self.n, self.layout = n, slots(net, n)

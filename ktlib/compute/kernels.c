@@ -28,8 +28,9 @@ typedef int32_t ivec __attribute__((vector_size(4 * L)));
 /* Register blocking: how many sums the busiest loops keep side by side. Enough independent sums hide a multiply-add's
    latency (a core that starts two each cycle, four cycles apart, needs eight), but each must stay in a register: a
    vector of 16 floats is one register with AVX-512 (32 of them) and two with AVX2 (16 ymm), where the wider blocks
-   spill. Chosen here by the build's vector registers, or given with -D (the tests build every candidate). Each sum
-   adds its terms in the same order whatever the blocking, so every candidate computes the same bits. */
+   spill. Chosen here by whether the build has AVX-512 (the wider blocks) or not (the smaller ones: AVX2, and also
+   SSE2 and NEON, which were not measured), or given with -D (the tests build three candidates). Each sum adds its
+   terms in the same order whatever the blocking, so every candidate computes the same bits. */
 #if defined(__AVX512F__)
 #define KT_WIDE 1
 #else
@@ -648,9 +649,12 @@ static void gather(vec *dst, const float *x, int F, const int64_t *rows, int cou
     for (int f0 = 0; f0 < F; f0 += L) {
         int width = F - f0 < L ? F - f0 : L;
         for (int l = 0; l < L; l++) {
+            if (l >= count) {  /* padding: rows[l] is not read (it lies past the batch) */
+                block[l] = splat(0.0f);
+                continue;
+            }
             const float *from = x + rows[l] * (int64_t)F + f0;
-            if (l >= count) block[l] = splat(0.0f);
-            else if (width == L) memcpy(&block[l], from, sizeof(vec));  /* one unaligned load */
+            if (width == L) memcpy(&block[l], from, sizeof(vec));  /* one unaligned load */
             else {
                 block[l] = splat(0.0f);
                 memcpy(&block[l], from, width * sizeof(float));

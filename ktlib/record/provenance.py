@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ktlib.compute.native import cpu_name
+from ktlib.compute.native import TARGET_ENV, cpu_name
 
 
 def git_commit() -> str:
@@ -41,13 +41,19 @@ def older_commit(commit: str, than: str, root: str | os.PathLike = ".") -> bool:
         return False
 
 
+def target_name() -> str:
+    """The native kernels' build $KTLIB_NATIVE_TARGET asks for (native, no-avx512, portable): they differ in bits."""
+    return os.environ.get(TARGET_ENV) or "native"
+
+
 def versions() -> dict:
     """The versions of Python and the packages that compute the numbers, and the CPU they ran on: the plain path's
     and torch's own sums round by CPU (book/reproducibility.md, "Across CPUs")."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name(),
-           "torch_threads": torch.get_num_threads(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+           "native_target": target_name(), "torch_threads": torch.get_num_threads(),
+           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for pkg in ("ktlib", "torch", "numpy", "pandas"):
         try:
             out[pkg] = version(pkg)

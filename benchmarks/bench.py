@@ -13,7 +13,8 @@ Every path trains the same runs (same source net, data, seeds and stopping rule)
 (the engines: all k and trials of one n over the worker threads), then the engines once more on the
 whole grid at once, as the sweep does. FLOPs are the useful arithmetic of each run, counted from its epochs: LeCun's connections
 (one multiply-add each) of the layers it trains, for the training steps and for the per-epoch
-evaluation that the stopping rule needs (`ktlib.compute.model.run_flops`). Neither the
+evaluation that the stopping rule needs (`ktlib.compute.model.run_flops`); a second column counts also the forward
+passes of the test curve and of the validation images that each run's row records (`costs.reading_flops`). Neither the
 plain path's recomputation of frozen layers nor the engine's own extra arithmetic (C1's 6x6 kernels,
 C3's masked weights) counts. The peak is the cores' own: fused multiply-adds alone (peak.c), timed here on
 as many threads as the engine uses, with large blocked matmuls and a convolution printed beside it.
@@ -165,11 +166,11 @@ def main() -> None:
     print(f"{len(grid)} runs: n in {cfg.levels}, k in {cfg.sizes}, {cfg.trials} trials; "
           f"engine workers: {cfg.worker_count()}")
 
-    def timed(engine: str, keys: list) -> tuple[float, float]:
-        """(seconds, useful FLOPs) of these runs by this path."""
+    def timed(engine: str, keys: list) -> tuple[float, float, float]:
+        """(seconds, useful FLOPs, useful FLOPs with the readings) of these runs by this path."""
         start = time.perf_counter()
         rows = executors.compute(dataclasses.replace(task, cfg=dataclasses.replace(cfg, engine=engine)), keys)
-        return time.perf_counter() - start, useful_flops(rows, cfg)
+        return time.perf_counter() - start, useful_flops(rows, cfg), useful_flops(rows, cfg, readings=True)
 
     per_n = {e: {} for e in a.engines}
     for e in a.engines:
@@ -182,12 +183,14 @@ def main() -> None:
     rows.append(("all at once", {e: timed(e, grid) for e in fast}))  # the sweep's own schedule
 
     base = a.engines[0]
-    print(f"\n% peak: of the FMA peak on {cfg.worker_count()} cores, {peak:.1f} GFLOP/s")
-    print(f"{'':13}" + "".join(f"{e + ' s':>11}{'GFLOP/s':>9}{'% peak':>8}" for e in a.engines)
+    print(f"\n% peak: of the FMA peak on {cfg.worker_count()} cores, {peak:.1f} GFLOP/s; '+ reads': the same, with the "
+          f"runs' test-curve and validation passes counted too (costs.reading_flops)")
+    print(f"{'':13}" + "".join(f"{e + ' s':>11}{'GFLOP/s':>9}{'% peak':>8}{'+ reads':>9}" for e in a.engines)
           + "".join(f"{base + '/' + e:>16}" for e in a.engines[1:]))
     for label, cells in rows:
         line = "".join(f"{cells[e][0]:11.1f}{cells[e][1] / cells[e][0] / 1e9:9.1f}"
-                       f"{100 * cells[e][1] / cells[e][0] / 1e9 / peak:7.1f}%" if e in cells else " " * 28
+                       f"{100 * cells[e][1] / cells[e][0] / 1e9 / peak:7.1f}%"
+                       f"{100 * cells[e][2] / cells[e][0] / 1e9 / peak:8.1f}%" if e in cells else " " * 37
                        for e in a.engines)
         ratios = "".join(f"{cells[base][0] / cells[e][0]:15.1f}x" if base in cells and e in cells else " " * 16
                          for e in a.engines[1:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import re
 import statistics
 import tempfile
@@ -15,6 +16,7 @@ from peak import ceiling  # this directory
 import ktlib
 from ktlib.compute import cluster, data, executors, experiment, model, readouts, stacked
 from ktlib.compute.model import connections
+from ktlib.compute.train import on_curve
 from ktlib.recipes import RECIPES, first_trained
 from ktlib.record import files, layout, studies, sweep
 from ktlib.record.files import RESULTS_FILE, read_results
@@ -27,10 +29,25 @@ def run_flops(r: dict, cfg: ktlib.Config, conn=None) -> float:
                            cfg.n_classes * cfg.test_per_class, conn)
 
 
-def useful_flops(rows: list[dict], cfg: ktlib.Config) -> float:
-    """The runs' useful FLOPs (run_flops), summed."""
+def reading_flops(r: dict, cfg: ktlib.Config, conn=None) -> float:
+    """One run's forward passes that its row records beside those run_flops counts: the test images at each reading
+    of its test curve during training (train.on_curve: an epoch that passes a power of two of steps), and the
+    validation images once. The runs have made them since the record holds each run's curve and validation accuracy;
+    run_flops, the engine issue's measure, leaves them out."""
+    readings = curve_readings(r["epochs"], math.ceil(r["k"] * cfg.n_classes / cfg.batch_size))
+    images = cfg.n_classes * cfg.test_per_class  # as many validation images as test images
+    return (readings + 1) * images * model.forward_flops(conn or connections(), first_trained(r["recipe"], r["n"]))
+
+
+def curve_readings(epochs: int, per_epoch: int) -> int:
+    """The forward passes of the test images a run of `epochs` epochs of `per_epoch` steps makes for its curve."""
+    return sum(on_curve((e - 1) * per_epoch, e * per_epoch) for e in range(1, epochs + 1))
+
+
+def useful_flops(rows: list[dict], cfg: ktlib.Config, readings: bool = False) -> float:
+    """The runs' useful FLOPs (run_flops), summed; with readings, also their curves' and validation passes."""
     conn = connections()
-    return sum(run_flops(r, cfg, conn) for r in rows)
+    return sum(run_flops(r, cfg, conn) + (reading_flops(r, cfg, conn) if readings else 0) for r in rows)
 
 
 def study_cost(data_dir: str | None, workers: int | None, committed: str, epochs: int) -> None:

@@ -328,6 +328,7 @@ def test_evaluating_all_runs_at_once_gives_each_runs_own_numbers(images, one_thr
         out = torch.tanh(torch.randn(runs, images, 20, generator=g) * 2) * 1.7159
         y = torch.randint(0, 20, (runs, images), generator=g)
         accs, losses, preds = engine.evaluate(_Given(out), torch.zeros(runs, 1), None, y, codes)
+        assert engine.evaluate(_Given(out), torch.zeros(runs, 1), None, y, codes, target=codes[y])[1] == losses
         for r in range(runs):  # run by run, as the plain path computes them: equal, not close
             assert losses[r] == F.mse_loss(out[r], codes[y[r]]).item()
             assert torch.equal(preds[r], torch.cdist(out[r], codes).argmin(1))

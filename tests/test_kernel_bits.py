@@ -102,18 +102,21 @@ def test_a_groups_runs_split_over_helper_threads_train_as_they_do_on_one(n, monk
         assert a.test_accuracy == b.test_accuracy
 
 
-# Register blockings a build may choose (kernels.c: KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL) besides the default
-# build's, which the tests above fingerprint: the AVX2 one and one other (the loops allow 48), each built with the
-# target's flags (AVX-512 on a CPU that has it).
-BLOCKINGS = [(1, 5, 4), (7, 2, 8)]
+# Register blockings a build may choose (kernels.c: KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL, KT_C5_GRAD_OUTPUTS,
+# KT_KERNEL_COLUMNS, KT_DY_SPAN) besides the default build's, which the tests above fingerprint: the AVX2 one and one
+# other, each built with the target's flags (AVX-512 on a CPU that has it).
+BLOCKINGS = [(1, 5, 4, 4, 2, 7), (7, 2, 8, 3, 3, 2)]
 
 
 @pytest.mark.skipif(not _fma(), reason="the record's kernels were built with fused multiply-adds")
-@pytest.mark.parametrize("c1, c3, full", BLOCKINGS)
-def test_every_register_blocking_computes_the_records_bits(c1, c3, full, monkeypatch):
-    flags = [f"-DKT_C1_POSITIONS={c1}", f"-DKT_C3_POSITIONS={c3}", f"-DKT_FULL={full}"]
+@pytest.mark.parametrize("c1, c3, full, c5_grad, columns, span", BLOCKINGS)
+def test_every_register_blocking_computes_the_records_bits(c1, c3, full, c5_grad, columns, span, monkeypatch):
+    flags = [f"-DKT_C1_POSITIONS={c1}", f"-DKT_C3_POSITIONS={c3}", f"-DKT_FULL={full}",
+             f"-DKT_C5_GRAD_OUTPUTS={c5_grad}", f"-DKT_KERNEL_COLUMNS={columns}", f"-DKT_DY_SPAN={span}"]
     lib = native._load_flags(native.SOURCE, tuple(tuple(s + flags) for s in native.TARGETS[native.target()]))
-    assert f"C1 {c1} positions x 6 maps, C3 {c3} positions, C5 and F6 {full} sums" in lib.kt_kernel().decode()
+    assert (f"C1 {c1} positions x 6 maps, C3 {c3} positions, C5 and F6 {full} sums, C5's weight gradient {c5_grad} "
+            f"outputs x 16 inputs, a 5x5 kernel's gradient {columns} columns a pass, S2's input gradient {span} sums"
+            in lib.kt_kernel().decode())
     monkeypatch.setattr(native, "library", lambda: lib)
     for n in range(6):
         assert fingerprint(n) == RECORD_KERNELS[n], n

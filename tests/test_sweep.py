@@ -18,7 +18,7 @@ import ktlib
 from ktlib import cli, config, paths
 from ktlib.analysis import study
 from ktlib.compute import data as D
-from ktlib.compute import executors, experiment, train
+from ktlib.compute import executors, experiment, native, train
 from ktlib.compute.model import PAPER_FREE_PARAMETERS
 from ktlib.compute.transfer import transfer
 from ktlib.config import Purpose, derive_seed
@@ -180,7 +180,8 @@ def test_sweep_writes_one_tidy_row_per_run_with_provenance(tmp_path, data_dir):
     assert len(on_disk) == 12
     assert meta["config"] == cfg.experiment() and meta["config"]["seed"] == cfg.seed
     assert set(meta["data_checksums"]) == set(D.data_files())
-    assert {"torch", "numpy", "python", "ktlib"} <= set(meta["versions"])
+    assert {"torch", "numpy", "python", "ktlib", "cpu", "native_target"} <= set(meta["versions"])
+    assert meta["versions"]["native_compiler"] == native.compiler_version() != "unknown"  # the kernels' compiler
     assert meta["git_commit"] and len(meta["source_classes"]) == len(meta["target_classes"]) == 20
     assert {"train_accuracy", "epochs", "seconds", "state_sha256", "seed"} <= set(meta["source"])
     assert tables.mean_table(rows).shape == (3, 2)

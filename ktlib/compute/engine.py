@@ -102,7 +102,7 @@ class Helpers:
     def parts(self, runs: int, flops: float) -> int:
         """How many threads a call of `runs` runs and `flops` FLOPs in all may use now: its own, and its even share
         of the workers no group holds."""
-        if self.pool is None or runs < 2:
+        if self.pool is None or runs < 2 or flops < 2 * self.MIN_PART_FLOPS:  # most calls: no lock to take
             return 1
         with self.lock:
             share = (self.workers - self.running) // max(self.running, 1)
@@ -200,14 +200,16 @@ KERNELS = {"batched": TorchKernels, "native": NativeKernels}
 
 
 def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
-             shared: bool = False) -> tuple[list, list, list]:
+             shared: bool = False, target: torch.Tensor | None = None) -> tuple[list, list | None, list]:
     """Per run: (accuracy by nearest code, mean squared error to the codes, the predicted classes) on
-    x (R, N, ...) and labels y (R, N), or on one shared set x (N, ...), y (N,)."""
+    x (R, N, ...) and labels y (R, N), or on one shared set x (N, ...), y (N,): the test or validation images,
+    whose losses no caller reads, so that they are not computed (None). target: codes[y] (R, N, bits), where the
+    caller holds it already (the training set's, every epoch)."""
     out = kernels.outputs(theta, x, shared)
     y = y.expand(len(theta), -1) if shared else y
     # all runs in one call each: the numbers F.mse_loss and predict give run by run (a test pins it), with a
     # fixed cost per epoch that does not grow with the runs
-    losses = (out - codes[y]).square().mean((1, 2)).tolist()
+    losses = None if shared else (out - (codes[y] if target is None else target)).square().mean((1, 2)).tolist()
     preds = predict(out, codes)
     accs = [hits / y.shape[1] for hits in (preds == y).sum(1).tolist()]
     return accs, losses, list(preds)
@@ -272,7 +274,7 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
         for idx in perms.split(batch_size, dim=1):
             opt.step(steps.gradients(theta, x, target, idx.contiguous(), grad, frozen))
         taken += per_epoch
-        accs, losses, _ = evaluate(steps, theta, x, y, codes)
+        accs, losses, _ = evaluate(steps, theta, x, y, codes, target=target)
         if on_curve(taken - per_epoch, taken):
             for r, accuracy in zip(active, evaluate(steps, theta, test[0], test[1], codes, shared=True)[0]):
                 curves[r].append((taken, accuracy))

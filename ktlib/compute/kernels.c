@@ -45,6 +45,15 @@ typedef int32_t ivec __attribute__((vector_size(4 * L)));
 #ifndef KT_FULL
 #define KT_FULL (KT_WIDE ? 8 : 4)           /* C5, F6: outputs (forward), inputs (backward): 4 or 8 */
 #endif
+#ifndef KT_C5_GRAD_OUTPUTS
+#define KT_C5_GRAD_OUTPUTS (KT_WIDE ? 8 : 4)  /* C5's weight gradient: outputs side by side (a divisor of 120, <= 8) */
+#endif
+#ifndef KT_KERNEL_COLUMNS
+#define KT_KERNEL_COLUMNS (KT_WIDE ? 5 : 2)   /* a 5x5 kernel's gradient: columns a pass, two sums each (1 to 5) */
+#endif
+#ifndef KT_DY_SPAN
+#define KT_DY_SPAN (KT_WIDE ? 14 : 7)         /* dL/dy of S2: sums of an input row side by side (a divisor of 14) */
+#endif
 
 /* Parameters per layer, in the order of stacked.slots: C1 w b, S2 coef b, C3 w b, S4 coef b, C5 w b, F6 w b. */
 static const int LAYER_SIZE[6] = {156, 12, 2416, 32, 48120, 2420};
@@ -164,12 +173,13 @@ INLINE float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     q = _mm_add_ps(q, _mm_movehl_ps(q, q));
     return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
-#endif
+#else
     v += __builtin_shuffle(v, (ivec){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
     v += __builtin_shuffle(v, (ivec){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
     v += __builtin_shuffle(v, (ivec){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
     v += __builtin_shuffle(v, (ivec){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
     return v[0];
+#endif
 }
 
 /* The lane sums of sixteen vectors at once, each by hsum's own tree of additions (lane l with l + 8, then with
@@ -178,10 +188,25 @@ INLINE float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
    hsum does in 64 and 64. */
 INLINE vec hsums(vec t[L]) {
 #if !defined(__AVX512F__) && defined(__AVX2__)
-    vec out;  /* AVX2 has no two-register shuffle of 16 lanes: hsum by hsum */
-    for (int j = 0; j < L; j++) out[j] = hsum(t[j]);
-    return out;
-#endif
+    /* The same pairs on 8-lane halves (an addition's two operands may come in either order: it is exact to swap them).
+       Round 1 adds each vector's halves (lane l and l + 8); round 2 the 128-bit halves of two vectors' sums (l + 4);
+       rounds 3 and 4 pairs within 128 bits (l + 2, l + 1), which leaves vector j's sum at lane 0 4 1 5 2 6 3 7 of its
+       group of eight: put in place by one permutation, which only moves values. */
+    Halves *x = (Halves *)t, out;
+    __m256 r1[L], r2[L / 2], r3[L / 4], r4[2];
+    for (int j = 0; j < L; j++) r1[j] = _mm256_add_ps(x[j].h[0], x[j].h[1]);
+    for (int j = 0; j < L / 2; j++)
+        r2[j] = _mm256_add_ps(_mm256_permute2f128_ps(r1[2 * j], r1[2 * j + 1], 0x20),
+                              _mm256_permute2f128_ps(r1[2 * j], r1[2 * j + 1], 0x31));
+    for (int j = 0; j < L / 4; j++)
+        r3[j] = _mm256_add_ps(_mm256_shuffle_ps(r2[2 * j], r2[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm256_shuffle_ps(r2[2 * j], r2[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int j = 0; j < 2; j++)
+        r4[j] = _mm256_add_ps(_mm256_shuffle_ps(r3[2 * j], r3[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm256_shuffle_ps(r3[2 * j], r3[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int h = 0; h < 2; h++) out.h[h] = _mm256_permutevar8x32_ps(r4[h], _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    return out.v;
+#else
     static const ivec a[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
                               {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
                               {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
@@ -194,6 +219,7 @@ INLINE vec hsums(vec t[L]) {
         for (int j = 0; j < m / 2; j++)
             t[j] = __builtin_shuffle(t[2 * j], t[2 * j + 1], a[s]) + __builtin_shuffle(t[2 * j], t[2 * j + 1], b[s]);
     return t[0];
+#endif
 }
 
 INLINE void store(float *dst, vec v) { memcpy(dst, &v, sizeof v); }  /* dst need not be aligned */
@@ -326,15 +352,16 @@ static void c5_weight_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, floa
             for (int o = 0; o < 120; o++) gt[k * L + l][o] = g[o][l];
         }
     }
-    for (int o = 0; o < 120; o += 8)
+    enum { W = KT_C5_GRAD_OUTPUTS };
+    for (int o = 0; o < 120; o += W)
         for (int i = 0; i < 400; i += L) {
-            vec acc[8];
-            for (int j = 0; j < 8; j++) acc[j] = splat(0.0f);
+            vec acc[W];
+            for (int j = 0; j < W; j++) acc[j] = splat(0.0f);
             for (int l = 0; l < nl; l++) {
                 vec xv = *(const vec *)&xt[l][i];
-                for (int j = 0; j < 8; j++) acc[j] += B(gt[l][o + j]) * xv;
+                for (int j = 0; j < W; j++) acc[j] += B(gt[l][o + j]) * xv;
             }
-            for (int j = 0; j < 8; j++) store(gw + (o + j) * 400 + i, acc[j]);
+            for (int j = 0; j < W; j++) store(gw + (o + j) * 400 + i, acc[j]);
         }
 }
 
@@ -414,27 +441,54 @@ static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t 
     }
 }
 
-/* The gradient of one 5x5 kernel: over the chunks, images and side x side output positions, the output
-   gradient (at byte offset g_off) times the input under the kernel (at x_off, rows `width` wide).
-   One kernel row at a time, two positions at a time: 10 independent sums. */
-static void kernel_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, int side, int width, float *out) {
-    for (int p = 0; p < 5; p++) {
-        vec a0[5], a1[5];
-        for (int q = 0; q < 5; q++) a0[q] = a1[q] = splat(0.0f);
-        for (int k = 0; k < nch; k++) {
-            const vec *g = field(&ch[k], g_off), *x = field(&ch[k], x_off) + p * width;
-            for (int oy = 0; oy < side; oy++)
-                for (int ox = 0; ox < side; ox += 2) {
-                    vec g0 = g[oy * side + ox], g1 = g[oy * side + ox + 1];
-                    const vec *xr = x + oy * width + ox;
-                    for (int q = 0; q < 5; q++) {
-                        a0[q] += g0 * xr[q];
-                        a1[q] += g1 * xr[q + 1];
-                    }
+/* Columns q0..q0+Q of row p of one 5x5 kernel's gradient: over the chunks, images and side x side output positions,
+   the output gradient (at byte offset g_off) times the input under the kernel (at x_off, rows `width` wide), two
+   positions at a time: 2Q independent sums, each in the order of every other pass. Inlined with Q a constant. */
+INLINE void kernel_columns(Chunk *ch, int nch, size_t g_off, size_t x_off, int side, int width, int p, int q0, int Q,
+                           float *out) {
+    vec a0[5], a1[5];
+    for (int q = 0; q < Q; q++) a0[q] = a1[q] = splat(0.0f);
+    for (int k = 0; k < nch; k++) {
+        const vec *g = field(&ch[k], g_off), *x = field(&ch[k], x_off) + p * width + q0;
+        for (int oy = 0; oy < side; oy++)
+            for (int ox = 0; ox < side; ox += 2) {
+                vec g0 = g[oy * side + ox], g1 = g[oy * side + ox + 1];
+                const vec *xr = x + oy * width + ox;
+                for (int q = 0; q < Q; q++) {
+                    a0[q] += g0 * xr[q];
+                    a1[q] += g1 * xr[q + 1];
                 }
-        }
-        for (int q = 0; q < 5; q++) out[p * 5 + q] = hsum(a0[q] + a1[q]);
+            }
     }
+    for (int q = 0; q < Q; q++) out[p * 5 + q0 + q] = hsum(a0[q] + a1[q]);
+}
+
+/* The gradient of one 5x5 kernel, a row at a time, KT_KERNEL_COLUMNS columns a pass over the images (all five with
+   AVX-512; with AVX2, whose vectors of 16 floats take two registers each, two, so that the sums stay in registers). */
+static void kernel_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, int side, int width, float *out) {
+    enum { Q = KT_KERNEL_COLUMNS };
+    for (int p = 0; p < 5; p++) {
+        int q0 = 0;
+        for (; q0 + Q <= 5; q0 += Q) kernel_columns(ch, nch, g_off, x_off, side, width, p, q0, Q, out);
+        if (q0 < 5) kernel_columns(ch, nch, g_off, x_off, side, width, p, q0, 5 % Q, out);
+    }
+}
+
+/* Sums j0..j0+J of row iy of dL/dy2 for one (output, input) map pair of C3 (row: the row's 14 sums; g: the output
+   map's gradients, 10x10; wc: its kernel): each sum adds its terms over the turned kernel's rows, then its columns,
+   in the order of a whole row's pass, whatever J. Inlined with j0 and J constants, so that the sums stay in
+   registers (all 14 with AVX-512; with AVX2, KT_DY_SPAN of them). */
+INLINE void dy_span(vec *row, const vec *g, const float *wc, int iy, int j0, int J) {
+    vec a[14];
+    for (int j = 0; j < J; j++) a[j] = row[j0 + j];
+    for (int p = 4; p >= 0; p--) {  /* the turned kernel's row 4 - p: the gradients' row iy - p */
+        if (iy - p < 0 || iy - p > 9) continue;
+        const vec *gr = g + (iy - p) * 10;
+        for (int q = 4; q >= 0; q--)
+            for (int ox = 0; ox < 10; ox++)
+                if (ox + q >= j0 && ox + q < j0 + J) a[ox + q - j0] += B(wc[p * 5 + q]) * gr[ox];
+    }
+    for (int j = 0; j < J; j++) row[j0 + j] = a[j];
 }
 
 /* C3: weight and bias gradients from g over s3 and its input (at x_off); when has_below, dL/dz of S2.
@@ -468,17 +522,10 @@ static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const P
             for (int u = 0; u < P->c3_count[o]; u++) {
                 int c = P->c3_used[o][u];
                 const float *wc = P->c3w + o * 150 + c * 25;
-                for (int iy = 0; iy < 14; iy++) {
-                    vec a[14];
-                    for (int j = 0; j < 14; j++) a[j] = dy[c * 196 + iy * 14 + j];
-                    for (int p = 4; p >= 0; p--) {  /* the turned kernel's row 4 - p: the gradients' row iy - p */
-                        if (iy - p < 0 || iy - p > 9) continue;
-                        const vec *g = &ch[k].s3[o * 100 + (iy - p) * 10];
-                        for (int q = 4; q >= 0; q--)
-                            for (int ox = 0; ox < 10; ox++) a[ox + q] += B(wc[p * 5 + q]) * g[ox];
-                    }
-                    for (int j = 0; j < 14; j++) dy[c * 196 + iy * 14 + j] = a[j];
-                }
+                for (int iy = 0; iy < 14; iy++)
+#pragma GCC unroll 14
+                    for (int j0 = 0; j0 < 14; j0 += KT_DY_SPAN)  /* unrolled: each span's j0 a constant */
+                        dy_span(dy + c * 196 + iy * 14, &ch[k].s3[o * 100], wc, iy, j0, KT_DY_SPAN);
             }
         for (int i = 0; i < 6 * 196; i++) ch[k].s2[i] = dy[i] * (2 * A) * slope(ch[k].s2[i]);
     }
@@ -563,17 +610,19 @@ const char *kt_vectors(void) {
 /* How this build computes, for the benchmark to print beside the CPU: the vectors, and the register blocking of the
    layers that carry most of the arithmetic. */
 const char *kt_kernel(void) {
-    static char text[400];
+    static char text[600];
     if (!text[0])
         snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 %d positions x 6 "
-                 "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient 8 outputs x 16 inputs, F6's "
-                 "weight gradients' lane sums 16 at once; images into lanes by 16 x 16 transposes", kt_vectors(),
+                 "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x 16 inputs, a 5x5 kernel's "
+                 "gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' lane sums 16 at "
+                 "once; images into lanes by 16 x 16 transposes", kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
 #else
                  " without fused multiply-adds (other numbers than the record's)",
 #endif
-                 L, CHUNKS * L, KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL);
+                 L, CHUNKS * L, KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL, KT_C5_GRAD_OUTPUTS, KT_KERNEL_COLUMNS,
+                 KT_DY_SPAN);
     return text;
 }
 
@@ -622,8 +671,7 @@ static void transpose(vec v[L]) {
                         x[i + b].h[h] = _mm256_blend_ps(_mm256_permute_ps(a, _MM_SHUFFLE(3, 3, 1, 1)), c, 0xaa);
                     }
                 }
-    return;
-#endif
+#else
     static const ivec lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
                                {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
                                {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
@@ -639,6 +687,7 @@ static void transpose(vec v[L]) {
                 v[i] = __builtin_shuffle(a, c, lo[s]);
                 v[i + b] = __builtin_shuffle(a, c, hi[s]);
             }
+#endif
 }
 
 /* Load images rows[0..count) of x (F values each) into the lanes of dst; lanes past count are 0. Sixteen values of

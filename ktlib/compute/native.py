@@ -45,6 +45,20 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
+@lru_cache(maxsize=None)
+def compiler_version(cc: str | None = None) -> str:
+    """The first line `cc --version` prints (of `compiler()` by default): the kernels' numbers depend on the compiler
+    that built them. "none" without a compiler; "unknown" where it does not run."""
+    cc = cc or compiler()
+    if cc is None:
+        return "none"
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (out.strip().splitlines() or ["unknown"])[0]
+
+
 def cache_dir() -> Path:
     """$KTLIB_CACHE_DIR, which must be writable; else the user's cache directory (platformdirs: ~/.cache/ktlib on
     Linux), or the temporary directory where that cannot be written."""
@@ -153,6 +167,7 @@ def library() -> ctypes.CDLL:
     return _load(SOURCE, target())
 
 
+@lru_cache(maxsize=None)  # a step of the F6-only runs is tens of microseconds: the library is looked up once per target
 def _load(source: Path, name: str) -> ctypes.CDLL:
     return _load_flags(source, tuple(tuple(flags) for flags in TARGETS[name]))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ktlib.compute.native import TARGET_ENV, cpu_name
+from ktlib.compute.native import TARGET_ENV, compiler_version, cpu_name
 
 
 def git_commit() -> str:
@@ -47,12 +47,13 @@ def target_name() -> str:
 
 
 def versions() -> dict:
-    """The versions of Python and the packages that compute the numbers, and the CPU they ran on: the plain path's
-    and torch's own sums round by CPU (book/reproducibility.md, "Across CPUs")."""
+    """The versions of Python and the packages that compute the numbers, the CPU they ran on (the plain path's and
+    torch's own sums round by CPU: book/reproducibility.md, "Across CPUs") and the C compiler of the native kernels."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name(),
-           "native_target": target_name(), "torch_threads": torch.get_num_threads(),
+           "native_target": target_name(), "native_compiler": compiler_version(),
+           "torch_threads": torch.get_num_threads(),
            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for pkg in ("ktlib", "torch", "numpy", "pandas"):
         try:

@@ -103,8 +103,9 @@ def test_a_groups_runs_split_over_helper_threads_train_as_they_do_on_one(n, monk
 
 
 # Register blockings a build may choose (kernels.c: KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL, KT_C5_GRAD_OUTPUTS,
-# KT_KERNEL_COLUMNS, KT_DY_SPAN) besides the default build's, which the tests above fingerprint: the AVX2 one and one
-# other, each built with the target's flags (AVX-512 on a CPU that has it).
+# KT_KERNEL_COLUMNS, KT_DY_SPAN) besides the default build's, which the tests above fingerprint: the one of builds whose
+# vectors take several registers (SSE2, NEON) and one other, each built with the target's flags (AVX-512 on a CPU that
+# has it).
 BLOCKINGS = [(1, 5, 4, 4, 2, 7), (7, 2, 8, 3, 3, 2)]
 
 

@@ -2,8 +2,11 @@
    computes and why it equals the plain path is explained once, in the book's method chapter (book/method.md); the
    comments here say how this file does it.
 
-   Sixteen images sit in the lanes of one vector (`vec`), so every operation of the net, whatever the
-   layer's shape, is a vector operation, and a whole training step of a run is one pass through this file.
+   Sixteen images sit in the lanes of one vector (`vec`; eight with AVX2, whose registers hold eight floats), so
+   every operation of the net, whatever the layer's shape, is a vector operation, and a whole training step of a run
+   is one pass through this file. A sum over a batch's images (a weight's gradient) adds each image's term into one
+   of 16 places, image i into place i mod 16, over the batch in order, then adds the 16 places by one tree: the same
+   sums whatever the vector width (`hsum16`).
    The parameters are the engine's: the net's own times 2S. A layer computes z = 2S a straight from them,
    keeps sigma = sigmoid(z), and hands on y = A tanh(S a) = 2A sigma - A; a sub-sampling layer's input is
    the sum of y over each 2x2 tile.
@@ -18,20 +21,28 @@
 #include <immintrin.h>
 #endif
 
-#define L 16  /* images per vector */
+/* Images per vector, L: 16, or 8 with AVX2 alone, where a vector of 16 floats would not be one register (GCC keeps
+   such vectors in memory). A sum over images has 16 places (above): PARTS vectors of L of them. */
+#if !defined(__AVX512F__) && defined(__AVX2__)
+#define L 8
+#else
+#define L 16
+#endif
+#define PARTS (16 / L)
 typedef float vec __attribute__((vector_size(4 * L)));
 typedef int32_t ivec __attribute__((vector_size(4 * L)));
 
 #define A 1.7159f
-#define CHUNKS 2  /* a training batch of up to 32 images: two vectors' worth */
+#define CHUNKS (32 / L)  /* a training batch of up to 32 images: two or four vectors' worth */
 
 /* Register blocking: how many sums the busiest loops keep side by side. Enough independent sums hide a multiply-add's
-   latency (a core that starts two each cycle, four cycles apart, needs eight), but each must stay in a register: a
-   vector of 16 floats is one register with AVX-512 (32 of them) and two with AVX2 (16 ymm), where the wider blocks
-   spill. Chosen here by whether the build has AVX-512 (the wider blocks) or not (the smaller ones: AVX2, and also
-   SSE2 and NEON, which were not measured), or given with -D (the tests build three candidates). Each sum adds its
-   terms in the same order whatever the blocking, so every candidate computes the same bits. */
-#if defined(__AVX512F__)
+   latency (a core that starts two each cycle, four cycles apart, needs eight), but each must stay in a register. A
+   vector is one register with AVX-512 (32 of them) and with AVX2 (16, eight images a vector), where the same blocks
+   fit but for S2's input gradient, which takes half a row; elsewhere (SSE2, NEON: not measured) a vector of 16 floats
+   takes four registers, and the smaller blocks are kept. Chosen by the build's instructions, or given with -D (the
+   tests build three candidates). Each sum adds its terms in the same order whatever the blocking, so every candidate
+   computes the same bits. */
+#if defined(__AVX512F__) || defined(__AVX2__)
 #define KT_WIDE 1
 #else
 #define KT_WIDE 0
@@ -52,7 +63,11 @@ typedef int32_t ivec __attribute__((vector_size(4 * L)));
 #define KT_KERNEL_COLUMNS (KT_WIDE ? 5 : 2)   /* a 5x5 kernel's gradient: columns a pass, two sums each (1 to 5) */
 #endif
 #ifndef KT_DY_SPAN
-#define KT_DY_SPAN (KT_WIDE ? 14 : 7)         /* dL/dy of S2: sums of an input row side by side (a divisor of 14) */
+#if defined(__AVX512F__)
+#define KT_DY_SPAN 14                         /* dL/dy of S2: sums of an input row side by side (a divisor of 14) */
+#else
+#define KT_DY_SPAN 7
+#endif
 #endif
 
 /* Parameters per layer, in the order of stacked.slots: C1 w b, S2 coef b, C3 w b, S4 coef b, C5 w b, F6 w b. */
@@ -63,7 +78,7 @@ typedef struct {
     int c3_used[16][6], c3_count[16];  /* C3's inputs per output map (c3_inputs), found once per run and call */
 } Params;
 
-/* One chunk of 16 images: each layer's activations (sigma) and its input; the backward pass overwrites
+/* One chunk of L images: each layer's activations (sigma) and its input; the backward pass overwrites
    each sigma with dL/dz of its layer. */
 typedef struct {
     vec in[1024];                            /* the input of the first trained layer */
@@ -74,42 +89,16 @@ typedef struct {
 
 #define OFF(member) offsetof(Chunk, member)
 
-/* The helpers below are always inlined: where `vec` is wider than the machine's registers (AVX2), a call would pass
-   it through memory. */
+/* The helpers below are always inlined, so that the vectors stay in registers. */
 #define INLINE static inline __attribute__((always_inline))
 
 /* The member of a chunk at byte offset `off` (offsetof): one layer's code serves the layers of its kind. */
 static inline vec *field(Chunk *c, size_t off) { return (vec *)((char *)c + off); }
 
-#if !defined(__AVX512F__) && defined(__AVX2__)
-/* With AVX2 a vector of 16 floats is two registers. GCC splits most operations on it into two by itself, but builds
-   a vector from a scalar, compares and converts lane by lane, through memory: those few are written here on the two
-   halves, each the same operation as the one it stands for. */
-typedef union { vec v; __m256 h[2]; __m256i i[2]; } Halves;
-#endif
-
-/* B(w): a weight, or any float a vector is multiplied by or added to, as the operand GCC makes of it, w in every lane.
-   With AVX2 that is written out, since GCC builds it through memory, one lane at a time; elsewhere it is w itself. */
-#if !defined(__AVX512F__) && defined(__AVX2__)
-INLINE vec bcast(float w) {
-    Halves out;
-    out.h[0] = out.h[1] = _mm256_set1_ps(w);
-    return out.v;
-}
-#define B(w) bcast(w)
-#else
+/* B(w): a weight, or any float a vector is multiplied by or added to: GCC puts w in every lane. */
 #define B(w) (w)
-#endif
 
-INLINE vec splat(float a) {  /* 0 + a in every lane, as (vec){0} + a computes it (so -0 becomes +0) */
-#if !defined(__AVX512F__) && defined(__AVX2__)
-    Halves out;
-    out.h[0] = out.h[1] = _mm256_set1_ps(0.0f + a);
-    return out.v;
-#else
-    return (vec){0} + a;
-#endif
-}
+INLINE vec splat(float a) { return (vec){0} + a; }  /* 0 + a in every lane (so -0 becomes +0) */
 
 /* a > b ? a : b, lane by lane, and a < b ? a : b: with AVX-512 or AVX2, the one instruction that is defined as
    exactly that (vmaxps, vminps); elsewhere, as a mask and a select. */
@@ -117,9 +106,7 @@ INLINE vec vmax(vec a, float b) {
 #if defined(__AVX512F__)
     return (vec)_mm512_max_ps((__m512)a, _mm512_set1_ps(b));
 #elif defined(__AVX2__)
-    Halves x = {.v = a};
-    for (int h = 0; h < 2; h++) x.h[h] = _mm256_max_ps(x.h[h], _mm256_set1_ps(b));
-    return x.v;
+    return (vec)_mm256_max_ps((__m256)a, _mm256_set1_ps(b));
 #else
     ivec m = a > splat(b);
     return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
@@ -130,9 +117,7 @@ INLINE vec vmin(vec a, float b) {
 #if defined(__AVX512F__)
     return (vec)_mm512_min_ps((__m512)a, _mm512_set1_ps(b));
 #elif defined(__AVX2__)
-    Halves x = {.v = a};
-    for (int h = 0; h < 2; h++) x.h[h] = _mm256_min_ps(x.h[h], _mm256_set1_ps(b));
-    return x.v;
+    return (vec)_mm256_min_ps((__m256)a, _mm256_set1_ps(b));
 #else
     ivec m = a < splat(b);
     return (vec)(((ivec)a & m) | ((ivec)splat(b) & ~m));
@@ -152,11 +137,6 @@ INLINE vec vexp(vec x) {
     p = p * r * r + r + 1.0f;
 #if defined(__AVX512F__)
     return (vec)_mm512_scalef_ps((__m512)p, (__m512)k);  /* p 2^k in one instruction: the same product */
-#elif defined(__AVX2__)
-    Halves e = {.v = k};  /* 2^k as below, half by half (vcvttps2dq truncates, as the conversion does) */
-    for (int h = 0; h < 2; h++)
-        e.i[h] = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(e.h[h]), _mm256_set1_epi32(127)), 23);
-    return p * e.v;
 #else
     ivec e = (__builtin_convertvector(k, ivec) + 127) << 23;  /* 2^k, built in the exponent bits */
     return p * (vec)e;
@@ -166,47 +146,34 @@ INLINE vec vexp(vec x) {
 INLINE vec sigmoid(vec z) { return 1.0f / (1.0f + vexp(-z)); }
 INLINE vec slope(vec s) { return s * (1.0f - s); }  /* sigmoid' from sigmoid */
 
-INLINE float hsum(vec v) {  /* the sum of the 16 lanes, as a tree */
-#if !defined(__AVX512F__) && defined(__AVX2__)
-    Halves x = {.v = v};  /* the same tree on the halves: lane l + lane l + 8, then l + 4, l + 2, l + 1 */
-    __m256 s = _mm256_add_ps(x.h[0], x.h[1]);
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
-#else
+/* for (k ...) over a batch's chunks, h = k's part: PARTS chunks a pass, so that h is a constant where the loop is
+   unrolled (a part's sum then stays in a register). Each part still takes its chunks in order. */
+#define EACH_CHUNK(k, h, nch) \
+    for (int k##0 = 0; k##0 < (nch); k##0 += PARTS) for (int h = 0, k = k##0; h < PARTS; h++, k++)
+
+/* The sum of a sum's 16 places (the PARTS vectors `part`: places 0..L-1 in part[0], L..2L-1 in part[1]), as a tree:
+   place l plus place l + 8, then l + 4, l + 2, l + 1. */
+INLINE float hsum16(const vec *part) {
+#if L == 16
+    vec v = part[0];
     v += __builtin_shuffle(v, (ivec){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
     v += __builtin_shuffle(v, (ivec){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
     v += __builtin_shuffle(v, (ivec){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
     v += __builtin_shuffle(v, (ivec){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
-    return v[0];
+#else
+    vec v = part[0] + part[1];
+    v += __builtin_shuffle(v, (ivec){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (ivec){2, 3, 0, 1, 6, 7, 4, 5});
+    v += __builtin_shuffle(v, (ivec){1, 0, 3, 2, 5, 4, 7, 6});
 #endif
+    return v[0];
 }
 
-/* The lane sums of sixteen vectors at once, each by hsum's own tree of additions (lane l with l + 8, then with
-   l + 4, l + 2, l + 1), so each is hsum's value to the bit: lane j of the result is hsum(v[j]). Each round adds the
-   halves of two vectors' partial sums side by side, halving the vectors: 15 additions and 30 shuffles for what
-   hsum does in 64 and 64. */
-INLINE vec hsums(vec t[L]) {
-#if !defined(__AVX512F__) && defined(__AVX2__)
-    /* The same pairs on 8-lane halves (an addition's two operands may come in either order: it is exact to swap them).
-       Round 1 adds each vector's halves (lane l and l + 8); round 2 the 128-bit halves of two vectors' sums (l + 4);
-       rounds 3 and 4 pairs within 128 bits (l + 2, l + 1), which leaves vector j's sum at lane 0 4 1 5 2 6 3 7 of its
-       group of eight: put in place by one permutation, which only moves values. */
-    Halves *x = (Halves *)t, out;
-    __m256 r1[L], r2[L / 2], r3[L / 4], r4[2];
-    for (int j = 0; j < L; j++) r1[j] = _mm256_add_ps(x[j].h[0], x[j].h[1]);
-    for (int j = 0; j < L / 2; j++)
-        r2[j] = _mm256_add_ps(_mm256_permute2f128_ps(r1[2 * j], r1[2 * j + 1], 0x20),
-                              _mm256_permute2f128_ps(r1[2 * j], r1[2 * j + 1], 0x31));
-    for (int j = 0; j < L / 4; j++)
-        r3[j] = _mm256_add_ps(_mm256_shuffle_ps(r2[2 * j], r2[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                              _mm256_shuffle_ps(r2[2 * j], r2[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    for (int j = 0; j < 2; j++)
-        r4[j] = _mm256_add_ps(_mm256_shuffle_ps(r3[2 * j], r3[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm256_shuffle_ps(r3[2 * j], r3[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    for (int h = 0; h < 2; h++) out.h[h] = _mm256_permutevar8x32_ps(r4[h], _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    return out.v;
-#else
+/* Sixteen sums at once, each by hsum16's own tree (an addition's operands may come in either order: swapping them is
+   exact), into out[0..16): out[j] = hsum16(t[j]). Each round adds the halves of two sums' partial sums side by side,
+   halving the vectors: with 16 lanes, 15 additions and 30 shuffles for what hsum16 does in 64 and 64. */
+INLINE void hsums16(vec t[16][PARTS], float *out) {
+#if L == 16
     static const ivec a[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
                               {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
                               {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
@@ -215,10 +182,27 @@ INLINE vec hsums(vec t[L]) {
                               {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31},
                               {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31},
                               {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}};
-    for (int s = 0, m = L; s < 4; s++, m /= 2)  /* t[0..m) -> t[0..m/2) */
+    vec v[16];
+    for (int j = 0; j < 16; j++) v[j] = t[j][0];
+    for (int s = 0, m = 16; s < 4; s++, m /= 2)  /* v[0..m) -> v[0..m/2) */
         for (int j = 0; j < m / 2; j++)
-            t[j] = __builtin_shuffle(t[2 * j], t[2 * j + 1], a[s]) + __builtin_shuffle(t[2 * j], t[2 * j + 1], b[s]);
-    return t[0];
+            v[j] = __builtin_shuffle(v[2 * j], v[2 * j + 1], a[s]) + __builtin_shuffle(v[2 * j], v[2 * j + 1], b[s]);
+    memcpy(out, &v[0], sizeof(vec));
+#else
+    /* Round 1 adds each sum's two parts (place l + 8); round 2 the 4-lane halves of two sums' (l + 4); rounds 3 and 4
+       pairs within 4 lanes (l + 2, l + 1), which leaves sum j at lane 0 4 1 5 2 6 3 7 of its group of eight: put in
+       place by a shuffle, which only moves values. */
+    static const ivec lo[3] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 2, 8, 10, 4, 6, 12, 14}};
+    static const ivec hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 3, 9, 11, 5, 7, 13, 15}};
+    vec v[16];
+    for (int j = 0; j < 16; j++) v[j] = t[j][0] + t[j][1];
+    for (int s = 0, m = 16; s < 3; s++, m /= 2)
+        for (int j = 0; j < m / 2; j++)
+            v[j] = __builtin_shuffle(v[2 * j], v[2 * j + 1], lo[s]) + __builtin_shuffle(v[2 * j], v[2 * j + 1], hi[s]);
+    for (int h = 0; h < 2; h++) {
+        vec in_place = __builtin_shuffle(v[h], (ivec){0, 4, 1, 5, 2, 6, 3, 7});
+        memcpy(out + 8 * h, &in_place, sizeof(vec));
+    }
 #endif
 }
 
@@ -372,24 +356,24 @@ static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t
     int product = O == 120;  /* C5's 48,000 weight gradients as a matrix product; F6's 2,400 as lane sums */
     if (product) c5_weight_grads(ch, nch, g_off, x_off, gw);
     for (int o = 0; o < O; o++) {
-        vec bsum = splat(0.0f);
-        for (int k = 0; k < nch; k++) bsum += field(&ch[k], g_off)[o];
-        gb[o] = hsum(bsum);
+        vec bsum[PARTS];
+        for (int p = 0; p < PARTS; p++) bsum[p] = splat(0.0f);
+        EACH_CHUNK(k, h, nch) bsum[h] += field(&ch[k], g_off)[o];
+        gb[o] = hsum16(bsum);
         if (product) continue;
         int i = 0;
-        for (vec acc[L]; i + L <= I; i += L) {  /* sixteen weights' lane sums at once (hsums) */
-            for (int j = 0; j < L; j++) {
-                acc[j] = splat(0.0f);
-                for (int k = 0; k < nch; k++)
-                    acc[j] += field(&ch[k], g_off)[o] * field(&ch[k], x_off)[i + j];
+        for (vec acc[16][PARTS]; i + 16 <= I; i += 16) {  /* sixteen weights' sums at once (hsums16) */
+            for (int j = 0; j < 16; j++) {
+                for (int p = 0; p < PARTS; p++) acc[j][p] = splat(0.0f);
+                EACH_CHUNK(k, h, nch) acc[j][h] += field(&ch[k], g_off)[o] * field(&ch[k], x_off)[i + j];
             }
-            store(gw + o * I + i, hsums(acc));
+            hsums16(acc, gw + o * I + i);
         }
         for (; i < I; i++) {
-            vec acc = splat(0.0f);
-            for (int k = 0; k < nch; k++)
-                acc += field(&ch[k], g_off)[o] * field(&ch[k], x_off)[i];
-            gw[o * I + i] = hsum(acc);
+            vec acc[PARTS];
+            for (int p = 0; p < PARTS; p++) acc[p] = splat(0.0f);
+            EACH_CHUNK(k, h, nch) acc[h] += field(&ch[k], g_off)[o] * field(&ch[k], x_off)[i];
+            gw[o * I + i] = hsum16(acc);
         }
     }
     if (!has_below) return;
@@ -412,16 +396,17 @@ static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t
 static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t below_off, int has_below,
                          const float *coef, float *gc, float *gb, int maps, int size) {
     for (int m = 0; m < maps; m++) {
-        vec cs = splat(0.0f), bs = splat(0.0f);
-        for (int k = 0; k < nch; k++) {
+        vec cs[PARTS], bs[PARTS];
+        for (int p = 0; p < PARTS; p++) cs[p] = bs[p] = splat(0.0f);
+        EACH_CHUNK(k, h, nch) {
             const vec *g = field(&ch[k], g_off), *q = field(&ch[k], q_off);
             for (int i = 0; i < size; i++) {
-                cs += g[m * size + i] * q[m * size + i];
-                bs += g[m * size + i];
+                cs[h] += g[m * size + i] * q[m * size + i];
+                bs[h] += g[m * size + i];
             }
         }
-        gc[m] = hsum(cs);
-        gb[m] = hsum(bs);
+        gc[m] = hsum16(cs);
+        gb[m] = hsum16(bs);
     }
     if (!has_below) return;
     int h = size == 196 ? 14 : 5, side = 2 * h;
@@ -446,21 +431,26 @@ static void sub_backward(Chunk *ch, int nch, size_t g_off, size_t q_off, size_t 
    positions at a time: 2Q independent sums, each in the order of every other pass. Inlined with Q a constant. */
 INLINE void kernel_columns(Chunk *ch, int nch, size_t g_off, size_t x_off, int side, int width, int p, int q0, int Q,
                            float *out) {
-    vec a0[5], a1[5];
-    for (int q = 0; q < Q; q++) a0[q] = a1[q] = splat(0.0f);
-    for (int k = 0; k < nch; k++) {
+    vec a0[PARTS][5], a1[PARTS][5];
+    for (int h = 0; h < PARTS; h++)
+        for (int q = 0; q < Q; q++) a0[h][q] = a1[h][q] = splat(0.0f);
+    EACH_CHUNK(k, h, nch) {
         const vec *g = field(&ch[k], g_off), *x = field(&ch[k], x_off) + p * width + q0;
         for (int oy = 0; oy < side; oy++)
             for (int ox = 0; ox < side; ox += 2) {
                 vec g0 = g[oy * side + ox], g1 = g[oy * side + ox + 1];
                 const vec *xr = x + oy * width + ox;
                 for (int q = 0; q < Q; q++) {
-                    a0[q] += g0 * xr[q];
-                    a1[q] += g1 * xr[q + 1];
+                    a0[h][q] += g0 * xr[q];
+                    a1[h][q] += g1 * xr[q + 1];
                 }
             }
     }
-    for (int q = 0; q < Q; q++) out[p * 5 + q0 + q] = hsum(a0[q] + a1[q]);
+    for (int q = 0; q < Q; q++) {
+        vec both[PARTS];
+        for (int h = 0; h < PARTS; h++) both[h] = a0[h][q] + a1[h][q];
+        out[p * 5 + q0 + q] = hsum16(both);
+    }
 }
 
 /* The gradient of one 5x5 kernel, a row at a time, KT_KERNEL_COLUMNS columns a pass over the images (all five with
@@ -496,10 +486,11 @@ INLINE void dy_span(vec *row, const vec *g, const float *wc, int iy, int j0, int
 static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const Params *P, const float *keep,
                         float *gw, float *gb) {
     for (int o = 0; o < 16; o++) {
-        vec bs = splat(0.0f);
-        for (int k = 0; k < nch; k++)
-            for (int i = 0; i < 100; i++) bs += ch[k].s3[o * 100 + i];
-        gb[o] = hsum(bs);
+        vec bs[PARTS];
+        for (int p = 0; p < PARTS; p++) bs[p] = splat(0.0f);
+        EACH_CHUNK(k, h, nch)
+            for (int i = 0; i < 100; i++) bs[h] += ch[k].s3[o * 100 + i];
+        gb[o] = hsum16(bs);
         for (int c = 0; c < 6; c++) {
             float *out = gw + o * 150 + c * 25;
             if (keep[o * 150 + c * 25] == 0.0f) {  /* a pair C3's connection table leaves out */
@@ -533,10 +524,11 @@ static void c3_backward(Chunk *ch, int nch, size_t x_off, int has_below, const P
 
 static void c1_backward(Chunk *ch, int nch, float *gw, float *gb) {
     for (int m = 0; m < 6; m++) {
-        vec bs = splat(0.0f);
-        for (int k = 0; k < nch; k++)
-            for (int i = 0; i < 784; i++) bs += ch[k].s1[m * 784 + i];
-        gb[m] = hsum(bs);
+        vec bs[PARTS];
+        for (int p = 0; p < PARTS; p++) bs[p] = splat(0.0f);
+        EACH_CHUNK(k, h, nch)
+            for (int i = 0; i < 784; i++) bs[h] += ch[k].s1[m * 784 + i];
+        gb[m] = hsum16(bs);
         kernel_grads(ch, nch, OFF(s1) + m * 784 * sizeof(vec), OFF(in), 28, 32, gw + m * 25);
     }
 }
@@ -614,15 +606,15 @@ const char *kt_kernel(void) {
     if (!text[0])
         snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 %d positions x 6 "
                  "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x 16 inputs, a 5x5 kernel's "
-                 "gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' lane sums 16 at "
-                 "once; images into lanes by 16 x 16 transposes", kt_vectors(),
+                 "gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 at once; "
+                 "images into lanes by %d x %d transposes", kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
 #else
                  " without fused multiply-adds (other numbers than the record's)",
 #endif
                  L, CHUNKS * L, KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL, KT_C5_GRAD_OUTPUTS, KT_KERNEL_COLUMNS,
-                 KT_DY_SPAN);
+                 KT_DY_SPAN, L, L);
     return text;
 }
 
@@ -643,35 +635,10 @@ static Params params_of(const float *theta, int n) {
 /* Per thread, since the engine's workers call in side by side; freed when the thread ends. */
 static _Thread_local Chunk workspace[CHUNKS] __attribute__((aligned(64)));
 
-/* Sixteen vectors turned into their transpose, in place: lane l of v[j] becomes lane j of v[l]. Four rounds, each
-   swapping the off-diagonal blocks of every 2b x 2b block (b = 8, 4, 2, 1) with two-vector shuffles: it only moves
-   values. */
+/* L vectors turned into their transpose, in place: lane l of v[j] becomes lane j of v[l]. Each round swaps the
+   off-diagonal blocks of every 2b x 2b block (b = L/2, ..., 2, 1) with two-vector shuffles: it only moves values. */
 static void transpose(vec v[L]) {
-#if !defined(__AVX512F__) && defined(__AVX2__)
-    /* The same rounds on the halves: b = 8 moves whole halves; b = 4, 2, 1 shuffle within each. */
-    Halves *x = (Halves *)v;
-    for (int i = 0; i < 8; i++) {
-        __m256 hi = x[i].h[1];
-        x[i].h[1] = x[i + 8].h[0];
-        x[i + 8].h[0] = hi;
-    }
-    for (int h = 0; h < 2; h++)
-        for (int b = 4; b >= 1; b /= 2)
-            for (int i = 0; i < L; i++)
-                if (!(i & b)) {
-                    __m256 a = x[i].h[h], c = x[i + b].h[h];
-                    if (b == 4) {
-                        x[i].h[h] = _mm256_permute2f128_ps(a, c, 0x20);
-                        x[i + b].h[h] = _mm256_permute2f128_ps(a, c, 0x31);
-                    } else if (b == 2) {
-                        x[i].h[h] = _mm256_shuffle_ps(a, c, _MM_SHUFFLE(1, 0, 1, 0));
-                        x[i + b].h[h] = _mm256_shuffle_ps(a, c, _MM_SHUFFLE(3, 2, 3, 2));
-                    } else {
-                        x[i].h[h] = _mm256_blend_ps(a, _mm256_permute_ps(c, _MM_SHUFFLE(2, 2, 0, 0)), 0xaa);
-                        x[i + b].h[h] = _mm256_blend_ps(_mm256_permute_ps(a, _MM_SHUFFLE(3, 3, 1, 1)), c, 0xaa);
-                    }
-                }
-#else
+#if L == 16
     static const ivec lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
                                {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
                                {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
@@ -680,18 +647,21 @@ static void transpose(vec v[L]) {
                                {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
                                {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
                                {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
-    for (int s = 0, b = 8; b >= 1; s++, b /= 2)
+#else
+    static const ivec lo[3] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
+    static const ivec hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
+#endif
+    for (int s = 0, b = L / 2; b >= 1; s++, b /= 2)
         for (int i = 0; i < L; i++)
             if (!(i & b)) {
                 vec a = v[i], c = v[i + b];
                 v[i] = __builtin_shuffle(a, c, lo[s]);
                 v[i + b] = __builtin_shuffle(a, c, hi[s]);
             }
-#endif
 }
 
-/* Load images rows[0..count) of x (F values each) into the lanes of dst; lanes past count are 0. Sixteen values of
-   each image at a time, as rows of a 16 x 16 block that is then transposed: whole-vector loads and stores, where
+/* Load images rows[0..count) of x (F values each) into the lanes of dst; lanes past count are 0. L values of
+   each image at a time, as rows of an L x L block that is then transposed: whole-vector loads and stores, where
    putting each value into its lane alone would cost a store per value. */
 static void gather(vec *dst, const float *x, int F, const int64_t *rows, int count, vec *valid) {
     vec block[L];
@@ -724,15 +694,15 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
                  const float *target, const int64_t *idx, int B, const float *keep, const unsigned char *frozen,
                  int maps) {
     Chunk *ch = workspace;
-    int nch = (B + L - 1) / L;
+    int nch = PARTS * ((B + 15) / 16);  /* whole groups of 16 places: the same padding at any vector width */
     if (B < 1 || nch > CHUNKS || n < 0 || n > 5 || (frozen && !((n == 2 && maps == 16) || (n == 4 && maps == 120))))
         return -1;
     float scale = 4 * A / (20.0f * B);  /* dL/dy6 = 2 (y - t) / (20 B), times dy/dsigma = 2A */
     for (int r = 0; r < R; r++) {
         Params Pr = params_of(theta + (int64_t)r * P, n);
         for (int k = 0; k < nch; k++) {
-            int count = B - k * L < L ? B - k * L : L;
-            const int64_t *rows = idx + (int64_t)r * B + k * L;
+            int count = B - k * L < 0 ? 0 : B - k * L < L ? B - k * L : L;
+            const int64_t *rows = idx + (int64_t)r * B + k * L;  /* not read past count */
             gather(ch[k].in, x + (int64_t)r * N * F, F, rows, count, &ch[k].valid);
             forward(&Pr, &ch[k], n);
             for (int o = 0; o < 20; o++) {

@@ -3,11 +3,17 @@
    Each function runs CHAINS independent accumulators of W-bit vectors through acc = acc * a + b for
    `iters` rounds and returns the rate in GFLOP/s (a multiply-add is 2 FLOPs, as in ktlib.compute.model's count).
    Sixteen chains cover any FMA latency times the FMA units of current x86 and Arm cores, so the loop is
-   bound by FMA throughput alone. Compiled by bench.py with the engine's compiler and flags, so each
-   width becomes what the engine's own vectors become on this machine. */
+   bound by FMA throughput alone; on x86 without AVX-512, which has sixteen vector registers for them and the two
+   operands, twelve (still more than the eight that four cycles of latency on two units need), so that no
+   accumulator spills to memory. Compiled by bench.py with the engine's compiler and flags, so each width becomes
+   what the engine's own vectors become on this machine. */
 #include <time.h>
 
+#if defined(__x86_64__) && !defined(__AVX512F__)
+#define CHAINS 12
+#else
 #define CHAINS 16
+#endif
 
 #define PEAK(W)                                                                                  \
     typedef float v##W __attribute__((vector_size(W / 8)));                                      \

@@ -453,8 +453,9 @@ INLINE void kernel_columns(Chunk *ch, int nch, size_t g_off, size_t x_off, int s
     }
 }
 
-/* The gradient of one 5x5 kernel, a row at a time, KT_KERNEL_COLUMNS columns a pass over the images (all five with
-   AVX-512; with AVX2, whose vectors of 16 floats take two registers each, two, so that the sums stay in registers). */
+/* The gradient of one 5x5 kernel, a row at a time, KT_KERNEL_COLUMNS columns a pass over the images: all five where a
+   vector is one register (AVX-512, AVX2), two where it takes several (SSE2, NEON), so that the sums stay in
+   registers. */
 static void kernel_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, int side, int width, float *out) {
     enum { Q = KT_KERNEL_COLUMNS };
     for (int p = 0; p < 5; p++) {
@@ -605,9 +606,9 @@ const char *kt_kernel(void) {
     static char text[600];
     if (!text[0])
         snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 %d positions x 6 "
-                 "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x 16 inputs, a 5x5 kernel's "
-                 "gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 at once; "
-                 "images into lanes by %d x %d transposes", kt_vectors(),
+                 "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x 16 inputs, a 5x5 "
+                 "kernel's gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 "
+                 "at once; images into lanes by %d x %d transposes", kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
 #else
@@ -702,7 +703,7 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
         Params Pr = params_of(theta + (int64_t)r * P, n);
         for (int k = 0; k < nch; k++) {
             int count = B - k * L < 0 ? 0 : B - k * L < L ? B - k * L : L;
-            const int64_t *rows = idx + (int64_t)r * B + k * L;  /* not read past count */
+            const int64_t *rows = idx + (int64_t)r * B + (count ? k * L : 0);  /* read up to count only */
             gather(ch[k].in, x + (int64_t)r * N * F, F, rows, count, &ch[k].valid);
             forward(&Pr, &ch[k], n);
             for (int o = 0; o < 20; o++) {

@@ -3,10 +3,10 @@
    Each function runs CHAINS independent accumulators of W-bit vectors through acc = acc * a + b for
    `iters` rounds and returns the rate in GFLOP/s (a multiply-add is 2 FLOPs, as in ktlib.compute.model's count).
    Sixteen chains cover any FMA latency times the FMA units of current x86 and Arm cores, so the loop is
-   bound by FMA throughput alone; on x86 without AVX-512, which has sixteen vector registers for them and the two
-   operands, twelve (still more than the eight that four cycles of latency on two units need), so that no
-   accumulator spills to memory. Compiled by bench.py with the engine's compiler and flags, so each width becomes
-   what the engine's own vectors become on this machine. */
+   bound by FMA throughput alone. Where AVX-512 is missing on x86 there are only sixteen vector registers, and sixteen
+   chains plus the two operands would spill, so twelve run there (enough for up to six cycles of latency on two FMA
+   units). kt_fma_chains says how many. Compiled by bench.py with the engine's compiler and flags, so each width
+   becomes what the engine's own vectors become on this machine. */
 #include <time.h>
 
 #if defined(__x86_64__) && !defined(__AVX512F__)
@@ -32,6 +32,8 @@
         double seconds = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);            \
         return 2.0 * (W / 32) * CHAINS * (double)iters / seconds / 1e9;                          \
     }
+
+int kt_fma_chains(void) { return CHAINS; }
 
 PEAK(512)
 PEAK(256)

@@ -27,7 +27,7 @@ def fma_peak(threads: int, seconds: float = 0.4) -> dict[int, float]:
     for width in WIDTHS:
         f = getattr(lib, f"kt_fma_peak_{width}")
         f.restype, f.argtypes = ctypes.c_double, [ctypes.c_long, ctypes.c_void_p]
-        iters = int(seconds * f(1_000_000, ctypes.byref(sink)) * 1e9 / (2 * width // 32 * 16))
+        iters = int(seconds * f(1_000_000, ctypes.byref(sink)) * 1e9 / (2 * width // 32 * lib.kt_fma_chains()))
         rates = [0.0] * threads
 
         def one(i: int) -> None:  # ctypes lets go of the GIL: the threads run on separate cores

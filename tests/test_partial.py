@@ -1,6 +1,7 @@
 """Partially transferred levels (issue 38): the recipes' names, the nets they make, the maps' scores and choices, and
 the engine and the plain path training them alike, the kept maps held to the bit."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -240,3 +241,17 @@ def test_the_kernels_hold_the_frozen_maps_gradients_at_zero_and_leave_the_rest_a
         zero[weights:weights + maps_][frozen[r]] = True
         assert (held[r][zero] == 0).all() and torch.equal(held[r][~zero], whole[r][~zero])
         assert (whole[r][zero] != 0).any()
+
+
+def test_scores_that_differ_in_their_last_digits_still_rank_the_maps_as_the_record_does():
+    from ktlib.analysis.partial import score_agreement
+    rows = [(5, 1, t, m) for t in range(2) for m in range(4)]
+    record = pd.DataFrame(rows, columns=["n", "k", "trial", "map"]).assign(
+        saliency=[4.0, 3.0, 2.0, 1.0] * 2, taylor=[1e-8, 3e-8, 2e-8, 4e-8] * 2)
+    rounded = record.assign(taylor=record.taylor * (1 + 1e-5))  # another CPU's last digits
+    assert score_agreement(rounded, record) == {"same ranking": True, "same as the record": False,
+                                                "largest relative difference": pytest.approx(1e-5)}
+    swapped = record.copy()
+    swapped.loc[5, "saliency"], swapped.loc[6, "saliency"] = 2.0, 3.0  # trial 1's maps 1 and 2 change places
+    assert score_agreement(swapped, record)["same ranking"] is False
+    assert score_agreement(record.sample(frac=1, random_state=0), record)["same as the record"] is True  # row order

@@ -127,24 +127,39 @@ def run_section(r: Read, wall_seconds: float) -> tuple[dict, pd.DataFrame]:
     return values, r.rows.assign(kind=kinds).groupby(["part", "kind"]).size().unstack("kind", fill_value=0)
 
 
+def score_agreement(mine: pd.DataFrame, other: pd.DataFrame) -> dict:
+    """Two scores tables (read_scores) of the same maps: whether every score ranks each run's maps alike (best first,
+    equal scores in map order), whether the values are equal, and their largest difference relative to `other`'s."""
+    key, runs = ["n", "k", "trial", "map"], ["n", "k", "trial"]
+    mine, other = (t.set_index(key).sort_index() for t in (mine, other))
+    if not mine.index.equals(other.index):
+        return {"same ranking": False, "same as the record": False, "largest relative difference": np.nan}
+    ranks = [(m.rank(method="first", ascending=False) == o.rank(method="first", ascending=False)).all().all()
+             for (_, m), (_, o) in zip(mine.groupby(level=runs), other.groupby(level=runs))]
+    scale = other.abs().where(other != 0, 1.0)
+    return {"same ranking": bool(all(ranks)), "same as the record": bool((mine == other).all().all()),
+            "largest relative difference": float(((mine - other).abs() / scale).max().max())}
+
+
 def scores_against_record(plan: Plan) -> tuple[pd.DataFrame, str]:
-    """Per sweep: whether its maps' scores are the committed record's (as their files keep them, to six significant
-    digits), and the largest difference; the runs are compared by Plan.against_record."""
+    """Per sweep: whether each of its maps' scores ranks the maps as the committed record's does (the order the
+    choosers read, best first), whether the scores are the record's (as their files keep them, to six significant
+    digits), and their largest relative difference. PyTorch computes the scores, and its sums may round otherwise on
+    another CPU (book, "Reproducibility"): the ranking is what the runs depend on; the runs themselves are compared by
+    Plan.against_record."""
     sums = data.opened(plan.cfg.data_dir)[1]
     record = layout.study_root(layout.record_path(plan.cfg.profile, checksums=sums).parent)
     out = {}
     for _, _, where in plan.sweeps(needs=SCORES_FILE):
         name, theirs = str(where.relative_to(plan.root)), record / where.relative_to(plan.root)
         if not (theirs / SCORES_FILE).exists():
-            out[name] = {"same as the record": "no record", "largest difference": np.nan}
+            out[name] = {"same ranking": "no record", "same as the record": "no record",
+                         "largest relative difference": np.nan}
             continue
-        key = ["n", "k", "trial", "map"]
-        mine, other = (read_scores(w)[1].set_index(key).sort_index() for w in (where, theirs))
-        same = mine.index.equals(other.index)
-        diff = float((mine - other).abs().max().max()) if same else np.nan
-        out[name] = {"same as the record": bool(same and diff == 0), "largest difference": diff}
+        out[name] = score_agreement(read_scores(where)[1], read_scores(theirs)[1])
     table = pd.DataFrame(out).T
-    return table, f"every sweep's map scores are the record's: {bool((table['same as the record'] == True).all())}"
+    ranked = bool((table["same ranking"] == True).all())  # noqa: E712 ("no record" is not True)
+    return table, f"every sweep's map scores rank the maps as the record's do: {ranked}"
 
 
 # ---------------------------------------------------------------- the random choices are an instrument

@@ -5,8 +5,9 @@
    Sixteen images sit in the lanes of one vector (`vec`; eight with AVX2, whose registers hold eight floats), so
    every operation of the net, whatever the layer's shape, is a vector operation, and a whole training step of a run
    is one pass through this file. A sum over a batch's images (a weight's gradient) adds each image's term into one
-   of 16 places, image i into place i mod 16, over the batch in order, then adds the 16 places by one tree: the same
-   sums whatever the vector width (`hsum16`).
+   of 16 places, image i into place i mod 16, over the batch in order, then adds the 16 places by one tree (`hsum16`);
+   C5's weight gradient takes the images out of the lanes and adds them in batch order (`c5_weight_grads`). Either
+   way, the same sums whatever the vector width.
    The parameters are the engine's: the net's own times 2S. A layer computes z = 2S a straight from them,
    keeps sigma = sigmoid(z), and hands on y = A tanh(S a) = 2A sigma - A; a sub-sampling layer's input is
    the sum of y over each 2x2 tile.
@@ -36,9 +37,11 @@ typedef int32_t ivec __attribute__((vector_size(4 * L)));
 #define CHUNKS (32 / L)  /* a training batch of up to 32 images: two or four vectors' worth */
 
 /* Register blocking: how many sums the busiest loops keep side by side. Enough independent sums hide a multiply-add's
-   latency (a core that starts two each cycle, four cycles apart, needs eight), but each must stay in a register. A
-   vector is one register with AVX-512 (32 of them) and with AVX2 (16, eight images a vector), where the same blocks
-   fit but for S2's input gradient, which takes half a row; elsewhere (SSE2, NEON: not measured) a vector of 16 floats
+   latency (a core that starts two each cycle, four cycles apart, needs eight), and should stay in a register. A
+   vector is one register with AVX-512 (32 of them) and with AVX2 (16, eight images a vector). The AVX2 build takes
+   the AVX-512 build's blocks but for S2's input gradient (half a row): timed on an AMD Zen 4, they were the fastest
+   tried, even where a sum over images, in two parts there, needs more sums than registers (a kernel's gradient: five
+   columns, 20 sums, against 12 for three and 8 for two). Elsewhere (SSE2, NEON: not measured) a vector of 16 floats
    takes four registers, and the smaller blocks are kept. Chosen by the build's instructions, or given with -D (the
    tests build three candidates). Each sum adds its terms in the same order whatever the blocking, so every candidate
    computes the same bits. */
@@ -147,7 +150,8 @@ INLINE vec sigmoid(vec z) { return 1.0f / (1.0f + vexp(-z)); }
 INLINE vec slope(vec s) { return s * (1.0f - s); }  /* sigmoid' from sigmoid */
 
 /* for (k ...) over a batch's chunks, h = k's part: PARTS chunks a pass, so that h is a constant where the loop is
-   unrolled (a part's sum then stays in a register). Each part still takes its chunks in order. */
+   unrolled (a part's sum then stays in a register). Each part still takes its chunks in order. nch must be a multiple
+   of PARTS: kt_gradients pads a batch to whole groups of 16 images. */
 #define EACH_CHUNK(k, h, nch) \
     for (int k##0 = 0; k##0 < (nch); k##0 += PARTS) for (int h = 0, k = k##0; h < PARTS; h++, k++)
 
@@ -454,8 +458,8 @@ INLINE void kernel_columns(Chunk *ch, int nch, size_t g_off, size_t x_off, int s
 }
 
 /* The gradient of one 5x5 kernel, a row at a time, KT_KERNEL_COLUMNS columns a pass over the images: all five where a
-   vector is one register (AVX-512, AVX2), two where it takes several (SSE2, NEON), so that the sums stay in
-   registers. */
+   vector is one register (AVX-512, AVX2: the fastest tried, though AVX2's 20 sums exceed its registers), two where it
+   takes several (SSE2, NEON). */
 static void kernel_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, int side, int width, float *out) {
     enum { Q = KT_KERNEL_COLUMNS };
     for (int p = 0; p < 5; p++) {
@@ -606,7 +610,7 @@ const char *kt_kernel(void) {
     static char text[600];
     if (!text[0])
         snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 %d positions x 6 "
-                 "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x 16 inputs, a 5x5 "
+                 "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x %d inputs, a 5x5 "
                  "kernel's gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 "
                  "at once; images into lanes by %d x %d transposes", kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
@@ -614,7 +618,7 @@ const char *kt_kernel(void) {
 #else
                  " without fused multiply-adds (other numbers than the record's)",
 #endif
-                 L, CHUNKS * L, KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL, KT_C5_GRAD_OUTPUTS, KT_KERNEL_COLUMNS,
+                 L, CHUNKS * L, KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL, KT_C5_GRAD_OUTPUTS, L, KT_KERNEL_COLUMNS,
                  KT_DY_SPAN, L, L);
     return text;
 }

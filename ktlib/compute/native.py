@@ -26,9 +26,11 @@ TARGET_ENV = "KTLIB_NATIVE_TARGET"
 # Tried in turn: the first set the compiler accepts is used (not every compiler knows every flag).
 # -ffp-contract=fast: a * b + c is one fused multiply-add wherever the CPU has them. It is GCC's default, said outright
 # because the numbers depend on it and clang's default contracts less; only GCC 12.2 has been measured.
-# --param=avoid-fma-max-bits=0: GCC tuned for AMD Zen (-march=native there) leaves a * b + c unfused where it adds into
-# a sum carried round a loop, for vectors up to 256 bits (measured on a Zen 4: the AVX2 build's sums then differed in
-# their last bits); this keeps every contraction on every CPU. Compilers that do not know it (clang) take the set after.
+# --param=avoid-fma-max-bits=0: GCC's tunings for AMD Zen (znver1: 128 bits; znver2, znver3: 256; GCC 12.2's
+# -march=native picks znver3 on a Zen 4) leave a * b + c unfused where it adds into a sum carried round a loop, on
+# vectors up to that width. Measured on a Zen 4 with GCC 12.2, the AVX2 build's sums then differed from the record
+# kernels' fingerprints in their last bits; 0 lifts that threshold (Intel's tunings have it at 0 already). A compiler
+# that refuses the flag takes the next set (clang was not tried).
 _SAME_FMAS = "--param=avoid-fma-max-bits=0"
 _FAST = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-ffp-contract=fast"]
 _NATIVE = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=fast"]

@@ -4,7 +4,7 @@
 #                   and a table per results file: runs equal to the record, within tolerance, or different
 # make record     - for maintainers: make book, then its notebooks and runs become the committed ones
 # make test       - unit tests, then nbval re-executes the committed notebooks and compares their checks
-# make unit       - the unit tests alone (7 minutes on an AMD EPYC Zen 4, 17 on an Intel Xeon: 2 cores)
+# make unit       - the unit tests alone (11 minutes on an AMD EPYC Zen 4, 17 on an Intel Xeon: 2 cores)
 # make html       - only the book build, from the notebooks as committed
 # make bench      - benchmarks/bench.py: the plain path against the engine, the kernels layer by layer, the
 #                   study's cost per recipe, and the study on a Dask cluster; every % of peak is of the cores'

@@ -142,11 +142,11 @@ def score_agreement(mine: pd.DataFrame, other: pd.DataFrame) -> dict:
 
 
 def scores_against_record(plan: Plan) -> tuple[pd.DataFrame, str]:
-    """Per sweep: whether each of its maps' scores ranks the maps as the committed record's does (the order the
-    choosers read, best first), whether the scores are the record's (as their files keep them, to six significant
-    digits), and their largest relative difference. PyTorch computes the scores, and its sums may round otherwise on
-    another CPU (book, "Reproducibility"): the ranking is what the runs depend on; the runs themselves are compared by
-    Plan.against_record."""
+    """Per sweep: whether each of its maps' scores ranks every run's maps as the committed record's does (best first,
+    equal scores in map order, where the choosers take them in the trial's random order), whether the scores are the
+    record's (as their files keep them, to six significant digits), and their largest relative difference. PyTorch
+    computes the scores, and its sums may round otherwise on another CPU (book, "Reproducibility"): the choosers read
+    the ranking, not the values; the runs themselves are compared by Plan.against_record."""
     sums = data.opened(plan.cfg.data_dir)[1]
     record = layout.study_root(layout.record_path(plan.cfg.profile, checksums=sums).parent)
     out = {}

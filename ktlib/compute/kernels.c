@@ -39,9 +39,9 @@ typedef int32_t ivec __attribute__((vector_size(4 * L)));
 /* Register blocking: how many sums the busiest loops keep side by side. Enough independent sums hide a multiply-add's
    latency (a core that starts two each cycle, four cycles apart, needs eight), and should stay in a register. A
    vector is one register with AVX-512 (32 of them) and with AVX2 (16, eight images a vector). The AVX2 build takes
-   the AVX-512 build's blocks but for S2's input gradient (half a row): timed on an AMD Zen 4, they were the fastest
-   tried, even where a sum over images, in two parts there, needs more sums than registers (a kernel's gradient: five
-   columns, 20 sums, against 12 for three and 8 for two). Elsewhere (SSE2, NEON: not measured) a vector of 16 floats
+   the AVX-512 build's blocks but for S2's input gradient (half a row). Timed on an AMD Zen 4, where only those two
+   were varied for it, five columns for a kernel's gradient were the fastest tried even though a sum over images, in
+   two parts there, then needs more sums than registers (20, against 12 for three columns and 8 for two). Elsewhere (SSE2, NEON: not measured) a vector of 16 floats
    takes four registers, and the smaller blocks are kept. Chosen by the build's instructions, or given with -D (the
    tests build three candidates). Each sum adds its terms in the same order whatever the blocking, so every candidate
    computes the same bits. */

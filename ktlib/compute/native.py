@@ -53,6 +53,11 @@ def compiler() -> str | None:
 
 
 @lru_cache(maxsize=None)
+def _version_text(cc: str) -> str:
+    """What `cc --version` prints, asked once per compiler (an OSError or SubprocessError where it does not run)."""
+    return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+
+
 def compiler_version(cc: str | None = None) -> str:
     """The first line `cc --version` prints (of `compiler()` by default): the kernels' numbers depend on the compiler
     that built them. "none" without a compiler; "unknown" where it does not run."""
@@ -60,7 +65,7 @@ def compiler_version(cc: str | None = None) -> str:
     if cc is None:
         return "none"
     try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = _version_text(cc)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (out.strip().splitlines() or ["unknown"])[0]
@@ -133,7 +138,7 @@ def build(source: Path | None = None, flag_sets=None) -> Path:
         raise NativeUnavailable("the native engine needs a C compiler (cc, gcc or clang; $CC) and none was "
                                 "found; install one, or use engine='batched' (pure PyTorch, about 2x slower)")
     try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        version = _version_text(cc)
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"the C compiler {cc!r} does not run ({e}); use engine='batched'") from None
     key = hashlib.sha256("\0".join([source.read_text(), cc, version, repr(flag_sets), _machine()]).encode())

@@ -236,6 +236,85 @@ def test_adam_with_a_slower_segment_drops_a_stopped_run_and_steps_the_rest_as_to
     assert torch.equal(kept, torch.cat([low, high], 1))
 
 
+# kernels.c's Adam step is written as PyTorch 2.13's fused CPU kernel computes it with its AVX-512 code; elsewhere
+# PyTorch runs other code, which has not been compared
+TORCHS_AVX512 = pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512",
+                                   reason="the C step is PyTorch's AVX-512 code's")
+
+
+@TORCHS_AVX512
+@pytest.mark.parametrize("size", [*range(1, 20), 2420 * 3, 2420 * 4 + 13, 50540 * 5])
+def test_the_c_adam_step_is_torchs_fused_step_to_the_bit(size):
+    """Sizes with every remainder mod 16 (PyTorch's vectors, then its scalar loop) and the engine's shapes (F6's
+    parameters for 3 and 4 runs, C5's and F6's for 5), gradients from 1e-4 to 1e2 and zero, 60 steps."""
+    g = torch.Generator().manual_seed(size)
+    theta = torch.randn(size, generator=g) * 3
+    ours, m, v, count = theta.clone(), torch.zeros(size), torch.zeros(size), torch.zeros((), dtype=torch.float32)
+    ref = torch.optim.Adam([theta], lr=1e-3 * stacked.ZS, eps=1e-8 / stacked.ZS, fused=True)
+    for step in range(60):
+        grad = torch.randn(size, generator=g) * 10.0 ** (step % 7 - 4)
+        grad[::5] = 0  # a held map's gradients
+        theta.grad = grad.clone()
+        ref.step()
+        native.library().kt_adam(ours.data_ptr(), grad.data_ptr(), m.data_ptr(), v.data_ptr(), size,
+                                 count.data_ptr(), 1e-3 * stacked.ZS, *engine.Adam.BETAS, 1e-8 / stacked.ZS)
+        assert torch.equal(ours, theta), step
+    assert torch.equal(m, ref.state[theta]["exp_avg"]) and torch.equal(v, ref.state[theta]["exp_avg_sq"])
+
+
+@TORCHS_AVX512
+@pytest.mark.parametrize("n, runs, partial", [(5, 3, False), (5, 4, False), (4, 3, True), (3, 3, False)])
+def test_an_epoch_in_one_c_call_trains_as_the_step_by_step_loop_does(source, n, runs, partial, monkeypatch):
+    """NativeKernels.epoch (kt_epoch: the kernels' steps and C's Adam) against the same kernels' steps one call at a
+    time, stepped by torch's fused Adam: runs that stop apart (an odd count leaves a remainder for Adam's last values),
+    with held maps at C5."""
+    x, y, codes = toy(n=36)
+    xt, yt, _ = toy(seed=1)
+    feats, test = stacked.frozen_inputs(source, x)[n], (stacked.frozen_inputs(source, xt)[n], yt)
+    frozen = torch.rand(runs, 120, generator=torch.Generator().manual_seed(1)) < 0.5 if partial else None
+
+    def trained():
+        return engine.train_runs([transfer(source, n, s) for s in range(runs)], n, torch.stack([feats] * runs),
+                                 torch.stack([y] * runs), codes, list(range(runs)), ReachAccuracy(0.5 if n == 5 else 0.75),
+                                 12, test, batch_size=8, frozen=frozen)
+    one_call = trained()
+    monkeypatch.setattr(engine.NativeKernels, "epoch", engine.step_by_step)
+    step_by_step = trained()
+    assert len({len(run.history) for run in one_call}) > 1  # the runs stopped apart
+    for a, b in zip(one_call, step_by_step):
+        assert torch.equal(a.weights, b.weights) and a.curve == b.curve
+        assert [(e.train_accuracy, e.train_loss) for e in a.history] == [(e.train_accuracy, e.train_loss) for e in b.history]
+
+
+def test_threads_that_ask_the_feature_cache_for_the_same_sets_compute_each_once(source, monkeypatch):
+    """A set another thread is computing is skipped, the next computed, and the first waited for."""
+    sets = [images(20, seed) for seed in range(3)]
+    computing, release, computed = threading.Event(), threading.Event(), []
+    real = stacked.frozen_inputs
+
+    def slow_first(net, imgs):
+        computed.append(threading.current_thread().name)
+        if torch.equal(imgs, sets[0]):  # the first thread holds set 0 until the second has done set 1
+            computing.set()
+            release.wait(10)
+        return real(net, imgs)
+    monkeypatch.setattr(stacked, "frozen_inputs", slow_first)
+    cache, out = stacked.FeatureCache(), {}
+    first = threading.Thread(target=lambda: out.setdefault("first", cache.get_many(source, sets[:1], 5)), name="a")
+    first.start()
+    computing.wait(10)
+    second = threading.Thread(target=lambda: out.setdefault("second", cache.get_many(source, sets[:2], 5)), name="b")
+    second.start()
+    while len(computed) < 2:  # the second thread has gone on to set 1
+        threading.Event().wait(0.01)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert computed == ["a", "b"] and (cache.misses, cache.hits) == (2, 1)
+    assert all(torch.equal(a, real(source, s)[5]) for a, s in zip(out["second"], sets))
+    assert torch.equal(out["first"][0], out["second"][0])
+
+
 def test_a_runs_predictions_are_its_test_accuracy(source):
     x, y, codes = toy()
     xt, yt, _ = toy(seed=1)

@@ -98,3 +98,31 @@ def test_the_first_records_rule_replayed_on_a_history_stops_where_it_would_have(
     learning = [Epoch(e + 1, 0.05, 1.0 / (e + 1), 0.0) for e in range(60)]  # better by > 1% every epoch
     assert all(math.isnan(v) for v in epoch_rule(Config(), learning))  # it would not have stopped it
     assert all(math.isnan(v) for v in epoch_rule(Config(stopping="budget"), flat))  # no rule to replay
+
+
+def _plateau_as_defined(rule: Converged, history: list[Epoch]) -> str | None:
+    """Converged's rule read straight from its definition, on the whole history at once."""
+    last = history[-1]
+    if last.train_accuracy == 1.0 and last.train_loss < rule.loss_floor:
+        return "fit"
+    losses = [h.train_loss for h in history]
+    if len(losses) <= rule.patience or len(losses) < rule.min_epochs or any(math.isnan(v) for v in losses):
+        return None
+    return "plateau" if min(losses[-rule.patience:]) > min(losses[:-rule.patience]) * (1 - rule.min_improvement) else None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_rule_read_epoch_by_epoch_answers_as_its_definition_does_at_every_epoch(seed):
+    """What the training loops read after each epoch (Converged.follow, which keeps the minima as they go) against the
+    rule read from the whole history: losses that fall, stall, repeat exactly, jump, and (one seed) turn NaN."""
+    g = torch.Generator().manual_seed(seed)
+    losses = (torch.rand(300, generator=g) * 0.2 + torch.linspace(1, 0.01, 300)).tolist()
+    losses[100:160] = [losses[99]] * 60  # a stretch of equal losses
+    if seed == 5:
+        losses[120] = float("nan")
+    history = [Epoch(e + 1, 1.0 if e % 37 == 36 else 0.9, loss, 0.0) for e, loss in enumerate(losses)]
+    for rule in (Converged(7, 0.01, 0.02), Converged(20, 0.001, 1e-3, min_epochs=50), Converged(1, 0.0, 0.5)):
+        see = rule.follow()
+        for end in range(1, len(history) + 1):
+            assert see(history[end - 1]) == _plateau_as_defined(rule, history[:end]), (rule, end)
+        assert rule(history) == _plateau_as_defined(rule, history)

@@ -100,13 +100,14 @@ def group_inputs(task: Task, cache: stacked.FeatureCache, group: Group) -> tuple
     recipes, n, k = group
     copied, start = task.copied_from(recipes[0]), first_trained(recipes[0], n)  # fine-tuned starts at the image
     sets = [task.trial_set(k, t) for t in range(task.cfg.trials)]
-    x = torch.stack([cache.get(copied, torch.from_numpy(s.x), start) for s, _ in sets])
-    y = torch.stack([torch.from_numpy(s.y) for s, _ in sets])
+    # the shared sets first: a worker that finds one begun by another goes on to the next (FeatureCache.get_many)
+    test_x, valid_x, *trained = cache.get_many(copied, [task.test[0], task.validation[0],
+                                                        *(torch.from_numpy(s.x) for s, _ in sets)], start)
+    x, y = torch.stack(trained), torch.stack([torch.from_numpy(s.y) for s, _ in sets])
     if len(recipes) > 1:  # every recipe's runs on the same trials' sets
         x, y = x.repeat(len(recipes), *[1] * (x.dim() - 1)), y.repeat(len(recipes), 1)
     kept = [task.kept(r, k, t) for r in recipes for t in range(task.cfg.trials)]
-    return (x, y, [seed for _ in recipes for _, seed in sets], kept, cache.get(copied, task.test[0], start),
-            cache.get(copied, task.validation[0], start))
+    return x, y, [seed for _ in recipes for _, seed in sets], kept, test_x, valid_x
 
 
 def train_group(task: Task, group: Group, inputs: tuple, on_row=None, cancel: threading.Event | None = None,
@@ -156,6 +157,19 @@ def failed(cfg: Config, group: Group, error: BaseException, where: str = "") -> 
                        f"{type(error).__name__}: {error}")
 
 
+def inputs_and_train(task: Task, cache: stacked.FeatureCache, group: Group, on_row, cancel: threading.Event,
+                     helpers: engine.Helpers) -> list[dict]:
+    """A worker's task: its group's inputs (from the shared cache, or computed on this worker while the other workers
+    compute theirs), then its runs (train_group)."""
+    torch.set_num_threads(1)  # as train_group: the features are computed on one thread, as they always are
+    with helpers.group():  # a worker computing features is busy: the groups that train lend it no work
+        inputs = group_inputs(task, cache, group)
+    return train_group(task, group, inputs, on_row, cancel, helpers)
+
+
+_GROUP_ENDED = object()  # put on grouped's queue of rows as each group ends
+
+
 def grouped(task: Task, keys: list[RunKey], on_row) -> None:
     """The engine in this process: one group per worker thread, longest first (see `groups`)."""
     wanted = set(keys)
@@ -168,7 +182,7 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
             while True:
                 r = rows.get(timeout=0.1) if block else rows.get_nowait()
                 block = False
-                if RunKey.of(r) in wanted:
+                if r is not _GROUP_ENDED and RunKey.of(r) in wanted:
                     on_row(r)
         except queue.Empty:
             pass
@@ -177,8 +191,10 @@ def grouped(task: Task, keys: list[RunKey], on_row) -> None:
         pool = ThreadPoolExecutor(task.cfg.worker_count(), thread_name_prefix="ktlib-engine")
         helpers = engine.Helpers(task.cfg.worker_count())  # the last groups' share of the idle workers
         try:
-            futures = {pool.submit(train_group, task, g, group_inputs(task, cache, g), rows.put, cancel, helpers): g
+            futures = {pool.submit(inputs_and_train, task, cache, g, rows.put, cancel, helpers): g
                        for g in groups(keys, task.cfg)}
+            for f in futures:  # wakes the wait below as a group ends, which would otherwise sleep out its timeout
+                f.add_done_callback(lambda _: rows.put(_GROUP_ENDED))
             pending = set(futures)
             while pending:
                 drain(block=True)

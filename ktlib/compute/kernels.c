@@ -14,7 +14,9 @@
 
    Built by ktlib/compute/native.py with the machine's C compiler; GCC's vector extensions become AVX-512, AVX2
    or NEON instructions as the machine has them. */
+#include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <string.h>
@@ -353,18 +355,62 @@ static void c5_weight_grads(Chunk *ch, int nch, size_t g_off, size_t x_off, floa
         }
 }
 
+/* F6's weight gradients when its inputs are the data (n = 5), from the input rows as they lie in memory (rows[i]:
+   image i's 120 inputs; padding reads a row of zeros): the sums full_backward's lane sums make, each weight's terms
+   into 16 places (image i into place i mod 16, in batch order) and the places added by hsum16's tree, computed with L
+   weights in the lanes of each place's vector instead of L images, so that no image moves into lanes and the tree
+   needs no shuffles. 120 = 7 x 16 + 8: with 16 lanes, the last 8 weights take a vector of 8. */
+typedef float vec8 __attribute__((vector_size(32)));
+#define F6_ROWS_BLOCK(V, W)                                                                                      \
+    do {                                                                                                          \
+        V q[8];                                                                                                   \
+        for (int l = 0; l < 8; l++) { /* place l plus place l + 8: the tree's first round */                      \
+            V a = (V){0}, b = (V){0}, xv;                                                                         \
+            memcpy(&xv, rows[l] + i0, sizeof xv);                                                                 \
+            a += B(g[l]) * xv;                                                                                    \
+            memcpy(&xv, rows[l + 8] + i0, sizeof xv);                                                             \
+            b += B(g[l + 8]) * xv;                                                                                \
+            if (two) {                                                                                            \
+                memcpy(&xv, rows[l + 16] + i0, sizeof xv);                                                        \
+                a += B(g[l + 16]) * xv;                                                                           \
+                memcpy(&xv, rows[l + 24] + i0, sizeof xv);                                                        \
+                b += B(g[l + 24]) * xv;                                                                           \
+            }                                                                                                     \
+            q[l] = a + b;                                                                                         \
+        }                                                                                                         \
+        for (int l = 0; l < 4; l++) q[l] += q[l + 4];                                                             \
+        for (int l = 0; l < 2; l++) q[l] += q[l + 2];                                                             \
+        q[0] += q[1];                                                                                             \
+        memcpy(gw + o * 120 + i0, &q[0], W * sizeof(float));                                                      \
+    } while (0)
+
+static void f6_weight_grads_rows(Chunk *ch, int nch, const float *const *rows, float *gw) {
+    int two = nch * L > 16;  /* a batch of 17 to 32 images: two to a place */
+    for (int o = 0; o < 20; o++) {
+        float g[32];  /* dL/dz of output o, image by image */
+        for (int k = 0; k < nch; k++) memcpy(g + k * L, &ch[k].s6[o], sizeof(vec));
+        int i0 = 0;
+        for (; i0 + L <= 120; i0 += L) F6_ROWS_BLOCK(vec, L);
+#if L == 16
+        F6_ROWS_BLOCK(vec8, 8);
+#endif
+    }
+}
+
 /* A fully connected layer; g (dL/dz, O per chunk) -> weight and bias gradients, and, when `below` is given,
    dL/dz of the layer below: dL/dy W, times dy/dz = 2A sigma (1 - sigma), written over its sigma. */
 static void full_backward(Chunk *ch, int nch, size_t g_off, size_t x_off, size_t below_off, int has_below,
-                          const float *w, float *gw, float *gb, int O, int I) {
-    int product = O == 120;  /* C5's 48,000 weight gradients as a matrix product; F6's 2,400 as lane sums */
+                          const float *w, float *gw, float *gb, int O, int I, const float *const *rows) {
+    /* C5's 48,000 weight gradients as a matrix product; F6's 2,400 as lane sums, or from the rows of its inputs */
+    int product = O == 120;
     if (product) c5_weight_grads(ch, nch, g_off, x_off, gw);
+    if (rows) f6_weight_grads_rows(ch, nch, rows, gw);
     for (int o = 0; o < O; o++) {
         vec bsum[PARTS];
         for (int p = 0; p < PARTS; p++) bsum[p] = splat(0.0f);
         EACH_CHUNK(k, h, nch) bsum[h] += field(&ch[k], g_off)[o];
         gb[o] = hsum16(bsum);
-        if (product) continue;
+        if (product || rows) continue;
         int i = 0;
         for (vec acc[16][PARTS]; i + 16 <= I; i += 16) {  /* sixteen weights' sums at once (hsums16) */
             for (int j = 0; j < 16; j++) {
@@ -545,7 +591,7 @@ static void c1_backward(Chunk *ch, int nch, float *gw, float *gb) {
    by exactly nothing) and the others are what they would have been, at the same cost. Layer n, the lowest trained,
    passes no gradient below it. */
 static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const float *keep,
-                     const unsigned char *frozen) {
+                     const unsigned char *frozen, const float *const *rows) {
     float *gp[6];
     const float *kp[6];  /* each layer's entries of keep, which is laid out as g is */
     for (int l = 0, off = 0; l < 6; l++) {
@@ -554,14 +600,14 @@ static void backward(const Params *P, Chunk *ch, int nch, int n, float *g, const
         if (l >= n) off += LAYER_SIZE[l];
     }
     full_backward(ch, nch, OFF(s6), n == 5 ? OFF(in) : OFF(y5), OFF(s5), n <= 4, P->f6w, gp[5], gp[5] + 2400,
-                  20, 120);
+                  20, 120, n == 5 ? rows : 0);
     if (frozen && n == 4)
         for (int k = 0; k < nch; k++)
             for (int o = 0; o < 120; o++)
                 if (frozen[o]) ch[k].s5[o] = splat(0.0f);
     if (n <= 4)
         full_backward(ch, nch, OFF(s5), n == 4 ? OFF(in) : OFF(y4), OFF(s4), n <= 3, P->c5w, gp[4],
-                      gp[4] + 48000, 120, 400);
+                      gp[4] + 48000, 120, 400, 0);
     if (n <= 3)
         sub_backward(ch, nch, OFF(s4), n == 3 ? OFF(in) : OFF(q3), OFF(s3), n <= 2, P->s4c, gp[3], gp[3] + 16,
                      16, 25);
@@ -612,14 +658,15 @@ const char *kt_kernel(void) {
         snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 %d positions x 6 "
                  "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x %d inputs, a 5x5 "
                  "kernel's gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 "
-                 "at once; images into lanes by %d x %d transposes", kt_vectors(),
+                 "at once (%d weights a vector at n=5); images into lanes by %d x %d transposes; an epoch's steps "
+                 "and Adam's in one call where Python does not split them", kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
 #else
                  " without fused multiply-adds (other numbers than the record's)",
 #endif
                  L, CHUNKS * L, KT_C1_POSITIONS, KT_C3_POSITIONS, KT_FULL, KT_C5_GRAD_OUTPUTS, L, KT_KERNEL_COLUMNS,
-                 KT_DY_SPAN, L, L);
+                 KT_DY_SPAN, L, L, L);
     return text;
 }
 
@@ -703,8 +750,12 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
     if (B < 1 || nch > CHUNKS || n < 0 || n > 5 || (frozen && !((n == 2 && maps == 16) || (n == 4 && maps == 120))))
         return -1;
     float scale = 4 * A / (20.0f * B);  /* dL/dy6 = 2 (y - t) / (20 B), times dy/dsigma = 2A */
+    static const float zeros[120];
+    const float *rows[CHUNKS * L];  /* n = 5: each image's inputs, for F6's weight gradients */
     for (int r = 0; r < R; r++) {
         Params Pr = params_of(theta + (int64_t)r * P, n);
+        for (int i = 0; n == 5 && i < nch * L; i++)
+            rows[i] = i < B ? x + ((int64_t)r * N + idx[(int64_t)r * B + i]) * F : zeros;
         for (int k = 0; k < nch; k++) {
             int count = B - k * L < 0 ? 0 : B - k * L < L ? B - k * L : L;
             const int64_t *rows = idx + (int64_t)r * B + (count ? k * L : 0);  /* read up to count only */
@@ -717,9 +768,65 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
                 ch[k].s6[o] = ((2 * A) * s - A - t) * B(scale) * slope(s) * ch[k].valid;
             }
         }
-        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0);
+        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0, rows);
     }
     return 0;
+}
+
+/* torch.optim.Adam's step (no weight decay, no amsgrad) on `size` parameters, as torch's fused CPU kernel
+   (torch._fused_adam_) computes it in torch 2.13 with its AVX-512 code: m moves towards g by 1 - beta1 in one fused
+   multiply-add; v = beta2 v + ((1 - beta2) g) g, fused as ((1 - beta2) g) g + (beta2 v) except in the last size % 8
+   values, where torch's scalar loop fuses it as (beta2 v) + ((1 - beta2) g) g the other way round; then
+   theta -= (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps). The scalars are torch's: its step count t
+   a float, the corrections in double, each rounded to float where torch rounds it. Every operation is IEEE's (the
+   fused multiply-adds written out, a division, a square root), so the same bits on every CPU; the tests hold it to
+   torch's own step on every shape the engine uses. */
+static void adam_step(float *theta, const float *g, float *m, float *v, int64_t size, float count, double lr,
+                      double beta1, double beta2, double eps) {
+    double t = count, bias1 = 1 - pow(beta1, t), bias2 = 1 - pow(beta2, t);
+    float c1 = (float)(1 - beta1), c2 = (float)(1 - beta2), b2 = (float)beta2, root2 = (float)sqrt(bias2);
+    float rate = (float)(lr / bias1), e = (float)eps;
+    int64_t split = size - size % 8;
+    for (int64_t d = 0; d < split; d++) {
+        m[d] = __builtin_fmaf(c1, g[d] - m[d], m[d]);
+        v[d] = __builtin_fmaf(c2 * g[d], g[d], v[d] * b2);
+        theta[d] -= rate * m[d] / (__builtin_sqrtf(v[d]) / root2 + e);
+    }
+    for (int64_t d = split; d < size; d++) {
+        m[d] = __builtin_fmaf(c1, g[d] - m[d], m[d]);
+        v[d] = __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]);
+        theta[d] -= rate * m[d] / (__builtin_sqrtf(v[d]) / root2 + e);
+    }
+}
+
+/* One Adam step (adam_step) of `size` parameters, its step count *count incremented first, as torch counts: for the
+   tests, which hold it to torch's own. */
+void kt_adam(float *theta, const float *g, float *m, float *v, int64_t size, float *count, double lr, double beta1,
+             double beta2, double eps) {
+    *count += 1.0f;
+    adam_step(theta, g, m, v, size, *count, lr, beta1, beta2, eps);
+}
+
+/* One epoch of R runs' training steps in one call: the batches of B images each run's order `perms` (R x N) gives,
+   in turn (the last may be smaller), each a kt_gradients and an Adam step (adam_step) of all R x P parameters with
+   moments m, v and step count *count (torch's state, updated in place). What the engine's Python loop computes step
+   by step, without a return to Python between steps. */
+int kt_epoch(int n, int R, int P, float *theta, float *grad, const float *x, int N, int F, const float *target,
+             const int64_t *perms, int B, const float *keep, const unsigned char *frozen, int maps, float *m,
+             float *v, float *count, double lr, double beta1, double beta2, double eps) {
+    int64_t *idx = malloc(sizeof(int64_t) * R * (B < N ? B : N));
+    if (!idx) return -2;
+    int status = 0;
+    for (int b0 = 0; b0 < N && !status; b0 += B) {
+        int size = N - b0 < B ? N - b0 : B;
+        for (int r = 0; r < R; r++) memcpy(idx + (int64_t)r * size, perms + (int64_t)r * N + b0, size * sizeof *idx);
+        status = kt_gradients(n, R, P, theta, grad, x, N, F, target, idx, size, keep, frozen, maps);
+        if (status) break;
+        *count += 1.0f;  /* exact, as torch counts in a float32 tensor */
+        adam_step(theta, grad, m, v, (int64_t)R * P, *count, lr, beta1, beta2, eps);
+    }
+    free(idx);
+    return status;
 }
 
 /* The engine's sigmoid on `count` values, 16 at a time as the layers compute it: for the tests, which hold it

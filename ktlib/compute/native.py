@@ -191,7 +191,9 @@ def _load_flags(source: Path, flag_sets: tuple[tuple[str, ...], ...]) -> ctypes.
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
-    lib.kt_gradients.restype = lib.kt_outputs.restype = i
+    lib.kt_epoch.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i, p, p, p] + [ctypes.c_double] * 4
+    lib.kt_gradients.restype = lib.kt_outputs.restype = lib.kt_epoch.restype = i
+    lib.kt_adam.argtypes = [p, p, p, p, ctypes.c_int64, p] + [ctypes.c_double] * 4
     lib.kt_vectors.restype = lib.kt_kernel.restype = ctypes.c_char_p
     lib.kt_sigmoid.argtypes = [p, p, ctypes.c_int64]
     check(lib)
@@ -237,6 +239,24 @@ def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, 
         raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most {MAX_BATCH})"
                          + ("" if frozen is None else f", or frozen maps of shape {tuple(frozen.shape)}"))
     return grad
+
+
+def epoch(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
+          perms: torch.Tensor, batch: int, keep: torch.Tensor, frozen: torch.Tensor | None, moments: tuple,
+          count: torch.Tensor, lr: float, betas: tuple[float, float], eps: float) -> None:
+    """One epoch of training steps in one call (kt_epoch): each run's batches in the order perms (R, N) gives, each a
+    `gradients` and torch.optim.Adam's step of theta (R, P) with its state: moments (m, v), each (R, P), and count,
+    torch's float32 step count; all updated in place. lr, betas, eps: the step's, as torch._fused_adam_ takes them."""
+    R, N = x.shape[:2]
+    held = None if frozen is None else frozen.to(torch.uint8).contiguous()
+    m, v = moments
+    status = library().kt_epoch(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N, x[0, 0].numel(),
+                                _ptr(target), _ptr(perms, torch.int64), batch, _ptr(keep),
+                                None if held is None else _ptr(held, torch.uint8), 0 if held is None else held.shape[1],
+                                _ptr(m), _ptr(v), _ptr(count), lr, *betas, eps)
+    if status:
+        raise ValueError(f"kt_epoch refused n={n}, batch {batch} (at most {MAX_BATCH})"
+                         + ("" if frozen is None else f", or frozen maps of shape {tuple(frozen.shape)}"))
 
 
 def outputs(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool) -> torch.Tensor:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
@@ -228,10 +230,12 @@ def spread(features: torch.Tensor) -> float:
 class FeatureCache:
     """Frozen-layer inputs, keyed by the source net's weights and the images' bytes: a changed source net
     or image set is a different key, so stale features can never be served. With maxsize, the least
-    recently used image sets are dropped."""
+    recently used image sets are dropped. Threads may share it: each key is computed once, by the first thread
+    that asks for it, while the others wait for it."""
 
     def __init__(self, maxsize: int | None = None):
-        self._store: OrderedDict[tuple[str, str], list[torch.Tensor]] = OrderedDict()
+        self._store: OrderedDict[tuple[str, str], Future] = OrderedDict()
+        self._lock = threading.Lock()
         self.maxsize = maxsize
         self.hits = self.misses = 0
 
@@ -240,13 +244,36 @@ class FeatureCache:
         return state_hash(source), hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
 
     def get(self, source: Net, images: torch.Tensor, n: int) -> torch.Tensor:
-        key = self.key(source, images)
-        if key in self._store:
-            self.hits += 1
-            self._store.move_to_end(key)
-        else:
-            self.misses += 1
-            self._store[key] = frozen_inputs(source, images)
+        return self.get_many(source, [images], n)[0]
+
+    def get_many(self, source: Net, image_sets: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+        """The layer-n inputs of each image set. Those no thread has begun are computed here first, in order; then those
+        another thread is computing are waited for: two threads that ask for the same sets share the work."""
+        entries = []
+        for images in image_sets:
+            key = self.key(source, images)
+            with self._lock:
+                claim = key not in self._store
+                if claim:
+                    self.misses += 1
+                    self._store[key] = Future()
+                else:
+                    self.hits += 1
+                    self._store.move_to_end(key)
+                entry = self._store[key]
+            entries.append(entry)
+            if claim:
+                self._compute(key, entry, source, images)
+        return [entry.result()[n] for entry in entries]
+
+    def _compute(self, key, entry: Future, source: Net, images: torch.Tensor) -> None:
+        try:
+            entry.set_result(frozen_inputs(source, images))
+        except BaseException as e:  # the next thread to ask tries again; this one, and any waiting, see why
+            with self._lock:
+                self._store.pop(key, None)
+            entry.set_exception(e)
+            raise
+        with self._lock:
             while self.maxsize is not None and len(self._store) > self.maxsize:
                 self._store.popitem(last=False)
-        return self._store[key][n]

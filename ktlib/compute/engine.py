@@ -220,8 +220,8 @@ KERNELS = {"batched": TorchKernels, "native": NativeKernels}
 
 
 def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
-             shared: bool = False, target: torch.Tensor | None = None) -> tuple[list, list | None, list]:
-    """Per run: (accuracy by nearest code, mean squared error to the codes, the predicted classes) on
+             shared: bool = False, target: torch.Tensor | None = None) -> tuple[list, list | None, torch.Tensor]:
+    """Per run: (accuracy by nearest code, mean squared error to the codes, the predicted classes: a row each) on
     x (R, N, ...) and labels y (R, N), or on one shared set x (N, ...), y (N,): the test or validation images,
     whose losses no caller reads, so that they are not computed (None). target: codes[y] (R, N, bits), where the
     caller holds it already (the training set's, every epoch)."""
@@ -232,7 +232,7 @@ def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cod
     losses = None if shared else (out - (codes[y] if target is None else target)).square().mean((1, 2)).tolist()
     preds = predict(out, codes)
     accs = [hits / y.shape[1] for hits in (preds == y).sum(1).tolist()]
-    return accs, losses, list(preds)
+    return accs, losses, preds
 
 
 class Cancelled(Exception):

@@ -728,7 +728,8 @@ static void gather(vec *dst, const float *x, int F, const int64_t *rows, int cou
             if (width == L) memcpy(&block[l], from, sizeof(vec));  /* one unaligned load */
             else {
                 block[l] = splat(0.0f);
-                memcpy(&block[l], from, width * sizeof(float));
+                if (width == 8) memcpy(&block[l], from, 8 * sizeof(float));  /* S2's and C5's outputs end so */
+                else memcpy(&block[l], from, width * sizeof(float));
             }
         }
         transpose(block);
@@ -860,8 +861,15 @@ int kt_outputs(int n, int R, int P, const float *theta, const float *x, int M, i
             for (int l = 0; l < L; l++) rows[l] = m0 + l;
             gather(c->in, xr, F, rows, count, &c->valid);
             forward(&Pr, c, n);
+            /* y = 2A sigma - A, image by image: outputs 0..15 out of the lanes by transposes, 16..19 one by one */
+            vec y[16];
+            for (int o0 = 0; o0 < 16; o0 += L) {
+                for (int j = 0; j < L; j++) y[j] = (2 * A) * c->s6[o0 + j] - A;
+                transpose(y);
+                for (int l = 0; l < count; l++) store(out + ((int64_t)r * M + m0 + l) * 20 + o0, y[l]);
+            }
             for (int l = 0; l < count; l++)
-                for (int o = 0; o < 20; o++) out[((int64_t)r * M + m0 + l) * 20 + o] = (2 * A) * c->s6[o][l] - A;
+                for (int o = 16; o < 20; o++) out[((int64_t)r * M + m0 + l) * 20 + o] = (2 * A) * c->s6[o][l] - A;
         }
     }
     return 0;

@@ -782,21 +782,18 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
    a float, the corrections in double, each rounded to float where torch rounds it. Every operation is IEEE's (the
    fused multiply-adds written out, a division, a square root), so the same bits on every CPU; the tests hold it to
    torch's own step on every shape the engine uses. */
-static void adam_step(float *theta, const float *g, float *m, float *v, int64_t size, float count, double lr,
-                      double beta1, double beta2, double eps) {
+static void adam_step(float *restrict theta, const float *restrict g, float *restrict m, float *restrict v,
+                      int64_t size, float count, double lr, double beta1, double beta2, double eps) {
     double t = count, bias1 = 1 - pow(beta1, t), bias2 = 1 - pow(beta2, t);
     float c1 = (float)(1 - beta1), c2 = (float)(1 - beta2), b2 = (float)beta2, root2 = (float)sqrt(bias2);
     float rate = (float)(lr / bias1), e = (float)eps;
     int64_t split = size - size % 8;
-    for (int64_t d = 0; d < split; d++) {
-        m[d] = __builtin_fmaf(c1, g[d] - m[d], m[d]);
-        v[d] = __builtin_fmaf(c2 * g[d], g[d], v[d] * b2);
-        theta[d] -= rate * m[d] / (__builtin_sqrtf(v[d]) / root2 + e);
-    }
-    for (int64_t d = split; d < size; d++) {
-        m[d] = __builtin_fmaf(c1, g[d] - m[d], m[d]);
-        v[d] = __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]);
-        theta[d] -= rate * m[d] / (__builtin_sqrtf(v[d]) / root2 + e);
+    for (int64_t d = 0; d < size; d++) {
+        float md = __builtin_fmaf(c1, g[d] - m[d], m[d]);
+        float vd = d < split ? __builtin_fmaf(c2 * g[d], g[d], v[d] * b2) : __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]);
+        m[d] = md;
+        v[d] = vd;
+        theta[d] -= rate * md / (__builtin_sqrtf(vd) / root2 + e);
     }
 }
 

@@ -105,7 +105,7 @@ def partial_step(runs: int = 90, images: int = 800, steps: int = 30) -> None:
         steppers = {}
         for name, held in (("whole level", None), ("partial, held", frozen)):
             theta = stacked.stack(nets, n - 1)
-            opt, grad = engine.Adam(theta, [(theta.shape[1], 1e-3)]), torch.empty_like(theta)
+            opt, grad = engine.Adam(theta, [(theta.shape[1], 1e-3)], native=True), torch.empty_like(theta)
 
             def step(theta=theta, opt=opt, grad=grad, held=held):
                 opt.step(kernels.gradients(theta, x, target, idx, grad, held))

@@ -30,12 +30,15 @@ class Adam:
     parameters for five runs (measured on the Intel Xeon of the engine issue). A test holds the two to the bit.
 
     segments: (columns, learning rate) of each run of parameters in P order. With more than one rate, each
-    segment is a parameter group of its own, updated in a copy and written back into theta after a step."""
+    segment is a parameter group of its own, updated in a copy and written back into theta after a step.
+    native: take each step in C (native.adam: the same step, written as PyTorch's AVX-512 code computes it), as the
+    native kernels' one-call epochs do, so that a run's numbers do not depend on which of the two took an epoch."""
 
     BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
 
-    def __init__(self, theta: torch.Tensor, segments: list[tuple[int, float]], eps: float = 1e-8):
-        self.theta, self.bounds, self.eps = theta, [], eps / ZS
+    def __init__(self, theta: torch.Tensor, segments: list[tuple[int, float]], eps: float = 1e-8,
+                 native: bool = False):
+        self.theta, self.bounds, self.eps, self.native = theta, [], eps / ZS, native
         merged: list[list] = []
         for width, lr in segments:  # neighbouring layers at one rate are one group, as they would be in one
             if merged and merged[-1][1] == lr:
@@ -58,6 +61,9 @@ class Adam:
     def step(self, grad: torch.Tensor) -> None:
         grads = [grad] if not self.bounds else [grad[:, a:b].contiguous() for a, b in self.bounds]
         for p, g, count, (m, v), lr in zip(self.params, grads, self.steps, self.moments, self.rates):
+            if self.native:  # counts as torch does
+                native.adam(p, g, (m, v), count, lr, self.BETAS, self.eps)
+                continue
             count += 1  # exact: a count in float32, as torch keeps it
             torch._fused_adam_([p], [g], [m], [v], [], [count], amsgrad=False, lr=lr, beta1=self.BETAS[0],
                                beta2=self.BETAS[1], weight_decay=0.0, eps=self.eps, maximize=False)
@@ -191,9 +197,10 @@ class NativeKernels:
         return grad
 
     def epoch(self, theta, x, target, perms, grad, frozen, opt: Adam, batch: int) -> None:
-        """`step_by_step`'s steps, in one call to C (native.epoch) where a step would not be split over helpers and
-        all parameters train at one rate: a step's Python (a wrapper's and Adam's) had cost about half its
-        arithmetic, 20 us of a 60 us step of five runs at n=5, k=40, on the Zen 4."""
+        """`step_by_step`'s steps, in one call to C (native.epoch, whose Adam step is native.adam's, as opt's) where
+        a step would not be split over helpers and all parameters train at one rate: a step's Python and its call of
+        PyTorch's Adam had cost about half its arithmetic, 20 us of a 60 us step of five runs at n=5, k=40, on the Zen 4
+        (timed by a script outside the repository, not kept)."""
         flops = batch * len(theta) * self.step_flops
         if len(opt.params) > 1 or (self.helpers is not None and self.helpers.parts(len(theta), flops) > 1):
             return step_by_step(self, theta, x, target, perms, grad, frozen, opt, batch)
@@ -278,7 +285,8 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     rates = lr if isinstance(lr, list) else [lr] * (len(LAYERS) - n)
     widths = [sum(math.prod(s.shape) for s in slots(nets[0], n) if s.name.startswith(f"{layer}."))
               for layer in LAYERS[n:]]
-    opt, grad = Adam(theta, list(zip(widths, rates, strict=True))), torch.empty_like(theta)
+    opt = Adam(theta, list(zip(widths, rates, strict=True)), native=kernels == "native")
+    grad = torch.empty_like(theta)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     active = list(range(R))            # which run each row of theta is
     histories: list[list[Epoch]] = [[] for _ in range(R)]

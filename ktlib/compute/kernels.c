@@ -752,11 +752,11 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
         return -1;
     float scale = 4 * A / (20.0f * B);  /* dL/dy6 = 2 (y - t) / (20 B), times dy/dsigma = 2A */
     static const float zeros[120];
-    const float *rows[CHUNKS * L];  /* n = 5: each image's inputs, for F6's weight gradients */
+    const float *inputs[CHUNKS * L];  /* n = 5: each image's inputs, for F6's weight gradients */
     for (int r = 0; r < R; r++) {
         Params Pr = params_of(theta + (int64_t)r * P, n);
         for (int i = 0; n == 5 && i < nch * L; i++)
-            rows[i] = i < B ? x + ((int64_t)r * N + idx[(int64_t)r * B + i]) * F : zeros;
+            inputs[i] = i < B ? x + ((int64_t)r * N + idx[(int64_t)r * B + i]) * F : zeros;
         for (int k = 0; k < nch; k++) {
             int count = B - k * L < 0 ? 0 : B - k * L < L ? B - k * L : L;
             const int64_t *rows = idx + (int64_t)r * B + (count ? k * L : 0);  /* read up to count only */
@@ -769,19 +769,20 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
                 ch[k].s6[o] = ((2 * A) * s - A - t) * B(scale) * slope(s) * ch[k].valid;
             }
         }
-        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0, rows);
+        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0, inputs);
     }
     return 0;
 }
 
 /* torch.optim.Adam's step (no weight decay, no amsgrad) on `size` parameters, as torch's fused CPU kernel
    (torch._fused_adam_) computes it in torch 2.13 with its AVX-512 code: m moves towards g by 1 - beta1 in one fused
-   multiply-add; v = beta2 v + ((1 - beta2) g) g, fused as ((1 - beta2) g) g + (beta2 v) except in the last size % 8
-   values, where torch's scalar loop fuses it as (beta2 v) + ((1 - beta2) g) g the other way round; then
-   theta -= (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps). The scalars are torch's: its step count t
-   a float, the corrections in double, each rounded to float where torch rounds it. Every operation is IEEE's (the
-   fused multiply-adds written out, a division, a square root), so the same bits on every CPU; the tests hold it to
-   torch's own step on every shape the engine uses. */
+   multiply-add; v = beta2 v + ((1 - beta2) g) g in one fused multiply-add, which rounds beta2 v first and adds the
+   product ((1 - beta2) g) g unrounded, except in the last size % 8 values, where torch's scalar loop rounds
+   ((1 - beta2) g) g first and adds beta2 v unrounded; then theta -= (lr / (1 - beta1^t)) m / (sqrt(v) /
+   sqrt(1 - beta2^t) + eps). The scalars are torch's: its step count t a float, the corrections in double (pow from
+   the C library, as torch's), each rounded to float where torch rounds it. Every other operation is one IEEE
+   operation (the fused multiply-adds written out, a division, a square root), the same on every CPU. The tests hold
+   it to torch's own step, where torch runs its AVX-512 code, on every size mod 16 and on groups' sizes at n=4, 5. */
 static void adam_step(float *restrict theta, const float *restrict g, float *restrict m, float *restrict v,
                       int64_t size, float count, double lr, double beta1, double beta2, double eps) {
     double t = count, bias1 = 1 - pow(beta1, t), bias2 = 1 - pow(beta2, t);

@@ -254,9 +254,22 @@ def epoch(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, targ
                                 _ptr(target), _ptr(perms, torch.int64), batch, _ptr(keep),
                                 None if held is None else _ptr(held, torch.uint8), 0 if held is None else held.shape[1],
                                 _ptr(m), _ptr(v), _ptr(count), lr, *betas, eps)
+    if status == -2:
+        raise MemoryError(f"kt_epoch could not allocate a batch's indices for {R} runs")
     if status:
         raise ValueError(f"kt_epoch refused n={n}, batch {batch} (at most {MAX_BATCH})"
                          + ("" if frozen is None else f", or frozen maps of shape {tuple(frozen.shape)}"))
+
+
+def adam(theta: torch.Tensor, grad: torch.Tensor, moments: tuple, count: torch.Tensor, lr: float,
+         betas: tuple[float, float], eps: float) -> None:
+    """torch.optim.Adam's step of theta with its state, in place (kt_adam): the step kt_epoch takes, which a test holds
+    to torch._fused_adam_'s bits where PyTorch runs its AVX-512 code. count: torch's float32 step count."""
+    m, v = moments
+    if not theta.shape == grad.shape == m.shape == v.shape:
+        raise ValueError(f"Adam's step needs parameters, gradients and moments of one shape, not {theta.shape}, "
+                         f"{grad.shape}, {m.shape}, {v.shape}")
+    library().kt_adam(_ptr(theta), _ptr(grad), _ptr(m), _ptr(v), theta.numel(), _ptr(count), lr, *betas, eps)
 
 
 def outputs(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool) -> torch.Tensor:

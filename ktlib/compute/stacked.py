@@ -230,8 +230,8 @@ def spread(features: torch.Tensor) -> float:
 class FeatureCache:
     """Frozen-layer inputs, keyed by the source net's weights and the images' bytes: a changed source net
     or image set is a different key, so stale features can never be served. With maxsize, the least
-    recently used image sets are dropped. Threads may share it: each key is computed once, by the first thread
-    that asks for it, while the others wait for it."""
+    recently used image sets are dropped. Threads may share it: a key is computed by the first thread that asks for
+    it while the others wait for it, and again only if that failed or it was dropped."""
 
     def __init__(self, maxsize: int | None = None):
         self._store: OrderedDict[tuple[str, str], Future] = OrderedDict()

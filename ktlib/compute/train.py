@@ -57,7 +57,7 @@ class Never:
 class Converged:
     """Stop on a fitted training set (100% accuracy and loss below `loss_floor`) or a loss plateau:
     no relative improvement of `min_improvement` over the best loss for `patience` epochs, and not before
-    `min_epochs` epochs. A NaN loss stops no run by a plateau (no comparison with NaN holds)."""
+    `min_epochs` epochs. Once a run's loss has been NaN, no plateau stops it (as when the rule was numpy's minima)."""
     patience: int
     min_improvement: float
     loss_floor: float
@@ -75,7 +75,8 @@ class _Plateau:
     """Converged, fed a run's epochs one at a time: the best loss before the last `patience` epochs kept as it grows,
     and the least of the last `patience` in a queue (each epoch's loss enters and leaves it once), so that reading the
     rule costs the same at epoch 400 as at epoch 4. The engine reads it for every run after every epoch: its earlier
-    form, which re-read the whole history each time, had cost a fifth of a small group's time."""
+    form, which re-read the whole history each time, had cost 0.09 s of the 0.49 s of bench.py's n=5, k=10 group on
+    the Zen 4 (a profile, not kept)."""
 
     def __init__(self, rule: Converged):
         self.rule, self.losses, self.best_before, self.nan = rule, [], math.inf, False

@@ -230,15 +230,27 @@ def gradients(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, 
     table removes (stacked.keep_mask); frozen: None, or (R, maps of layer n) bool, the maps of a partly transferred
     level (n = 2, C3, or 4, C5) whose gradients the kernel holds at zero."""
     R, N = x.shape[:2]
-    held = None if frozen is None else frozen.to(torch.uint8).contiguous()
+    held, held_ptr, maps = _held(frozen)
     status = library().kt_gradients(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N,
                                     x[0, 0].numel(), _ptr(target), _ptr(idx, torch.int64), idx.shape[1], _ptr(keep),
-                                    None if held is None else _ptr(held, torch.uint8),
-                                    0 if held is None else held.shape[1])
+                                    held_ptr, maps)
     if status:
-        raise ValueError(f"kt_gradients refused n={n}, batch {idx.shape[1]} (at most {MAX_BATCH})"
-                         + ("" if frozen is None else f", or frozen maps of shape {tuple(frozen.shape)}"))
+        raise _refused("kt_gradients", n, idx.shape[1], frozen)
     return grad
+
+
+def _held(frozen: torch.Tensor | None) -> tuple:
+    """The frozen maps as kt_gradients and kt_epoch take them: (their bytes, which the caller keeps alive through the
+    call; a pointer to them, or None; maps per run)."""
+    if frozen is None:
+        return None, None, 0
+    held = frozen.to(torch.uint8).contiguous()
+    return held, _ptr(held, torch.uint8), held.shape[1]
+
+
+def _refused(name: str, n: int, batch: int, frozen: torch.Tensor | None) -> ValueError:
+    return ValueError(f"{name} refused n={n}, batch {batch} (at most {MAX_BATCH})"
+                      + ("" if frozen is None else f", or frozen maps of shape {tuple(frozen.shape)}"))
 
 
 def epoch(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
@@ -248,17 +260,15 @@ def epoch(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, targ
     `gradients` and torch.optim.Adam's step of theta (R, P) with its state: moments (m, v), each (R, P), and count,
     torch's float32 step count; all updated in place. lr, betas, eps: the step's, as torch._fused_adam_ takes them."""
     R, N = x.shape[:2]
-    held = None if frozen is None else frozen.to(torch.uint8).contiguous()
+    held, held_ptr, maps = _held(frozen)
     m, v = moments
     status = library().kt_epoch(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N, x[0, 0].numel(),
-                                _ptr(target), _ptr(perms, torch.int64), batch, _ptr(keep),
-                                None if held is None else _ptr(held, torch.uint8), 0 if held is None else held.shape[1],
+                                _ptr(target), _ptr(perms, torch.int64), batch, _ptr(keep), held_ptr, maps,
                                 _ptr(m), _ptr(v), _ptr(count), lr, *betas, eps)
     if status == -2:
         raise MemoryError(f"kt_epoch could not allocate a batch's indices for {R} runs")
     if status:
-        raise ValueError(f"kt_epoch refused n={n}, batch {batch} (at most {MAX_BATCH})"
-                         + ("" if frozen is None else f", or frozen maps of shape {tuple(frozen.shape)}"))
+        raise _refused("kt_epoch", n, batch, frozen)
 
 
 def adam(theta: torch.Tensor, grad: torch.Tensor, moments: tuple, count: torch.Tensor, lr: float,

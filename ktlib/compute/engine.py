@@ -85,9 +85,11 @@ class Helpers:
     the same however its group's runs are split (a test pins it)."""
 
     # A call is split only when each part has at least this much arithmetic (FLOPs): handing a part to another
-    # thread and waiting for it costs tens of microseconds. On the Intel Xeon of the engine issue, splitting the
-    # n=0 groups' calls made them about a tenth faster; splitting the steps of C5 and above (n=3, 4: 30-50 MFLOP for
-    # five runs) did not measurably help, so this leaves those unsplit (their evaluation passes are split).
+    # thread and waiting for it costs tens of microseconds. A call is an epoch of steps (NativeKernels.epoch) or an
+    # evaluation pass. Split step by step, as they were before, the n=3 and n=4 groups (30-50 MFLOP a step for five
+    # runs) did not measurably gain; split epoch by epoch, bench.py's n=3 and n=4 cells (--sizes 10 40) ran about a
+    # third faster on the Zen 4 (2026-12-07; benchmarks/README.md). The n=5 groups' epochs stay whole (under 0.1
+    # GFLOP for five runs of 800 images).
     MIN_PART_FLOPS = 5e7
 
     def __init__(self, workers: int):
@@ -197,15 +199,27 @@ class NativeKernels:
         return grad
 
     def epoch(self, theta, x, target, perms, grad, frozen, opt: Adam, batch: int) -> None:
-        """`step_by_step`'s steps, in one call to C (native.epoch, whose Adam step is native.adam's, as opt's) where
-        a step would not be split over helpers and all parameters train at one rate: a step's Python and its call of
-        PyTorch's Adam had cost about half its arithmetic, 20 us of a 60 us step of five runs at n=5, k=40, on the Zen 4
-        (timed by a script outside the repository, not kept)."""
-        flops = batch * len(theta) * self.step_flops
-        if len(opt.params) > 1 or (self.helpers is not None and self.helpers.parts(len(theta), flops) > 1):
+        """`step_by_step`'s steps, in one call to C (native.epoch, whose Adam step is native.adam's, as opt's) where all
+        parameters train at one rate: a step's Python and its call of PyTorch's Adam had cost about half its
+        arithmetic, 20 us of a 60 us step of five runs at n=5, k=40, on the Zen 4 (timed by a script outside the
+        repository, not kept). Split over helpers, each part is one such call for its rows (its own copy of the step
+        count, which every part advances alike); the part that ends the group's tensor rounds Adam's last values as
+        torch does the whole tensor's."""
+        if len(opt.params) > 1:
             return step_by_step(self, theta, x, target, perms, grad, frozen, opt, batch)
-        native.epoch(self.n, theta, grad, x, target, perms, batch, self.keep, frozen, opt.moments[0], opt.steps[0],
-                     opt.rates[0], Adam.BETAS, opt.eps)
+        parts = 1 if self.helpers is None else self.helpers.parts(len(theta), perms.numel() * self.step_flops)
+        (m, v), count, R = opt.moments[0], opt.steps[0], len(theta)
+        if parts == 1:
+            return native.epoch(self.n, theta, grad, x, target, perms, batch, self.keep, frozen, (m, v), count,
+                                opt.rates[0], Adam.BETAS, opt.eps)
+
+        def part(a: int, b: int) -> torch.Tensor:  # runs a..b: rows of every argument, each contiguous
+            own = count.clone()
+            native.epoch(self.n, theta[a:b], grad[a:b], x[a:b], target[a:b], perms[a:b], batch, self.keep,
+                         None if frozen is None else frozen[a:b], (m[a:b], v[a:b]), own, opt.rates[0], Adam.BETAS,
+                         opt.eps, tail=theta.numel() % 8 if b == R else 0)
+            return own
+        count.copy_(self.helpers.split(R, parts, part)[0])
 
     def outputs(self, theta, x, shared=False):
         images = len(theta) * (x.shape[0] if shared else x.shape[1])

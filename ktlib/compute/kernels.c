@@ -738,6 +738,41 @@ static void gather(vec *dst, const float *x, int F, const int64_t *rows, int cou
     for (int l = 0; l < L; l++) (*valid)[l] = l < count ? 1.0f : 0.0f;
 }
 
+/* The gradient of run r of a call's R runs, of its batch's mean squared error to the codes (over batch and 20
+   bits), into its row of grad: kt_gradients' arguments, checked by it. */
+static void run_gradients(int r, int n, int P, const float *theta, float *grad, const float *x, int N, int F,
+                          const float *target, const int64_t *idx, int B, const float *keep,
+                          const unsigned char *frozen, int maps) {
+    Chunk *ch = workspace;
+    int nch = PARTS * ((B + 15) / 16);  /* whole groups of 16 places: the same padding at any vector width */
+    float scale = 4 * A / (20.0f * B);  /* dL/dy6 = 2 (y - t) / (20 B), times dy/dsigma = 2A */
+    static const float zeros[120];
+    const float *inputs[CHUNKS * L];  /* n = 5: each image's inputs, for F6's weight gradients */
+    Params Pr = params_of(theta + (int64_t)r * P, n);
+    for (int i = 0; n == 5 && i < nch * L; i++)
+        inputs[i] = i < B ? x + ((int64_t)r * N + idx[(int64_t)r * B + i]) * F : zeros;
+    for (int k = 0; k < nch; k++) {
+        int count = B - k * L < 0 ? 0 : B - k * L < L ? B - k * L : L;
+        const int64_t *rows = idx + (int64_t)r * B + (count ? k * L : 0);  /* read up to count only */
+        gather(ch[k].in, x + (int64_t)r * N * F, F, rows, count, &ch[k].valid);
+        forward(&Pr, &ch[k], n);
+        for (int o = 0; o < 20; o++) {
+            vec t = splat(0.0f);
+            for (int l = 0; l < count; l++) t[l] = target[((int64_t)r * N + rows[l]) * 20 + o];
+            vec s = ch[k].s6[o];
+            ch[k].s6[o] = ((2 * A) * s - A - t) * B(scale) * slope(s) * ch[k].valid;
+        }
+    }
+    backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0, inputs);
+}
+
+/* Whether kt_gradients and kt_epoch take these arguments: a batch of 1 to 32 images, n in 0..5, and frozen maps only
+   at C3 (n = 2, 16 maps) or C5 (n = 4, 120). */
+static int refused(int n, int B, const unsigned char *frozen, int maps) {
+    return B < 1 || PARTS * ((B + 15) / 16) > CHUNKS || n < 0 || n > 5
+           || (frozen && !((n == 2 && maps == 16) || (n == 4 && maps == 120)));
+}
+
 /* The gradients of R runs, each of its batch's mean squared error to the codes (over batch and 20 bits).
    theta, grad: R rows of P parameters (layers n..F6); x: R x N x F layer-n inputs; target: R x N x 20;
    idx: R x B indices into each run's N images (B <= 32); keep: P values, 0 for a weight C3's connection
@@ -746,31 +781,8 @@ static void gather(vec *dst, const float *x, int F, const int64_t *rows, int cou
 int kt_gradients(int n, int R, int P, const float *theta, float *grad, const float *x, int N, int F,
                  const float *target, const int64_t *idx, int B, const float *keep, const unsigned char *frozen,
                  int maps) {
-    Chunk *ch = workspace;
-    int nch = PARTS * ((B + 15) / 16);  /* whole groups of 16 places: the same padding at any vector width */
-    if (B < 1 || nch > CHUNKS || n < 0 || n > 5 || (frozen && !((n == 2 && maps == 16) || (n == 4 && maps == 120))))
-        return -1;
-    float scale = 4 * A / (20.0f * B);  /* dL/dy6 = 2 (y - t) / (20 B), times dy/dsigma = 2A */
-    static const float zeros[120];
-    const float *inputs[CHUNKS * L];  /* n = 5: each image's inputs, for F6's weight gradients */
-    for (int r = 0; r < R; r++) {
-        Params Pr = params_of(theta + (int64_t)r * P, n);
-        for (int i = 0; n == 5 && i < nch * L; i++)
-            inputs[i] = i < B ? x + ((int64_t)r * N + idx[(int64_t)r * B + i]) * F : zeros;
-        for (int k = 0; k < nch; k++) {
-            int count = B - k * L < 0 ? 0 : B - k * L < L ? B - k * L : L;
-            const int64_t *rows = idx + (int64_t)r * B + (count ? k * L : 0);  /* read up to count only */
-            gather(ch[k].in, x + (int64_t)r * N * F, F, rows, count, &ch[k].valid);
-            forward(&Pr, &ch[k], n);
-            for (int o = 0; o < 20; o++) {
-                vec t = splat(0.0f);
-                for (int l = 0; l < count; l++) t[l] = target[((int64_t)r * N + rows[l]) * 20 + o];
-                vec s = ch[k].s6[o];
-                ch[k].s6[o] = ((2 * A) * s - A - t) * B(scale) * slope(s) * ch[k].valid;
-            }
-        }
-        backward(&Pr, ch, nch, n, grad + (int64_t)r * P, keep, frozen ? frozen + (int64_t)r * maps : 0, inputs);
-    }
+    if (refused(n, B, frozen, maps)) return -1;
+    for (int r = 0; r < R; r++) run_gradients(r, n, P, theta, grad, x, N, F, target, idx, B, keep, frozen, maps);
     return 0;
 }
 
@@ -784,11 +796,10 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
    operation (the fused multiply-adds written out, a division, a square root), the same on every CPU. The tests hold
    it to torch's own step, where torch runs its AVX-512 code, on every size mod 16 and on groups' sizes at n=4, 5. */
 static void adam_step(float *restrict theta, const float *restrict g, float *restrict m, float *restrict v,
-                      int64_t size, float count, double lr, double beta1, double beta2, double eps) {
+                      int64_t size, int64_t split, float count, double lr, double beta1, double beta2, double eps) {
     double t = count, bias1 = 1 - pow(beta1, t), bias2 = 1 - pow(beta2, t);
     float c1 = (float)(1 - beta1), c2 = (float)(1 - beta2), b2 = (float)beta2, root2 = (float)sqrt(bias2);
     float rate = (float)(lr / bias1), e = (float)eps;
-    int64_t split = size - size % 8;
     for (int64_t d = 0; d < size; d++) {
         float md = __builtin_fmaf(c1, g[d] - m[d], m[d]);
         float vd = d < split ? __builtin_fmaf(c2 * g[d], g[d], v[d] * b2) : __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]);
@@ -803,29 +814,35 @@ static void adam_step(float *restrict theta, const float *restrict g, float *res
 void kt_adam(float *theta, const float *g, float *m, float *v, int64_t size, float *count, double lr, double beta1,
              double beta2, double eps) {
     *count += 1.0f;
-    adam_step(theta, g, m, v, size, *count, lr, beta1, beta2, eps);
+    adam_step(theta, g, m, v, size, size - size % 8, *count, lr, beta1, beta2, eps);
 }
 
 /* One epoch of R runs' training steps in one call: the batches of B images each run's order `perms` (R x N) gives,
    in turn (the last may be smaller), each a kt_gradients and an Adam step (adam_step) of all R x P parameters with
    moments m, v and step count *count (torch's state, updated in place). What the engine's Python loop computes step
-   by step, without a return to Python between steps. */
+   by step, without a return to Python between steps. Each run's Adam step follows its gradient, while its numbers
+   are in the core's cache: Adam's arithmetic is value by value, so the order changes nothing. tail: how many of the
+   last values of these R x P take torch's scalar rounding (adam_step): the whole tensor's size % 8 where these runs
+   end it, 0 where a caller split its runs into calls and later rows follow these. */
 int kt_epoch(int n, int R, int P, float *theta, float *grad, const float *x, int N, int F, const float *target,
              const int64_t *perms, int B, const float *keep, const unsigned char *frozen, int maps, float *m,
-             float *v, float *count, double lr, double beta1, double beta2, double eps) {
+             float *v, float *count, int tail, double lr, double beta1, double beta2, double eps) {
+    if (refused(n, B, frozen, maps) || tail < 0 || tail > 7 || (int64_t)R * P < tail) return -1;
     int64_t *idx = malloc(sizeof(int64_t) * R * (B < N ? B : N));
     if (!idx) return -2;
-    int status = 0;
-    for (int b0 = 0; b0 < N && !status; b0 += B) {
+    int64_t split = (int64_t)R * P - tail;  /* where the scalar rounding starts, counted from these runs' first value */
+    for (int b0 = 0; b0 < N; b0 += B) {
         int size = N - b0 < B ? N - b0 : B;
         for (int r = 0; r < R; r++) memcpy(idx + (int64_t)r * size, perms + (int64_t)r * N + b0, size * sizeof *idx);
-        status = kt_gradients(n, R, P, theta, grad, x, N, F, target, idx, size, keep, frozen, maps);
-        if (status) break;
         *count += 1.0f;  /* exact, as torch counts in a float32 tensor */
-        adam_step(theta, grad, m, v, (int64_t)R * P, *count, lr, beta1, beta2, eps);
+        for (int r = 0; r < R; r++) {
+            int64_t at = (int64_t)r * P, local = split - at < 0 ? 0 : split - at > P ? P : split - at;
+            run_gradients(r, n, P, theta, grad, x, N, F, target, idx, size, keep, frozen, maps);
+            adam_step(theta + at, grad + at, m + at, v + at, P, local, *count, lr, beta1, beta2, eps);
+        }
     }
     free(idx);
-    return status;
+    return 0;
 }
 
 /* The engine's sigmoid on `count` values, 16 at a time as the layers compute it: for the tests, which hold it

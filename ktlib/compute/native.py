@@ -191,7 +191,7 @@ def _load_flags(source: Path, flag_sets: tuple[tuple[str, ...], ...]) -> ctypes.
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i]
     lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
-    lib.kt_epoch.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i, p, p, p] + [ctypes.c_double] * 4
+    lib.kt_epoch.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i, p, p, p, i] + [ctypes.c_double] * 4
     lib.kt_gradients.restype = lib.kt_outputs.restype = lib.kt_epoch.restype = i
     lib.kt_adam.argtypes = [p, p, p, p, ctypes.c_int64, p] + [ctypes.c_double] * 4
     lib.kt_vectors.restype = lib.kt_kernel.restype = ctypes.c_char_p
@@ -255,16 +255,18 @@ def _refused(name: str, n: int, batch: int, frozen: torch.Tensor | None) -> Valu
 
 def epoch(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
           perms: torch.Tensor, batch: int, keep: torch.Tensor, frozen: torch.Tensor | None, moments: tuple,
-          count: torch.Tensor, lr: float, betas: tuple[float, float], eps: float) -> None:
+          count: torch.Tensor, lr: float, betas: tuple[float, float], eps: float, tail: int | None = None) -> None:
     """One epoch of training steps in one call (kt_epoch): each run's batches in the order perms (R, N) gives, each a
     `gradients` and torch.optim.Adam's step of theta (R, P) with its state: moments (m, v), each (R, P), and count,
-    torch's float32 step count; all updated in place. lr, betas, eps: the step's, as torch._fused_adam_ takes them."""
+    torch's float32 step count; all updated in place. lr, betas, eps: the step's, as torch._fused_adam_ takes them.
+    tail: how many of theta's last values torch's Adam rounds apart (kt_epoch): the size % 8 of the tensor it steps,
+    theta's own by default; a group's rows split over threads pass the whole group's where they end it, else 0."""
     R, N = x.shape[:2]
     held, held_ptr, maps = _held(frozen)
     m, v = moments
     status = library().kt_epoch(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N, x[0, 0].numel(),
                                 _ptr(target), _ptr(perms, torch.int64), batch, _ptr(keep), held_ptr, maps,
-                                _ptr(m), _ptr(v), _ptr(count), lr, *betas, eps)
+                                _ptr(m), _ptr(v), _ptr(count), theta.numel() % 8 if tail is None else tail, lr, *betas, eps)
     if status == -2:
         raise MemoryError(f"kt_epoch could not allocate a batch's indices for {R} runs")
     if status:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ktlib.compute import engine, native, stacked
-from ktlib.compute.model import LAYERS, build, target_codes
+from ktlib.compute.model import LAYERS, TANH_A, build, predict, target_codes
 from ktlib.compute.train import ReachAccuracy, evaluate, train
 from ktlib.compute.transfer import layer_lrs, trainable, transfer
 from ktlib.recipes import RECIPES
@@ -129,8 +129,8 @@ def test_frozen_inputs_are_the_plain_nets_layer_outputs(source, n):
 def test_feature_cache_is_keyed_by_the_source_weights_and_the_images(source):
     cache, x = stacked.FeatureCache(), images(6, 3)
     first = cache.get(source, x, 4)
-    assert torch.equal(cache.get(source, x.clone(), 2), stacked.frozen_inputs(source, x)[2])
-    assert (cache.hits, cache.misses) == (1, 1)  # the same bytes: served from the cache
+    assert all(torch.equal(cache.get(source, x.clone(), n), f) for n, f in enumerate(stacked.frozen_inputs(source, x)))
+    assert (cache.hits, cache.misses) == (6, 1)  # the same bytes: served from the cache, every level as computed
     changed = build(123)
     with torch.no_grad():
         changed.C1.bias[0] += 1e-3
@@ -295,15 +295,15 @@ def test_threads_that_ask_the_feature_cache_for_the_same_sets_compute_each_once(
     """A set another thread is computing is skipped, the next computed, and the first waited for."""
     sets = [images(20, seed) for seed in range(3)]
     computing, release, computed = threading.Event(), threading.Event(), []
-    real = stacked.frozen_inputs
+    real = stacked._chunks
 
-    def slow_first(net, imgs):
+    def slow_first(net, imgs, *chunk):
         computed.append(threading.current_thread().name)
         if torch.equal(imgs, sets[0]):  # the first thread holds set 0 until the second has done set 1
             computing.set()
             release.wait(10)
-        return real(net, imgs)
-    monkeypatch.setattr(stacked, "frozen_inputs", slow_first)
+        return real(net, imgs, *chunk)
+    monkeypatch.setattr(stacked, "_chunks", slow_first)
     cache, out = stacked.FeatureCache(), {}
     first = threading.Thread(target=lambda: out.setdefault("first", cache.get_many(source, sets[:1], 5)), name="a")
     first.start()
@@ -318,7 +318,8 @@ def test_threads_that_ask_the_feature_cache_for_the_same_sets_compute_each_once(
     first.join(10)
     second.join(10)
     assert computed == ["a", "b"] and (cache.misses, cache.hits) == (2, 1)
-    assert all(torch.equal(a, real(source, s)[5]) for a, s in zip(out["second"], sets))
+    monkeypatch.undo()
+    assert all(torch.equal(a, stacked.frozen_inputs(source, s)[5]) for a, s in zip(out["second"], sets))
     assert torch.equal(out["first"][0], out["second"][0])
 
 
@@ -397,25 +398,49 @@ def one_thread():
 
 
 class _Given:
-    """Kernels whose outputs are given: evaluate's arithmetic alone."""
+    """Kernels whose outputs are given: evaluate's arithmetic alone, with the nearest codes found as `kernels` find
+    them."""
 
-    def __init__(self, out):
-        self.out = out
+    def __init__(self, out, kernels=engine.NativeKernels):
+        self.out, self.predict = out, kernels.predict
 
     def outputs(self, theta, x, shared=False):
         return self.out
 
 
+@pytest.mark.parametrize("kernels", [engine.NativeKernels, engine.TorchKernels])
 @pytest.mark.parametrize("images", [20, 100, 200, 400, 800, 1000, 4000])  # k = 1..40, the test set, more
-def test_evaluating_all_runs_at_once_gives_each_runs_own_numbers(images, one_thread):
+def test_evaluating_all_runs_at_once_gives_each_runs_own_numbers(images, kernels, one_thread):
     g = torch.Generator().manual_seed(images)
     codes = target_codes(20, 20, seed=0)
     for runs in (1, 3, 5):
         out = torch.tanh(torch.randn(runs, images, 20, generator=g) * 2) * 1.7159
         y = torch.randint(0, 20, (runs, images), generator=g)
-        accs, losses, preds = engine.evaluate(_Given(out), torch.zeros(runs, 1), None, y, codes)
-        assert engine.evaluate(_Given(out), torch.zeros(runs, 1), None, y, codes, target=codes[y])[1] == losses
+        accs, losses, preds = engine.evaluate(_Given(out, kernels), torch.zeros(runs, 1), None, y, codes)
+        assert engine.evaluate(_Given(out, kernels), torch.zeros(runs, 1), None, y, codes, target=codes[y])[1] == losses
         for r in range(runs):  # run by run, as the plain path computes them: equal, not close
             assert losses[r] == F.mse_loss(out[r], codes[y[r]]).item()
             assert torch.equal(preds[r], torch.cdist(out[r], codes).argmin(1))
             assert accs[r] == (preds[r] == y[r]).sum().item() / images
+
+
+@pytest.mark.parametrize("rows", [7, 25, 26, 800])  # torch.cdist sums one way up to 25 rows, another above
+def test_the_nearest_codes_the_kernels_vouch_for_are_the_ones_torch_finds(rows):
+    """native.nearest against model.predict (torch.cdist, argmin): on outputs spread as a run's are, on outputs pulled
+    close to codes, and on outputs halfway between two codes, where it must leave the choice to torch."""
+    gen = torch.Generator().manual_seed(rows)
+    codes = target_codes(20, 20, seed=0)
+    spread = (torch.rand(5, rows, 20, generator=gen) * 2 - 1) * TANH_A  # the outputs' range
+    near = codes[torch.randint(0, 20, (5, rows), generator=gen)] * 0.9 + torch.randn(5, rows, 20, generator=gen) * 0.3
+    vouched = 0
+    for out in (spread, near, spread[0]):
+        found = native.nearest(out, codes)
+        if found is not None:
+            vouched += 1
+            assert torch.equal(found, predict(out, codes))
+    assert vouched >= 2  # most sets are vouched for whole: the comparison is not empty
+    halfway = spread.clone()
+    halfway[2, rows // 2] = (codes[3] + codes[11]) / 2  # exactly as far from both
+    assert native.nearest(halfway, codes) is None
+    kernels = engine.NativeKernels(build(0), 5)
+    assert torch.equal(kernels.predict(halfway, codes), predict(halfway, codes))

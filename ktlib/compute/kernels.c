@@ -800,9 +800,16 @@ static void adam_step(float *restrict theta, const float *restrict g, float *res
     double t = count, bias1 = 1 - pow(beta1, t), bias2 = 1 - pow(beta2, t);
     float c1 = (float)(1 - beta1), c2 = (float)(1 - beta2), b2 = (float)beta2, root2 = (float)sqrt(bias2);
     float rate = (float)(lr / bias1), e = (float)eps;
-    for (int64_t d = 0; d < size; d++) {
-        float md = __builtin_fmaf(c1, g[d] - m[d], m[d]);
-        float vd = d < split ? __builtin_fmaf(c2 * g[d], g[d], v[d] * b2) : __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]);
+    /* two loops, so that the first, all but at most seven values, has one formula and is vectorized: each operation
+       is the one IEEE operation whatever the vector width */
+    for (int64_t d = 0; d < split; d++) {
+        float md = __builtin_fmaf(c1, g[d] - m[d], m[d]), vd = __builtin_fmaf(c2 * g[d], g[d], v[d] * b2);
+        m[d] = md;
+        v[d] = vd;
+        theta[d] -= rate * md / (__builtin_sqrtf(vd) / root2 + e);
+    }
+    for (int64_t d = split < 0 ? 0 : split; d < size; d++) {
+        float md = __builtin_fmaf(c1, g[d] - m[d], m[d]), vd = __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]);
         m[d] = md;
         v[d] = vd;
         theta[d] -= rate * md / (__builtin_sqrtf(vd) / root2 + e);
@@ -860,6 +867,64 @@ void kt_sigmoid(const float *x, float *out, int64_t count) {
         v = sigmoid(v);
         memcpy(out + i, &v, (count - i) * sizeof(float));
     }
+}
+
+/* For each of `rows` outputs (20 values each), the nearest of C codes (20 values each) as ktlib.compute.model.predict
+   finds it with torch.cdist and argmin, without computing what torch computes: the squared distances summed here,
+   L outputs at a time, and the nearest index written only where it is clear of the next by more than rounding, here
+   and in torch, could bridge; elsewhere -1, and the caller asks torch. Why that suffices, with u = 2^-24 and S the
+   largest over the codes of the sum over k of x_k^2 + 2 |x_k c_k| + c_k^2: for more than 25 rows torch sums 22 terms,
+   -2 x_k c_k, |x|^2 and |c|^2, the two norms summed in float first; in any order of summation that errs by at most
+   22u S (the sum) + 20u |x|^2 + 20u |c|^2 (the norms), under 42u S. For fewer rows it sums 20 rounded squares of
+   rounded differences, under 23u S, as this function does. So with a gap here over 2 (23 + 42)u S, torch's nearest
+   is this one, strictly; and sqrt, which torch takes next, keeps values apart that differ by over 4u S (S bounds
+   them). Needed: a gap over 134u S; 192u S is asked, of an S summed in float (under 22u S off). Returns the number
+   of -1s. */
+int64_t kt_nearest(const float *out, int64_t rows, const float *codes, int C, int64_t *nearest) {
+    float cabs = 0, cc = 0;
+    for (int j = 0; j < C; j++) {
+        float norm = 0;
+        for (int k = 0; k < 20; k++) {
+            float c = codes[(int64_t)j * 20 + k];
+            norm += c * c;
+            cabs = __builtin_fabsf(c) > cabs ? __builtin_fabsf(c) : cabs;
+        }
+        cc = norm > cc ? norm : cc;
+    }
+    int64_t unsure = 0;
+    for (int64_t i0 = 0; i0 < rows; i0 += L) {
+        int count = rows - i0 < L ? (int)(rows - i0) : L;
+        vec x[20];  /* the outputs' values by position: lane l is output i0 + l */
+        for (int k = 0; k < 20; k++) {
+            x[k] = splat(0.0f);
+            for (int l = 0; l < count; l++) x[k][l] = out[(i0 + l) * 20 + k];
+        }
+        vec xx = splat(0.0f), xa = splat(0.0f);
+        for (int k = 0; k < 20; k++) {
+            xx += x[k] * x[k];
+            xa += (vec)((ivec)x[k] & 0x7fffffff);  /* |x_k| */
+        }
+        vec best = splat(INFINITY), second = splat(INFINITY), arg = splat(-1.0f);
+        for (int j = 0; j < C; j++) {
+            vec r = splat(0.0f);
+            for (int k = 0; k < 20; k++) {
+                vec d = x[k] - codes[(int64_t)j * 20 + k];
+                r += d * d;
+            }
+            ivec lt = r < best, below = r < second;
+            vec low = (vec)((below & (ivec)r) | (~below & (ivec)second));  /* the lesser of r and second */
+            second = (vec)((lt & (ivec)best) | (~lt & (ivec)low));
+            arg = (vec)((lt & (ivec)splat((float)j)) | (~lt & (ivec)arg));
+            best = (vec)((lt & (ivec)r) | (~lt & (ivec)best));
+        }
+        vec S = xx + B(2 * cabs) * xa + cc;
+        for (int l = 0; l < count; l++) {
+            int clear = C == 1 ? best[l] == best[l] : second[l] - best[l] > 192 * (S[l] / 16777216.0f);
+            nearest[i0 + l] = clear ? (int64_t)arg[l] : -1;  /* NaN compares false: unsure */
+            unsure += !clear;
+        }
+    }
+    return unsure;
 }
 
 /* The outputs y (R x M x 20) of R runs on M layer-n inputs each: x holds R x M x F values, or one M x F

@@ -196,6 +196,8 @@ def _load_flags(source: Path, flag_sets: tuple[tuple[str, ...], ...]) -> ctypes.
     lib.kt_adam.argtypes = [p, p, p, p, ctypes.c_int64, p] + [ctypes.c_double] * 4
     lib.kt_vectors.restype = lib.kt_kernel.restype = ctypes.c_char_p
     lib.kt_sigmoid.argtypes = [p, p, ctypes.c_int64]
+    lib.kt_nearest.argtypes = [p, ctypes.c_int64, p, i, p]
+    lib.kt_nearest.restype = ctypes.c_int64
     check(lib)
     return lib
 
@@ -282,6 +284,19 @@ def adam(theta: torch.Tensor, grad: torch.Tensor, moments: tuple, count: torch.T
         raise ValueError(f"Adam's step needs parameters, gradients and moments of one shape, not {theta.shape}, "
                          f"{grad.shape}, {m.shape}, {v.shape}")
     library().kt_adam(_ptr(theta), _ptr(grad), _ptr(m), _ptr(v), theta.numel(), _ptr(count), lr, *betas, eps)
+
+
+def nearest(outputs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
+    """The index of each output's nearest code, as ktlib.compute.model.predict gives it, where kt_nearest can vouch
+    for every one (no output near-equidistant from two codes, within what float32 rounding could bridge in torch's
+    sums); None where it cannot, and the caller asks predict. outputs (..., 20), codes (C, 20)."""
+    if outputs.shape[-1] != CODE_BITS or codes.shape[-1] != CODE_BITS:
+        raise ValueError(f"kt_nearest takes {CODE_BITS} values an output and a code, not {tuple(outputs.shape)} and "
+                         f"{tuple(codes.shape)}")
+    out, codes = outputs.contiguous(), codes.contiguous()
+    found = torch.empty(out.shape[:-1], dtype=torch.int64)
+    unsure = library().kt_nearest(_ptr(out), found.numel(), _ptr(codes), len(codes), _ptr(found, torch.int64))
+    return None if unsure else found
 
 
 def outputs(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool) -> torch.Tensor:

@@ -74,7 +74,7 @@ def test_the_kernels_built_without_avx512_compute_the_same_bits(n, monkeypatch):
 @pytest.mark.parametrize("n", [0, 3])
 def test_a_groups_runs_split_over_helper_threads_train_as_they_do_on_one(n, monkeypatch):
     gen = torch.Generator().manual_seed(n)
-    source, runs, images = build(5), 5, 40  # five: Adam rounds the group's last values apart (P = 4 mod 8)
+    source, runs, images = build(5), 5, 40  # five: Adam rounds the last values apart (P = 4 mod 8)
     x = torch.rand(runs, images, *INPUT_SHAPES[n], generator=gen) * 3.4 - 1.7
     y = torch.randint(0, 4, (runs, images), generator=gen)
     test = (torch.rand(50, *INPUT_SHAPES[n], generator=gen) * 3.4 - 1.7, torch.randint(0, 4, (50,), generator=gen))

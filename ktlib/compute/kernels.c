@@ -653,13 +653,14 @@ const char *kt_vectors(void) {
 /* How this build computes, for the benchmark to print beside the CPU: the vectors, and the register blocking of the
    layers that carry most of the arithmetic. */
 const char *kt_kernel(void) {
-    static char text[600];
+    static char text[700];
     if (!text[0])
         snprintf(text, sizeof text, "%s%s, %d images a vector, %d images a step; blocking: C1 %d positions x 6 "
                  "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x %d inputs, a 5x5 "
                  "kernel's gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 "
                  "at once (%d weights a vector at n=5); images into lanes by %d x %d transposes; an epoch's steps "
-                 "and Adam's in one call where Python does not split them", kt_vectors(),
+                 "and Adam's in one call a thread; the nearest codes where rounding could not change them",
+                 kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
 #else

@@ -266,9 +266,10 @@ def epoch(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, targ
     R, N = x.shape[:2]
     held, held_ptr, maps = _held(frozen)
     m, v = moments
+    tail = theta.numel() % 8 if tail is None else tail
     status = library().kt_epoch(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N, x[0, 0].numel(),
                                 _ptr(target), _ptr(perms, torch.int64), batch, _ptr(keep), held_ptr, maps,
-                                _ptr(m), _ptr(v), _ptr(count), theta.numel() % 8 if tail is None else tail, lr, *betas, eps)
+                                _ptr(m), _ptr(v), _ptr(count), tail, lr, *betas, eps)
     if status == -2:
         raise MemoryError(f"kt_epoch could not allocate a batch's indices for {R} runs")
     if status:

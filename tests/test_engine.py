@@ -444,3 +444,10 @@ def test_the_nearest_codes_the_kernels_vouch_for_are_the_ones_torch_finds(rows):
     assert native.nearest(halfway, codes) is None
     kernels = engine.NativeKernels(build(0), 5)
     assert torch.equal(kernels.predict(halfway, codes), predict(halfway, codes))
+    lost = spread.clone()
+    lost[0, 0] = float("nan")  # an output that is no number: torch's answer
+    assert native.nearest(lost, codes) is None
+    assert torch.equal(native.nearest(lost, codes[:1]), predict(lost, codes[:1]))  # one code: always it
+    broken = codes.clone()
+    broken[5, 0] = float("nan")  # a code that is no number: the whole call is torch's
+    assert native.nearest(spread, broken) is None

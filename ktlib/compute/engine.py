@@ -86,10 +86,11 @@ class Helpers:
 
     # A call is split only when each part has at least this much arithmetic (FLOPs): handing a part to another
     # thread and waiting for it costs tens of microseconds. A call is an epoch of steps (NativeKernels.epoch) or an
-    # evaluation pass. Split step by step, as they were before, the n=3 and n=4 groups (30-50 MFLOP a step for five
-    # runs) did not measurably gain; split epoch by epoch, bench.py's n=3 and n=4 cells (--sizes 10 40) ran about a
-    # third faster on the Zen 4 (2026-12-07; benchmarks/README.md). The n=5 groups' epochs stay whole (under 0.1
-    # GFLOP for five runs of 800 images).
+    # evaluation pass. Split step by step (tried on the Intel Xeon of the engine issue), the n=3 and n=4 groups (30-50
+    # MFLOP a step for five runs) did not measurably gain and were left unsplit; split epoch by epoch, bench.py's n=3
+    # and n=4 cells (--sizes 10 40) took 3.9 s against 5.1-5.2 s and 3.4-3.9 s against 4.5-4.7 s on the Zen 4
+    # (2026-12-07, with that session's other changes; benchmarks/README.md). The n=5 groups' epochs stay whole (under
+    # 0.1 GFLOP for five runs of 800 images).
     MIN_PART_FLOPS = 5e7
 
     def __init__(self, workers: int):
@@ -235,8 +236,9 @@ class NativeKernels:
 
     @staticmethod
     def predict(out: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """model.predict's nearest codes: found by kt_nearest, where it vouches for them all (each epoch's evaluation
-        had spent about as long in torch.cdist and argmin as in the kernels' outputs, at n=5), else by predict."""
+        """model.predict's nearest codes: found by kt_nearest, where it vouches for them all, else by predict. At n=5
+        each epoch's evaluation had spent about as long in torch.cdist and argmin as in the kernels' outputs (on the
+        Zen 4, timed by a script outside the repository, not kept)."""
         found = native.nearest(out, codes)
         return predict(out, codes) if found is None else found
 

@@ -659,7 +659,8 @@ const char *kt_kernel(void) {
                  "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x %d inputs, a 5x5 "
                  "kernel's gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 "
                  "at once (%d weights a vector at n=5); images into lanes by %d x %d transposes; an epoch's steps "
-                 "and Adam's in one call a thread; the nearest codes where rounding could not change them",
+                 "and Adam's in one call a thread where a group's layers train at one rate; the nearest codes where "
+                 "rounding could not change them",
                  kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
@@ -829,7 +830,8 @@ void kt_adam(float *theta, const float *g, float *m, float *v, int64_t size, flo
    in turn (the last may be smaller), each a kt_gradients and an Adam step (adam_step) of all R x P parameters with
    moments m, v and step count *count (torch's state, updated in place). What the engine's Python loop computes step
    by step, without a return to Python between steps. Each run's Adam step follows its gradient, while its numbers
-   are in the core's cache: Adam's arithmetic is value by value, so the order changes nothing. tail: how many of the
+   are in the core's cache (no measurable gain on the Zen 4): Adam's arithmetic is value by value, so the order
+   changes nothing. tail: how many of the
    last values of these R x P take torch's scalar rounding (adam_step): the whole tensor's size % 8 where these runs
    end it, 0 where a caller split its runs into calls and later rows follow these. */
 int kt_epoch(int n, int R, int P, float *theta, float *grad, const float *x, int N, int F, const float *target,
@@ -874,24 +876,31 @@ void kt_sigmoid(const float *x, float *out, int64_t count) {
    finds it with torch.cdist and argmin, without computing what torch computes: the squared distances summed here,
    L outputs at a time, and the nearest index written only where it is clear of the next by more than rounding, here
    and in torch, could bridge; elsewhere -1, and the caller asks torch. Why that suffices, with u = 2^-24 and S the
-   largest over the codes of the sum over k of x_k^2 + 2 |x_k c_k| + c_k^2: for more than 25 rows torch sums 22 terms,
-   -2 x_k c_k, |x|^2 and |c|^2, the two norms summed in float first; in any order of summation that errs by at most
-   22u S (the sum) + 20u |x|^2 + 20u |c|^2 (the norms), under 42u S. For fewer rows it sums 20 rounded squares of
-   rounded differences, under 23u S, as this function does. So with a gap here over 2 (23 + 42)u S, torch's nearest
-   is this one, strictly; and sqrt, which torch takes next, keeps values apart that differ by over 4u S (S bounds
-   them). Needed: a gap over 134u S; 192u S is asked, of an S summed in float (under 22u S off). Returns the number
-   of -1s. */
+   largest over the codes of the sum over k of x_k^2 + 2 |x_k c_k| + c_k^2: for more than 25 rows or codes torch 2.13
+   sums 22 terms, -2 x_k c_k, |x|^2 and |c|^2, the two norms summed in float first; in any order of summation that
+   errs by at most 22u S (the sum) + 20u |x|^2 + 20u |c|^2 (the norms), under 42u S. Otherwise it sums 20 rounded
+   squares of rounded differences, under 23u S, as this function does. So with a gap here over 2 (23 + 42)u S,
+   torch's nearest is this one, strictly; and sqrt, which torch takes next, keeps values apart that differ by over
+   4u S (S bounds them). Needed: a gap over 134u S; 192u S is asked, of an S summed in float (under 22u S off). This
+   assumes finite codes (a call with any other is refused whole), no underflow (S is at least 20 for the codes of
+   +-1 the runs use) and torch's full-precision float32 products (its default; a lower matmul precision would void
+   it). One code is every output's nearest, as argmin over one value. Returns the number of -1s. */
 int64_t kt_nearest(const float *out, int64_t rows, const float *codes, int C, int64_t *nearest) {
     float cabs = 0, cc = 0;
+    int finite = C > 0;
     for (int j = 0; j < C; j++) {
         float norm = 0;
         for (int k = 0; k < 20; k++) {
             float c = codes[(int64_t)j * 20 + k];
+            finite &= __builtin_isfinite(c);
             norm += c * c;
             cabs = __builtin_fabsf(c) > cabs ? __builtin_fabsf(c) : cabs;
         }
         cc = norm > cc ? norm : cc;
     }
+    for (int64_t i = 0; i < rows; i++) nearest[i] = C == 1 && finite ? 0 : -1;
+    if (!finite) return rows;
+    if (C == 1) return 0;
     int64_t unsure = 0;
     for (int64_t i0 = 0; i0 < rows; i0 += L) {
         int count = rows - i0 < L ? (int)(rows - i0) : L;
@@ -920,7 +929,7 @@ int64_t kt_nearest(const float *out, int64_t rows, const float *codes, int C, in
         }
         vec S = xx + B(2 * cabs) * xa + cc;
         for (int l = 0; l < count; l++) {
-            int clear = C == 1 ? best[l] == best[l] : second[l] - best[l] > 192 * (S[l] / 16777216.0f);
+            int clear = second[l] - best[l] > 192 * (S[l] / 16777216.0f);
             nearest[i0 + l] = clear ? (int64_t)arg[l] : -1;  /* NaN compares false: unsure */
             unsure += !clear;
         }

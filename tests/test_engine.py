@@ -424,10 +424,11 @@ def test_evaluating_all_runs_at_once_gives_each_runs_own_numbers(images, kernels
             assert accs[r] == (preds[r] == y[r]).sum().item() / images
 
 
-@pytest.mark.parametrize("rows", [7, 25, 26, 800])  # torch.cdist sums one way up to 25 rows, another above
+@pytest.mark.parametrize("rows", [7, 25, 26, 800])  # cdist: one way up to 25 rows, another above
 def test_the_nearest_codes_the_kernels_vouch_for_are_the_ones_torch_finds(rows):
-    """native.nearest against model.predict (torch.cdist, argmin): on outputs spread as a run's are, on outputs pulled
-    close to codes, and on outputs halfway between two codes, where it must leave the choice to torch."""
+    """native.nearest against model.predict (torch.cdist, argmin): on outputs spread uniformly over the outputs' range
+    and on outputs pulled close to codes; on outputs halfway between two codes, an output or a code that is no number,
+    it must leave the choice to torch."""
     gen = torch.Generator().manual_seed(rows)
     codes = target_codes(20, 20, seed=0)
     spread = (torch.rand(5, rows, 20, generator=gen) * 2 - 1) * TANH_A  # the outputs' range

@@ -190,8 +190,12 @@ class NativeKernels:
         conn = connections()
         self.step_flops, self.image_flops = training_flops(conn, n), forward_flops(conn, n)  # per image
 
+    def _parts(self, runs: int, flops: float) -> int:
+        """How many threads a call of these runs and FLOPs may use (Helpers.parts); one without helpers."""
+        return 1 if self.helpers is None else self.helpers.parts(runs, flops)
+
     def gradients(self, theta, x, target, idx, grad, frozen=None):
-        parts = 1 if self.helpers is None else self.helpers.parts(len(theta), idx.numel() * self.step_flops)
+        parts = self._parts(len(theta), idx.numel() * self.step_flops)
         if parts == 1:  # most calls: no views to make (a small group's step is tens of microseconds)
             return native.gradients(self.n, theta, grad, x, target, idx, self.keep, frozen)
 
@@ -210,7 +214,7 @@ class NativeKernels:
         torch does the whole tensor's."""
         if len(opt.params) > 1:
             return step_by_step(self, theta, x, target, perms, grad, frozen, opt, batch)
-        parts = 1 if self.helpers is None else self.helpers.parts(len(theta), perms.numel() * self.step_flops)
+        parts = self._parts(len(theta), perms.numel() * self.step_flops)
         (m, v), count, R = opt.moments[0], opt.steps[0], len(theta)
         if parts == 1:
             return native.epoch(self.n, theta, grad, x, target, perms, batch, self.keep, frozen, (m, v), count,
@@ -226,7 +230,7 @@ class NativeKernels:
 
     def outputs(self, theta, x, shared=False):
         images = len(theta) * (x.shape[0] if shared else x.shape[1])
-        parts = 1 if self.helpers is None else self.helpers.parts(len(theta), images * self.image_flops)
+        parts = self._parts(len(theta), images * self.image_flops)
         if parts == 1:
             return native.outputs(self.n, theta, x, shared)
 

@@ -741,7 +741,7 @@ static void gather(vec *dst, const float *x, int F, const int64_t *rows, int cou
 }
 
 /* The gradient of run r of a call's R runs, of its batch's mean squared error to the codes (over batch and 20
-   bits), into its row of grad: kt_gradients' arguments, checked by it. */
+   bits), into its row of grad: kt_gradients' arguments, which its callers check (`refused`). */
 static void run_gradients(int r, int n, int P, const float *theta, float *grad, const float *x, int N, int F,
                           const float *target, const int64_t *idx, int B, const float *keep,
                           const unsigned char *frozen, int maps) {
@@ -797,6 +797,16 @@ int kt_gradients(int n, int R, int P, const float *theta, float *grad, const flo
    the C library, as torch's), each rounded to float where torch rounds it. Every other operation is one IEEE
    operation (the fused multiply-adds written out, a division, a square root), the same on every CPU. The tests hold
    it to torch's own step, where torch runs its AVX-512 code, on every size mod 16 and on groups' sizes at n=4, 5. */
+/* Value d of adam_step: v rounded as torch's vector loop rounds it, or as its scalar loop does (scalar). */
+INLINE void adam_value(float *restrict theta, const float *restrict g, float *restrict m, float *restrict v, int64_t d,
+                       int scalar, float c1, float c2, float b2, float root2, float rate, float e) {
+    float md = __builtin_fmaf(c1, g[d] - m[d], m[d]);
+    float vd = scalar ? __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]) : __builtin_fmaf(c2 * g[d], g[d], v[d] * b2);
+    m[d] = md;
+    v[d] = vd;
+    theta[d] -= rate * md / (__builtin_sqrtf(vd) / root2 + e);
+}
+
 static void adam_step(float *restrict theta, const float *restrict g, float *restrict m, float *restrict v,
                       int64_t size, int64_t split, float count, double lr, double beta1, double beta2, double eps) {
     double t = count, bias1 = 1 - pow(beta1, t), bias2 = 1 - pow(beta2, t);
@@ -804,18 +814,8 @@ static void adam_step(float *restrict theta, const float *restrict g, float *res
     float rate = (float)(lr / bias1), e = (float)eps;
     /* two loops, so that the first, all but at most seven values, has one formula and is vectorized: each operation
        is the one IEEE operation whatever the vector width */
-    for (int64_t d = 0; d < split; d++) {
-        float md = __builtin_fmaf(c1, g[d] - m[d], m[d]), vd = __builtin_fmaf(c2 * g[d], g[d], v[d] * b2);
-        m[d] = md;
-        v[d] = vd;
-        theta[d] -= rate * md / (__builtin_sqrtf(vd) / root2 + e);
-    }
-    for (int64_t d = split < 0 ? 0 : split; d < size; d++) {
-        float md = __builtin_fmaf(c1, g[d] - m[d], m[d]), vd = __builtin_fmaf(v[d], b2, c2 * g[d] * g[d]);
-        m[d] = md;
-        v[d] = vd;
-        theta[d] -= rate * md / (__builtin_sqrtf(vd) / root2 + e);
-    }
+    for (int64_t d = 0; d < split; d++) adam_value(theta, g, m, v, d, 0, c1, c2, b2, root2, rate, e);
+    for (int64_t d = split < 0 ? 0 : split; d < size; d++) adam_value(theta, g, m, v, d, 1, c1, c2, b2, root2, rate, e);
 }
 
 /* One Adam step (adam_step) of `size` parameters, its step count *count incremented first, as torch counts: for the
@@ -831,9 +831,9 @@ void kt_adam(float *theta, const float *g, float *m, float *v, int64_t size, flo
    moments m, v and step count *count (torch's state, updated in place). What the engine's Python loop computes step
    by step, without a return to Python between steps. Each run's Adam step follows its gradient, while its numbers
    are in the core's cache (no measurable gain on the Zen 4): Adam's arithmetic is value by value, so the order
-   changes nothing. tail: how many of the
-   last values of these R x P take torch's scalar rounding (adam_step): the whole tensor's size % 8 where these runs
-   end it, 0 where a caller split its runs into calls and later rows follow these. */
+   changes nothing. tail: how many of the last values of these R x P take torch's scalar rounding (adam_step): the
+   whole tensor's size % 8 where these runs end it, 0 where a caller split its runs into calls and later rows follow
+   these. */
 int kt_epoch(int n, int R, int P, float *theta, float *grad, const float *x, int N, int F, const float *target,
              const int64_t *perms, int B, const float *keep, const unsigned char *frozen, int maps, float *m,
              float *v, float *count, int tail, double lr, double beta1, double beta2, double eps) {
@@ -898,9 +898,10 @@ int64_t kt_nearest(const float *out, int64_t rows, const float *codes, int C, in
         }
         cc = norm > cc ? norm : cc;
     }
-    for (int64_t i = 0; i < rows; i++) nearest[i] = C == 1 && finite ? 0 : -1;
-    if (!finite) return rows;
-    if (C == 1) return 0;
+    if (!finite || C == 1) {  /* refused whole; or one code, every output's nearest */
+        for (int64_t i = 0; i < rows; i++) nearest[i] = finite ? 0 : -1;
+        return finite ? 0 : rows;
+    }
     int64_t unsure = 0;
     for (int64_t i0 = 0; i0 < rows; i0 += L) {
         int count = rows - i0 < L ? (int)(rows - i0) : L;

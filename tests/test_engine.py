@@ -291,36 +291,50 @@ def test_an_epoch_in_one_c_call_trains_as_the_step_by_step_loop_does(source, n, 
                                                                          for e in b.history]
 
 
-def test_threads_that_ask_the_feature_cache_for_the_same_sets_compute_each_once(source, monkeypatch):
-    """A set another thread is computing is skipped, the next computed, and the first waited for."""
-    sets = [images(20, seed) for seed in range(3)]
-    computing, release, computed = threading.Event(), threading.Event(), []
-    real = stacked._chunks
+def test_threads_that_ask_the_feature_cache_for_one_set_share_its_chunks_each_computed_once(source, monkeypatch):
+    """A thread that finds a set begun computes the chunks still untaken, then goes on; the numbers are the set's."""
+    sets = [images(20, seed) for seed in range(2)]
+    begun, shared, computed = threading.Event(), threading.Event(), []
+    real = stacked._chunk_levels
 
-    def slow_first(net, imgs, *chunk):
-        computed.append(threading.current_thread().name)
-        if torch.equal(imgs, sets[0]):  # the first thread holds set 0 until the second has done set 1
-            computing.set()
-            release.wait(10)
-        return real(net, imgs, *chunk)
-    monkeypatch.setattr(stacked, "_chunks", slow_first)
-    cache, out = stacked.FeatureCache(), {}
+    def watched(net, imgs):
+        where = next((s, i) for s, x in enumerate(sets) for i in range(0, 20, 4) if torch.equal(imgs, x[i:i + 4]))
+        computed.append((threading.current_thread().name, *where))
+        if threading.current_thread().name == "a" and where == (0, 0):  # a holds set 0's first chunk ...
+            begun.set()
+            shared.wait(10)
+        elif where[0] == 0:  # ... until b has taken one of set 0's others
+            shared.set()
+        return real(net, imgs)
+    monkeypatch.setattr(stacked, "_chunk_levels", watched)
+    cache, out = stacked.FeatureCache(chunk=4), {}
     first = threading.Thread(target=lambda: out.setdefault("first", cache.get_many(source, sets[:1], 5)), name="a")
     first.start()
-    computing.wait(10)
-    second = threading.Thread(target=lambda: out.setdefault("second", cache.get_many(source, sets[:2], 5)), name="b")
+    begun.wait(10)
+    second = threading.Thread(target=lambda: out.setdefault("second", cache.get_many(source, sets, 5)), name="b")
     second.start()
-    for _ in range(1000):  # until the second thread has gone on to set 1 (at most 10 s)
-        if len(computed) == 2:
-            break
-        threading.Event().wait(0.01)
-    release.set()
     first.join(10)
     second.join(10)
-    assert computed == ["a", "b"] and (cache.misses, cache.hits) == (2, 1)
+    assert sorted(where for _, *where in computed) == [[s, i] for s in (0, 1) for i in range(0, 20, 4)]  # each once
+    assert {who for who, s, _ in computed if s == 0} == {"a", "b"} and (cache.misses, cache.hits) == (2, 1)
     monkeypatch.undo()
     assert all(torch.equal(a, stacked.frozen_inputs(source, s)[5]) for a, s in zip(out["second"], sets))
     assert torch.equal(out["first"][0], out["second"][0])
+
+
+def test_a_feature_set_that_failed_is_computed_again_by_the_next_thread_to_ask(source, monkeypatch):
+    x, real, calls = images(8, 5), stacked._chunk_levels, []
+
+    def fails_once(net, imgs):
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return real(net, imgs)
+    monkeypatch.setattr(stacked, "_chunk_levels", fails_once)
+    cache = stacked.FeatureCache(chunk=4)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cache.get(source, x, 3)
+    assert torch.equal(cache.get(source, x, 3), stacked.frozen_inputs(source, x)[3]) and cache.misses == 2
 
 
 def test_a_runs_predictions_are_its_test_accuracy(source):
@@ -399,16 +413,17 @@ def one_thread():
 
 class _Given:
     """Kernels whose outputs are given: evaluate's arithmetic alone, with the nearest codes found as `kernels` find
-    them."""
+    them (the native ones: kt_nearest, else model.predict)."""
 
-    def __init__(self, out, kernels=engine.NativeKernels):
-        self.out, self.predict = out, kernels.predict
+    def __init__(self, out, kernels="native"):
+        self.out, self.kernels = out, kernels
 
-    def outputs(self, theta, x, shared=False):
-        return self.out
+    def classify(self, theta, x, codes, shared=False):
+        found = native.nearest(self.out, codes) if self.kernels == "native" else None
+        return self.out, predict(self.out, codes) if found is None else found
 
 
-@pytest.mark.parametrize("kernels", [engine.NativeKernels, engine.TorchKernels])
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("images", [20, 100, 200, 400, 800, 1000, 4000])  # k = 1..40, the test set, more
 def test_evaluating_all_runs_at_once_gives_each_runs_own_numbers(images, kernels, one_thread):
     g = torch.Generator().manual_seed(images)
@@ -443,8 +458,6 @@ def test_the_nearest_codes_the_kernels_vouch_for_are_the_ones_torch_finds(rows):
     halfway = spread.clone()
     halfway[2, rows // 2] = (codes[3] + codes[11]) / 2  # exactly as far from both
     assert native.nearest(halfway, codes) is None
-    kernels = engine.NativeKernels(build(0), 5)
-    assert torch.equal(kernels.predict(halfway, codes), predict(halfway, codes))
     lost = spread.clone()
     lost[0, 0] = float("nan")  # an output that is no number: torch's answer
     assert native.nearest(lost, codes) is None
@@ -452,3 +465,34 @@ def test_the_nearest_codes_the_kernels_vouch_for_are_the_ones_torch_finds(rows):
     broken = codes.clone()
     broken[5, 0] = float("nan")  # a code that is no number: the whole call is torch's
     assert native.nearest(spread, broken) is None
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("n", range(6))
+def test_outputs_and_their_nearest_codes_in_one_call_are_the_outputs_and_the_codes_kt_nearest_finds(source, n, shared):
+    nets = [transfer(source, n, seed=s) for s in (1, 2, 3)]
+    theta, x = stacked.stack(nets, n), stacked.frozen_inputs(source, images(37, 5))[n]
+    theta[:, -2420:] *= 30  # F6's weights and biases: outputs out towards +-A, most far nearer one code than the rest
+    x = x if shared else torch.stack([x, x.flip(0), x.roll(1, 0)])
+    codes = target_codes(20, 20, seed=0)
+    out, found = native.classify(n, theta, x, shared, codes)
+    assert torch.equal(out, native.outputs(n, theta, x, shared))
+    assert found is not None and torch.equal(found, native.nearest(out, codes))
+    assert native.classify(n, theta, x, shared, codes.nan_to_num(0) / 0)[1] is None  # codes that are no numbers
+    assert torch.equal(native.classify(n, theta, x, shared, codes[:1])[1], torch.zeros(3, 37, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_where_the_kernels_cannot_vouch_for_the_nearest_codes_all_are_torchs(monkeypatch, parts):
+    """A call, or one of the parts of a split call, that leaves a code unfound: model.predict on every output, so that
+    torch sees the shapes it would unsplit."""
+    codes, g = target_codes(20, 20, seed=0), torch.Generator().manual_seed(0)
+    out = torch.tanh(torch.randn(4, 30, 20, generator=g))
+    halves = {0: (out[:2], native.nearest(out[:2], codes)), 2: (out[2:], None)}
+    monkeypatch.setattr(native, "classify", lambda n, theta, x, shared, codes: (out, None) if parts == 1
+                        else halves[int(theta[0, 0])])
+    kernels = engine.NativeKernels(build(0), 5, engine.Helpers(2))
+    monkeypatch.setattr(kernels, "_parts", lambda runs, flops: parts)
+    got = kernels.classify(torch.arange(4.0)[:, None].expand(4, 2420), torch.zeros(4, 30, 120), codes)
+    assert torch.equal(got[0], out) and torch.equal(got[1], predict(out, codes))
+    kernels.helpers.close()

@@ -128,11 +128,13 @@ class Helpers:
             self.pool.shutdown(wait=True)
 
 
-def step_by_step(kernels, theta, x, target, perms, grad, frozen, opt: Adam, batch: int) -> None:
+def step_by_step(kernels, theta, x, target, perms, grad, frozen, opt: Adam, batch: int,
+                 codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch's steps, a kernel call and an Adam step at a time: each run's batches in the order of its row of
-    perms (R, N)."""
+    perms (R, N); then the runs' outputs on their images and the nearest codes (kernels.classify)."""
     for idx in perms.split(batch, dim=1):
         opt.step(kernels.gradients(theta, x, target, idx.contiguous(), grad, frozen))
+    return kernels.classify(theta, x, codes)
 
 
 class TorchKernels:
@@ -151,8 +153,8 @@ class TorchKernels:
         g = gradients(theta, xb, tb, self.n, self.layout, self.scale, grad)
         return g if frozen is None else g.mul_(self.hold(frozen))
 
-    def epoch(self, theta, x, target, perms, grad, frozen, opt: Adam, batch: int) -> None:
-        step_by_step(self, theta, x, target, perms, grad, frozen, opt, batch)
+    def epoch(self, theta, x, target, perms, grad, frozen, opt: Adam, batch: int, codes: torch.Tensor):
+        return step_by_step(self, theta, x, target, perms, grad, frozen, opt, batch, codes)
 
     def hold(self, frozen: torch.Tensor) -> torch.Tensor:
         """(R, P): 0 on the frozen maps' weights and biases of layer n, the first two slots of the layout, else 1."""
@@ -172,7 +174,10 @@ class TorchKernels:
                            self.n)[1][5])[0]
                 for i in range(0, x.shape[0 if shared else 1], chunk)]) for r in range(len(theta))])
 
-    predict = staticmethod(predict)
+    def classify(self, theta, x, codes, shared=False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, the index of each output's nearest code): `outputs`, then model.predict."""
+        out = self.outputs(theta, x, shared)
+        return out, predict(out, codes)
 
     @staticmethod
     def check() -> None:
@@ -205,28 +210,56 @@ class NativeKernels:
         self.helpers.split(len(theta), parts, part)
         return grad
 
-    def epoch(self, theta, x, target, perms, grad, frozen, opt: Adam, batch: int) -> None:
-        """`step_by_step`'s steps, in one call to C (native.epoch, whose Adam step is native.adam's, as opt's) where all
-        parameters train at one rate: a step's Python and its call of PyTorch's Adam had cost about half its
-        arithmetic, 20 us of a 60 us step of five runs at n=5, k=40, on the Zen 4 (timed by a script outside the
-        repository, not kept). Split over helpers, each part is one such call for its rows (its own copy of the step
-        count, which every part advances alike); the part that ends the group's tensor rounds Adam's last values as
-        torch does the whole tensor's."""
+    def epoch(self, theta, x, target, perms, grad, frozen, opt: Adam, batch: int, codes: torch.Tensor):
+        """`step_by_step`'s steps and its closing `classify`, in one call to C (native.epoch, whose Adam step is
+        native.adam's, as opt's) where all parameters train at one rate: a step's Python and its call of PyTorch's Adam
+        had cost about half its arithmetic, 20 us of a 60 us step of five runs at n=5, k=40, on the Zen 4 (timed by a
+        script outside the repository, not kept). Split over helpers, each part is one such call for its rows (its own
+        copy of the step count, which every part advances alike); the part that ends the group's tensor rounds Adam's
+        last values as torch does the whole tensor's."""
         if len(opt.params) > 1:
-            return step_by_step(self, theta, x, target, perms, grad, frozen, opt, batch)
+            return step_by_step(self, theta, x, target, perms, grad, frozen, opt, batch, codes)
         parts = self._parts(len(theta), perms.numel() * self.step_flops)
         (m, v), count, R = opt.moments[0], opt.steps[0], len(theta)
         if parts == 1:
-            return native.epoch(self.n, theta, grad, x, target, perms, batch, self.keep, frozen, (m, v), count,
-                                opt.rates[0], Adam.BETAS, opt.eps)
+            out, found = native.epoch(self.n, theta, grad, x, target, perms, batch, self.keep, frozen, (m, v), count,
+                                      opt.rates[0], Adam.BETAS, opt.eps, codes=codes)
+            return out, predict(out, codes) if found is None else found
 
-        def part(a: int, b: int) -> torch.Tensor:  # runs a..b: rows of every argument, each contiguous
+        def part(a: int, b: int) -> tuple:  # runs a..b: rows of every argument, each contiguous
             own = count.clone()
-            native.epoch(self.n, theta[a:b], grad[a:b], x[a:b], target[a:b], perms[a:b], batch, self.keep,
-                         None if frozen is None else frozen[a:b], (m[a:b], v[a:b]), own, opt.rates[0], Adam.BETAS,
-                         opt.eps, tail=theta.numel() % 8 if b == R else 0)
-            return own
-        count.copy_(self.helpers.split(R, parts, part)[0])
+            seen = native.epoch(self.n, theta[a:b], grad[a:b], x[a:b], target[a:b], perms[a:b], batch, self.keep,
+                                None if frozen is None else frozen[a:b], (m[a:b], v[a:b]), own, opt.rates[0],
+                                Adam.BETAS, opt.eps, tail=theta.numel() % 8 if b == R else 0, codes=codes)
+            return own, seen
+        done = self.helpers.split(R, parts, part)
+        count.copy_(done[0][0])
+        return self._joined([seen for _, seen in done], codes)
+
+    def classify(self, theta, x, codes, shared=False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, the index of each output's nearest code): both from one call to C (native.classify), which finds
+        the codes as kt_nearest does while the outputs are still in its vectors; model.predict's where it cannot vouch
+        for them all. At n=5 each epoch's evaluation had spent about as long in torch.cdist and argmin as in the
+        kernels' outputs, and then a fifth of its time in a call of kt_nearest of its own (on the Zen 4, scripts
+        outside the repository)."""
+        images = len(theta) * (x.shape[0] if shared else x.shape[1])
+        parts = self._parts(len(theta), images * self.image_flops)
+        if parts == 1:
+            out, found = native.classify(self.n, theta, x, shared, codes)
+            return out, predict(out, codes) if found is None else found
+
+        def part(a: int, b: int) -> tuple:
+            return native.classify(self.n, theta[a:b], x if shared else x[a:b], shared, codes)
+        return self._joined(self.helpers.split(len(theta), parts, part), codes)
+
+    @staticmethod
+    def _joined(parts: list[tuple], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parts' (outputs, nearest codes) as one call's: model.predict on all the outputs where a part could not
+        vouch for its codes, so that torch sees the shapes it sees unsplit."""
+        out = torch.cat([o for o, _ in parts])
+        if any(found is None for _, found in parts):
+            return out, predict(out, codes)
+        return out, torch.cat([found for _, found in parts])
 
     def outputs(self, theta, x, shared=False):
         images = len(theta) * (x.shape[0] if shared else x.shape[1])
@@ -239,14 +272,6 @@ class NativeKernels:
         return torch.cat(self.helpers.split(len(theta), parts, part))
 
     @staticmethod
-    def predict(out: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """model.predict's nearest codes: found by kt_nearest, where it vouches for them all, else by predict. At n=5
-        each epoch's evaluation had spent about as long in torch.cdist and argmin as in the kernels' outputs (on the
-        Zen 4, timed by a script outside the repository, not kept)."""
-        found = native.nearest(out, codes)
-        return predict(out, codes) if found is None else found
-
-    @staticmethod
     def check() -> None:
         """Build or load the kernels now: a missing compiler or an unwritable cache is one clear error."""
         native.library()
@@ -256,17 +281,18 @@ KERNELS = {"batched": TorchKernels, "native": NativeKernels}
 
 
 def evaluate(kernels, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
-             shared: bool = False, target: torch.Tensor | None = None) -> tuple[list, list | None, torch.Tensor]:
+             shared: bool = False, target: torch.Tensor | None = None,
+             seen: tuple | None = None) -> tuple[list, list | None, torch.Tensor]:
     """Per run: (accuracy by nearest code, mean squared error to the codes, the predicted classes: a row each) on
     x (R, N, ...) and labels y (R, N), or on one shared set x (N, ...), y (N,): the test or validation images,
     whose losses no caller reads, so that they are not computed (None). target: codes[y] (R, N, bits), where the
-    caller holds it already (the training set's, every epoch)."""
-    out = kernels.outputs(theta, x, shared)
+    caller holds it already (the training set's, every epoch); seen: the outputs and nearest codes (kernels.classify),
+    where the caller has them (the epoch that just ended computed them)."""
+    out, preds = kernels.classify(theta, x, codes, shared) if seen is None else seen
     y = y.expand(len(theta), -1) if shared else y
     # all runs in one call each: the numbers F.mse_loss and predict give run by run (a test pins it), with a
     # fixed cost per epoch that does not grow with the runs
     losses = None if shared else (out - (codes[y] if target is None else target)).square().mean((1, 2)).tolist()
-    preds = kernels.predict(out, codes)
     accs = [hits / y.shape[1] for hits in (preds == y).sum(1).tolist()]
     return accs, losses, preds
 
@@ -328,10 +354,10 @@ def train_runs(nets: list[Net], n: int, x: torch.Tensor, y: torch.Tensor, codes:
     while active:
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"{len(active)} of {R} runs unfinished")
-        steps.epoch(theta, x, target, torch.stack([torch.randperm(N, generator=gens[r]) for r in active]), grad,
-                    frozen, opt, batch_size)
+        seen = steps.epoch(theta, x, target, torch.stack([torch.randperm(N, generator=gens[r]) for r in active]),
+                           grad, frozen, opt, batch_size, codes)
         taken += per_epoch
-        accs, losses, _ = evaluate(steps, theta, x, y, codes, target=target)
+        accs, losses, _ = evaluate(steps, theta, x, y, codes, target=target, seen=seen)
         if on_curve(taken - per_epoch, taken):
             for r, accuracy in zip(active, evaluate(steps, theta, test[0], test[1], codes, shared=True)[0]):
                 curves[r].append((taken, accuracy))

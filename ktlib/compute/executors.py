@@ -100,7 +100,8 @@ def group_inputs(task: Task, cache: stacked.FeatureCache, group: Group) -> tuple
     recipes, n, k = group
     copied, start = task.copied_from(recipes[0]), first_trained(recipes[0], n)  # fine-tuned starts at the image
     sets = [task.trial_set(k, t) for t in range(task.cfg.trials)]
-    # the shared sets first: a worker that finds one begun by another goes on to the next (FeatureCache.get_many)
+    # the shared sets first: a worker that finds one begun by another computes its chunks still untaken
+    # (FeatureCache.get_many)
     test_x, valid_x, *trained = cache.get_many(copied, [task.test[0], task.validation[0],
                                                         *(torch.from_numpy(s.x) for s, _ in sets)], start)
     x, y = torch.stack(trained), torch.stack([torch.from_numpy(s.y) for s, _ in sets])

@@ -659,8 +659,9 @@ const char *kt_kernel(void) {
                  "maps, C3 %d positions, C5 and F6 %d sums, C5's weight gradient %d outputs x %d inputs, a 5x5 "
                  "kernel's gradient %d columns a pass, S2's input gradient %d sums, F6's weight gradients' sums 16 "
                  "at once (%d weights a vector at n=5); images into lanes by %d x %d transposes; an epoch's steps "
-                 "and Adam's in one call a thread where a group's layers train at one rate; the nearest codes where "
-                 "rounding could not change them",
+                 "and Adam's in one call a thread where a group's layers train at one rate, with the outputs that "
+                 "end it; the nearest codes where rounding could not change them, in the call that computes the "
+                 "outputs",
                  kt_vectors(),
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
                  " with fused multiply-adds",
@@ -705,7 +706,11 @@ static void transpose(vec v[L]) {
     static const ivec lo[3] = {{0, 1, 2, 3, 8, 9, 10, 11}, {0, 1, 8, 9, 4, 5, 12, 13}, {0, 8, 2, 10, 4, 12, 6, 14}};
     static const ivec hi[3] = {{4, 5, 6, 7, 12, 13, 14, 15}, {2, 3, 10, 11, 6, 7, 14, 15}, {1, 9, 3, 11, 5, 13, 7, 15}};
 #endif
+    /* unrolled whole, so that the L vectors stay in registers: as loops, GCC 12.2 kept them in memory and branched on
+       i & b (kt_outputs' transposes had taken about as long as F6's sums at n=5, perf on the Zen 4) */
+#pragma GCC unroll 8
     for (int s = 0, b = L / 2; b >= 1; s++, b /= 2)
+#pragma GCC unroll 16
         for (int i = 0; i < L; i++)
             if (!(i & b)) {
                 vec a = v[i], c = v[i + b];
@@ -826,34 +831,6 @@ void kt_adam(float *theta, const float *g, float *m, float *v, int64_t size, flo
     adam_step(theta, g, m, v, size, size - size % 8, *count, lr, beta1, beta2, eps);
 }
 
-/* One epoch of R runs' training steps in one call: the batches of B images each run's order `perms` (R x N) gives,
-   in turn (the last may be smaller), each a kt_gradients and an Adam step (adam_step) of all R x P parameters with
-   moments m, v and step count *count (torch's state, updated in place). What the engine's Python loop computes step
-   by step, without a return to Python between steps. Each run's Adam step follows its gradient, while its numbers
-   are in the core's cache (no measurable gain on the Zen 4): Adam's arithmetic is value by value, so the order
-   changes nothing. tail: how many of the last values of these R x P take torch's scalar rounding (adam_step): the
-   whole tensor's size % 8 where these runs end it, 0 where a caller split its runs into calls and later rows follow
-   these. */
-int kt_epoch(int n, int R, int P, float *theta, float *grad, const float *x, int N, int F, const float *target,
-             const int64_t *perms, int B, const float *keep, const unsigned char *frozen, int maps, float *m,
-             float *v, float *count, int tail, double lr, double beta1, double beta2, double eps) {
-    if (refused(n, B, frozen, maps) || tail < 0 || tail > 7 || (int64_t)R * P < tail) return -1;
-    int64_t *idx = malloc(sizeof(int64_t) * R * (B < N ? B : N));
-    if (!idx) return -2;
-    int64_t split = (int64_t)R * P - tail;  /* where the scalar rounding starts, counted from these runs' first value */
-    for (int b0 = 0; b0 < N; b0 += B) {
-        int size = N - b0 < B ? N - b0 : B;
-        for (int r = 0; r < R; r++) memcpy(idx + (int64_t)r * size, perms + (int64_t)r * N + b0, size * sizeof *idx);
-        *count += 1.0f;  /* exact, as torch counts in a float32 tensor */
-        for (int r = 0; r < R; r++) {
-            int64_t at = (int64_t)r * P, local = split - at < 0 ? 0 : split - at > P ? P : split - at;
-            run_gradients(r, n, P, theta, grad, x, N, F, target, idx, size, keep, frozen, maps);
-            adam_step(theta + at, grad + at, m + at, v + at, P, local, *count, lr, beta1, beta2, eps);
-        }
-    }
-    free(idx);
-    return 0;
-}
 
 /* The engine's sigmoid on `count` values, 16 at a time as the layers compute it: for the tests, which hold it
    to the exact function, and the benchmark, which times it. */
@@ -872,36 +849,89 @@ void kt_sigmoid(const float *x, float *out, int64_t count) {
     }
 }
 
-/* For each of `rows` outputs (20 values each), the nearest of C codes (20 values each) as ktlib.compute.model.predict
-   finds it with torch.cdist and argmin, without computing what torch computes: the squared distances summed here,
-   L outputs at a time, and the nearest index written only where it is clear of the next by more than rounding, here
-   and in torch, could bridge; elsewhere -1, and the caller asks torch. Why that suffices, with u = 2^-24 and S the
-   largest over the codes of the sum over k of x_k^2 + 2 |x_k c_k| + c_k^2: for more than 25 rows or codes torch 2.13
-   sums 22 terms, -2 x_k c_k, |x|^2 and |c|^2, the two norms summed in float first; in any order of summation that
-   errs by at most 22u S (the sum) + 20u |x|^2 + 20u |c|^2 (the norms), under 42u S. Otherwise it sums 20 rounded
-   squares of rounded differences, under 23u S, as this function does. So with a gap here over 2 (23 + 42)u S,
-   torch's nearest is this one, strictly; and sqrt, which torch takes next, keeps values apart that differ by over
-   4u S (S bounds them). Needed: a gap over 134u S; 192u S is asked, of an S summed in float (under 22u S off). This
-   assumes finite codes (a call with any other is refused whole), no underflow (S is at least 20 for the codes of
-   +-1 the runs use) and torch's full-precision float32 products (its default; a lower matmul precision would void
-   it). One code is every output's nearest, as argmin over one value. Returns the number of -1s. */
-int64_t kt_nearest(const float *out, int64_t rows, const float *codes, int C, int64_t *nearest) {
-    float cabs = 0, cc = 0;
-    int finite = C > 0;
+/* The nearest of C codes (20 values each) to an output (20 values), as ktlib.compute.model.predict finds it with
+   torch.cdist and argmin, without computing what torch computes: the squared distances summed here, L outputs at a
+   time, and the nearest index written only where it is clear of the next by more than rounding, here and in torch,
+   could bridge; elsewhere -1, and the caller asks torch. Why that suffices, with u = 2^-24 and S the largest over the
+   codes of the sum over k of x_k^2 + 2 |x_k c_k| + c_k^2: for more than 25 rows or codes torch 2.13 sums 22 terms,
+   -2 x_k c_k, |x|^2 and |c|^2, the two norms summed in float first; in any order of summation that errs by at most
+   22u S (the sum) + 20u |x|^2 + 20u |c|^2 (the norms), under 42u S. Otherwise it sums 20 rounded squares of rounded
+   differences, under 23u S, as this function does. So with a gap here over 2 (23 + 42)u S, torch's nearest is this
+   one, strictly; and sqrt, which torch takes next, keeps values apart that differ by over 4u S (S bounds them).
+   Needed: a gap over 134u S; 192u S is asked, of an S summed in float (under 22u S off). This assumes finite codes
+   (a call with any other is refused whole), no underflow (S is at least 20 for the codes of +-1 the runs use) and
+   torch's full-precision float32 products (its default; a lower matmul precision would void it). One code is every
+   output's nearest, as argmin over one value. */
+typedef struct {
+    const float *codes;
+    int C, finite;
+    float cabs, cc;  /* the largest |c_k| of any code, and the largest |c|^2 */
+} Codes;
+
+static Codes codes_of(const float *codes, int C) {
+    Codes K = {codes, C, C > 0, 0, 0};
     for (int j = 0; j < C; j++) {
         float norm = 0;
         for (int k = 0; k < 20; k++) {
             float c = codes[(int64_t)j * 20 + k];
-            finite &= __builtin_isfinite(c);
+            K.finite &= __builtin_isfinite(c);
             norm += c * c;
-            cabs = __builtin_fabsf(c) > cabs ? __builtin_fabsf(c) : cabs;
+            K.cabs = __builtin_fabsf(c) > K.cabs ? __builtin_fabsf(c) : K.cabs;
         }
-        cc = norm > cc ? norm : cc;
+        K.cc = norm > K.cc ? norm : K.cc;
     }
-    if (!finite || C == 1) {  /* refused whole; or one code, every output's nearest */
-        for (int64_t i = 0; i < rows; i++) nearest[i] = finite ? 0 : -1;
-        return finite ? 0 : rows;
+    return K;
+}
+
+/* The squared distances of the outputs in the lanes of x to codes j..j+W-1, each summed over k in order, side by side
+   (one code's sum is a chain of 20 multiply-adds, each waiting for the last), then taken in code order into the least
+   (best, its code arg) and the next least (second). Inlined with W a constant. */
+INLINE void distances(const vec x[20], const float *codes, int j, int W, vec *best, vec *second, vec *arg) {
+    vec r[4];
+    for (int w = 0; w < W; w++) r[w] = splat(0.0f);
+    for (int k = 0; k < 20; k++)
+        for (int w = 0; w < W; w++) {
+            vec d = x[k] - codes[(int64_t)(j + w) * 20 + k];
+            r[w] += d * d;
+        }
+    for (int w = 0; w < W; w++) {
+        ivec lt = r[w] < *best, below = r[w] < *second;
+        vec low = (vec)((below & (ivec)r[w]) | (~below & (ivec)*second));  /* the lesser of r and second */
+        *second = (vec)((lt & (ivec)*best) | (~lt & (ivec)low));
+        *arg = (vec)((lt & (ivec)splat((float)(j + w))) | (~lt & (ivec)*arg));
+        *best = (vec)((lt & (ivec)r[w]) | (~lt & (ivec)*best));
     }
+}
+
+/* The nearest codes of the `count` outputs in the lanes of x (x[k]: value k of each), into nearest[0..count), -1
+   where unsure (above); returns the number of -1s. */
+INLINE int64_t nearest_lanes(const vec x[20], int count, const Codes *K, int64_t *nearest) {
+    if (!K->finite || K->C == 1) {  /* refused whole; or one code, every output's nearest */
+        for (int l = 0; l < count; l++) nearest[l] = K->finite ? 0 : -1;
+        return K->finite ? 0 : count;
+    }
+    vec xx = splat(0.0f), xa = splat(0.0f);
+    for (int k = 0; k < 20; k++) {
+        xx += x[k] * x[k];
+        xa += (vec)((ivec)x[k] & 0x7fffffff);  /* |x_k| */
+    }
+    vec best = splat(INFINITY), second = splat(INFINITY), arg = splat(-1.0f);
+    int j = 0;
+    for (; j + 4 <= K->C; j += 4) distances(x, K->codes, j, 4, &best, &second, &arg);
+    for (; j < K->C; j++) distances(x, K->codes, j, 1, &best, &second, &arg);
+    vec S = xx + B(2 * K->cabs) * xa + K->cc;
+    int64_t unsure = 0;
+    for (int l = 0; l < count; l++) {
+        int clear = second[l] - best[l] > 192 * (S[l] / 16777216.0f);
+        nearest[l] = clear ? (int64_t)arg[l] : -1;  /* NaN compares false: unsure */
+        unsure += !clear;
+    }
+    return unsure;
+}
+
+/* For each of `rows` outputs (20 values each), the nearest of C codes (nearest_lanes); returns the number of -1s. */
+int64_t kt_nearest(const float *out, int64_t rows, const float *codes, int C, int64_t *nearest) {
+    Codes K = codes_of(codes, C);
     int64_t unsure = 0;
     for (int64_t i0 = 0; i0 < rows; i0 += L) {
         int count = rows - i0 < L ? (int)(rows - i0) : L;
@@ -910,58 +940,80 @@ int64_t kt_nearest(const float *out, int64_t rows, const float *codes, int C, in
             x[k] = splat(0.0f);
             for (int l = 0; l < count; l++) x[k][l] = out[(i0 + l) * 20 + k];
         }
-        vec xx = splat(0.0f), xa = splat(0.0f);
-        for (int k = 0; k < 20; k++) {
-            xx += x[k] * x[k];
-            xa += (vec)((ivec)x[k] & 0x7fffffff);  /* |x_k| */
-        }
-        vec best = splat(INFINITY), second = splat(INFINITY), arg = splat(-1.0f);
-        for (int j = 0; j < C; j++) {
-            vec r = splat(0.0f);
-            for (int k = 0; k < 20; k++) {
-                vec d = x[k] - codes[(int64_t)j * 20 + k];
-                r += d * d;
-            }
-            ivec lt = r < best, below = r < second;
-            vec low = (vec)((below & (ivec)r) | (~below & (ivec)second));  /* the lesser of r and second */
-            second = (vec)((lt & (ivec)best) | (~lt & (ivec)low));
-            arg = (vec)((lt & (ivec)splat((float)j)) | (~lt & (ivec)arg));
-            best = (vec)((lt & (ivec)r) | (~lt & (ivec)best));
-        }
-        vec S = xx + B(2 * cabs) * xa + cc;
-        for (int l = 0; l < count; l++) {
-            int clear = second[l] - best[l] > 192 * (S[l] / 16777216.0f);
-            nearest[i0 + l] = clear ? (int64_t)arg[l] : -1;  /* NaN compares false: unsure */
-            unsure += !clear;
-        }
+        unsure += nearest_lanes(x, count, &K, nearest + i0);
     }
     return unsure;
 }
 
-/* The outputs y (R x M x 20) of R runs on M layer-n inputs each: x holds R x M x F values, or one M x F
-   set that every run reads when x_shared. */
-int kt_outputs(int n, int R, int P, const float *theta, const float *x, int M, int F, int x_shared, float *out) {
+/* The outputs y (R x M x 20) of R runs on M layer-n inputs each: x holds R x M x F values, or one M x F set that
+   every run reads when x_shared. With codes (C of them), also each output's nearest code (R x M, as kt_nearest), found
+   while the outputs are still in the lanes. Returns the number of nearest codes left at -1. */
+static int64_t outputs_of(int n, int R, int P, const float *theta, const float *x, int M, int F, int x_shared,
+                          float *out, const Codes *K, int64_t *nearest) {
     Chunk *c = workspace;
-    if (n < 0 || n > 5) return -1;
+    int64_t unsure = 0;
     for (int r = 0; r < R; r++) {
         Params Pr = params_of(theta + (int64_t)r * P, n);
         const float *xr = x + (x_shared ? 0 : (int64_t)r * M * F);
         for (int m0 = 0; m0 < M; m0 += L) {
             int count = M - m0 < L ? M - m0 : L;
-            int64_t rows[L];
+            int64_t rows[L], at = (int64_t)r * M + m0;
             for (int l = 0; l < L; l++) rows[l] = m0 + l;
             gather(c->in, xr, F, rows, count, &c->valid);
             forward(&Pr, c, n);
-            /* y = 2A sigma - A, image by image: outputs 0..15 out of the lanes by transposes, 16..19 one by one */
-            vec y[16];
+            vec y[20];  /* y = 2A sigma - A */
+            for (int o = 0; o < 20; o++) y[o] = (2 * A) * c->s6[o] - A;
+            if (K) unsure += nearest_lanes(y, count, K, nearest + at);
+            /* image by image: outputs 0..15 out of the lanes by transposes, 16..19 one by one */
             for (int o0 = 0; o0 < 16; o0 += L) {
-                for (int j = 0; j < L; j++) y[j] = (2 * A) * c->s6[o0 + j] - A;
-                transpose(y);
-                for (int l = 0; l < count; l++) store(out + ((int64_t)r * M + m0 + l) * 20 + o0, y[l]);
+                transpose(y + o0);
+                for (int l = 0; l < count; l++) store(out + (at + l) * 20 + o0, y[o0 + l]);
             }
             for (int l = 0; l < count; l++)
-                for (int o = 16; o < 20; o++) out[((int64_t)r * M + m0 + l) * 20 + o] = (2 * A) * c->s6[o][l] - A;
+                for (int o = 16; o < 20; o++) out[(at + l) * 20 + o] = y[o][l];
         }
     }
-    return 0;
+    return unsure;
+}
+
+/* outputs_of, with the nearest codes where codes is given (else nearest is not written); -1 for an n outside 0..5. */
+int64_t kt_outputs(int n, int R, int P, const float *theta, const float *x, int M, int F, int x_shared, float *out,
+                   const float *codes, int C, int64_t *nearest) {
+    if (n < 0 || n > 5) return -1;
+    Codes K = codes ? codes_of(codes, C) : (Codes){0};
+    return outputs_of(n, R, P, theta, x, M, F, x_shared, out, codes ? &K : 0, nearest);
+}
+
+/* One epoch of R runs' training steps in one call: the batches of B images each run's order `perms` (R x N) gives,
+   in turn (the last may be smaller), each a kt_gradients and an Adam step (adam_step) of all R x P parameters with
+   moments m, v and step count *count (torch's state, updated in place). What the engine's Python loop computes step
+   by step, without a return to Python between steps. Each run's Adam step follows its gradient, while its numbers
+   are in the core's cache (no measurable gain on the Zen 4): Adam's arithmetic is value by value, so the order
+   changes nothing. tail: how many of the last values of these R x P take torch's scalar rounding (adam_step): the
+   whole tensor's size % 8 where these runs end it, 0 where a caller split its runs into calls and later rows follow
+   these. With out, the epoch ends with the runs' outputs on their N images (R x N x 20), and with codes their nearest
+   codes, as kt_outputs computes them: what the stopping rule reads, without another call. Returns the number of
+   nearest codes left at -1; -1 for arguments it refuses, -2 where it could not allocate a batch's indices. */
+int64_t kt_epoch(int n, int R, int P, float *theta, float *grad, const float *x, int N, int F, const float *target,
+                 const int64_t *perms, int B, const float *keep, const unsigned char *frozen, int maps, float *m,
+                 float *v, float *count, int tail, double lr, double beta1, double beta2, double eps, float *out,
+                 const float *codes, int C, int64_t *nearest) {
+    if (refused(n, B, frozen, maps) || tail < 0 || tail > 7 || (int64_t)R * P < tail) return -1;
+    int64_t *idx = malloc(sizeof(int64_t) * R * (B < N ? B : N));
+    if (!idx) return -2;
+    int64_t split = (int64_t)R * P - tail;  /* where the scalar rounding starts, counted from these runs' first value */
+    for (int b0 = 0; b0 < N; b0 += B) {
+        int size = N - b0 < B ? N - b0 : B;
+        for (int r = 0; r < R; r++) memcpy(idx + (int64_t)r * size, perms + (int64_t)r * N + b0, size * sizeof *idx);
+        *count += 1.0f;  /* exact, as torch counts in a float32 tensor */
+        for (int r = 0; r < R; r++) {
+            int64_t at = (int64_t)r * P, local = split - at < 0 ? 0 : split - at > P ? P : split - at;
+            run_gradients(r, n, P, theta, grad, x, N, F, target, idx, size, keep, frozen, maps);
+            adam_step(theta + at, grad + at, m + at, v + at, P, local, *count, lr, beta1, beta2, eps);
+        }
+    }
+    free(idx);
+    if (!out) return 0;
+    Codes K = codes ? codes_of(codes, C) : (Codes){0};
+    return outputs_of(n, R, P, theta, x, N, F, 0, out, codes ? &K : 0, nearest);
 }

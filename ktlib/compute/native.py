@@ -190,9 +190,10 @@ def _load_flags(source: Path, flag_sets: tuple[tuple[str, ...], ...]) -> ctypes.
     lib = ctypes.CDLL(str(build(source, [list(flags) for flags in flag_sets])))
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.kt_gradients.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i]
-    lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p]
-    lib.kt_epoch.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i, p, p, p, i] + [ctypes.c_double] * 4
-    lib.kt_gradients.restype = lib.kt_outputs.restype = lib.kt_epoch.restype = i
+    lib.kt_outputs.argtypes = [i, i, i, p, p, i, i, i, p, p, i, p]
+    lib.kt_epoch.argtypes = [i, i, i, p, p, p, i, i, p, p, i, p, p, i, p, p, p, i] + [ctypes.c_double] * 4 + [p, p, i, p]
+    lib.kt_gradients.restype = i
+    lib.kt_outputs.restype = lib.kt_epoch.restype = ctypes.c_int64
     lib.kt_adam.argtypes = [p, p, p, p, ctypes.c_int64, p] + [ctypes.c_double] * 4
     lib.kt_vectors.restype = lib.kt_kernel.restype = ctypes.c_char_p
     lib.kt_sigmoid.argtypes = [p, p, ctypes.c_int64]
@@ -257,23 +258,30 @@ def _refused(name: str, n: int, batch: int, frozen: torch.Tensor | None) -> Valu
 
 def epoch(n: int, theta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
           perms: torch.Tensor, batch: int, keep: torch.Tensor, frozen: torch.Tensor | None, moments: tuple,
-          count: torch.Tensor, lr: float, betas: tuple[float, float], eps: float, tail: int | None = None) -> None:
+          count: torch.Tensor, lr: float, betas: tuple[float, float], eps: float, tail: int | None = None,
+          codes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """One epoch of training steps in one call (kt_epoch): each run's batches in the order perms (R, N) gives, each a
     `gradients` and torch.optim.Adam's step of theta (R, P) with its state: moments (m, v), each (R, P), and count,
     torch's float32 step count; all updated in place. lr, betas, eps: the step's, as torch._fused_adam_ takes them.
     tail: how many of theta's last values torch's Adam rounds apart (kt_epoch): the size % 8 of the tensor it steps,
-    theta's own by default; a group's rows split over threads pass the whole group's where they end it, else 0."""
+    theta's own by default; a group's rows split over threads pass the whole group's where they end it, else 0.
+    codes: also the runs' outputs on their own images after the epoch, and their nearest codes (`classify`), returned
+    as classify returns them; None, nothing is returned."""
     R, N = x.shape[:2]
     held, held_ptr, maps = _held(frozen)
     m, v = moments
     tail = theta.numel() % 8 if tail is None else tail
+    out, found, codes, code_count = _classified(R, N, codes)
     status = library().kt_epoch(n, R, theta.shape[1], _ptr(theta), _ptr(grad), _ptr(x), N, x[0, 0].numel(),
                                 _ptr(target), _ptr(perms, torch.int64), batch, _ptr(keep), held_ptr, maps,
-                                _ptr(m), _ptr(v), _ptr(count), tail, lr, *betas, eps)
+                                _ptr(m), _ptr(v), _ptr(count), tail, lr, *betas, eps,
+                                None if out is None else _ptr(out), None if codes is None else _ptr(codes), code_count,
+                                None if found is None else _ptr(found, torch.int64))
     if status == -2:
         raise MemoryError(f"kt_epoch could not allocate a batch's indices for {R} runs")
-    if status:
+    if status < 0:
         raise _refused("kt_epoch", n, batch, frozen)
+    return None if out is None else (out, None if status else found)
 
 
 def adam(theta: torch.Tensor, grad: torch.Tensor, moments: tuple, count: torch.Tensor, lr: float,
@@ -291,22 +299,48 @@ def nearest(outputs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
     """The index of each output's nearest code, as ktlib.compute.model.predict gives it, where kt_nearest can vouch
     for every one (no output near-equidistant from two codes, within what float32 rounding could bridge in torch's
     sums); None where it cannot, and the caller asks predict. outputs (..., 20), codes (C, 20)."""
-    if outputs.shape[-1] != CODE_BITS or codes.shape[-1] != CODE_BITS:
-        raise ValueError(f"kt_nearest takes {CODE_BITS} values an output and a code, not {tuple(outputs.shape)} and "
-                         f"{tuple(codes.shape)}")
-    out, codes = outputs.contiguous(), codes.contiguous()
-    found = torch.empty(out.shape[:-1], dtype=torch.int64)
-    unsure = library().kt_nearest(_ptr(out), found.numel(), _ptr(codes), len(codes), _ptr(found, torch.int64))
+    if outputs.shape[-1] != CODE_BITS:
+        raise ValueError(f"kt_nearest takes {CODE_BITS} values an output, not {tuple(outputs.shape)}")
+    out = outputs.contiguous()
+    _, found, codes, code_count = _classified(0, 0, codes, found=torch.empty(out.shape[:-1], dtype=torch.int64))
+    unsure = library().kt_nearest(_ptr(out), found.numel(), _ptr(codes), code_count, _ptr(found, torch.int64))
     return None if unsure else found
+
+
+def _classified(R: int, M: int, codes: torch.Tensor | None, found: torch.Tensor | None = None) -> tuple:
+    """What a call that also finds the nearest codes passes: (outputs (R, M, 20) to fill, nearest (R, M) to fill, the
+    codes contiguous, their count); without codes, (None, None, None, 0)."""
+    if codes is None:
+        return None, None, None, 0
+    if codes.dim() != 2 or codes.shape[1] != CODE_BITS:
+        raise ValueError(f"the nearest codes are found among codes of {CODE_BITS} values, not {tuple(codes.shape)}")
+    found = torch.empty(R, M, dtype=torch.int64) if found is None else found
+    return torch.empty(R, M, CODE_BITS), found, codes.contiguous(), len(codes)
 
 
 def outputs(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool) -> torch.Tensor:
     """The outputs (R, M, 20) of the R runs whose parameters are theta, on x: (R, M, ...) inputs of
     layer n, or one (M, ...) set for all runs when shared."""
     R, M = len(theta), x.shape[0] if shared else x.shape[1]
-    out = torch.empty(R, M, 20)
-    features = x[0].numel() if shared else x[0, 0].numel()
-    status = library().kt_outputs(n, R, theta.shape[1], _ptr(theta), _ptr(x), M, features, int(shared), _ptr(out))
-    if status:
-        raise ValueError(f"kt_outputs refused n={n}")
+    out = torch.empty(R, M, CODE_BITS)
+    _kt_outputs(n, theta, x, shared, out, None, 0, None)
     return out
+
+
+def classify(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool,
+             codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`outputs`, and each output's nearest code as `nearest` finds it, in the same call: (outputs, nearest (R, M)),
+    with None for the nearest where kt_nearest could not vouch for every one."""
+    out, found, codes, code_count = _classified(len(theta), x.shape[0] if shared else x.shape[1], codes)
+    unsure = _kt_outputs(n, theta, x, shared, out, codes, code_count, found)
+    return out, None if unsure else found
+
+
+def _kt_outputs(n, theta, x, shared, out, codes, code_count, found) -> int:
+    features = x[0].numel() if shared else x[0, 0].numel()
+    unsure = library().kt_outputs(n, len(theta), theta.shape[1], _ptr(theta), _ptr(x), out.shape[1], features,
+                                  int(shared), _ptr(out), None if codes is None else _ptr(codes), code_count,
+                                  None if found is None else _ptr(found, torch.int64))
+    if unsure < 0:
+        raise ValueError(f"kt_outputs refused n={n}")
+    return unsure

@@ -209,22 +209,22 @@ def gradients(theta: torch.Tensor, x: torch.Tensor, target: torch.Tensor, start:
     return grad.mul_(scale)
 
 
-def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = 512) -> list[torch.Tensor]:
+CHUNK = 512  # images a frozen-layer forward pass takes at a time: the chunk is a unit of work, never of summation
+
+
+def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = CHUNK) -> list[torch.Tensor]:
     """For n = 0..5, the input of layer n on these images (what a run with n frozen layers starts from):
     the image, C1's tile sums, S2's output, C3's tile sums, S4's output, C5's output."""
-    return [torch.cat(level) for level in _chunks(source, images, chunk)]
+    parts = [_chunk_levels(source, images[i:i + chunk]) for i in range(0, len(images), chunk)]
+    return [torch.cat(level) for level in zip(*parts)]
 
 
-def _chunks(source: Net, images: torch.Tensor, chunk: int = 512) -> list[list[torch.Tensor]]:
-    """frozen_inputs' levels, each as its chunks' tensors, not yet joined."""
-    layout = slots(source, 0)
-    p = views(stack([source], 0), layout)
-    parts = []
+def _chunk_levels(source: Net, images: torch.Tensor) -> list[torch.Tensor]:
+    """frozen_inputs' six levels on one chunk of images."""
+    p = views(stack([source], 0), slots(source, 0))
     with torch_threads(), torch.no_grad():  # as a group trains: on more threads, oneDNN's sums may round differently
-        for i in range(0, len(images), chunk):
-            ins, sig = forward(p, images[i:i + chunk][None], 0, stop=5)
-            parts.append([t[0] for t in ins[:5] + [_y(sig[4])]])  # F6's input is C5's output
-    return [list(level) for level in zip(*parts)]
+        ins, sig = forward(p, images[None], 0, stop=5)
+    return [t[0] for t in ins[:5] + [_y(sig[4])]]  # F6's input is C5's output
 
 
 class _Levels:
@@ -243,6 +243,43 @@ class _Levels:
             return self.joined[n]
 
 
+class _Shared:
+    """One image set's frozen inputs while threads compute them: chunk by chunk (frozen_inputs' chunks, so the same
+    numbers whichever thread computes which), each chunk taken by the first thread free to. A thread that asks for a
+    set another has begun takes the chunks still untaken rather than waiting: in bench.py's n=5 cell one worker had
+    computed the shared test and validation images alone while the other, its own images done, waited for them (a
+    timeline by a script outside the repository). `levels` holds the _Levels once every chunk is in, or the first
+    chunk's error."""
+
+    def __init__(self, source: Net, images: torch.Tensor, chunk: int):
+        if len(images) == 0:
+            raise ValueError("an empty image set has no frozen-layer inputs")
+        self.source, self.images, self.chunk = source, images, chunk
+        self.parts: list = [None] * math.ceil(len(images) / chunk)
+        self.taken, self.left = 0, len(self.parts)  # chunks taken by a thread; chunks not yet computed
+        self.lock, self.levels = threading.Lock(), Future()
+
+    def help(self) -> None:
+        """Compute untaken chunks until none is left (or one has failed: its thread raises, the others stop)."""
+        while True:
+            with self.lock:
+                if self.taken == len(self.parts) or self.levels.done():
+                    return
+                i, self.taken = self.taken, self.taken + 1
+            try:
+                part = _chunk_levels(self.source, self.images[i * self.chunk:(i + 1) * self.chunk])
+            except BaseException as e:
+                with self.lock:
+                    if not self.levels.done():
+                        self.levels.set_exception(e)
+                raise
+            with self.lock:
+                self.parts[i], self.left = part, self.left - 1
+                if self.left == 0 and not self.levels.done():
+                    self.levels.set_result(_Levels([list(level) for level in zip(*self.parts)]))
+                    self.parts = []
+
+
 def spread(features: torch.Tensor) -> float:
     """How much a level's output varies from image to image: the std over images, averaged over units."""
     return float(features.flatten(1).std(0).mean())
@@ -251,50 +288,54 @@ def spread(features: torch.Tensor) -> float:
 class FeatureCache:
     """Frozen-layer inputs, keyed by the source net's weights and the images' bytes: a changed source net
     or image set is a different key, so stale features can never be served. With maxsize, the least
-    recently used image sets are dropped. Threads may share it: a key is computed by the first thread that asks for
-    it while the others wait for it, and again only if that failed or it was dropped."""
+    recently used image sets are dropped. Threads may share it: every thread that asks for a set not yet computed
+    computes its untaken chunks (_Shared), and a set is computed again only if that failed or it was dropped."""
 
-    def __init__(self, maxsize: int | None = None):
-        self._store: OrderedDict[tuple[str, str], Future] = OrderedDict()
+    def __init__(self, maxsize: int | None = None, chunk: int = CHUNK):
+        self._store: OrderedDict[tuple[str, str], _Shared] = OrderedDict()
         self._lock = threading.Lock()
-        self.maxsize = maxsize
+        self.maxsize, self.chunk = maxsize, chunk
         self.hits = self.misses = 0
 
     @staticmethod
     def key(source: Net, images: torch.Tensor) -> tuple[str, str]:
-        return state_hash(source), hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+        return state_hash(source), hashlib.sha256(memoryview(images.contiguous().numpy()).cast("B")).hexdigest()
 
     def get(self, source: Net, images: torch.Tensor, n: int) -> torch.Tensor:
         return self.get_many(source, [images], n)[0]
 
     def get_many(self, source: Net, image_sets: list[torch.Tensor], n: int) -> list[torch.Tensor]:
-        """The layer-n inputs of each image set. Those no thread has begun are computed here first, in order; then those
-        another thread is computing are waited for: two threads that ask for the same sets share the work."""
+        """The layer-n inputs of each image set, in order: this thread computes what no thread has yet taken of each
+        set, then waits for the chunks others are computing. Threads that ask for the same sets share the work."""
         entries = []
         for images in image_sets:
             key = self.key(source, images)
             with self._lock:
-                claim = key not in self._store
-                if claim:
+                entry = self._store.get(key)
+                if entry is None:
                     self.misses += 1
-                    self._store[key] = Future()
+                    entry = self._store[key] = _Shared(source, images, self.chunk)
                 else:
                     self.hits += 1
                     self._store.move_to_end(key)
-                entry = self._store[key]
-            entries.append(entry)
-            if claim:
-                self._compute(key, entry, source, images)
-        return [entry.result()[n] for entry in entries]
+                while self.maxsize is not None and len(self._store) > self.maxsize:
+                    self._store.popitem(last=False)  # held by its callers until they have read it
+            entries.append((key, entry))
+            try:
+                entry.help()
+            except BaseException:  # the next thread to ask tries again; this one, and any waiting, see why
+                self._forget(key, entry)
+                raise
+        out = []
+        for key, entry in entries:
+            try:
+                out.append(entry.levels.result()[n])
+            except BaseException:
+                self._forget(key, entry)
+                raise
+        return out
 
-    def _compute(self, key, entry: Future, source: Net, images: torch.Tensor) -> None:
-        try:
-            entry.set_result(_Levels(_chunks(source, images)))
-        except BaseException as e:  # the next thread to ask tries again; this one, and any waiting, see why
-            with self._lock:
-                self._store.pop(key, None)
-            entry.set_exception(e)
-            raise
+    def _forget(self, key, entry: _Shared) -> None:
         with self._lock:
-            while self.maxsize is not None and len(self._store) > self.maxsize:
-                self._store.popitem(last=False)
+            if self._store.get(key) is entry:
+                del self._store[key]

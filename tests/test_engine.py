@@ -322,18 +322,39 @@ def test_threads_that_ask_the_feature_cache_for_one_set_share_its_chunks_each_co
     assert torch.equal(out["first"][0], out["second"][0])
 
 
-def test_a_feature_set_that_failed_is_computed_again_by_the_next_thread_to_ask(source, monkeypatch):
+def test_a_feature_set_that_failed_is_computed_again_by_the_next_caller(source, monkeypatch):
+    """A chunk that fails: its thread raises, a thread that shares the set sees the same error, and the set is
+    computed whole again by the next caller."""
     x, real, calls = images(8, 5), stacked._chunk_levels, []
+    second_took, seen = threading.Event(), {}
 
     def fails_once(net, imgs):
-        calls.append(len(calls))
-        if len(calls) == 2:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:  # the first chunk, held until the other thread has taken the second, then fails
+            second_took.wait(10)
             raise RuntimeError("out of memory")
+        if threading.current_thread().name == "b":
+            second_took.set()
         return real(net, imgs)
     monkeypatch.setattr(stacked, "_chunk_levels", fails_once)
     cache = stacked.FeatureCache(chunk=4)
-    with pytest.raises(RuntimeError, match="out of memory"):
-        cache.get(source, x, 3)
+
+    def ask():
+        try:
+            seen[threading.current_thread().name] = cache.get(source, x, 3)
+        except RuntimeError as e:
+            seen[threading.current_thread().name] = e
+    first = threading.Thread(target=ask, name="a")
+    first.start()
+    for _ in range(1000):  # until a has taken the first chunk (at most 10 s)
+        if calls:
+            break
+        threading.Event().wait(0.01)
+    other = threading.Thread(target=ask, name="b")
+    other.start()
+    first.join(10)
+    other.join(10)
+    assert calls == ["a", "b"] and all(str(seen[t]) == "out of memory" for t in "ab")
     assert torch.equal(cache.get(source, x, 3), stacked.frozen_inputs(source, x)[3]) and cache.misses == 2
 
 
@@ -467,32 +488,41 @@ def test_the_nearest_codes_the_kernels_vouch_for_are_the_ones_torch_finds(rows):
     assert native.nearest(spread, broken) is None
 
 
+@pytest.mark.parametrize("classes", [5, 20, 39])  # C finds the codes four at a time, then the rest one by one
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("n", range(6))
-def test_outputs_and_their_nearest_codes_in_one_call_are_the_outputs_and_the_codes_kt_nearest_finds(source, n, shared):
+def test_outputs_and_their_nearest_codes_in_one_call_are_the_outputs_and_torchs_nearest_codes(source, n, shared,
+                                                                                             classes):
     nets = [transfer(source, n, seed=s) for s in (1, 2, 3)]
     theta, x = stacked.stack(nets, n), stacked.frozen_inputs(source, images(37, 5))[n]
     theta[:, -2420:] *= 30  # F6's weights and biases: outputs out towards +-A, most far nearer one code than the rest
     x = x if shared else torch.stack([x, x.flip(0), x.roll(1, 0)])
-    codes = target_codes(20, 20, seed=0)
+    codes = target_codes(classes, 20, seed=0)
     out, found = native.classify(n, theta, x, shared, codes)
     assert torch.equal(out, native.outputs(n, theta, x, shared))
-    assert found is not None and torch.equal(found, native.nearest(out, codes))
-    assert native.classify(n, theta, x, shared, codes.nan_to_num(0) / 0)[1] is None  # codes that are no numbers
+    assert found is not None and torch.equal(found, predict(out, codes)) and torch.equal(found, native.nearest(out, codes))
+    broken = codes.clone()
+    broken[classes // 2, 0] = float("nan")  # a code that is no number: the whole call is torch's
+    assert native.classify(n, theta, x, shared, broken)[1] is None
+    assert native.classify(n, theta, x, shared, codes / 0)[1] is None  # codes that are infinite: likewise
     assert torch.equal(native.classify(n, theta, x, shared, codes[:1])[1], torch.zeros(3, 37, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("parts", [1, 2])
 def test_where_the_kernels_cannot_vouch_for_the_nearest_codes_all_are_torchs(monkeypatch, parts):
-    """A call, or one of the parts of a split call, that leaves a code unfound: model.predict on every output, so that
-    torch sees the shapes it would unsplit."""
+    """A call, or one of the parts of a split call, that leaves a code unfound: model.predict on all the call's
+    outputs at once, so that torch sees the shapes it would unsplit. The other part's answer, here wrong on purpose,
+    is not used."""
     codes, g = target_codes(20, 20, seed=0), torch.Generator().manual_seed(0)
     out = torch.tanh(torch.randn(4, 30, 20, generator=g))
-    halves = {0: (out[:2], native.nearest(out[:2], codes)), 2: (out[2:], None)}
+    halves = {0: (out[:2], torch.zeros(2, 30, dtype=torch.int64)), 2: (out[2:], None)}
     monkeypatch.setattr(native, "classify", lambda n, theta, x, shared, codes: (out, None) if parts == 1
                         else halves[int(theta[0, 0])])
+    asked = []
+    monkeypatch.setattr(engine, "predict", lambda o, c: asked.append(tuple(o.shape)) or predict(o, c))
     kernels = engine.NativeKernels(build(0), 5, engine.Helpers(2))
     monkeypatch.setattr(kernels, "_parts", lambda runs, flops: parts)
     got = kernels.classify(torch.arange(4.0)[:, None].expand(4, 2420), torch.zeros(4, 30, 120), codes)
-    assert torch.equal(got[0], out) and torch.equal(got[1], predict(out, codes))
     kernels.helpers.close()
+    assert torch.equal(got[0], out) and torch.equal(got[1], predict(out, codes)) and asked == [(4, 30, 20)]
+    assert not torch.equal(predict(out[:2], codes), halves[0][1])  # the wrong answer would have shown

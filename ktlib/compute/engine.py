@@ -237,9 +237,9 @@ class NativeKernels:
         return self._joined([seen for _, seen in done], codes)
 
     def classify(self, theta, x, codes, shared=False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(outputs, the index of each output's nearest code): both from one call to C (native.classify), which finds
-        the codes as kt_nearest does while the outputs are still in its vectors; model.predict's where it cannot vouch
-        for them all. At n=5 each epoch's evaluation had spent about as long in torch.cdist and argmin as in the
+        """(outputs, the index of each output's nearest code): both from one call to C (native.classify) for each part
+        of the runs, which finds the codes as kt_nearest does while the outputs are still in its vectors; model.predict's
+        where it cannot vouch for them all. At n=5 each epoch's evaluation had spent about as long in torch.cdist and argmin as in the
         kernels' outputs, and then a fifth of its time in a call of kt_nearest of its own (on the Zen 4, scripts
         outside the repository)."""
         images = len(theta) * (x.shape[0] if shared else x.shape[1])

@@ -849,19 +849,7 @@ void kt_sigmoid(const float *x, float *out, int64_t count) {
     }
 }
 
-/* The nearest of C codes (20 values each) to an output (20 values), as ktlib.compute.model.predict finds it with
-   torch.cdist and argmin, without computing what torch computes: the squared distances summed here, L outputs at a
-   time, and the nearest index written only where it is clear of the next by more than rounding, here and in torch,
-   could bridge; elsewhere -1, and the caller asks torch. Why that suffices, with u = 2^-24 and S the largest over the
-   codes of the sum over k of x_k^2 + 2 |x_k c_k| + c_k^2: for more than 25 rows or codes torch 2.13 sums 22 terms,
-   -2 x_k c_k, |x|^2 and |c|^2, the two norms summed in float first; in any order of summation that errs by at most
-   22u S (the sum) + 20u |x|^2 + 20u |c|^2 (the norms), under 42u S. Otherwise it sums 20 rounded squares of rounded
-   differences, under 23u S, as this function does. So with a gap here over 2 (23 + 42)u S, torch's nearest is this
-   one, strictly; and sqrt, which torch takes next, keeps values apart that differ by over 4u S (S bounds them).
-   Needed: a gap over 134u S; 192u S is asked, of an S summed in float (under 22u S off). This assumes finite codes
-   (a call with any other is refused whole), no underflow (S is at least 20 for the codes of +-1 the runs use) and
-   torch's full-precision float32 products (its default; a lower matmul precision would void it). One code is every
-   output's nearest, as argmin over one value. */
+/* The codes the nearest are found among (nearest_lanes), with the largest |c_k| and |c|^2 that its bound needs. */
 typedef struct {
     const float *codes;
     int C, finite;
@@ -903,8 +891,20 @@ INLINE void distances(const vec x[20], const float *codes, int j, int W, vec *be
     }
 }
 
-/* The nearest codes of the `count` outputs in the lanes of x (x[k]: value k of each), into nearest[0..count), -1
-   where unsure (above); returns the number of -1s. */
+/* The nearest codes of the `count` outputs in the lanes of x (x[k]: value k of each), into nearest[0..count), as
+   ktlib.compute.model.predict finds them with torch.cdist and argmin, without computing what torch computes: the
+   squared distances summed here (`distances`), and the nearest index written only where it is clear of the next by
+   more than rounding, here and in torch, could bridge; elsewhere -1, and the caller asks torch. Returns the number of
+   -1s. Why that suffices, with u = 2^-24 and S the largest over the codes of the sum over k of x_k^2 + 2 |x_k c_k| +
+   c_k^2: for more than 25 rows or codes torch 2.13 sums 22 terms, -2 x_k c_k, |x|^2 and |c|^2, the two norms summed
+   in float first; in any order of summation that errs by at most 22u S (the sum) + 20u |x|^2 + 20u |c|^2 (the
+   norms), under 42u S. Otherwise it sums 20 rounded squares of rounded differences, under 23u S; `distances` sums the
+   same terms, with fused multiply-adds where the CPU has them (fewer roundings), within the same bound. So with a gap
+   here over 2 (23 + 42)u S, torch's nearest is this one, strictly; and sqrt, which torch takes next, keeps values
+   apart that differ by over 4u S (S bounds them). Needed: a gap over 134u S; 192u S is asked, of an S summed in float
+   (under 22u S off). This assumes finite codes (a call with any other is refused whole), no underflow (S is at least
+   20 for the codes of +-1 the runs use) and torch's full-precision float32 products (its default; a lower matmul
+   precision would void it). One code is every output's nearest, as argmin over one value. */
 INLINE int64_t nearest_lanes(const vec x[20], int count, const Codes *K, int64_t *nearest) {
     if (!K->finite || K->C == 1) {  /* refused whole; or one code, every output's nearest */
         for (int l = 0; l < count; l++) nearest[l] = K->finite ? 0 : -1;

@@ -209,7 +209,10 @@ def gradients(theta: torch.Tensor, x: torch.Tensor, target: torch.Tensor, start:
     return grad.mul_(scale)
 
 
-CHUNK = 512  # images a frozen-layer forward pass takes at a time: the chunk is a unit of work, never of summation
+# Images a frozen-layer forward pass takes at a time. A set is always cut at the same places, so its numbers do not
+# depend on which thread computes which chunk; PyTorch does not promise that another chunk size gives the same numbers
+# (the tests find so for chunks of 4 and 20 images), so a change of CHUNK is to be checked against the record.
+CHUNK = 512
 
 
 def frozen_inputs(source: Net, images: torch.Tensor, chunk: int = CHUNK) -> list[torch.Tensor]:
@@ -248,8 +251,9 @@ class _Shared:
     numbers whichever thread computes which), each chunk taken by the first thread free to. A thread that asks for a
     set another has begun takes the chunks still untaken rather than waiting: in bench.py's n=5 cell one worker had
     computed the shared test and validation images alone while the other, its own images done, waited for them (a
-    timeline by a script outside the repository). `levels` holds the _Levels once every chunk is in, or the first
-    chunk's error."""
+    timeline by a script outside the repository; the cell's time did not measurably change from this alone,
+    benchmarks/README.md). `levels` holds the _Levels once every chunk is in, or the error of the first chunk that
+    failed; the images and the net are let go then."""
 
     def __init__(self, source: Net, images: torch.Tensor, chunk: int):
         if len(images) == 0:
@@ -263,21 +267,29 @@ class _Shared:
         """Compute untaken chunks until none is left (or one has failed: its thread raises, the others stop)."""
         while True:
             with self.lock:
-                if self.taken == len(self.parts) or self.levels.done():
+                if self.levels.done() or self.taken == len(self.parts):
                     return
                 i, self.taken = self.taken, self.taken + 1
+                source, images = self.source, self.images[i * self.chunk:(i + 1) * self.chunk]
             try:
-                part = _chunk_levels(self.source, self.images[i * self.chunk:(i + 1) * self.chunk])
+                part = _chunk_levels(source, images)
             except BaseException as e:
                 with self.lock:
                     if not self.levels.done():
                         self.levels.set_exception(e)
+                        self._let_go()
                 raise
             with self.lock:
+                if self.levels.done():  # another chunk failed meanwhile
+                    return
                 self.parts[i], self.left = part, self.left - 1
-                if self.left == 0 and not self.levels.done():
+                if self.left == 0:
                     self.levels.set_result(_Levels([list(level) for level in zip(*self.parts)]))
-                    self.parts = []
+                    self._let_go()
+
+    def _let_go(self) -> None:
+        """Nothing more is computed from the images and the net: the cache need not keep them."""
+        self.parts, self.images, self.source = [], None, None
 
 
 def spread(features: torch.Tensor) -> float:

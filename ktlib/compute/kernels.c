@@ -831,7 +831,6 @@ void kt_adam(float *theta, const float *g, float *m, float *v, int64_t size, flo
     adam_step(theta, g, m, v, size, size - size % 8, *count, lr, beta1, beta2, eps);
 }
 
-
 /* The engine's sigmoid on `count` values, 16 at a time as the layers compute it: for the tests, which hold it
    to the exact function, and the benchmark, which times it. */
 void kt_sigmoid(const float *x, float *out, int64_t count) {

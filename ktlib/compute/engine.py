@@ -222,9 +222,8 @@ class NativeKernels:
         parts = self._parts(len(theta), perms.numel() * self.step_flops)
         (m, v), count, R = opt.moments[0], opt.steps[0], len(theta)
         if parts == 1:
-            out, found = native.epoch(self.n, theta, grad, x, target, perms, batch, self.keep, frozen, (m, v), count,
-                                      opt.rates[0], Adam.BETAS, opt.eps, codes=codes)
-            return out, predict(out, codes) if found is None else found
+            return self._joined([native.epoch(self.n, theta, grad, x, target, perms, batch, self.keep, frozen, (m, v),
+                                              count, opt.rates[0], Adam.BETAS, opt.eps, codes=codes)], codes)
 
         def part(a: int, b: int) -> tuple:  # runs a..b: rows of every argument, each contiguous
             own = count.clone()
@@ -245,8 +244,7 @@ class NativeKernels:
         images = len(theta) * (x.shape[0] if shared else x.shape[1])
         parts = self._parts(len(theta), images * self.image_flops)
         if parts == 1:
-            out, found = native.classify(self.n, theta, x, shared, codes)
-            return out, predict(out, codes) if found is None else found
+            return self._joined([native.classify(self.n, theta, x, shared, codes)], codes)
 
         def part(a: int, b: int) -> tuple:
             return native.classify(self.n, theta[a:b], x if shared else x[a:b], shared, codes)
@@ -255,11 +253,12 @@ class NativeKernels:
     @staticmethod
     def _joined(parts: list[tuple], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The parts' (outputs, nearest codes) as one call's: model.predict on all the outputs where a part could not
-        vouch for its codes, so that torch sees the shapes it sees unsplit."""
-        out = torch.cat([o for o, _ in parts])
+        vouch for its codes, so that torch sees the shapes it sees unsplit. One part is taken as it is, uncopied."""
+        join = (lambda ts: ts[0]) if len(parts) == 1 else torch.cat
+        out = join([o for o, _ in parts])
         if any(found is None for _, found in parts):
             return out, predict(out, codes)
-        return out, torch.cat([found for _, found in parts])
+        return out, join([found for _, found in parts])
 
     def outputs(self, theta, x, shared=False):
         images = len(theta) * (x.shape[0] if shared else x.shape[1])

@@ -301,21 +301,26 @@ def nearest(outputs: torch.Tensor, codes: torch.Tensor) -> torch.Tensor | None:
     sums); None where it cannot, and the caller asks predict. outputs (..., 20), codes (C, 20)."""
     if outputs.shape[-1] != CODE_BITS:
         raise ValueError(f"kt_nearest takes {CODE_BITS} values an output, not {tuple(outputs.shape)}")
-    out = outputs.contiguous()
-    _, found, codes, code_count = _classified(0, 0, codes, found=torch.empty(out.shape[:-1], dtype=torch.int64))
-    unsure = library().kt_nearest(_ptr(out), found.numel(), _ptr(codes), code_count, _ptr(found, torch.int64))
+    out, codes = outputs.contiguous(), _codes(codes)
+    found = torch.empty(out.shape[:-1], dtype=torch.int64)
+    unsure = library().kt_nearest(_ptr(out), found.numel(), _ptr(codes), len(codes), _ptr(found, torch.int64))
     return None if unsure else found
 
 
-def _classified(R: int, M: int, codes: torch.Tensor | None, found: torch.Tensor | None = None) -> tuple:
+def _codes(codes: torch.Tensor) -> torch.Tensor:
+    """The codes the nearest are found among, contiguous, as the kernels read them: (C, 20), else one clear error."""
+    if codes.dim() != 2 or codes.shape[1] != CODE_BITS:
+        raise ValueError(f"the nearest codes are found among codes of {CODE_BITS} values, not {tuple(codes.shape)}")
+    return codes.contiguous()
+
+
+def _classified(R: int, M: int, codes: torch.Tensor | None) -> tuple:
     """What a call that also finds the nearest codes passes: (outputs (R, M, 20) to fill, nearest (R, M) to fill, the
     codes contiguous, their count); without codes, (None, None, None, 0)."""
     if codes is None:
         return None, None, None, 0
-    if codes.dim() != 2 or codes.shape[1] != CODE_BITS:
-        raise ValueError(f"the nearest codes are found among codes of {CODE_BITS} values, not {tuple(codes.shape)}")
-    found = torch.empty(R, M, dtype=torch.int64) if found is None else found
-    return torch.empty(R, M, CODE_BITS), found, codes.contiguous(), len(codes)
+    codes = _codes(codes)
+    return torch.empty(R, M, CODE_BITS), torch.empty(R, M, dtype=torch.int64), codes, len(codes)
 
 
 def outputs(n: int, theta: torch.Tensor, x: torch.Tensor, shared: bool) -> torch.Tensor:
